@@ -1,0 +1,62 @@
+"""The watcher's errors: one tree, translated from foreign exceptions at each adapter.
+
+```
+WatcherError
+├── ConfigError          bad config file, value or missing secret; the CLI exits 2
+├── ApiError             the Fireworks API did not give a usable answer
+│   ├── ApiUnavailable   transient: timeout, connection error, 429, 5xx; retried with backoff
+│   ├── ApiRejected      401/403 and other 4xx: retrying soon will not help
+│   └── PayloadError     the answer is not the JSON we expect; skipped for this cycle
+├── StoreError           the state database cannot be opened or written
+└── NotifyError          a channel URL cannot be used
+```
+
+Every message is one line and never contains a secret.
+"""
+
+from __future__ import annotations
+
+
+class WatcherError(Exception):
+    """Root of every error the watcher raises on purpose."""
+
+
+class ConfigError(WatcherError):
+    """The configuration is invalid; the message names the key path."""
+
+
+class ApiError(WatcherError):
+    """The Fireworks API did not give a usable answer."""
+
+
+class ApiUnavailable(ApiError):
+    """A transient failure; `retry_after` is the server's hint in seconds, if it sent one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ApiRejected(ApiError):
+    """The API refused the request (401, 403, other 4xx)."""
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+    @property
+    def is_auth(self) -> bool:
+        """True for 401 and 403: the key is wrong or lacks permission."""
+        return self.status_code in (401, 403)
+
+
+class PayloadError(ApiError):
+    """The answer is not the JSON shape we expect."""
+
+
+class StoreError(WatcherError):
+    """The state database cannot be opened or written."""
+
+
+class NotifyError(WatcherError):
+    """A notification channel URL cannot be used."""

@@ -1,0 +1,170 @@
+"""The watcher's vocabulary: job kinds, job states, snapshots and transitions.
+
+Pure data: no I/O, no clock, no logging. Every other module speaks in these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+STATE_PREFIX = "JOB_STATE_"
+
+
+class JobKind(StrEnum):
+    """A kind of Fireworks job, named as in the config file."""
+
+    DPO = "dpo"
+    SFT = "sft"
+    RFT = "rft"
+    BATCH_INFERENCE = "batch-inference"
+    EVALUATION = "evaluation"
+
+    @property
+    def collection(self) -> str:
+        """The REST collection segment, e.g. `dpoJobs`; it is also the LIST response key."""
+        return _COLLECTIONS[self]
+
+
+_COLLECTIONS: dict[JobKind, str] = {
+    JobKind.DPO: "dpoJobs",
+    JobKind.SFT: "supervisedFineTuningJobs",
+    JobKind.RFT: "reinforcementFineTuningJobs",
+    JobKind.BATCH_INFERENCE: "batchInferenceJobs",
+    JobKind.EVALUATION: "evaluationJobs",
+}
+
+
+class JobState(StrEnum):
+    """Known job states by their short name (`RUNNING` for `JOB_STATE_RUNNING`).
+
+    The API grows new states; a snapshot's `state` is a plain `str`, so a value missing
+    here passes through by its short name instead of failing.
+    """
+
+    UNSPECIFIED = "UNSPECIFIED"
+    CREATING = "CREATING"
+    PENDING = "PENDING"
+    VALIDATING = "VALIDATING"
+    CREATING_INPUT_DATASET = "CREATING_INPUT_DATASET"
+    RUNNING = "RUNNING"
+    WRITING_RESULTS = "WRITING_RESULTS"
+    RE_QUEUEING = "RE_QUEUEING"
+    IDLE = "IDLE"
+    PAUSED = "PAUSED"
+    CANCELLING = "CANCELLING"
+    DELETING = "DELETING"
+    DELETING_CLEANING_UP = "DELETING_CLEANING_UP"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+    EARLY_STOPPED = "EARLY_STOPPED"
+    DELETED = "DELETED"
+    ARCHIVED = "ARCHIVED"
+    # Not an API value: the watcher's name for a job whose GET answered 404.
+    NOT_FOUND = "NOT_FOUND"
+
+
+#: A job in one of these has an outcome; it is polled slowly, never dropped (jobs can be resumed).
+OUTCOME_STATES: frozenset[str] = frozenset(
+    {
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.EXPIRED,
+        JobState.EARLY_STOPPED,
+    }
+)
+#: The job is gone; it is polled slowly too.
+TOMBSTONE_STATES: frozenset[str] = frozenset(
+    {JobState.DELETED, JobState.ARCHIVED, JobState.NOT_FOUND}
+)
+#: States after which `watch` stops, with the exit code each one means.
+SUCCESS_STATES: frozenset[str] = frozenset({JobState.COMPLETED, JobState.EARLY_STOPPED})
+
+
+def short_state(raw: str) -> str:
+    """`JOB_STATE_RUNNING` -> `RUNNING`; a value without the prefix is kept as it is."""
+    value = raw.strip().upper()
+    return value.removeprefix(STATE_PREFIX) or JobState.UNSPECIFIED
+
+
+def is_settled(state: str) -> bool:
+    """True for outcome and tombstone states: the job is polled on the slow interval."""
+    return state in OUTCOME_STATES or state in TOMBSTONE_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """Identifies one job: its kind and id inside the account (`my-dpo-job`)."""
+
+    kind: JobKind
+    job_id: str
+
+    @property
+    def key(self) -> str:
+        """A stable string key, e.g. `dpo/my-dpo-job`, used by the state store."""
+        return f"{self.kind}/{self.job_id}"
+
+    def resource_name(self, account_id: str) -> str:
+        """The API resource name, e.g. `accounts/acme/dpoJobs/my-dpo-job`."""
+        return f"accounts/{account_id}/{self.kind.collection}/{self.job_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSnapshot:
+    """What the watcher knows of one job at one poll.
+
+    Built from API JSON keeping only the fields the watcher uses, so secrets in the payload
+    (`wandbConfig.apiKey`, signed URLs) never enter the process's data. Times are RFC 3339
+    strings as the API sent them ("" when absent).
+    """
+
+    ref: JobRef
+    account_id: str
+    state: str
+    status_code: str = ""
+    status_message: str = ""
+    display_name: str = ""
+    base_model: str = ""
+    output_model: str = ""
+    dataset: str = ""
+    created_by: str = ""
+    create_time: str = ""
+    completed_time: str = ""
+    wandb_url: str = ""
+
+    @property
+    def name(self) -> str:
+        """The full resource name."""
+        return self.ref.resource_name(self.account_id)
+
+    def observable(self) -> tuple[str, str, str]:
+        """The part of a snapshot whose change is a transition."""
+        return (self.state, self.status_code, self.status_message)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A job moved: `old` is None when the watcher sees the job for the first time."""
+
+    old: JobSnapshot | None
+    new: JobSnapshot
+    observed_at: datetime
+
+    @property
+    def ref(self) -> JobRef:
+        """The job that moved."""
+        return self.new.ref
+
+    @property
+    def old_state(self) -> str:
+        """The previous state's short name, or "" on first sight."""
+        return self.old.state if self.old is not None else ""
+
+    @property
+    def new_state(self) -> str:
+        """The new state's short name."""
+        return self.new.state
