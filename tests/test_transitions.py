@@ -1,0 +1,160 @@
+"""The diff and the channel rules: pure, table-driven."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from watcher.model import JobKind, JobRef, JobSnapshot, Transition
+from watcher.transitions import ChannelRules, diff, merge, wants
+
+AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+REF = JobRef(JobKind.DPO, "my-job")
+
+
+def snap(state: str, code: str = "OK", message: str = "", **details: str) -> JobSnapshot:
+    return JobSnapshot(
+        ref=REF, account_id="acme", state=state, status_code=code, status_message=message, **details
+    )
+
+
+@pytest.mark.parametrize(
+    ("last", "observed", "expected_old_state"),
+    [
+        pytest.param(snap("PENDING"), snap("RUNNING"), "PENDING", id="pending->running"),
+        pytest.param(snap("RUNNING"), snap("COMPLETED"), "RUNNING", id="running->completed"),
+        pytest.param(
+            snap("RUNNING"),
+            snap("FAILED", "INTERNAL", "CUDA out of memory"),
+            "RUNNING",
+            id="running->failed with reason",
+        ),
+        pytest.param(
+            snap("RUNNING"), snap("RUNNING", "OK", "resharding"), "RUNNING", id="status message"
+        ),
+        pytest.param(
+            snap("RUNNING", "OK"), snap("RUNNING", "UNAVAILABLE"), "RUNNING", id="status code"
+        ),
+        pytest.param(snap("RUNNING"), snap("SOMETHING_NEW"), "RUNNING", id="unknown state"),
+        pytest.param(snap("COMPLETED"), snap("RUNNING"), "COMPLETED", id="resumed after outcome"),
+        pytest.param(snap("FAILED"), snap("RUNNING"), "FAILED", id="resumed after failure"),
+        pytest.param(snap("RUNNING"), snap("NOT_FOUND", ""), "RUNNING", id="vanished"),
+        pytest.param(snap("RUNNING"), snap("DELETED"), "RUNNING", id="deleted"),
+        pytest.param(None, snap("RUNNING"), "", id="first sight"),
+    ],
+)
+def test_diff_reports_changes(
+    last: JobSnapshot | None, observed: JobSnapshot, expected_old_state: str
+) -> None:
+    """Every change of state or status, and a first sighting, is a transition."""
+    transition = diff(last, observed, at=AT)
+
+    assert transition is not None
+    assert expected_old_state == transition.old_state
+    assert observed.state == transition.new_state
+    assert AT == transition.observed_at
+
+
+@pytest.mark.parametrize(
+    ("last", "observed"),
+    [
+        pytest.param(snap("RUNNING"), snap("RUNNING"), id="same"),
+        pytest.param(snap("RUNNING"), snap("RUNNING", display_name="renamed"), id="details only"),
+        pytest.param(snap("NOT_FOUND", ""), snap("NOT_FOUND", ""), id="not found twice"),
+        pytest.param(
+            snap("COMPLETED"),
+            snap("COMPLETED", completed_time="2026-11-27T12:00:00Z"),
+            id="completion time arrives later",
+        ),
+    ],
+)
+def test_diff_ignores_non_changes(last: JobSnapshot, observed: JobSnapshot) -> None:
+    """A snapshot whose state and status did not move is no transition."""
+    assert diff(last, observed, at=AT) is None
+
+
+def test_not_found_keeps_known_details() -> None:
+    """A 404 carries no details, so the transition keeps the display name known before."""
+    last = snap("RUNNING", display_name="Nice name", base_model="llama")
+    vanished = JobSnapshot(ref=REF, account_id="acme", state="NOT_FOUND")
+
+    transition = diff(last, vanished, at=AT)
+
+    assert transition is not None
+    assert "Nice name" == transition.new.display_name
+    assert "llama" == merge(last, vanished).base_model
+
+
+def test_merge_is_observed_when_found() -> None:
+    """Outside a 404 the stored snapshot is exactly the observed one."""
+    observed = snap("RUNNING", display_name="new name")
+
+    assert observed == merge(snap("RUNNING", display_name="old"), observed)
+
+
+def transition(old: str | None, new: str, *, job_id: str = "my-job", name: str = "") -> Transition:
+    ref = JobRef(JobKind.DPO, job_id)
+    before = None if old is None else JobSnapshot(ref=ref, account_id="a", state=old)
+    after = JobSnapshot(ref=ref, account_id="a", state=new, display_name=name)
+    return Transition(old=before, new=after, observed_at=AT)
+
+
+@pytest.mark.parametrize(
+    ("rules", "moved", "expected"),
+    [
+        pytest.param(ChannelRules(), transition("RUNNING", "FAILED"), True, id="default all"),
+        pytest.param(ChannelRules(), transition(None, "RUNNING"), False, id="baseline silent"),
+        pytest.param(
+            ChannelRules(notify_initial=True),
+            transition(None, "RUNNING"),
+            True,
+            id="notify_initial",
+        ),
+        pytest.param(
+            ChannelRules(to_states=frozenset({"COMPLETED", "FAILED"})),
+            transition("RUNNING", "FAILED"),
+            True,
+            id="to_states hit",
+        ),
+        pytest.param(
+            ChannelRules(to_states=frozenset({"COMPLETED", "FAILED"})),
+            transition("PENDING", "RUNNING"),
+            False,
+            id="to_states miss",
+        ),
+        pytest.param(
+            ChannelRules(job_globs=("prod-*",)),
+            transition("RUNNING", "FAILED", job_id="prod-7"),
+            True,
+            id="glob on id",
+        ),
+        pytest.param(
+            ChannelRules(job_globs=("prod-*",)),
+            transition("RUNNING", "FAILED", job_id="x1", name="prod-big"),
+            True,
+            id="glob on display name",
+        ),
+        pytest.param(
+            ChannelRules(job_globs=("prod-*",)),
+            transition("RUNNING", "FAILED", job_id="dev-1", name="dev"),
+            False,
+            id="glob miss",
+        ),
+        pytest.param(
+            ChannelRules(job_globs=("Prod-*",)),
+            transition("RUNNING", "FAILED", job_id="prod-1"),
+            False,
+            id="glob is case-sensitive",
+        ),
+        pytest.param(
+            ChannelRules(to_states=frozenset({"FAILED"}), job_globs=("prod-*",)),
+            transition("RUNNING", "COMPLETED", job_id="prod-1"),
+            False,
+            id="both rules must hold",
+        ),
+    ],
+)
+def test_channel_rules(rules: ChannelRules, moved: Transition, expected: bool) -> None:
+    """A channel hears a transition only when every one of its rules holds."""
+    assert expected == wants(rules, moved)

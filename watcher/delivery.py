@@ -1,0 +1,115 @@
+"""Delivery vocabulary: channels, their targets, outbox rows, send results and the retry schedule.
+
+Pure data and arithmetic, shared by the loop (which decides) and the store and notifier (which do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from watcher.transitions import ChannelRules
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One URL of a channel, as the rest of the program may see it.
+
+    The URL itself is a secret held only by the notifier; everything else refers to it by
+    `url_key` (a hash) and shows it as `url_display` (apprise's privacy form).
+    """
+
+    url_key: str
+    url_display: str
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A named group of targets with the rules and templates that decide what they receive."""
+
+    name: str
+    targets: tuple[Target, ...]
+    rules: ChannelRules = field(default_factory=ChannelRules)
+    title: str | None = None
+    body: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A notification to deliver to one target, written with the transition that caused it."""
+
+    job_key: str
+    channel: str
+    url_key: str
+    url_display: str
+    title: str
+    body: str
+    old_state: str
+    new_state: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An outbox row as read back from the store."""
+
+    id: int
+    entry: OutboxEntry
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    status: str  # "pending" | "delivered" | "dead"
+
+
+class SendOutcome(StrEnum):
+    """What one send to one target came to."""
+
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    # The call timed out: the message may have arrived. Retried, so it may be seen twice.
+    MAYBE_DELIVERED = "maybe_delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of one send, with a one-line reason when it did not succeed."""
+
+    outcome: SendOutcome
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How failed sends are retried: exponential backoff with jitter, then given up.
+
+    Attributes:
+        first_delay: seconds before the first retry; doubles with every attempt.
+        max_delay: the cap on one delay.
+        give_up_after: seconds after the transition when a delivery is declared dead.
+    """
+
+    first_delay: float = 1.0
+    max_delay: float = 60.0
+    give_up_after: float = 86400.0
+
+
+def next_attempt(
+    policy: RetryPolicy,
+    *,
+    attempts: int,
+    created_at: datetime,
+    now: datetime,
+    rand: Callable[[], float],
+) -> datetime | None:
+    """When to try a delivery again after its `attempts`-th failure; None means give up.
+
+    The delay is drawn from the upper half of the backoff window, so retries spread out
+    without ever coming sooner than half the nominal delay.
+    """
+    if (now - created_at).total_seconds() >= policy.give_up_after:
+        return None
+    # The exponent is bounded: 2**1439 (a day of one-minute retries) does not fit in a float.
+    nominal = min(policy.max_delay, policy.first_delay * 2 ** min(max(attempts - 1, 0), 32))
+    return now + timedelta(seconds=nominal * (0.5 + rand() / 2))

@@ -1,0 +1,82 @@
+"""Decide what changed and who hears about it. Pure functions: no clock, no I/O, no logging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from fnmatch import fnmatchcase
+
+from watcher.model import JobSnapshot, JobState, Transition
+
+
+def diff(
+    last_seen: JobSnapshot | None, observed: JobSnapshot, *, at: datetime
+) -> Transition | None:
+    """Compare a job's stored snapshot with a fresh one.
+
+    Returns a transition when the state changed, or the status code or message changed within the
+    same state; a first sighting (`last_seen` is None) is a transition with `old=None`, which
+    channels ignore unless they ask for it. Returns None when nothing a user cares about moved.
+    """
+    if last_seen is not None and last_seen.observable() == observed.observable():
+        return None
+    return Transition(old=last_seen, new=_keep_known_details(last_seen, observed), observed_at=at)
+
+
+def merge(last_seen: JobSnapshot | None, observed: JobSnapshot) -> JobSnapshot:
+    """The snapshot to store: the observed one, keeping details a 404 cannot tell us.
+
+    The store is written only when this differs from `last_seen`.
+    """
+    return _keep_known_details(last_seen, observed)
+
+
+def _keep_known_details(last_seen: JobSnapshot | None, observed: JobSnapshot) -> JobSnapshot:
+    # A 404 answer carries no display name or models; keep what we knew so the message still says
+    # which job vanished.
+    if last_seen is None or observed.state != JobState.NOT_FOUND:
+        return observed
+    return JobSnapshot(
+        ref=observed.ref,
+        account_id=observed.account_id,
+        state=observed.state,
+        status_code=observed.status_code,
+        status_message=observed.status_message,
+        display_name=last_seen.display_name,
+        base_model=last_seen.base_model,
+        output_model=last_seen.output_model,
+        dataset=last_seen.dataset,
+        created_by=last_seen.created_by,
+        create_time=last_seen.create_time,
+        completed_time=last_seen.completed_time,
+        wandb_url=last_seen.wandb_url,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRules:
+    """Which transitions one channel wants.
+
+    Attributes:
+        to_states: short state names the job must move to; None means every state.
+        job_globs: shell-style globs on the job id or display name; empty means every job.
+        notify_initial: also announce the first sighting of a job.
+    """
+
+    to_states: frozenset[str] | None = None
+    job_globs: tuple[str, ...] = ()
+    notify_initial: bool = False
+
+
+def wants(rules: ChannelRules, transition: Transition) -> bool:
+    """True when a channel with these rules should hear about this transition."""
+    if transition.old is None and not rules.notify_initial:
+        return False
+    if rules.to_states is not None and transition.new_state not in rules.to_states:
+        return False
+    if not rules.job_globs:
+        return True
+    names = [transition.new.ref.job_id]
+    if transition.new.display_name:
+        names.append(transition.new.display_name)
+    return any(fnmatchcase(name, glob) for glob in rules.job_globs for name in names)
