@@ -1,0 +1,394 @@
+"""The watcher's durable state: each job's last seen snapshot and an outbox of notifications.
+
+A poll writes a job's new snapshot and the notifications its transition causes in ONE SQLite
+transaction, before anything is sent; the notifier then works through the outbox and marks each
+row delivered, retried later, or dead. So a crash can repeat a send that was in flight but never
+loses one, and a restart never repeats a delivered notification.
+
+Only this module imports `sqlite3`. It is synchronous: the daemon calls it through
+`anyio.to_thread.run_sync` behind a `CapacityLimiter(1)`. Every `sqlite3` error leaves it as a
+one-line `StoreError` naming the database path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from watcher.delivery import Delivery, OutboxEntry
+from watcher.errors import StoreError
+from watcher.model import JobKind, JobRef, JobSnapshot
+
+PENDING = "pending"
+DELIVERED = "delivered"
+DEAD = "dead"
+
+# Each entry brings the schema from version i to i + 1; `meta` itself exists before any of them.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        job_key    TEXT PRIMARY KEY,
+        snapshot   TEXT NOT NULL,
+        updated_at TEXT
+    );
+    CREATE TABLE outbox (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_key         TEXT NOT NULL,
+        channel         TEXT NOT NULL,
+        url_key         TEXT NOT NULL,
+        url_display     TEXT NOT NULL,
+        title           TEXT NOT NULL,
+        body            TEXT NOT NULL,
+        old_state       TEXT NOT NULL,
+        new_state       TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error      TEXT NOT NULL DEFAULT '',
+        delivered_at    TEXT
+    );
+    CREATE INDEX outbox_status_next ON outbox (status, next_attempt_at);
+    """,
+)
+
+_OUTBOX_COLUMNS = (
+    "id, job_key, channel, url_key, url_display, title, body, old_state, new_state, "
+    "created_at, attempts, next_attempt_at, last_error, status"
+)
+
+
+class StateStore:
+    """Last seen job snapshots and the notification outbox in one SQLite file.
+
+    Use as a context manager, or call `close()`. Methods raise `StoreError` when the database
+    cannot be read or written.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating if needed, mode 0600) the database at `path` and bring its schema up to date.
+
+        Raises:
+            StoreError: the file cannot be created or opened, is not a database, or was written
+                by a newer fireworks-watcher.
+        """
+        self._path = path
+        # The connection is shared across worker threads; the lock keeps one transaction at a
+        # time even if a caller forgets the capacity limiter.
+        self._lock = threading.Lock()
+        _prepare_file(path)
+        try:
+            self._conn = sqlite3.connect(
+                path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state database {path}: {_reason(exc)}") from exc
+        try:
+            with self._errors("open"):
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss,
+                # and a committed transition must survive.
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute("PRAGMA busy_timeout=5000")
+                self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @classmethod
+    def open(cls, path: Path) -> StateStore:
+        """Open the database at `path`; the same as `StateStore(path)`."""
+        return cls(path)
+
+    def close(self) -> None:
+        """Close the database; further calls raise `StoreError`. Closing twice is harmless."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def last(self, ref: JobRef) -> JobSnapshot | None:
+        """The job's last recorded snapshot, or None if never seen (or its row is unreadable)."""
+        with self._lock, self._errors("read"):
+            row = self._conn.execute(
+                "SELECT snapshot FROM jobs WHERE job_key = ?", (ref.key,)
+            ).fetchone()
+        if row is None:
+            return None
+        return _decode_snapshot(ref.key, row[0])
+
+    def last_all(self) -> dict[str, JobSnapshot]:
+        """Every job's last recorded snapshot keyed by `JobRef.key`; unreadable rows are skipped."""
+        with self._lock, self._errors("read"):
+            rows = self._conn.execute("SELECT job_key, snapshot FROM jobs").fetchall()
+        decoded = ((key, _decode_snapshot(key, text)) for key, text in rows)
+        return {key: snapshot for key, snapshot in decoded if snapshot is not None}
+
+    def record(
+        self, snapshots: Sequence[JobSnapshot], entries: Sequence[OutboxEntry], *, now: datetime
+    ) -> None:
+        """Save snapshots as their jobs' last seen state and queue notifications, atomically.
+
+        Args:
+            snapshots: each becomes its job's last seen state.
+            entries: new outbox rows: pending, no attempts, due at their `created_at`.
+            now: stored as the jobs' update time.
+
+        Either everything is written or nothing is; with nothing to write, no transaction.
+        """
+        if not snapshots and not entries:
+            return
+        updated_at = _ts(now)
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO jobs (job_key, snapshot, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (job_key) DO UPDATE "
+                "SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
+                ((s.ref.key, _encode_snapshot(s), updated_at) for s in snapshots),
+            )
+            conn.executemany(
+                "INSERT INTO outbox (job_key, channel, url_key, url_display, title, body, "
+                "old_state, new_state, created_at, status, attempts, next_attempt_at, last_error) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{PENDING}', 0, ?, '')",
+                (_entry_params(e) for e in entries),
+            )
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop the last state of jobs no longer watched; their outbox rows stay."""
+        params = [(key,) for key in keys]
+        if not params:
+            return
+        with self._write() as conn:
+            conn.executemany("DELETE FROM jobs WHERE job_key = ?", params)
+
+    # -- outbox -----------------------------------------------------------------------------
+
+    def due(self, now: datetime, *, limit: int = 100) -> list[Delivery]:
+        """Pending deliveries whose next attempt is at or before `now`, oldest first."""
+        return self._deliveries(
+            "WHERE status = ? AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            (PENDING, _ts(now), limit),
+        )
+
+    def next_due_at(self) -> datetime | None:
+        """When the earliest pending delivery is due, or None if nothing is pending."""
+        with self._lock, self._errors("read"):
+            row = self._conn.execute(
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE status = ?", (PENDING,)
+            ).fetchone()
+        return None if row[0] is None else datetime.fromisoformat(row[0])
+
+    def undelivered(self) -> list[Delivery]:
+        """Pending and dead deliveries (for the `status` command), oldest first."""
+        return self._deliveries("WHERE status IN (?, ?) ORDER BY id", (PENDING, DEAD))
+
+    def mark_delivered(self, delivery_id: int, *, now: datetime) -> None:
+        """Record that the delivery was sent."""
+        self._update(
+            delivery_id, "status = ?, delivered_at = ?, last_error = ''", (DELIVERED, _ts(now))
+        )
+
+    def mark_retry(self, delivery_id: int, *, next_attempt_at: datetime, error: str) -> None:
+        """Record a failed send to be tried again at `next_attempt_at`."""
+        self._update(
+            delivery_id,
+            "attempts = attempts + 1, next_attempt_at = ?, last_error = ?",
+            (_ts(next_attempt_at), error),
+        )
+
+    def mark_dead(self, delivery_id: int, *, now: datetime, error: str) -> None:
+        """Give the delivery up after a failed send; its `next_attempt_at` becomes `now`."""
+        self._update(
+            delivery_id,
+            "attempts = attempts + 1, status = ?, next_attempt_at = ?, last_error = ?",
+            (DEAD, _ts(now), error),
+        )
+
+    def prune(self, *, delivered_before: datetime) -> int:
+        """Delete deliveries delivered before `delivered_before`; returns how many."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "DELETE FROM outbox WHERE status = ? AND delivered_at < ?",
+                (DELIVERED, _ts(delivered_before)),
+            )
+        return cursor.rowcount
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _deliveries(self, where: str, params: tuple[Any, ...]) -> list[Delivery]:
+        with self._lock, self._errors("read"):
+            rows = self._conn.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox {where}", params
+            ).fetchall()
+        return [_delivery(row) for row in rows]
+
+    def _update(self, delivery_id: int, assignments: str, params: tuple[Any, ...]) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"UPDATE outbox SET {assignments} WHERE id = ?", (*params, delivery_id)
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(f"no outbox row with id {delivery_id}")
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema; refuse a database from a newer version."""
+        with self._write("open") as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            try:
+                version = 0 if row is None else int(row[0])
+            except (TypeError, ValueError):
+                raise StoreError(
+                    f"cannot open state database {self._path}: unreadable schema version"
+                ) from None
+            if version > self.SCHEMA_VERSION:
+                raise StoreError(
+                    f"cannot open state database {self._path}: written by a newer "
+                    f"fireworks-watcher (schema {version}, this one knows {self.SCHEMA_VERSION})"
+                )
+            for script in _MIGRATIONS[version : self.SCHEMA_VERSION]:
+                # executescript() would COMMIT our transaction; run the statements one by one.
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(self.SCHEMA_VERSION),),
+            )
+
+    @contextmanager
+    def _write(self, action: str = "write") -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self._lock, self._errors(action):
+            conn = self._conn
+            # IMMEDIATE takes the write lock now, so a busy database fails here, not mid-way.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # The original error matters; a failed rollback (no transaction left) does not.
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot {action} state database {self._path}: {_reason(exc)}"
+            ) from exc
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the parent directory (0700) and the file (0600) if missing; check it is writable."""
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True)
+            path.parent.chmod(0o700)  # mkdir's mode is filtered by the umask
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            fd = os.open(path, os.O_RDWR)  # fails on a directory or a read-only file
+        else:
+            os.fchmod(fd, 0o600)  # os.open's mode is filtered by the umask too
+        os.close(fd)
+    except OSError as exc:
+        raise StoreError(f"cannot open state database {path}: {_reason(exc)}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _ts(value: datetime) -> str:
+    """A datetime as ISO 8601 UTC text of fixed width, so text order is time order."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value.isoformat()}: the store needs aware ones")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+_SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(JobSnapshot) if f.name != "ref")
+_ENTRY_TEXT_FIELDS = tuple(
+    f.name for f in dataclasses.fields(OutboxEntry) if f.name != "created_at"
+)
+
+
+def _encode_snapshot(snapshot: JobSnapshot) -> str:
+    data: dict[str, str] = {"kind": str(snapshot.ref.kind), "job_id": snapshot.ref.job_id}
+    data.update((name, getattr(snapshot, name)) for name in _SNAPSHOT_FIELDS)
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+
+def _decode_snapshot(job_key: str, text: str) -> JobSnapshot | None:
+    """The snapshot in a `jobs` row, or None when the row cannot be trusted."""
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            return None
+        ref = JobRef(JobKind(data["kind"]), data["job_id"])
+        # Unknown keys are ignored and missing optional ones take their defaults.
+        fields = {name: data[name] for name in _SNAPSHOT_FIELDS if name in data}
+        snapshot = JobSnapshot(ref=ref, **fields)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return snapshot if ref.key == job_key else None
+
+
+def _entry_params(entry: OutboxEntry) -> tuple[str, ...]:
+    texts = tuple(getattr(entry, name) for name in _ENTRY_TEXT_FIELDS)
+    for name, value in zip(_ENTRY_TEXT_FIELDS, texts, strict=True):
+        # sqlite3 would store an int or bytes as is and hand back the wrong type later.
+        if not isinstance(value, str):
+            raise TypeError(f"OutboxEntry.{name} must be str, not {type(value).__name__}")
+    created_at = _ts(entry.created_at)
+    return (*texts, created_at, created_at)
+
+
+def _delivery(row: tuple[Any, ...]) -> Delivery:
+    (id_, job_key, channel, url_key, url_display, title, body, old_state, new_state) = row[:9]
+    created_at, attempts, next_attempt_at, last_error, status = row[9:]
+    entry = OutboxEntry(
+        job_key=job_key,
+        channel=channel,
+        url_key=url_key,
+        url_display=url_display,
+        title=title,
+        body=body,
+        old_state=old_state,
+        new_state=new_state,
+        created_at=datetime.fromisoformat(created_at),
+    )
+    return Delivery(
+        id=id_,
+        entry=entry,
+        attempts=attempts,
+        next_attempt_at=datetime.fromisoformat(next_attempt_at),
+        last_error=last_error,
+        status=status,
+    )
