@@ -1,0 +1,463 @@
+"""The Fireworks jobs API adapter: HTTP GET/LIST over an injected `httpx.AsyncClient`.
+
+Two layers:
+
+* pure functions (`parse_job`, `backoff_delay`, `parse_retry_after`, `error_message`) that
+  turn API JSON, retry hints and error bodies into watcher values, with no I/O;
+* `FireworksClient`, which sends the requests, retries transient failures and translates
+  every httpx exception and unusable answer into the `watcher.errors.ApiError` tree.
+
+The snapshot keeps only the fields the watcher uses, so secrets in a job payload
+(`wandbConfig.apiKey`, `*SignedUrl`, cloud credentials) never leave this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Final
+from urllib.parse import quote
+
+import anyio
+import httpx
+
+from watcher import __version__
+from watcher.errors import ApiRejected, ApiUnavailable, ConfigError, PayloadError
+from watcher.model import JobKind, JobRef, JobSnapshot, JobState, short_state
+
+DEFAULT_BASE_URL: Final = "https://api.fireworks.ai"
+USER_AGENT: Final = f"fireworks-watcher/{__version__}"
+#: The API caps pages at 200 and coerces larger values down.
+MAX_PAGE_SIZE: Final = 200
+#: A server that keeps handing out new page tokens is stopped after this many pages.
+MAX_PAGES: Final = 10_000
+#: Server messages quoted in errors are cut to this many characters.
+MAX_SERVER_MESSAGE: Final = 200
+
+# The top-level camelCase fields `parse_job` reads, per kind, sent as `readMask` on GET and LIST.
+# Nested paths are undocumented, so `wandbConfig` comes whole (apiKey included) and is filtered
+# by the parser instead.
+_TRAINING_MASK: Final = (
+    "name,displayName,state,status,createTime,completedTime,createdBy,dataset,"
+    "trainingConfig,wandbConfig"
+)
+READ_MASKS: Final[Mapping[JobKind, str]] = {
+    JobKind.DPO: _TRAINING_MASK,
+    JobKind.RFT: _TRAINING_MASK,
+    JobKind.SFT: f"{_TRAINING_MASK},baseModel,outputModel",
+    JobKind.BATCH_INFERENCE: (
+        "name,displayName,state,status,createTime,createdBy,model,inputDatasetId,outputDatasetId"
+    ),
+    JobKind.EVALUATION: (
+        "name,displayName,state,status,createTime,createdBy,inputDataset,outputDataset"
+    ),
+}
+
+#: Statuses worth another try inside one call: rate limit, request timeout, gateway trouble.
+RETRY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def _text(mapping: Mapping[str, object], *keys: str) -> str:
+    """The first non-empty string among `keys`; a wrong-typed value counts as absent."""
+    for key in keys:
+        value = mapping.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _object(mapping: Mapping[str, object], key: str) -> Mapping[str, object]:
+    """A nested JSON object, or an empty one when it is absent or not an object."""
+    value = mapping.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def parse_job(
+    payload: object, *, kind: JobKind, account_id: str, ref: JobRef | None = None
+) -> JobSnapshot:
+    """Build a `JobSnapshot` from one job's JSON, keeping only the fields the watcher uses.
+
+    Missing and extra fields are fine, and an optional field of the wrong type counts as
+    absent, because the API schema grows and proto3 JSON omits default values.
+
+    Args:
+        payload: The decoded JSON of one job (a GET body or one LIST item).
+        kind: The job kind the payload was fetched as.
+        account_id: The account the job belongs to.
+        ref: The job's identity when the payload carries no `name` (e.g. a GET whose
+            answer lacks it); the `name` wins when both are there.
+
+    Raises:
+        PayloadError: The payload is not a JSON object, or neither `name` nor `ref`
+            identifies the job.
+    """
+    if not isinstance(payload, dict):
+        msg = f"{kind} job payload is not a JSON object (got {type(payload).__name__})"
+        raise PayloadError(msg)
+    job_id = _text(payload, "name").rpartition("/")[2].strip()
+    if job_id:
+        ref = JobRef(kind=kind, job_id=job_id)
+    elif ref is None:
+        msg = f"{kind} job payload has no usable name"
+        raise PayloadError(msg)
+
+    training = _object(payload, "trainingConfig")
+    status = _object(payload, "status")
+    raw_state = payload.get("state")
+    return JobSnapshot(
+        ref=ref,
+        account_id=account_id,
+        state=short_state(raw_state) if isinstance(raw_state, str) else JobState.UNSPECIFIED,
+        status_code=_text(status, "code"),
+        status_message=_text(status, "message"),
+        display_name=_text(payload, "displayName"),
+        base_model=_text(training, "baseModel") or _text(payload, "baseModel", "model"),
+        output_model=_text(training, "outputModel") or _text(payload, "outputModel"),
+        dataset=_text(payload, "dataset", "inputDatasetId", "inputDataset"),
+        created_by=_text(payload, "createdBy"),
+        create_time=_text(payload, "createTime"),
+        completed_time=_text(payload, "completedTime"),
+        wandb_url=_text(_object(payload, "wandbConfig"), "url"),
+    )
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently one request is retried after a transient failure.
+
+    Attributes:
+        attempts: Total tries per request (1 means no retry).
+        base_delay: The first backoff ceiling in seconds; it doubles on each try.
+        max_delay: The largest backoff ceiling in seconds.
+        max_retry_after: The longest server `Retry-After` waited for inside one call; a
+            longer one ends the call with `ApiUnavailable(retry_after=...)` so the caller
+            can reschedule instead of blocking a poll cycle.
+    """
+
+    attempts: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        """Reject a policy that could never send or would wait a negative time."""
+        if self.attempts < 1:
+            msg = f"RetryPolicy.attempts must be at least 1, got {self.attempts}"
+            raise ValueError(msg)
+        if min(self.base_delay, self.max_delay, self.max_retry_after) < 0:
+            msg = "RetryPolicy delays must not be negative"
+            raise ValueError(msg)
+
+
+DEFAULT_RETRY: Final = RetryPolicy()
+
+
+def backoff_delay(
+    attempt: int, policy: RetryPolicy, *, retry_after: float | None, rand: Callable[[], float]
+) -> float:
+    """Seconds to wait after failed try number `attempt` (1-based): exponential, full jitter.
+
+    The jitter ceiling is `base_delay * 2 ** (attempt - 1)`, capped at `max_delay`; the wait is
+    a uniform share of it (`rand()` in [0, 1)). A server hint wins when it is longer, and the
+    result never exceeds `max_retry_after`.
+    """
+    # min() on the exponent keeps a silly attempt number from overflowing the float.
+    ceiling = min(policy.max_delay, policy.base_delay * 2.0 ** min(max(attempt, 1) - 1, 64))
+    delay = ceiling * min(max(rand(), 0.0), 1.0)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, policy.max_retry_after)
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """Read a `Retry-After` header: delay-seconds or an HTTP-date, as seconds from `now`.
+
+    Returns None when the header is absent or unreadable (including a negative or
+    non-finite number); a date in the past gives 0.0. Never raises.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = parsedate_to_datetime(text)
+        if when.tzinfo is None:  # "-0000" means UTC of unknown origin
+            when = when.replace(tzinfo=UTC)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+        return max((when - now).total_seconds(), 0.0)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- error messages ------------------------------------------------------------------------
+
+
+def _one_line(text: str, limit: int = MAX_SERVER_MESSAGE) -> str:
+    """Collapse whitespace so a message stays on one line, then cut it to `limit` chars."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The `message` of a grpc-gateway (`{"message"}`) or `{"error": {"message"}}` body, or ""."""
+    try:
+        body = json.loads(response.content)
+    except (ValueError, RecursionError):
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error")
+    if isinstance(error, dict):
+        body = error
+    elif isinstance(error, str) and error:
+        return _one_line(error)
+    message = body.get("message")
+    return _one_line(message) if isinstance(message, str) else ""
+
+
+def _request_line(response: httpx.Response) -> str:
+    """`GET /v1/...`: the method and path only; the query, headers and host stay out."""
+    try:
+        request = response.request
+    except RuntimeError:  # a Response built by hand has no request
+        return "HTTP"
+    return f"{request.method} {request.url.path}"
+
+
+def error_message(response: httpx.Response) -> str:
+    """A one-line description of an HTTP error answer, safe to log and notify.
+
+    Names the method, path, status and the server's own `message` when the body has one
+    (cut to 200 characters); never the query string, headers or body otherwise.
+    """
+    line = f"{_request_line(response)}: HTTP {response.status_code}"
+    if response.reason_phrase:
+        line += f" {response.reason_phrase}"
+    server = _server_message(response)
+    return f"{line}: {server}" if server else line
+
+
+# --- client --------------------------------------------------------------------------------
+
+
+class FireworksClient:
+    """Reads Fireworks jobs through an `httpx.AsyncClient` owned by the caller.
+
+    No timeout is set here: build the client with one (e.g.
+    `httpx.AsyncClient(timeout=httpx.Timeout(10.0))`); a timeout is then retried like any
+    transport error and ends as `ApiUnavailable`. Every method raises only
+    `watcher.errors.ApiError` subclasses: `ApiUnavailable` (transient, after the retries of
+    `retry`), `ApiRejected` (4xx, not retried) or `PayloadError` (an answer that is not the
+    expected JSON).
+
+    Args:
+        http: The HTTP client; its transport, timeout and limits are the caller's choice.
+        account_id: The Fireworks account whose jobs are read.
+        api_key: Sent as `Authorization: Bearer <key>`; never put in messages.
+        base_url: The API root, without `/v1`.
+        retry: The retry policy for transient failures.
+        sleep: Awaited between tries; tests pass a recording fake.
+        rand: The jitter source, returning a float in [0, 1).
+        now: The clock for HTTP-date `Retry-After` values.
+
+    Attributes:
+        requests_sent: HTTP requests attempted so far, retries included (the server may
+            have seen a request that failed in transport, so each counts against the budget).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        account_id: str,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rand: Callable[[], float] = random.random,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        try:
+            url = httpx.URL(base_url)
+        except httpx.InvalidURL as exc:
+            msg = f"invalid Fireworks base URL: {exc}"
+            raise ConfigError(msg) from None
+        if url.scheme not in ("http", "https") or not url.host:
+            msg = "invalid Fireworks base URL: expected http(s)://host[:port]"
+            raise ConfigError(msg)
+        self._http = http
+        self._account_id = account_id
+        self._api_key = api_key
+        self._base_url = base_url.rstrip("/")
+        self._retry = retry
+        self._sleep = sleep
+        self._rand = rand
+        self._now = now
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self.requests_sent = 0
+
+    def __repr__(self) -> str:
+        # Spelled out so the API key can never show up in a repr.
+        return f"FireworksClient(account_id={self._account_id!r}, base_url={self._base_url!r})"
+
+    def _collection_path(self, kind: JobKind) -> str:
+        return f"/v1/accounts/{quote(self._account_id, safe='')}/{kind.collection}"
+
+    async def get_job(self, ref: JobRef) -> JobSnapshot:
+        """Fetch one job; a 404 gives a snapshot in state `NOT_FOUND` rather than an error.
+
+        Raises:
+            PayloadError: The answer is not a job, or a job other than `ref`.
+        """
+        path = f"{self._collection_path(ref.kind)}/{quote(ref.job_id, safe='')}"
+        response = await self._send(path, {"readMask": READ_MASKS[ref.kind]}, allow_404=True)
+        if response.status_code == 404:
+            return JobSnapshot(ref=ref, account_id=self._account_id, state=JobState.NOT_FOUND)
+        body = self._json(response)
+        snapshot = self._parse(body, kind=ref.kind, ref=ref, where=_request_line(response))
+        if snapshot.ref != ref:
+            msg = f"{_request_line(response)}: answered for job {snapshot.ref.job_id!r}"
+            raise PayloadError(_one_line(msg))
+        return snapshot
+
+    async def list_jobs(
+        self, kind: JobKind, *, page_size: int = MAX_PAGE_SIZE
+    ) -> list[JobSnapshot]:
+        """Every job of `kind` in the account, following `nextPageToken` from the first page.
+
+        A job seen on two pages (the token is offset-like, so pages shift when jobs are
+        created meanwhile) is returned once, as last seen.
+
+        Raises:
+            PayloadError: A page is not the expected JSON, an item is not a job, or the
+                server repeats a page token or never stops paging.
+        """
+        path = self._collection_path(kind)
+        params = {
+            "pageSize": str(min(max(page_size, 1), MAX_PAGE_SIZE)),
+            "readMask": READ_MASKS[kind],
+        }
+        jobs: dict[JobRef, JobSnapshot] = {}
+        seen_tokens: set[str] = set()
+        for _ in range(MAX_PAGES):
+            response = await self._send(path, params)
+            where = _request_line(response)
+            body = self._json(response)
+            if not isinstance(body, dict):
+                msg = f"{where}: list body is not a JSON object (got {type(body).__name__})"
+                raise PayloadError(msg)
+            items = body.get(kind.collection, [])  # proto3 JSON omits an empty list
+            if not isinstance(items, list):
+                msg = f"{where}: {kind.collection!r} is not a list"
+                raise PayloadError(msg)
+            for index, item in enumerate(items):
+                snapshot = self._parse(item, kind=kind, ref=None, where=f"{where} item {index}")
+                jobs[snapshot.ref] = snapshot
+            token = body.get("nextPageToken")
+            if token is None or token == "":
+                return list(jobs.values())
+            if not isinstance(token, str):
+                msg = f"{where}: nextPageToken is not a string (got {type(token).__name__})"
+                raise PayloadError(msg)
+            if token in seen_tokens:
+                msg = f"{where}: server repeated a page token; stopped paging"
+                raise PayloadError(msg)
+            seen_tokens.add(token)
+            params["pageToken"] = token
+        msg = f"GET {path}: more than {MAX_PAGES} pages; stopped paging"
+        raise PayloadError(msg)
+
+    def _parse(self, item: object, *, kind: JobKind, ref: JobRef | None, where: str) -> JobSnapshot:
+        try:
+            return parse_job(item, kind=kind, account_id=self._account_id, ref=ref)
+        except PayloadError as exc:
+            raise PayloadError(f"{where}: {exc}") from None
+
+    @staticmethod
+    def _json(response: httpx.Response) -> object:
+        """The decoded body of a successful answer; a non-JSON body is a PayloadError."""
+        try:
+            return json.loads(response.content)
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers JSONDecodeError and UnicodeDecodeError. The body itself is
+            # never quoted: it may hold the very secrets the parser drops.
+            reason = type(exc).__name__ if isinstance(exc, RecursionError) else str(exc)
+            msg = f"{error_message(response)}: body is not JSON ({_one_line(reason, 80)})"
+            raise PayloadError(msg) from None
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+
+    async def _send(
+        self, path: str, params: Mapping[str, str], *, allow_404: bool = False
+    ) -> httpx.Response:
+        """GET `path`, retrying transient failures; return a 2xx (or allowed 404) answer."""
+        policy = self._retry
+        for attempt in range(1, policy.attempts + 1):
+            last = attempt == policy.attempts
+            retry_after: float | None = None
+            self.requests_sent += 1
+            try:
+                response = await self._http.get(
+                    self._base_url + path, params=params, headers=self._headers
+                )
+            except httpx.TransportError as exc:
+                # Timeouts, connection and protocol errors: the request may or may not have
+                # reached the server, and another try is the cure.
+                detail = f"GET {path}: {type(exc).__name__}"
+                if str(exc):
+                    detail += f": {_one_line(str(exc))}"
+            except httpx.DecodingError as exc:
+                msg = f"GET {path}: undecodable body ({type(exc).__name__})"
+                raise PayloadError(msg) from None
+            except httpx.HTTPError as exc:  # e.g. TooManyRedirects: not transient
+                msg = f"GET {path}: {type(exc).__name__}"
+                raise ApiUnavailable(msg) from None
+            else:
+                status = response.status_code
+                if 200 <= status < 300 or (allow_404 and status == 404):
+                    return response
+                detail = self._redact(error_message(response))
+                if status not in RETRY_STATUSES:
+                    if status >= 500:
+                        raise ApiUnavailable(detail)
+                    raise ApiRejected(detail, status_code=status)
+                retry_after = parse_retry_after(
+                    response.headers.get("Retry-After"), now=self._now()
+                )
+                if retry_after is not None and retry_after > policy.max_retry_after:
+                    msg = f"{detail} (retry after {retry_after:g} s)"
+                    raise ApiUnavailable(msg, retry_after=retry_after)
+            if last:
+                tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
+                msg = self._redact(f"{detail} (gave up after {tries})")
+                raise ApiUnavailable(msg, retry_after=retry_after)
+            await self._sleep(
+                backoff_delay(attempt, policy, retry_after=retry_after, rand=self._rand)
+            )
+        raise AssertionError("unreachable: RetryPolicy.attempts >= 1")  # pragma: no cover
