@@ -1,0 +1,94 @@
+"""Logging setup: structlog everywhere, JSON lines for machines, console output for people.
+
+Every event passes a redaction step that masks registered secrets (the API key, the secret
+parts of apprise URLs), so a secret that slips into an error text is still never written.
+Logs go to stderr, keeping stdout for command output (`status --json`, `watch`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+_MASK = "****"
+_secrets: set[str] = set()
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Register strings that must never appear in a log line (short ones are ignored)."""
+    _secrets.update(s for s in secrets if len(s) >= 4)
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret masked."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, _MASK)
+    return text
+
+
+def _redact_event(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    if not _secrets:
+        return event_dict
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact(value)
+        elif not isinstance(value, int | float | bool | type(None)):
+            event_dict[key] = redact(str(value))
+    return event_dict
+
+
+def configure(
+    *, level: str = "info", json: bool | None = None, stream: TextIO | None = None
+) -> None:
+    """Configure structlog and route the standard library's loggers (apprise, uvicorn) through it.
+
+    Args:
+        level: the lowest level written.
+        json: JSON lines when True, console output when False; by default JSON unless the stream
+            is a terminal. `FIREWORKS_WATCHER_LOG_FORMAT=json|console` overrides the default.
+        stream: where to write; stderr by default.
+    """
+    out = stream if stream is not None else sys.stderr
+    if json is None:
+        forced = os.environ.get("FIREWORKS_WATCHER_LOG_FORMAT", "").lower()
+        json = forced == "json" if forced in ("json", "console") else not out.isatty()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _redact_event,  # last before rendering, so tracebacks are redacted too
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # Chatty libraries: their routine lines add nothing an operator needs.
+    for name in ("apprise", "httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

@@ -1,0 +1,153 @@
+"""Send notifications through apprise, one target URL at a time, and report each result.
+
+The only module that imports apprise. The configured URLs are secrets: they stay in this
+module; the rest of the program names a URL by its `url_key` and shows its privacy form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import apprise
+from apprise import AppriseResultStatus, NotifyFormat
+from apprise.decorators import notify
+
+from watcher.delivery import SendOutcome, SendResult, Target
+from watcher.errors import NotifyError
+
+CONSOLE_SCHEME = "console"
+_console_registered = False
+
+
+def register_console_scheme() -> None:
+    """Teach apprise `console://`: print notifications to stdout (used by `demo` and for trials)."""
+    global _console_registered  # apprise keeps its plugin registry global too
+    if _console_registered:
+        return
+
+    @notify(on=CONSOLE_SCHEME, name="Console")  # type: ignore[untyped-decorator,no-untyped-call]
+    def _print(body: str, title: str, notify_type: str, *args: Any, **kwargs: Any) -> bool:
+        sys.stdout.write(f"\n[{notify_type}] {title}\n{body}\n")
+        sys.stdout.flush()
+        return True
+
+    _console_registered = True
+
+
+def url_key(url: str) -> str:
+    """A stable, non-reversible name for a URL: what the store keeps instead of the URL."""
+    return hashlib.sha256(url.encode()).hexdigest()[:24]
+
+
+def _load(url: str, where: str) -> apprise.Apprise:
+    app = apprise.Apprise()
+    # apprise answers False for a URL it cannot parse; it never raises for one.
+    if not app.add(url):
+        # Never echo the URL: it may hold a token.
+        msg = f"{where}: apprise cannot use this URL (unknown scheme or malformed)"
+        raise NotifyError(msg)
+    return app
+
+
+def secret_parts(url: str, display: str) -> frozenset[str]:
+    """Pieces of `url` that its privacy form hides (tokens, passwords): to scrub from any text."""
+    pieces = re.split(r"[/:@?&=#,+]", url)
+    return frozenset(p for p in pieces if len(p) >= 4 and p not in display)
+
+
+def privacy_url(url: str, *, where: str = "url") -> str:
+    """The URL with its credentials masked, as apprise shows it; NotifyError when it is not valid."""
+    return _display(_load(url, where))
+
+
+def _display(app: apprise.Apprise) -> str:
+    return "".join(server.url(privacy=True) for server in app)  # type: ignore[no-untyped-call]
+
+
+class AppriseNotifier:
+    """Delivers rendered messages to apprise URLs.
+
+    Args:
+        urls: every configured URL, each with a label for error messages (e.g. `channel[0].urls[1]`).
+        timeout: seconds one send may take before it counts as maybe-delivered.
+        max_parallel: sends running at once (apprise blocks, so each runs in a worker thread).
+    """
+
+    def __init__(
+        self, urls: Iterable[tuple[str, str]], *, timeout: float = 30.0, max_parallel: int = 8
+    ) -> None:
+        self._apps: dict[str, apprise.Apprise] = {}
+        self._targets: dict[str, Target] = {}
+        self._secrets: dict[str, frozenset[str]] = {}
+        for where, url in urls:
+            key = url_key(url)
+            if key in self._apps:
+                continue
+            app = _load(url, where)
+            self._apps[key] = app
+            display = _display(app)
+            self._targets[key] = Target(url_key=key, url_display=display)
+            self._secrets[key] = secret_parts(url, display)
+        self._timeout = timeout
+        self._limiter = anyio.CapacityLimiter(max_parallel)
+
+    def target(self, url: str) -> Target:
+        """The target for a configured URL."""
+        return self._targets[url_key(url)]
+
+    @property
+    def targets(self) -> Mapping[str, Target]:
+        """Every target by its url_key."""
+        return self._targets
+
+    async def send(self, key: str, *, title: str, body: str, notify_type: str) -> SendResult:
+        """Send one message to the target `key`; never raises for a delivery failure."""
+        app = self._apps.get(key)
+        if app is None:
+            return SendResult(SendOutcome.FAILED, "channel URL is no longer configured")
+
+        def call() -> SendResult:
+            result = app.notify(
+                body,
+                title=title,
+                notify_type=notify_type,
+                body_format=NotifyFormat.MARKDOWN,
+                timeout=self._timeout,
+            )
+            return _outcome(result, self._secrets[key])
+
+        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+
+    def secrets(self) -> frozenset[str]:
+        """Every secret piece of every configured URL, for log redaction."""
+        return frozenset().union(*self._secrets.values())
+
+
+def _outcome(result: apprise.AppriseResult, secrets: frozenset[str]) -> SendResult:
+    if result.status == AppriseResultStatus.SUCCESS:
+        return SendResult(SendOutcome.DELIVERED)
+    if result.status == AppriseResultStatus.TIMEOUT:
+        return SendResult(SendOutcome.MAYBE_DELIVERED, "timed out; it may have arrived")
+    return SendResult(SendOutcome.FAILED, _scrub(_last_problem(result), secrets))
+
+
+def _last_problem(result: apprise.AppriseResult) -> str:
+    """apprise's last warning for this send, e.g. 'Failed to send JSON notification: 503'."""
+    problem = f"apprise reported {result.status.name}"
+    for per_url in result:
+        for entry in per_url.logs():
+            if entry.level in ("WARNING", "ERROR"):
+                problem = entry.message
+    return " ".join(problem.split())[:200]
+
+
+def _scrub(text: str, secrets: frozenset[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "****")
+    return text
