@@ -153,10 +153,13 @@ class Watcher:
 
     # -- one cycle -------------------------------------------------------------------------
 
-    async def run_once(self) -> CycleReport:
-        """Poll what is due, record what changed, and deliver what is owed."""
+    async def run_once(self, *, force: bool = False) -> CycleReport:
+        """Poll what is due (with `force`, every job), record what changed, deliver what is owed."""
         await self.start()
         report = CycleReport()
+        if force:
+            self._next_poll.clear()
+            self._next_discover = datetime.min.replace(tzinfo=UTC)
         observed = await self._fetch(report)
         await self._record(observed, report)
         await self.deliver_due(report)

@@ -1,0 +1,315 @@
+"""The watcher loop end to end in one process: simulator and receiver over loopback, real SQLite."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from tests.servers import JsonReceiver, ServedApp
+from watcher import app, config
+from watcher.loop import Watcher
+from watcher.simulator import Simulator
+
+KEY = "loop-test-key"
+ACCOUNT = "acme"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServedApp]:
+    """One uvicorn server for the module; each test swaps in a fresh simulator."""
+    with ServedApp(Simulator(api_key=KEY, account_id=ACCOUNT)) as served:
+        yield served
+
+
+@pytest.fixture
+def sim(server: ServedApp) -> Simulator:
+    """A fresh simulator behind the shared server."""
+    fresh = Simulator(api_key=KEY, account_id=ACCOUNT)
+    server.app = fresh
+    return fresh
+
+
+@pytest.fixture
+def receiver() -> Iterator[JsonReceiver]:
+    """A real HTTP endpoint for apprise `json://` posts."""
+    with JsonReceiver() as rx:
+        yield rx
+
+
+def settings_for(
+    server: ServedApp,
+    state: Path,
+    jobs: list[str],
+    channels: list[dict[str, Any]],
+    **watcher: Any,
+) -> config.Settings:
+    return config.parse(
+        {
+            "fireworks": {"account_id": ACCOUNT, "base_url": server.url},
+            "watcher": {"poll_interval": 0.2, "state_path": str(state), **watcher},
+            "watch": [{"kind": "dpo", "jobs": jobs}],
+            "channel": channels,
+        },
+        {"FIREWORKS_API_KEY": KEY},
+    )
+
+
+@pytest.fixture
+def state_path(tmp_path: Path) -> Path:
+    """Where the state database lives for one test."""
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+def settings(
+    server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
+) -> config.Settings:
+    """Three DPO jobs watched, one channel posting to the receiver."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="PENDING")
+    sim.add_job("job-c", state="RUNNING")
+    return settings_for(
+        server,
+        state_path,
+        ["job-a", "job-b", "job-c"],
+        [{"name": "team", "urls": [receiver.url()]}],
+    )
+
+
+@pytest.fixture
+async def watcher(settings: config.Settings) -> AsyncIterator[Watcher]:
+    """A watcher on the real client, store and notifier."""
+    async with app.open_watcher(settings) as w:
+        yield w
+
+
+async def test_first_sight_is_a_silent_baseline(
+    watcher: Watcher, receiver: JsonReceiver, state_path: Path
+) -> None:
+    """The first cycle records every job and sends nothing."""
+    report = await watcher.run_once(force=True)
+
+    assert 3 == report.polled
+    assert [] == receiver.messages
+    with sqlite3.connect(state_path) as db:
+        assert 3 == db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+
+
+async def test_transitions_are_announced_with_their_reason(
+    watcher: Watcher, sim: Simulator, receiver: JsonReceiver
+) -> None:
+    """RUNNING→COMPLETED, PENDING→RUNNING and RUNNING→FAILED each reach the channel once."""
+    await watcher.run_once(force=True)
+    sim.set_state("job-a", "COMPLETED")
+    sim.set_state("job-b", "RUNNING")
+    sim.set_state("job-c", "FAILED", status_code="INTERNAL", status_message="CUDA OOM at step 7")
+
+    report = await watcher.run_once(force=True)
+    got = receiver.wait_for(3)
+    await watcher.run_once(force=True)
+
+    assert 3 == len(report.transitions)
+    titles = sorted(m["title"] for m in got)
+    assert [
+        "Sim job job-a (job-a): RUNNING → COMPLETED",
+        "Sim job job-b (job-b): PENDING → RUNNING",
+        "Sim job job-c (job-c): RUNNING → FAILED",
+    ] == titles
+    failed = next(m for m in got if "FAILED" in m["title"])
+    assert "INTERNAL: CUDA OOM at step 7" in failed["message"]
+    assert "failure" == failed["type"]
+    assert 3 == len(receiver.messages)
+
+
+async def test_restart_reports_what_changed_while_down_and_repeats_nothing(
+    settings: config.Settings, sim: Simulator, receiver: JsonReceiver
+) -> None:
+    """A new watcher on the same state file announces changes made while none ran, once."""
+    async with app.open_watcher(settings) as first:
+        await first.run_once(force=True)
+        sim.set_state("job-a", "COMPLETED")
+        await first.run_once(force=True)
+    receiver.wait_for(1)
+    sim.set_state("job-b", "RUNNING")
+
+    async with app.open_watcher(settings) as second:
+        report = await second.run_once(force=True)
+        await second.run_once(force=True)
+
+    got = receiver.wait_for(2)
+    assert ["job-b"] == [t.ref.job_id for t in report.transitions]
+    assert 2 == len(got)
+
+
+async def test_failed_channel_gets_the_message_once_it_recovers(
+    watcher: Watcher, sim: Simulator, receiver: JsonReceiver
+) -> None:
+    """A 503 keeps the message in the outbox; it is retried alone until the receiver accepts it."""
+    await watcher.run_once(force=True)
+    receiver.status = 503
+    sim.set_state("job-a", "FAILED", status_code="INTERNAL", status_message="boom")
+
+    report = await watcher.run_once(force=True)
+    assert 1 == report.failed
+    assert 1 == len(receiver.rejected)
+    receiver.status = 200
+
+    with anyio.fail_after(15):
+        while not receiver.messages:
+            await anyio.sleep(await watcher.next_wake())
+            await watcher.deliver_due()
+
+    assert 1 == len(receiver.messages)
+    assert "boom" in receiver.messages[0]["message"]
+
+
+async def test_only_the_failed_url_is_retried(
+    server: ServedApp, sim: Simulator, state_path: Path
+) -> None:
+    """With two URLs in a channel and one failing, the healthy one is not sent twice."""
+    sim.add_job("job-a", state="RUNNING")
+    with JsonReceiver() as good, JsonReceiver() as bad:
+        settings = settings_for(
+            server, state_path, ["job-a"], [{"name": "both", "urls": [good.url(), bad.url()]}]
+        )
+        bad.status = 500
+        async with app.open_watcher(settings) as watcher:
+            await watcher.run_once(force=True)
+            sim.set_state("job-a", "COMPLETED")
+            await watcher.run_once(force=True)
+            bad.status = 200
+            with anyio.fail_after(15):
+                while not bad.messages:
+                    await anyio.sleep(await watcher.next_wake())
+                    await watcher.deliver_due()
+
+        assert 1 == len(good.messages)
+        assert 1 == len(bad.messages)
+
+
+async def test_vanished_job_is_reported_once(
+    watcher: Watcher, sim: Simulator, receiver: JsonReceiver
+) -> None:
+    """A job whose GET answers 404 becomes NOT_FOUND, announced once with its known name."""
+    await watcher.run_once(force=True)
+    sim.remove_job("job-a")
+
+    await watcher.run_once(force=True)
+    watcher_last = [await watcher.run_once(force=True) for _ in range(2)]
+
+    got = receiver.wait_for(1)
+    assert ["Sim job job-a (job-a): RUNNING → NOT_FOUND"] == [m["title"] for m in got]
+    assert all(not r.transitions for r in watcher_last)
+
+
+async def test_resumed_job_is_a_transition(
+    watcher: Watcher, sim: Simulator, receiver: JsonReceiver
+) -> None:
+    """An outcome is not final: FAILED→RUNNING after a resume is announced like any move."""
+    sim.set_state("job-a", "FAILED")
+    await watcher.run_once(force=True)
+    sim.set_state("job-a", "RUNNING")
+
+    report = await watcher.run_once(force=True)
+
+    assert ["FAILED → RUNNING"] == [f"{t.old_state} → {t.new_state}" for t in report.transitions]
+    receiver.wait_for(1)
+
+
+async def test_status_change_within_a_state_is_a_transition(
+    watcher: Watcher, sim: Simulator, receiver: JsonReceiver
+) -> None:
+    """A new status message while RUNNING is announced with the message."""
+    await watcher.run_once(force=True)
+    sim.set_state("job-a", "RUNNING", status_code="OK", status_message="re-queued on new node")
+
+    await watcher.run_once(force=True)
+
+    assert "re-queued on new node" in receiver.wait_for(1)[0]["message"]
+
+
+async def test_channel_rules_route_messages(
+    server: ServedApp, sim: Simulator, state_path: Path
+) -> None:
+    """`to_states` and `jobs` globs decide which channel hears which transition."""
+    sim.add_job("prod-1", state="RUNNING")
+    sim.add_job("dev-1", state="RUNNING")
+    with JsonReceiver() as outcomes, JsonReceiver() as prod:
+        settings = settings_for(
+            server,
+            state_path,
+            ["prod-1", "dev-1"],
+            [
+                {"name": "outcomes", "urls": [outcomes.url()], "to_states": ["COMPLETED"]},
+                {"name": "prod", "urls": [prod.url()], "jobs": ["prod-*"]},
+            ],
+        )
+        async with app.open_watcher(settings) as watcher:
+            await watcher.run_once(force=True)
+            sim.set_state("prod-1", "FAILED")
+            sim.set_state("dev-1", "COMPLETED")
+            await watcher.run_once(force=True)
+
+        assert ["Sim job dev-1 (dev-1): RUNNING → COMPLETED"] == [
+            m["title"] for m in outcomes.wait_for(1)
+        ]
+        assert ["Sim job prod-1 (prod-1): RUNNING → FAILED"] == [
+            m["title"] for m in prod.wait_for(1)
+        ]
+
+
+async def test_settled_jobs_are_polled_slowly_but_still_polled(
+    settings: config.Settings, sim: Simulator
+) -> None:
+    """A job with an outcome waits `terminal_poll_interval` between polls instead of dropping out."""
+    sim.set_state("job-a", "COMPLETED")
+    now = [datetime(2026, 11, 27, 12, 0, tzinfo=UTC)]
+    async with app.open_watcher(settings) as real:
+        watcher = Watcher(
+            real.plan,
+            source=real._source,
+            store=real._store,
+            sender=real._sender,
+            clock=lambda: now[0],
+        )
+
+        first = await watcher.run_once()
+        now[0] += timedelta(seconds=settings.watcher.poll_interval)
+        second = await watcher.run_once()
+        now[0] += timedelta(seconds=real.plan.terminal_poll_interval)
+        third = await watcher.run_once()
+
+    assert (3, 2, 3) == (first.polled, second.polled, third.polled)
+
+
+async def test_run_forever_announces_within_one_interval_and_stops(
+    server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
+) -> None:
+    """In the daemon's loop a change reaches the channel within one poll interval plus a second."""
+    sim.add_job("job-a", state="RUNNING")
+    settings = settings_for(
+        server, state_path, ["job-a"], [{"name": "t", "urls": [receiver.url()]}], poll_interval=1
+    )
+    stop = anyio.Event()
+    baselined = anyio.Event()
+    async with (
+        app.open_watcher(settings, on_transition=lambda _: baselined.set()) as watcher,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(watcher.run_forever, stop)
+        with anyio.fail_after(10):
+            await baselined.wait()
+        changed_at = anyio.current_time()
+        sim.set_state("job-a", "COMPLETED")
+        await anyio.to_thread.run_sync(receiver.wait_for, 1, 10.0)
+        latency = anyio.current_time() - changed_at
+        stop.set()
+
+    assert latency <= settings.watcher.poll_interval + 1.0
