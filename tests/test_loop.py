@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,35 +12,11 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.loop import Watcher
 from watcher.simulator import Simulator
-
-KEY = "loop-test-key"
-ACCOUNT = "acme"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServedApp]:
-    """One uvicorn server for the module; each test swaps in a fresh simulator."""
-    with ServedApp(Simulator(api_key=KEY, account_id=ACCOUNT)) as served:
-        yield served
-
-
-@pytest.fixture
-def sim(server: ServedApp) -> Simulator:
-    """A fresh simulator behind the shared server."""
-    fresh = Simulator(api_key=KEY, account_id=ACCOUNT)
-    server.app = fresh
-    return fresh
-
-
-@pytest.fixture
-def receiver() -> Iterator[JsonReceiver]:
-    """A real HTTP endpoint for apprise `json://` posts."""
-    with JsonReceiver() as rx:
-        yield rx
 
 
 def settings_for(

@@ -45,6 +45,19 @@ def _redact_event(
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the moment (tests and daemons may swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(
     *, level: str = "info", json: bool | None = None, stream: TextIO | None = None
 ) -> None:
@@ -56,7 +69,7 @@ def configure(
             is a terminal. `FIREWORKS_WATCHER_LOG_FORMAT=json|console` overrides the default.
         stream: where to write; stderr by default.
     """
-    out = stream if stream is not None else sys.stderr
+    out: Any = stream if stream is not None else _CurrentStderr()
     if json is None:
         forced = os.environ.get("FIREWORKS_WATCHER_LOG_FORMAT", "").lower()
         json = forced == "json" if forced in ("json", "console") else not out.isatty()
@@ -90,5 +103,5 @@ def configure(
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     # Chatty libraries: their routine lines add nothing an operator needs.
-    for name in ("apprise", "httpx", "httpcore", "uvicorn.access"):
+    for name in ("httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

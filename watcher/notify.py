@@ -7,6 +7,7 @@ module; the rest of the program names a URL by its `url_key` and shows its priva
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import sys
 from collections.abc import Iterable, Mapping
@@ -45,7 +46,17 @@ def url_key(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:24]
 
 
+def _silence_apprise_logger() -> None:
+    # apprise logs a rejected URL whole, token included. Its per-send messages still reach
+    # us through `NotifyResult.logs()` (captured at WARNING), so nothing of use is lost.
+    logger = logging.getLogger("apprise")
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    logger.handlers[:] = [logging.NullHandler()]
+
+
 def _load(url: str, where: str) -> apprise.Apprise:
+    _silence_apprise_logger()
     app = apprise.Apprise()
     # apprise answers False for a URL it cannot parse; it never raises for one.
     if not app.add(url):

@@ -1,0 +1,206 @@
+"""The daemon as a real subprocess: SIGKILL and restart lose and repeat nothing; SIGTERM exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ACCOUNT, KEY
+from tests.servers import JsonReceiver, ServedApp
+from watcher.simulator import Simulator
+
+DEADLINE = 20.0
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class Daemon:
+    """`fireworks-watcher run` in a subprocess, with its JSON log lines collected."""
+
+    def __init__(self, config: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "run", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            try:
+                self.events.put(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+
+    def wait_event(self, event: str, count: int = 1) -> list[dict[str, Any]]:
+        """Block until `count` log events named `event` were seen (since the last call)."""
+        seen: list[dict[str, Any]] = []
+        end = time.monotonic() + DEADLINE
+        while len(seen) < count:
+            try:
+                item = self.events.get(timeout=max(0.01, end - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no {count} x {event}; log:\n{''.join(self.lines[-20:])}")
+            if item.get("event") == event:
+                seen.append(item)
+        return seen
+
+    def close(self) -> None:
+        """Kill the process if it still runs, and release its pipe."""
+        if self.proc.poll() is None:
+            self.kill()
+        self._reader.join(timeout=10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=15)
+
+
+@pytest.fixture
+def daemon_env(server: ServedApp) -> dict[str, str]:
+    """The environment a deployed daemon gets: key, account and base URL from variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    env |= {
+        "FIREWORKS_API_KEY": KEY,
+        "FIREWORKS_ACCOUNT_ID": ACCOUNT,
+        "FIREWORKS_BASE_URL": server.url,
+        "FIREWORKS_WATCHER_LOG_FORMAT": "json",
+    }
+    return env
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, receiver: JsonReceiver) -> Path:
+    """Two watched jobs, polled every 0.3 s, one channel on the receiver."""
+    path = tmp_path / "watcher.toml"
+    path.write_text(
+        f"""
+[watcher]
+poll_interval = 0.3
+state_path = "{tmp_path / "state.db"}"
+health_listen = ""
+
+[[watch]]
+jobs = ["job-a", "job-b"]
+
+[[channel]]
+name = "team"
+urls = ["{receiver.url()}"]
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Every daemon a test starts is killed at the end, whatever happened."""
+    started: list[Daemon] = []
+    yield started
+    for daemon in started:
+        daemon.close()
+
+
+def test_sigkill_and_restart_loses_and_repeats_nothing(
+    sim: Simulator,
+    receiver: JsonReceiver,
+    config_path: Path,
+    daemon_env: dict[str, str],
+    daemons: list[Daemon],
+) -> None:
+    """A daemon killed with SIGKILL and restarted reports what changed meanwhile, exactly once."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    first = Daemon(config_path, daemon_env)
+    daemons.append(first)
+    first.wait_event("job.baseline", 2)
+
+    sim.set_state("job-a", "COMPLETED")
+    receiver.wait_for(1)
+    first.wait_event("notify.sent")
+    first.kill()
+    sim.set_state("job-b", "FAILED", status_code="INTERNAL", status_message="node lost")
+
+    second = Daemon(config_path, daemon_env)
+    daemons.append(second)
+    second.wait_event("notify.sent")
+    polled = sim.request_count
+    # Several more cycles: nothing may be sent again.
+    wait_until(lambda: sim.request_count >= polled + 6, "three more poll cycles")
+
+    titles = [m["title"] for m in receiver.messages]
+    assert [
+        "Sim job job-a (job-a): RUNNING → COMPLETED",
+        "Sim job job-b (job-b): RUNNING → FAILED",
+    ] == titles
+    assert "node lost" in receiver.messages[1]["message"]
+    assert 0 == second.stop()
+
+
+def test_sigterm_exits_zero(
+    sim: Simulator, config_path: Path, daemon_env: dict[str, str], daemons: list[Daemon]
+) -> None:
+    """SIGTERM stops the daemon cleanly with exit code 0."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    daemon = Daemon(config_path, daemon_env)
+    daemons.append(daemon)
+    daemon.wait_event("job.baseline", 2)
+
+    assert 0 == daemon.stop()
+    assert any('"watcher.stopped"' in line for line in daemon.lines)
+
+
+def test_bad_api_answers_do_not_stop_the_daemon(
+    sim: Simulator,
+    receiver: JsonReceiver,
+    config_path: Path,
+    daemon_env: dict[str, str],
+    daemons: list[Daemon],
+) -> None:
+    """Malformed JSON, 500s and 429s are logged and survived; the transition still arrives."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    daemon = Daemon(config_path, daemon_env)
+    daemons.append(daemon)
+    daemon.wait_event("job.baseline", 2)
+
+    sim.add_fault(malformed=True, times=2)
+    sim.add_fault(status=500, times=6)
+    sim.add_fault(status=429, retry_after="0", times=2)
+    sim.set_state("job-a", "COMPLETED")
+
+    assert "RUNNING → COMPLETED" in receiver.wait_for(1)[0]["title"]
+    assert daemon.proc.poll() is None
+    assert daemon.wait_event("api.error")
+    assert 0 == daemon.stop()

@@ -1,0 +1,432 @@
+"""The `fireworks-watcher` command: the only place where adapters are built and wired together.
+
+Heavy libraries (httpx, apprise, pydantic, uvicorn) are imported inside the commands that use
+them, so `--help` and usage errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from watcher import __version__
+from watcher.errors import ConfigError, NotifyError, StoreError, WatcherError
+
+if TYPE_CHECKING:
+    from watcher.config import Settings
+    from watcher.loop import Watcher, WatchPlan
+    from watcher.model import JobRef, Transition
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from watcher import logs
+
+    logs.configure(level=args.log_level)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (ConfigError, NotifyError, StoreError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except WatcherError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _error(message: str) -> None:
+    from watcher.logs import redact
+
+    sys.stderr.write(f"fireworks-watcher: error: {redact(message)}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fireworks-watcher",
+        description="Watch Fireworks AI jobs and announce every state change through apprise.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.set_defaults(command=None)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_: str) -> Any:
+        sub = commands.add_parser(name, help=help_, description=help_)
+        sub.set_defaults(command=name, handler=handler)
+        return sub
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            help="config file (default: $FIREWORKS_WATCHER_CONFIG, ./watcher.toml, "
+            "/etc/fireworks-watcher/watcher.toml)",
+        )
+
+    with_config(command("run", _cmd_run, "run the daemon"))
+    check = command("check", _cmd_check, "validate the config")
+    with_config(check)
+    check.add_argument(
+        "--probe", action="store_true", help="also call the API once per watch (sends nothing)"
+    )
+    with_config(command("once", _cmd_once, "one poll cycle and delivery, then exit"))
+    watch = command("watch", _cmd_watch, "follow one job to an outcome; the exit code tells it")
+    watch.add_argument("job", help="job id or full resource name")
+    watch.add_argument(
+        "--kind", default="dpo", help="dpo | sft | rft | batch-inference | evaluation"
+    )
+    watch.add_argument("--account", help="account id (default: $FIREWORKS_ACCOUNT_ID)")
+    watch.add_argument(
+        "--notify", action="append", default=[], metavar="URL", help="apprise URL (repeatable)"
+    )
+    watch.add_argument("--interval", type=float, default=15.0, help="seconds between polls")
+    status = command("status", _cmd_status, "last known state of every job, undelivered messages")
+    with_config(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    test_notify = command("test-notify", _cmd_test_notify, "send a test message to each channel")
+    with_config(test_notify)
+    test_notify.add_argument("channel", nargs="?", help="only this channel")
+    demo = command("demo", _cmd_demo, "simulated jobs moving, announced on the console (~20 s)")
+    demo.add_argument("--duration", type=float, default=40.0, help=argparse.SUPPRESS)
+    simulate = command("simulate", _cmd_simulate, "run the Fireworks API simulator alone")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8080)
+    simulate.add_argument("--jobs", type=int, default=0, help="N generated jobs (0: demo timeline)")
+    return parser
+
+
+# -- composition -----------------------------------------------------------------------------
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    from watcher import config
+
+    return config.load(args.config, os.environ)
+
+
+def _run_async(func: Callable[[], Awaitable[T]]) -> T:
+    import anyio
+
+    return anyio.run(func)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    import anyio
+    import structlog
+
+    from watcher import app
+
+    settings = _load(args)
+    settings.require_watches()
+    app.api_key(settings)
+    notifier = app.build_notifier(settings)
+    if not settings.channels:
+        structlog.get_logger("watcher").warning("config.no_channels", source=settings.source)
+
+    async def forever() -> None:
+        stop = anyio.Event()
+        async with (
+            app.open_watcher(settings, notifier=notifier) as watcher,
+            anyio.create_task_group() as tg,
+        ):
+
+            async def on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for signum in signals:
+                        structlog.get_logger("watcher").info(
+                            "watcher.stopping", signal=signal.Signals(signum).name
+                        )
+                        stop.set()
+                        return
+
+            tg.start_soon(on_signal)
+            await watcher.run_forever(stop)
+            tg.cancel_scope.cancel()
+
+    _run_async(forever)
+    return EXIT_OK
+
+
+def _cmd_once(args: argparse.Namespace) -> int:
+    from watcher import app
+    from watcher.loop import CycleReport
+
+    settings = _load(args)
+    settings.require_watches()
+    app.api_key(settings)
+    notifier = app.build_notifier(settings)
+
+    async def once() -> CycleReport:
+        async with app.open_watcher(settings, notifier=notifier) as watcher:
+            return await watcher.run_once()
+
+    report = _run_async(once)
+    failed = report.api_errors or report.failed or report.dead
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from watcher import app
+
+    settings = _load(args)
+    settings.require_watches()
+    app.api_key(settings)
+    plan = app.build_plan(settings, app.build_notifier(settings))
+    out = sys.stdout
+    out.write(f"config {settings.source}: ok\n")
+    out.write(f"  account: {settings.fireworks.account_id} at {settings.fireworks.base_url}\n")
+    out.write(f"  jobs: {len(plan.refs)} listed")
+    out.write(f", discover: {', '.join(plan.discover)}\n" if plan.discover else "\n")
+    out.write(f"  poll every {plan.poll_interval:g} s, ")
+    out.write(f"outcome states every {plan.terminal_poll_interval:g} s\n")
+    out.write(f"  state: {settings.watcher.state_path}\n")
+    for channel in plan.channels:
+        out.write(f"  channel {channel.name}:\n")
+        out.writelines(f"    {target.url_display}\n" for target in channel.targets)
+    if not plan.channels:
+        out.write("  no [[channel]]: transitions will be recorded but not announced\n")
+    if args.probe:
+        return _probe(settings, plan)
+    return EXIT_OK
+
+
+def _probe(settings: Settings, plan: WatchPlan) -> int:
+    from watcher import app
+    from watcher.errors import ApiError
+    from watcher.model import JobState
+
+    async def probe() -> int:
+        problems = 0
+        async with app.fireworks_client(settings) as client:
+            try:
+                for kind in plan.discover:
+                    jobs = await client.list_jobs(kind)
+                    sys.stdout.write(f"  probe {kind}: {len(jobs)} jobs listed\n")
+                for ref in plan.refs:
+                    snapshot = await client.get_job(ref)
+                    sys.stdout.write(f"  probe {ref.key}: {snapshot.state}\n")
+                    if snapshot.state == JobState.NOT_FOUND:
+                        problems += 1
+            except ApiError as exc:
+                _error(f"probe failed: {exc}")
+                return EXIT_USAGE
+        if problems:
+            _error(f"{problems} watched job(s) not found")
+            return EXIT_USAGE
+        return EXIT_OK
+
+    return _run_async(probe)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from watcher.store import StateStore
+
+    settings = _load(args)
+    path = settings.watcher.state_path
+    if not path.exists():
+        if args.json:
+            sys.stdout.write(json.dumps({"state_path": str(path), "jobs": [], "undelivered": []}))
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(f"no state yet at {path}\n")
+        return EXIT_OK
+    with StateStore.open(path) as store:
+        jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)
+        undelivered = store.undelivered()
+    if args.json:
+        document = {
+            "state_path": str(path),
+            "jobs": [
+                {
+                    "job": s.ref.key,
+                    "kind": str(s.ref.kind),
+                    "job_id": s.ref.job_id,
+                    "display_name": s.display_name,
+                    "state": s.state,
+                    "status_code": s.status_code,
+                    "status_message": s.status_message,
+                }
+                for s in jobs
+            ],
+            "undelivered": [
+                {
+                    "id": d.id,
+                    "status": d.status,
+                    "job": d.entry.job_key,
+                    "channel": d.entry.channel,
+                    "url": d.entry.url_display,
+                    "old_state": d.entry.old_state,
+                    "new_state": d.entry.new_state,
+                    "created_at": d.entry.created_at.isoformat(),
+                    "attempts": d.attempts,
+                    "next_attempt_at": d.next_attempt_at.isoformat(),
+                    "last_error": d.last_error,
+                }
+                for d in undelivered
+            ],
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return EXIT_OK
+    out = sys.stdout
+    out.write(f"state: {path}\n")
+    width = max([len(s.ref.key) for s in jobs] + [3])
+    out.write(f"{'JOB':<{width}}  {'STATE':<16}  STATUS\n")
+    for s in jobs:
+        status = f"{s.status_code}: {s.status_message}" if s.status_message else s.status_code
+        out.write(f"{s.ref.key:<{width}}  {s.state:<16}  {status}\n")
+    if not undelivered:
+        out.write("\nevery notification delivered\n")
+        return EXIT_OK
+    out.write(f"\n{len(undelivered)} undelivered notification(s):\n")
+    for d in undelivered:
+        e = d.entry
+        when = "dead" if d.status == "dead" else f"next try {d.next_attempt_at:%Y-%m-%d %H:%M:%S}Z"
+        out.write(
+            f"  {e.job_key} {e.old_state or '-'} → {e.new_state} to {e.channel} ({e.url_display}): "
+            f"{d.attempts} attempt(s), {when}; {d.last_error}\n"
+        )
+    return EXIT_OK
+
+
+def _cmd_test_notify(args: argparse.Namespace) -> int:
+    from watcher import app
+    from watcher.delivery import SendOutcome
+
+    settings = _load(args)
+    notifier = app.build_notifier(settings)
+    plan = app.build_plan(settings, notifier)
+    channels = [c for c in plan.channels if args.channel in (None, c.name)]
+    if not channels:
+        known = ", ".join(c.name for c in plan.channels) or "none"
+        _error(f"no channel named {args.channel!r} (channels: {known})")
+        return EXIT_USAGE
+
+    async def send_all() -> int:
+        failures = 0
+        for channel in channels:
+            for target in channel.targets:
+                result = await notifier.send(
+                    target.url_key,
+                    title="fireworks-watcher test",
+                    body=f"Test message for channel **{channel.name}**: it works.",
+                    notify_type="info",
+                )
+                ok = result.outcome is SendOutcome.DELIVERED
+                failures += not ok
+                verdict = "delivered" if ok else f"{result.outcome}: {result.detail}"
+                sys.stdout.write(f"{channel.name} {target.url_display}: {verdict}\n")
+        return EXIT_FAILED if failures else EXIT_OK
+
+    return _run_async(send_all)
+
+
+def _watch_settings(args: argparse.Namespace, env: Mapping[str, str], state: Path) -> Settings:
+    from watcher import config
+
+    fireworks: dict[str, Any] = {}
+    if args.account:
+        fireworks["account_id"] = args.account
+    data: dict[str, Any] = {
+        "fireworks": fireworks,
+        "watcher": {
+            "poll_interval": args.interval,
+            "terminal_poll_interval": args.interval,
+            "state_path": str(state),
+            "health_listen": "",
+        },
+        "watch": [{"kind": args.kind, "jobs": [args.job]}],
+        "channel": [{"name": "watch", "urls": args.notify}] if args.notify else [],
+    }
+    return config.parse(data, env, source="watch")
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from watcher import app
+    from watcher.model import SUCCESS_STATES
+
+    if args.interval <= 0:
+        _error("--interval must be > 0")
+        return EXIT_USAGE
+    with tempfile.TemporaryDirectory(prefix="fireworks-watcher-") as tmp:
+        settings = _watch_settings(args, os.environ, Path(tmp) / "state.db")
+        (ref,) = settings.refs()
+
+        def show(transition: Transition) -> None:
+            new = transition.new
+            move = f"{transition.old_state} → {new.state}" if transition.old else new.state
+            reason = f" ({new.status_code}: {new.status_message})" if new.status_message else ""
+            stamp = f"{transition.observed_at:%Y-%m-%dT%H:%M:%SZ}"
+            sys.stdout.write(f"{stamp} {ref.job_id}: {move}{reason}\n")
+            sys.stdout.flush()
+
+        async def follow() -> str:
+            async with app.open_watcher(settings, on_transition=show) as watcher:
+                return await _follow(watcher, ref)
+
+        final = _run_async(follow)
+    return EXIT_OK if final in SUCCESS_STATES else EXIT_FAILED
+
+
+async def _follow(watcher: Watcher, ref: JobRef) -> str:
+    """Poll until the job settles; returns its final state."""
+    import anyio
+
+    from watcher.model import is_settled
+
+    while True:
+        report = await watcher.run_once()
+        if report.auth_failed:
+            msg = "the API rejected the key (401/403): check FIREWORKS_API_KEY"
+            raise ConfigError(msg)
+        last = watcher.last(ref)
+        if last is not None and is_settled(last.state):
+            # Give the last notifications a fair chance before exiting.
+            with anyio.move_on_after(30):
+                pending = (await watcher.deliver_due()).failed
+                while pending:
+                    await anyio.sleep(await watcher.next_wake())
+                    pending = (await watcher.deliver_due()).failed
+            return last.state
+        await anyio.sleep(await watcher.next_wake())
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from watcher.demo import run_demo
+
+    return run_demo(duration=args.duration)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from watcher import simulator
+
+    argv = ["--host", args.host, "--port", str(args.port), "--jobs", str(args.jobs)]
+    return simulator.main(argv)
