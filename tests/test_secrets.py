@@ -1,0 +1,94 @@
+"""Secrets never leave the process: not in logs, CLI output, the state database or notifications."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ACCOUNT
+from tests.servers import JsonReceiver, ServedApp
+from tests.test_daemon import Daemon
+from watcher.simulator import SIGNED_LOGS_URL, Simulator
+
+API_KEY = "fw-SECRET-apikey-7f3a9c"
+URL_PASSWORD = "SECRET-urlpass-41d2"
+WANDB_KEY = "SECRET-wandb-9e8d"
+SIGNATURE = SIGNED_LOGS_URL.split("=")[-1]
+
+
+def test_a_whole_scenario_leaks_no_secret(
+    server: ServedApp, receiver: JsonReceiver, tmp_path: Path
+) -> None:
+    """Run a daemon through transitions and a channel outage, then search everything it wrote."""
+    sim = Simulator(api_key=API_KEY, account_id=ACCOUNT, wandb_api_key=WANDB_KEY)
+    server.app = sim
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    config = tmp_path / "watcher.toml"
+    config.write_text(
+        f"""
+[watcher]
+poll_interval = 0.3
+state_path = "{tmp_path / "state.db"}"
+health_listen = ""
+
+[[watch]]
+jobs = ["job-a", "job-b", "job-missing"]
+
+[[channel]]
+name = "team"
+urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}"]
+"""
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    env |= {
+        "FIREWORKS_API_KEY": API_KEY,
+        "FIREWORKS_ACCOUNT_ID": ACCOUNT,
+        "FIREWORKS_BASE_URL": server.url,
+        "FIREWORKS_WATCHER_LOG_FORMAT": "json",
+    }
+
+    def cli(*argv: str, key: str = API_KEY) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "watcher", *argv],
+            capture_output=True,
+            text=True,
+            env=env | {"FIREWORKS_API_KEY": key},
+            timeout=60,
+            check=False,
+        )
+        return done.stdout + done.stderr
+
+    daemon = Daemon(config, env)
+    try:
+        daemon.wait_event("job.baseline", 3)
+        receiver.status = 503
+        sim.set_state("job-a", "FAILED", status_code="INTERNAL", status_message="OOM")
+        daemon.wait_event("notify.failed")
+        outputs = [cli("status", "-c", str(config)), cli("status", "--json", "-c", str(config))]
+        receiver.status = 200
+        receiver.wait_for(1)
+        sim.set_state("job-b", "COMPLETED")
+        receiver.wait_for(2)
+    finally:
+        daemon.close()
+    outputs += [
+        cli("check", "--probe", "-c", str(config)),
+        cli("once", "-c", str(config)),
+        cli("test-notify", "-c", str(config)),
+        cli("check", "--probe", "-c", str(config), key="fw-SECRET-wrongkey-00"),
+        cli("watch", "job-a", "--interval", "0.1", "--notify", receiver.url(password=URL_PASSWORD)),
+    ]
+    database = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
+    notifications = [f"{m['title']} {m['message']}" for m in receiver.messages]
+
+    everything = "\n".join(["".join(daemon.lines), *outputs, *notifications])
+    for secret in (API_KEY, URL_PASSWORD, WANDB_KEY, SIGNATURE, "fw-SECRET-wrongkey-00"):
+        assert secret not in everything
+        assert secret.encode() not in database
+    # The scenario really ran: the logs show the outage and the deliveries.
+    assert "notify.failed" in everything
+    assert "notify.sent" in everything
+    assert "json://bot:****@" in everything
