@@ -289,3 +289,43 @@ async def test_run_forever_announces_within_one_interval_and_stops(
         stop.set()
 
     assert latency <= settings.watcher.poll_interval + 1.0
+
+
+async def test_discover_watches_every_job_of_the_kind(
+    server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
+) -> None:
+    """`discover = true` lists the account's jobs: new ones are baselined, vanished ones confirmed."""
+    sim.add_job("found-1", state="RUNNING")
+    sim.add_job("found-2", state="RUNNING")
+    settings = config.parse(
+        {
+            "fireworks": {"account_id": ACCOUNT, "base_url": server.url},
+            "watcher": {"state_path": str(state_path)},
+            "watch": [{"kind": "dpo", "discover": True}],
+            "channel": [{"name": "t", "urls": [receiver.url()]}],
+        },
+        {"FIREWORKS_API_KEY": KEY},
+    )
+    async with app.open_watcher(settings) as watcher:
+        first = await watcher.run_once(force=True)
+        sim.add_job("found-3", state="PENDING")
+        sim.set_state("found-1", "COMPLETED")
+        sim.remove_job("found-2")
+        second = await watcher.run_once(force=True)
+        third = await watcher.run_once(force=True)
+
+    assert 2 == len(first.transitions)
+    moves = sorted(
+        f"{t.ref.job_id}: {t.old_state or '-'} → {t.new_state}" for t in second.transitions
+    )
+    assert [
+        "found-1: RUNNING → COMPLETED",
+        "found-2: RUNNING → NOT_FOUND",
+        "found-3: - → PENDING",
+    ] == moves
+    assert [] == third.transitions
+    titles = sorted(m["title"] for m in receiver.wait_for(2))
+    assert [
+        "Sim job found-1 (found-1): RUNNING → COMPLETED",
+        "Sim job found-2 (found-2): RUNNING → NOT_FOUND",
+    ] == titles
