@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -39,3 +40,16 @@ def receiver() -> Iterator[JsonReceiver]:
     """A real HTTP endpoint for apprise `json://` posts."""
     with JsonReceiver() as rx:
         yield rx
+
+
+@pytest.fixture
+def daemon_env(server: ServedApp) -> dict[str, str]:
+    """The environment a deployed daemon gets: key, account and base URL from variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    env |= {
+        "FIREWORKS_API_KEY": KEY,
+        "FIREWORKS_ACCOUNT_ID": ACCOUNT,
+        "FIREWORKS_BASE_URL": server.url,
+        "FIREWORKS_WATCHER_LOG_FORMAT": "json",
+    }
+    return env

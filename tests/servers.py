@@ -18,6 +18,8 @@ from typing import Any, Self, cast
 
 import uvicorn
 
+from watcher.simulator import listen_tcp
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 AsgiApp = Callable[
@@ -31,20 +33,6 @@ def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def listen_tcp(host: str, port: int = 0) -> socket.socket:
-    """A listening TCP socket on `host:port`; port 0 picks a free one."""
-    # proto must say TCP: asyncio sets TCP_NODELAY only on sockets whose proto is
-    # IPPROTO_TCP, and without it every keep-alive answer stalls ~40 ms on delayed ACKs.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.bind((host, port))
-        sock.listen()
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class ServedApp:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
@@ -16,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ACCOUNT, KEY
-from tests.servers import JsonReceiver, ServedApp
+from tests.servers import JsonReceiver
 from watcher.simulator import Simulator
 
 DEADLINE = 20.0
@@ -85,19 +83,6 @@ class Daemon:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=15)
-
-
-@pytest.fixture
-def daemon_env(server: ServedApp) -> dict[str, str]:
-    """The environment a deployed daemon gets: key, account and base URL from variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
-    env |= {
-        "FIREWORKS_API_KEY": KEY,
-        "FIREWORKS_ACCOUNT_ID": ACCOUNT,
-        "FIREWORKS_BASE_URL": server.url,
-        "FIREWORKS_WATCHER_LOG_FORMAT": "json",
-    }
-    return env
 
 
 @pytest.fixture

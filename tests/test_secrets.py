@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ SIGNATURE = SIGNED_LOGS_URL.split("=")[-1]
 
 
 def test_a_whole_scenario_leaks_no_secret(
-    server: ServedApp, receiver: JsonReceiver, tmp_path: Path
+    server: ServedApp, receiver: JsonReceiver, tmp_path: Path, daemon_env: dict[str, str]
 ) -> None:
     """Run a daemon through transitions and a channel outage, then search everything it wrote."""
     sim = Simulator(api_key=API_KEY, account_id=ACCOUNT, wandb_api_key=WANDB_KEY)
@@ -42,13 +41,7 @@ name = "team"
 urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}"]
 """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
-    env |= {
-        "FIREWORKS_API_KEY": API_KEY,
-        "FIREWORKS_ACCOUNT_ID": ACCOUNT,
-        "FIREWORKS_BASE_URL": server.url,
-        "FIREWORKS_WATCHER_LOG_FORMAT": "json",
-    }
+    env = daemon_env | {"FIREWORKS_API_KEY": API_KEY}
 
     def cli(*argv: str, key: str = API_KEY) -> str:
         done = subprocess.run(
