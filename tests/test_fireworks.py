@@ -649,6 +649,30 @@ async def test_get_job_not_found() -> None:
     assert JobSnapshot(ref=DPO_REF, account_id=ACCOUNT, state=JobState.NOT_FOUND) == snapshot
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(Reply(404, content=b"<html><h1>404 Not Found</h1></html>"), id="html"),
+        pytest.param(Reply(404, content=b"no such route"), id="text"),
+    ],
+)
+async def test_get_job_foreign_404_is_an_error(reply: Reply) -> None:
+    """A 404 that is not the API's own answer (a proxy, a wrong base_url) is no NOT_FOUND."""
+    async with client_for(ScriptedApi(reply)) as client:
+        with pytest.raises(ApiRejected) as info:
+            await client.get_job(DPO_REF)
+
+    assert 404 == info.value.status_code
+
+
+async def test_get_job_empty_404_is_not_found() -> None:
+    """An empty 404 body is the API saying the job is gone."""
+    async with client_for(ScriptedApi(Reply(404, content=b""))) as client:
+        snapshot = await client.get_job(DPO_REF)
+
+    assert JobState.NOT_FOUND == snapshot.state
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 409, 412, 422], ids=str)
 async def test_get_job_rejected_without_retry(status: int) -> None:
     """4xx answers are ApiRejected at once with the status code and the server's message."""

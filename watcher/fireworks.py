@@ -245,6 +245,16 @@ def _request_line(response: httpx.Response) -> str:
     return f"{request.method} {request.url.path}"
 
 
+def _is_api_error_body(response: httpx.Response) -> bool:
+    """True for an empty body or a JSON object, the shapes the API's own errors take."""
+    if not response.content.strip():
+        return True
+    try:
+        return isinstance(response.json(), dict)
+    except ValueError:
+        return False
+
+
 def error_message(response: httpx.Response) -> str:
     """A one-line description of an HTTP error answer, safe to log and notify.
 
@@ -337,6 +347,10 @@ class FireworksClient:
         path = f"{self._collection_path(ref.kind)}/{quote(ref.job_id, safe='')}"
         response = await self._send(path, {"readMask": READ_MASKS[ref.kind]}, allow_404=True)
         if response.status_code == 404:
+            # Only the API's own "not found" means the job is gone: an HTML 404 from a proxy or
+            # a wrong base_url must not turn every watched job into NOT_FOUND.
+            if not _is_api_error_body(response):
+                raise ApiRejected(error_message(response), status_code=404)
             return JobSnapshot(ref=ref, account_id=self._account_id, state=JobState.NOT_FOUND)
         body = self._json(response)
         snapshot = self._parse(body, kind=ref.kind, ref=ref, where=_request_line(response))
