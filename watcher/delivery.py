@@ -70,6 +70,8 @@ class SendOutcome(StrEnum):
     FAILED = "failed"
     # The call timed out: the message may have arrived. Retried, so it may be seen twice.
     MAYBE_DELIVERED = "maybe_delivered"
+    # The target is no longer configured (a reload removed it): nothing to retry.
+    UNKNOWN_TARGET = "unknown_target"
 
 
 @dataclass(frozen=True, slots=True)

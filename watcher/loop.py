@@ -1,17 +1,17 @@
 """The daemon's cycle: fetch each job, diff it, record state and outbox together, deliver.
 
 `Watcher.run_once()` is one cycle; `run_forever()` repeats it until asked to stop. The loop
-reaches the API, the store and the notifier only through the Protocols below, so tests can
-hand it real adapters or small fakes alike.
+reaches the API, the store, the notifier and the metrics only through the Protocols below,
+so tests can hand it real adapters or small fakes alike.
 """
 
 from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 import anyio
@@ -28,11 +28,18 @@ from watcher.delivery import (
     SendResult,
     next_attempt,
 )
-from watcher.errors import ApiError, ApiRejected
+from watcher.errors import ApiError, ApiRejected, ApiUnavailable, StoreError
 from watcher.model import JobKind, JobRef, JobSnapshot, JobState, Transition, is_settled
+from watcher.schedule import PollSchedule
 
 log = structlog.get_logger("watcher")
 T = TypeVar("T")
+
+#: The store flag saying an "API unreachable" message went out and "reachable again" is owed.
+API_DOWN_FLAG = "api_down_announced"
+#: Calls in one cycle that may fail as unavailable, with none succeeding, before the rest of
+#: the cycle is skipped: probing 10,000 jobs against a dead API helps nobody.
+PROBE_CALLS = 3
 
 
 class JobSource(Protocol):
@@ -52,10 +59,18 @@ class Store(Protocol):
 
     def last_all(self) -> dict[str, JobSnapshot]: ...
     def record(
-        self, snapshots: Sequence[JobSnapshot], entries: Sequence[OutboxEntry], *, now: datetime
+        self,
+        snapshots: Sequence[JobSnapshot],
+        entries: Sequence[OutboxEntry],
+        *,
+        now: datetime,
+        flags: Mapping[str, str] | None = None,
     ) -> None: ...
+    def flag(self, key: str) -> str | None: ...
+    def forget(self, keys: Sequence[str]) -> None: ...
     def due(self, now: datetime, *, limit: int = 100) -> list[Delivery]: ...
     def next_due_at(self) -> datetime | None: ...
+    def outbox_stats(self) -> tuple[int, datetime | None]: ...
     def mark_delivered(self, delivery_id: int, *, now: datetime) -> None: ...
     def mark_retry(self, delivery_id: int, *, next_attempt_at: datetime, error: str) -> None: ...
     def mark_dead(self, delivery_id: int, *, now: datetime, error: str) -> None: ...
@@ -67,9 +82,52 @@ class Sender(Protocol):
     async def send(self, key: str, *, title: str, body: str, notify_type: str) -> SendResult: ...
 
 
+class Observer(Protocol):
+    """Told what happens, for health checks and metrics; every method must be cheap."""
+
+    def api_call(self, outcome: str) -> None:
+        """One API call ended: ok, unavailable, rejected, auth or payload."""
+
+    def transition(self, kind: str, new_state: str) -> None:
+        """A job moved (first sightings excluded)."""
+
+    def notification(self, channel: str, outcome: str) -> None:
+        """A send ended: sent, failed or dead."""
+
+    def cycle_done(self, report: CycleReport, *, at: datetime) -> None:
+        """A cycle finished."""
+
+    def outbox(self, pending: int, oldest: datetime | None) -> None:
+        """The outbox now holds `pending` deliveries, the oldest created at `oldest`."""
+
+
+class NullObserver:
+    """Observes nothing."""
+
+    def api_call(self, outcome: str) -> None:
+        """Ignore it."""
+
+    def transition(self, kind: str, new_state: str) -> None:
+        """Ignore it."""
+
+    def notification(self, channel: str, outcome: str) -> None:
+        """Ignore it."""
+
+    def cycle_done(self, report: CycleReport, *, at: datetime) -> None:
+        """Ignore it."""
+
+    def outbox(self, pending: int, oldest: datetime | None) -> None:
+        """Ignore it."""
+
+
 @dataclass(frozen=True, slots=True)
 class WatchPlan:
-    """What to watch and whom to tell, as the composition root resolved it from the config."""
+    """What to watch and whom to tell, as the composition root resolved it from the config.
+
+    Attributes:
+        api_down_after: consecutive cycles in which every API call failed before channels
+            are told the API is unreachable.
+    """
 
     refs: tuple[JobRef, ...]
     channels: tuple[Channel, ...]
@@ -77,6 +135,8 @@ class WatchPlan:
     poll_interval: float = 30.0
     terminal_poll_interval: float = 300.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    api_down_after: int = 3
+    api_label: str = "the Fireworks API"
 
 
 @dataclass(slots=True)
@@ -84,9 +144,13 @@ class CycleReport:
     """What one cycle did."""
 
     polled: int = 0
+    calls: int = 0
     transitions: list[Transition] = field(default_factory=list)
     api_errors: int = 0
+    unavailable: int = 0
     auth_failed: bool = False
+    store_failed: bool = False
+    retry_after: float | None = None
     sent: int = 0
     failed: int = 0
     dead: int = 0
@@ -97,6 +161,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _list_key(kind: JobKind) -> str:
+    return f"list:{kind}"
+
+
 class Watcher:
     """Polls jobs, announces their transitions, and keeps the guarantees of design.md.
 
@@ -105,6 +173,7 @@ class Watcher:
         source: the API.
         store: the state database.
         sender: the notifier.
+        observer: health and metrics.
         clock: wall-clock time (injectable for tests).
         rand: jitter source in [0, 1).
         on_transition: called for every transition, first sightings included (the `watch`
@@ -118,6 +187,7 @@ class Watcher:
         source: JobSource,
         store: Store,
         sender: Sender,
+        observer: Observer | None = None,
         clock: Callable[[], datetime] = utcnow,
         rand: Callable[[], float] = random.random,
         on_transition: Callable[[Transition], None] | None = None,
@@ -127,6 +197,7 @@ class Watcher:
         self._source = source
         self._store = store
         self._sender = sender
+        self._observer: Observer = observer if observer is not None else NullObserver()
         self._clock = clock
         self._rand = rand
         self._on_transition = on_transition
@@ -134,8 +205,10 @@ class Watcher:
         # One connection, one writer: every store call runs in this one-slot lane.
         self._db_limiter = anyio.CapacityLimiter(1)
         self._last: dict[str, JobSnapshot] | None = None
-        self._next_poll: dict[str, datetime] = {}
-        self._next_discover = datetime.min.replace(tzinfo=UTC)
+        self._schedule = PollSchedule(plan.poll_interval, plan.terminal_poll_interval)
+        self._api_down_announced = False
+        self._pending_reload: tuple[WatchPlan, Sender] | None = None
+        self._wake = anyio.Event()
 
     def last(self, ref: JobRef) -> JobSnapshot | None:
         """The last recorded snapshot of a job (after `start` or a cycle)."""
@@ -150,89 +223,170 @@ class Watcher:
         """Load the last seen states; called once before the first cycle."""
         if self._last is None:
             self._last = await self._db(self._store.last_all)
+            self._api_down_announced = await self._db(self._store.flag, API_DOWN_FLAG) == "1"
+
+    # -- reload ----------------------------------------------------------------------------
+
+    def reload(self, plan: WatchPlan, sender: Sender) -> None:
+        """Switch to a new plan and notifier at the start of the next cycle (SIGHUP)."""
+        self._pending_reload = (plan, sender)
+        self._wake.set()
+
+    async def _apply_reload(self) -> None:
+        if self._pending_reload is None:
+            return
+        plan, sender = self._pending_reload
+        self._pending_reload = None
+        assert self._last is not None
+        old_keys = {r.key for r in self.plan.refs}
+        new_keys = {r.key for r in plan.refs}
+        kept_kinds = set(plan.discover)
+        # Jobs neither listed nor discovered any more: forget them, so that watching one
+        # again later starts from a silent baseline rather than a stale state.
+        dropped = [
+            key
+            for key, snap in self._last.items()
+            if key not in new_keys and (key in old_keys or snap.ref.kind not in kept_kinds)
+        ]
+        try:
+            await self._db(self._store.forget, dropped)
+        except StoreError as exc:
+            log.error("store.error", error=str(exc))
+        else:
+            for key in dropped:
+                del self._last[key]
+        self._schedule.forget([*dropped, *(_list_key(k) for k in self.plan.discover)])
+        self._schedule.poll_interval = plan.poll_interval
+        self._schedule.slow_interval = plan.terminal_poll_interval
+        self.plan, self._sender = plan, sender
+        log.info(
+            "watcher.reloaded",
+            jobs=len(plan.refs),
+            added=len(new_keys - old_keys),
+            removed=len(dropped),
+            channels=[c.name for c in plan.channels],
+        )
 
     # -- one cycle -------------------------------------------------------------------------
 
     async def run_once(self, *, force: bool = False) -> CycleReport:
         """Poll what is due (with `force`, every job), record what changed, deliver what is owed."""
         await self.start()
+        await self._apply_reload()
         report = CycleReport()
         if force:
-            self._next_poll.clear()
-            self._next_discover = datetime.min.replace(tzinfo=UTC)
+            self._schedule.force()
         observed = await self._fetch(report)
-        await self._record(observed, report)
+        now = self._clock()
+        self._schedule.cycle_done(
+            now, calls=report.calls, unavailable=report.unavailable, retry_after=report.retry_after
+        )
+        await self._record(observed, report, api_notice=self._api_notice(report, now))
         await self.deliver_due(report)
+        self._observer.cycle_done(report, at=self._clock())
         return report
 
-    def _due_refs(self, now: datetime) -> list[JobRef]:
-        return [r for r in self.plan.refs if self._next_poll.get(r.key, now) <= now]
+    def _targets(self) -> list[str]:
+        return [r.key for r in self.plan.refs] + [_list_key(k) for k in self.plan.discover]
 
     async def _fetch(self, report: CycleReport) -> list[JobSnapshot]:
         now = self._clock()
         observed: list[JobSnapshot] = []
-        refs = self._due_refs(now)
-        if self.plan.discover and self._next_discover <= now:
-            self._next_discover = now + timedelta(seconds=self.plan.poll_interval)
-            refs += await self._discover(observed, report)
+        due = set(self._schedule.due(self._targets(), now))
+        refs = [r for r in self.plan.refs if r.key in due]
+        for kind in self.plan.discover:
+            if _list_key(kind) in due:
+                refs += await self._discover(kind, observed, report, now)
 
         async def poll(ref: JobRef) -> None:
             async with self._poll_limiter:
-                snapshot = await self._guarded(ref.key, self._source.get_job(ref), report)
+                if report.unavailable >= PROBE_CALLS and report.unavailable == report.calls:
+                    return  # the API is down: leave the rest due, probe again later
+                snapshot = await self._call(ref.key, self._source.get_job(ref), report, now)
             if snapshot is not None:
                 observed.append(snapshot)
+                self._schedule.succeeded(ref.key, now, settled=is_settled(snapshot.state))
 
         async with anyio.create_task_group() as tg:
             for ref in refs:
                 tg.start_soon(poll, ref)
         report.polled = len(observed)
-        for snapshot in observed:
-            interval = (
-                self.plan.terminal_poll_interval
-                if is_settled(snapshot.state)
-                else self.plan.poll_interval
-            )
-            self._next_poll[snapshot.ref.key] = now + timedelta(seconds=interval)
         return observed
 
-    async def _discover(self, observed: list[JobSnapshot], report: CycleReport) -> list[JobRef]:
-        """List every job of the discovered kinds; returns known jobs missing from the list."""
+    async def _discover(
+        self, kind: JobKind, observed: list[JobSnapshot], report: CycleReport, now: datetime
+    ) -> list[JobRef]:
+        """List every job of a kind; returns known jobs missing from the list, to confirm."""
         assert self._last is not None
+        listed = await self._call(_list_key(kind), self._source.list_jobs(kind), report, now)
+        if listed is None:
+            return []
+        self._schedule.succeeded(_list_key(kind), now)
         explicit = {r.key for r in self.plan.refs}
-        vanished: list[JobRef] = []
-        for kind in self.plan.discover:
-            listed = await self._guarded(str(kind), self._source.list_jobs(kind), report)
-            if listed is None:
-                continue
-            observed.extend(s for s in listed if s.ref.key not in explicit)
-            present = {s.ref.key for s in listed}
-            # A job gone from the list is confirmed with one GET before it is called NOT_FOUND.
-            vanished += [
-                snap.ref
-                for key, snap in self._last.items()
-                if snap.ref.kind == kind
-                and key not in present
-                and key not in explicit
-                and snap.state not in (JobState.NOT_FOUND, JobState.DELETED)
-            ]
-        return vanished
+        observed.extend(s for s in listed if s.ref.key not in explicit)
+        present = {s.ref.key for s in listed}
+        # A job gone from the list is confirmed with one GET before it is called NOT_FOUND.
+        return [
+            snap.ref
+            for key, snap in self._last.items()
+            if snap.ref.kind == kind
+            and key not in present
+            and key not in explicit
+            and snap.state not in (JobState.NOT_FOUND, JobState.DELETED)
+        ]
 
-    async def _guarded(self, what: str, call: Awaitable[T], report: CycleReport) -> T | None:
+    async def _call(
+        self, target: str, call: Awaitable[T], report: CycleReport, now: datetime
+    ) -> T | None:
+        """Await one API call; on failure log it, back the target off and return None."""
+        report.calls += 1
         try:
-            return await call
+            result = await call
         except ApiRejected as exc:
             report.api_errors += 1
             if exc.is_auth:
                 report.auth_failed = True
-                log.error("api.auth_failed", target=what, error=str(exc), status=exc.status_code)
+                self._observer.api_call("auth")
+                log.error("api.auth_failed", target=target, error=str(exc), status=exc.status_code)
             else:
-                log.warning("api.error", target=what, error=str(exc))
-        except ApiError as exc:
+                self._observer.api_call("rejected")
+                log.warning("api.error", target=target, error=str(exc), status=exc.status_code)
+            self._schedule.failed(target, now, slow=exc.is_auth)
+            return None
+        except ApiUnavailable as exc:
             report.api_errors += 1
-            log.warning("api.error", target=what, error=str(exc))
+            report.unavailable += 1
+            if exc.retry_after is not None:
+                report.retry_after = max(report.retry_after or 0.0, exc.retry_after)
+            self._observer.api_call("unavailable")
+            log.warning("api.error", target=target, error=str(exc))
+            self._schedule.failed(target, now, retry_after=exc.retry_after)
+            return None
+        except ApiError as exc:  # a malformed answer: skipped for this cycle
+            report.api_errors += 1
+            self._observer.api_call("payload")
+            log.warning("api.bad_answer", target=target, error=str(exc))
+            self._schedule.failed(target, now)
+            return None
+        self._observer.api_call("ok")
+        return result
+
+    def _api_notice(self, report: CycleReport, now: datetime) -> tuple[str, str] | None:
+        """("down" | "up", text) when channels must hear about the API's reachability."""
+        failed = self._schedule.failed_cycles
+        if not self._api_down_announced and failed >= self.plan.api_down_after:
+            return ("down", f"no answer in {failed} consecutive poll cycles")
+        if self._api_down_announced and report.calls > report.unavailable:
+            return ("up", "answering again")
         return None
 
-    async def _record(self, observed: Sequence[JobSnapshot], report: CycleReport) -> None:
+    async def _record(
+        self,
+        observed: Sequence[JobSnapshot],
+        report: CycleReport,
+        *,
+        api_notice: tuple[str, str] | None,
+    ) -> None:
         assert self._last is not None
         now = self._clock()
         changed: dict[str, JobSnapshot] = {}
@@ -247,12 +401,28 @@ class Watcher:
             if transition is not None:
                 report.transitions.append(transition)
                 entries += self._outbox_entries(transition)
-        if not changed:
+        flags: dict[str, str] = {}
+        if api_notice is not None:
+            entries += self._api_entries(*api_notice, now=now)
+            flags[API_DOWN_FLAG] = "1" if api_notice[0] == "down" else "0"
+        if not changed and not entries:
             return
         # State and outbox in one transaction: a crash after this line loses nothing, and a
         # crash before it means the next start sees the change again.
-        await self._db(self._store.record, list(changed.values()), entries, now=now)
+        try:
+            await self._db(
+                self._store.record, list(changed.values()), entries, now=now, flags=flags
+            )
+        except StoreError as exc:
+            # Nothing was written, so the next cycle sees the same changes again.
+            report.store_failed = True
+            report.transitions.clear()
+            log.error("store.error", error=str(exc))
+            return
         self._last.update(changed)
+        if api_notice is not None:
+            self._api_down_announced = api_notice[0] == "down"
+            log.warning("api.unreachable" if api_notice[0] == "down" else "api.reachable")
         for transition in report.transitions:
             self._announce(transition)
 
@@ -278,11 +448,34 @@ class Watcher:
             ]
         return entries
 
+    def _api_entries(self, direction: str, detail: str, *, now: datetime) -> list[OutboxEntry]:
+        """One "API unreachable" (or "reachable again") message for every channel URL."""
+        message = messages.api_message(
+            down=direction == "down", detail=detail, base_url=self.plan.api_label
+        )
+        state = messages.API_DOWN if direction == "down" else messages.API_UP
+        return [
+            OutboxEntry(
+                job_key=messages.API_JOB_KEY,
+                channel=channel.name,
+                url_key=target.url_key,
+                url_display=target.url_display,
+                title=message.title,
+                body=message.body,
+                old_state="",
+                new_state=state,
+                created_at=now,
+            )
+            for channel in self.plan.channels
+            for target in channel.targets
+        ]
+
     def _announce(self, transition: Transition) -> None:
         new = transition.new
         if transition.old is None:
             log.info("job.baseline", job=transition.ref.key, state=new.state)
         else:
+            self._observer.transition(str(transition.ref.kind), transition.new_state)
             log.info(
                 "job.transition",
                 job=transition.ref.key,
@@ -299,10 +492,19 @@ class Watcher:
     async def deliver_due(self, report: CycleReport | None = None) -> CycleReport:
         """Send every outbox row that is due, and record each outcome."""
         report = report if report is not None else CycleReport()
-        due = await self._db(self._store.due, self._clock())
+        try:
+            due = await self._db(self._store.due, self._clock())
+        except StoreError as exc:
+            report.store_failed = True
+            log.error("store.error", error=str(exc))
+            return report
         async with anyio.create_task_group() as tg:
             for delivery in due:
                 tg.start_soon(self._deliver, delivery, report)
+        try:
+            self._observer.outbox(*await self._db(self._store.outbox_stats))
+        except StoreError as exc:
+            log.error("store.error", error=str(exc))
         return report
 
     async def _deliver(self, delivery: Delivery, report: CycleReport) -> None:
@@ -314,52 +516,88 @@ class Watcher:
             notify_type=messages.notify_type(entry.new_state),
         )
         now = self._clock()
-        fields = {"job": entry.job_key, "channel": entry.channel, "url": entry.url_display}
+        fields = {
+            "delivery": delivery.id,
+            "job": entry.job_key,
+            "channel": entry.channel,
+            "url": entry.url_display,
+        }
         # Shielded: a send that went out must be marked, or a restart would repeat it.
         with anyio.CancelScope(shield=True):
-            if result.outcome is SendOutcome.DELIVERED:
-                report.sent += 1
-                await self._db(self._store.mark_delivered, delivery.id, now=now)
-                log.info("notify.sent", new_state=entry.new_state, **fields)
-                return
-            attempts = delivery.attempts + 1
-            retry_at = next_attempt(
+            try:
+                await self._settle(delivery, result, now, report, fields)
+            except StoreError as exc:
+                report.store_failed = True
+                log.error("store.error", error=str(exc), **fields)
+
+    async def _settle(
+        self,
+        delivery: Delivery,
+        result: SendResult,
+        now: datetime,
+        report: CycleReport,
+        fields: dict[str, object],
+    ) -> None:
+        entry = delivery.entry
+        if result.outcome is SendOutcome.DELIVERED:
+            await self._db(self._store.mark_delivered, delivery.id, now=now)
+            report.sent += 1
+            self._observer.notification(entry.channel, "sent")
+            log.info("notify.sent", new_state=entry.new_state, **fields)
+            return
+        attempts = delivery.attempts + 1
+        retry_at = (
+            None
+            if result.outcome is SendOutcome.UNKNOWN_TARGET
+            else next_attempt(
                 self.plan.retry,
                 attempts=attempts,
                 created_at=entry.created_at,
                 now=now,
                 rand=self._rand,
             )
-            if retry_at is None:
-                report.dead += 1
-                await self._db(self._store.mark_dead, delivery.id, now=now, error=result.detail)
-                log.error("notify.dead", attempts=attempts, error=result.detail, **fields)
-                return
-            report.failed += 1
-            await self._db(
-                self._store.mark_retry, delivery.id, next_attempt_at=retry_at, error=result.detail
-            )
-            log.warning(
-                "notify.failed",
-                attempts=attempts,
-                error=result.detail,
-                retry_at=retry_at.isoformat(timespec="seconds"),
-                **fields,
-            )
+        )
+        if retry_at is None:
+            await self._db(self._store.mark_dead, delivery.id, now=now, error=result.detail)
+            report.dead += 1
+            self._observer.notification(entry.channel, "dead")
+            log.error("notify.dead", attempts=attempts, error=result.detail, **fields)
+            return
+        await self._db(
+            self._store.mark_retry, delivery.id, next_attempt_at=retry_at, error=result.detail
+        )
+        report.failed += 1
+        self._observer.notification(entry.channel, "failed")
+        log.warning(
+            "notify.failed",
+            attempts=attempts,
+            outcome=str(result.outcome),
+            error=result.detail,
+            retry_at=retry_at.isoformat(timespec="seconds"),
+            **fields,
+        )
 
     # -- forever ---------------------------------------------------------------------------
 
     async def next_wake(self) -> float:
         """Seconds until the next poll or retry is due (at least a short pause)."""
         now = self._clock()
-        candidates = [now + timedelta(seconds=self.plan.poll_interval)]
-        candidates += self._next_poll.values()
-        if self.plan.discover:
-            candidates.append(self._next_discover)
-        due = await self._db(self._store.next_due_at)
+        wake = self._schedule.next_at(self._targets(), now)
+        try:
+            due = await self._db(self._store.next_due_at)
+        except StoreError:
+            due = None
         if due is not None:
-            candidates.append(due)
-        return max(0.05, (min(candidates) - now).total_seconds())
+            wake = min(wake, due)
+        return max(0.05, (wake - now).total_seconds())
+
+    async def _run_cycle_safely(self) -> None:
+        try:
+            await self.run_once()
+        except Exception:
+            # A bug must not end monitoring for good: log it with its traceback and carry
+            # on; state is only written in whole transactions, so nothing half-done remains.
+            log.exception("cycle.crashed")
 
     async def run_forever(self, stop: anyio.Event, *, grace: float = 5.0) -> None:
         """Run cycles until `stop` is set, then let in-flight work finish for up to `grace` s."""
@@ -375,13 +613,15 @@ class Watcher:
 
             async def limit_grace() -> None:
                 await stop.wait()
+                self._wake.set()
                 cycles.deadline = anyio.current_time() + grace
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(limit_grace)
                 while not stop.is_set():
-                    await self.run_once()
+                    await self._run_cycle_safely()
                     with anyio.move_on_after(await self.next_wake()):
-                        await stop.wait()
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
                 tg.cancel_scope.cancel()
         log.info("watcher.stopped")

@@ -32,8 +32,10 @@ MESSAGE_FIELDS: tuple[str, ...] = (
 )
 
 _FIRST_SIGHT = "(first seen)"
-_FAILURE_STATES = frozenset({"FAILED", "EXPIRED", "NOT_FOUND", "DELETED", "ARCHIVED"})
-_SUCCESS_STATES = frozenset({"COMPLETED", "EARLY_STOPPED"})
+_FAILURE_STATES = frozenset(
+    {"FAILED", "EXPIRED", "NOT_FOUND", "DELETED", "ARCHIVED", "API_UNREACHABLE"}
+)
+_SUCCESS_STATES = frozenset({"COMPLETED", "EARLY_STOPPED", "API_REACHABLE"})
 _WARNING_STATES = frozenset({"CANCELLED", "CANCELLING", "PAUSED"})
 _CONSOLE = "https://app.fireworks.ai/dashboard"
 # Per-job console pages exist only for SFT and RFT; the others link the fine-tuning list.
@@ -177,4 +179,25 @@ def render(transition: Transition, *, title: str | None = None, body: str | None
         body=body.format_map(fields)
         if body is not None
         else default_body(fields, transition.new.ref.kind),
+    )
+
+
+#: The outbox's job key and states for messages about the API itself, not about one job.
+API_JOB_KEY = "api"
+API_DOWN = "API_UNREACHABLE"
+API_UP = "API_REACHABLE"
+
+
+def api_message(*, down: bool, detail: str, base_url: str) -> Message:
+    """The one message every channel gets when the API becomes unreachable, or comes back."""
+    if down:
+        return Message(
+            title="Fireworks API unreachable",
+            body=f"fireworks-watcher cannot reach {base_url}: {detail}. Job transitions are "
+            "not being seen; they will be reported once the API answers again.",
+        )
+    return Message(
+        title="Fireworks API reachable again",
+        body=f"fireworks-watcher reaches {base_url} again ({detail}). Transitions that "
+        "happened meanwhile follow in their own messages.",
     )

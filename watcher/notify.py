@@ -121,7 +121,7 @@ class AppriseNotifier:
         """Send one message to the target `key`; never raises for a delivery failure."""
         app = self._apps.get(key)
         if app is None:
-            return SendResult(SendOutcome.FAILED, "channel URL is no longer configured")
+            return SendResult(SendOutcome.UNKNOWN_TARGET, "channel URL is no longer configured")
 
         def call() -> SendResult:
             result = app.notify(

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,7 +147,12 @@ class StateStore:
         return {key: snapshot for key, snapshot in decoded if snapshot is not None}
 
     def record(
-        self, snapshots: Sequence[JobSnapshot], entries: Sequence[OutboxEntry], *, now: datetime
+        self,
+        snapshots: Sequence[JobSnapshot],
+        entries: Sequence[OutboxEntry],
+        *,
+        now: datetime,
+        flags: Mapping[str, str] | None = None,
     ) -> None:
         """Save snapshots as their jobs' last seen state and queue notifications, atomically.
 
@@ -155,13 +160,19 @@ class StateStore:
             snapshots: each becomes its job's last seen state.
             entries: new outbox rows: pending, no attempts, due at their `created_at`.
             now: stored as the jobs' update time.
+            flags: small named values kept with them (e.g. that an outage was announced).
 
         Either everything is written or nothing is; with nothing to write, no transaction.
         """
-        if not snapshots and not entries:
+        if not snapshots and not entries and not flags:
             return
         updated_at = _ts(now)
         with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                ((f"flag:{key}", value) for key, value in (flags or {}).items()),
+            )
             conn.executemany(
                 "INSERT INTO jobs (job_key, snapshot, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (job_key) DO UPDATE "
@@ -174,6 +185,14 @@ class StateStore:
                 f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{PENDING}', 0, ?, '')",
                 (_entry_params(e) for e in entries),
             )
+
+    def flag(self, key: str) -> str | None:
+        """A value saved with `record(flags=...)`, or None."""
+        with self._lock, self._errors("read"):
+            row = self._conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (f"flag:{key}",)
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop the last state of jobs no longer watched; their outbox rows stay."""
@@ -199,6 +218,14 @@ class StateStore:
                 "SELECT MIN(next_attempt_at) FROM outbox WHERE status = ?", (PENDING,)
             ).fetchone()
         return None if row[0] is None else datetime.fromisoformat(row[0])
+
+    def outbox_stats(self) -> tuple[int, datetime | None]:
+        """How many deliveries are pending, and when the oldest of them was created."""
+        with self._lock, self._errors("read"):
+            count, oldest = self._conn.execute(
+                "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = ?", (PENDING,)
+            ).fetchone()
+        return int(count), None if oldest is None else datetime.fromisoformat(oldest)
 
     def undelivered(self) -> list[Delivery]:
         """Pending and dead deliveries (for the `status` command), oldest first."""

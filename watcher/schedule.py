@@ -1,0 +1,94 @@
+"""When to poll what: intervals, slow polling of settled jobs, and backoff after failures.
+
+Pure bookkeeping over explicit times: the loop tells it what happened and asks what is due.
+A poll target is a string key: a job's `JobRef.key`, or `list:<kind>` for a discover LIST.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(slots=True)
+class PollSchedule:
+    """Next poll time per target, and the backoff state of the API as a whole.
+
+    Attributes:
+        poll_interval: seconds between polls of an active job.
+        slow_interval: seconds between polls of a settled job, and the longest backoff.
+    """
+
+    poll_interval: float
+    slow_interval: float
+    _next: dict[str, datetime] = field(default_factory=dict)
+    _failures: dict[str, int] = field(default_factory=dict)
+    _resume_at: datetime = _EPOCH
+    failed_cycles: int = 0
+
+    def due(self, keys: Iterable[str], now: datetime) -> list[str]:
+        """The targets to poll now; none while the whole API is backed off."""
+        if now < self._resume_at:
+            return []
+        return [k for k in keys if self._next.get(k, _EPOCH) <= now]
+
+    def next_at(self, keys: Iterable[str], now: datetime) -> datetime:
+        """When the next target falls due (a poll interval from now when nothing is watched)."""
+        times = [self._next.get(k, _EPOCH) for k in keys]
+        soonest = min(times) if times else now + timedelta(seconds=self.poll_interval)
+        return max(soonest, self._resume_at)
+
+    def force(self) -> None:
+        """Make every target due now (one-shot commands and tests)."""
+        self._next.clear()
+        self._resume_at = _EPOCH
+
+    def forget(self, keys: Iterable[str]) -> None:
+        """Drop targets that are no longer watched."""
+        for key in keys:
+            self._next.pop(key, None)
+            self._failures.pop(key, None)
+
+    def succeeded(self, key: str, now: datetime, *, settled: bool = False) -> None:
+        """A poll answered: next time after the normal (or, when settled, the slow) interval."""
+        self._failures.pop(key, None)
+        interval = self.slow_interval if settled else self.poll_interval
+        self._next[key] = now + timedelta(seconds=interval)
+
+    def failed(
+        self, key: str, now: datetime, *, slow: bool = False, retry_after: float | None = None
+    ) -> None:
+        """A poll failed: back off, doubling from the poll interval up to the slow interval.
+
+        `slow` (credentials rejected) waits the slow interval at once; the server's
+        `retry_after` is honoured when it asks for longer.
+        """
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = self.slow_interval if slow else self._backoff(failures)
+        self._next[key] = now + timedelta(seconds=max(delay, retry_after or 0.0))
+
+    def cycle_done(
+        self, now: datetime, *, calls: int, unavailable: int, retry_after: float | None = None
+    ) -> None:
+        """Account for one cycle: when every call failed as unavailable, the API is down.
+
+        While it is down no target is polled until the backoff has passed, so an outage costs
+        one probe per backoff step instead of one request per job.
+        """
+        if calls == 0:
+            return
+        if unavailable < calls:
+            self.failed_cycles = 0
+            self._resume_at = _EPOCH
+            return
+        self.failed_cycles += 1
+        delay = max(self._backoff(self.failed_cycles), retry_after or 0.0)
+        self._resume_at = now + timedelta(seconds=delay)
+
+    def _backoff(self, failures: int) -> float:
+        # Bounded exponent: 2**n overflows a float long before a long outage ends.
+        return min(self.slow_interval, self.poll_interval * 2.0 ** min(failures - 1, 32))
