@@ -86,10 +86,12 @@ class TestValid:
         assert 60 == settings.watcher.max_requests_per_minute
         assert Path("state.db") == settings.watcher.state_path
         assert ("127.0.0.1", 9464) == settings.watcher.health_address
-        assert (10, 60, 86400) == (
+        assert (10, 60, 86400, 30, 3) == (
             settings.watcher.request_timeout,
             settings.watcher.retry_max_delay,
             settings.watcher.retry_for,
+            settings.watcher.notify_timeout,
+            settings.watcher.api_down_after,
         )
         assert (WatchSettings(kind=JobKind.DPO, jobs=("job-1",)),) == settings.watches
         channel = settings.channels[0]
@@ -209,6 +211,8 @@ INVALID: list[tuple[tuple[str | int, ...], Any, str]] = [
     (("watcher", "request_timeout"), 0, "watcher.request_timeout: must be > 0"),
     (("watcher", "retry_max_delay"), -1, "watcher.retry_max_delay: must be > 0"),
     (("watcher", "retry_for"), 0, "watcher.retry_for: must be > 0"),
+    (("watcher", "notify_timeout"), 0, "watcher.notify_timeout: must be > 0"),
+    (("watcher", "api_down_after"), 0, "watcher.api_down_after"),
     (("watcher",), [], "watcher: must be a table"),
     (("fireworks",), "acme", "fireworks: must be a table"),
     (("fireworks", "account_id"), "", "fireworks.account_id: must be an id"),

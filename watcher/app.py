@@ -5,20 +5,26 @@ Used by the command line and the demo; the only module (with them) that knows ev
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import anyio
 import httpx
+import structlog
 
 from watcher import logs
 from watcher.config import Settings
 from watcher.delivery import Channel, RetryPolicy
+from watcher.errors import WatcherError
 from watcher.fireworks import FireworksClient
 from watcher.loop import Watcher, WatchPlan
 from watcher.model import Transition
 from watcher.notify import AppriseNotifier, register_console_scheme
 from watcher.store import StateStore
 from watcher.transitions import ChannelRules
+
+log = structlog.get_logger("watcher")
 
 
 def build_notifier(settings: Settings) -> AppriseNotifier:
@@ -29,7 +35,7 @@ def build_notifier(settings: Settings) -> AppriseNotifier:
         for i, channel in enumerate(settings.channels)
         for j, url in enumerate(channel.urls)
     ]
-    notifier = AppriseNotifier(urls)
+    notifier = AppriseNotifier(urls, timeout=settings.watcher.notify_timeout)
     logs.add_secrets(notifier.secrets())
     return notifier
 
@@ -56,6 +62,8 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
         poll_interval=w.poll_interval,
         terminal_poll_interval=w.terminal_poll_interval or min(10 * w.poll_interval, 600.0),
         retry=RetryPolicy(max_delay=w.retry_max_delay, give_up_after=w.retry_for),
+        api_down_after=w.api_down_after,
+        api_label=settings.fireworks.base_url,
     )
 
 
@@ -95,3 +103,54 @@ async def open_watcher(
             yield Watcher(
                 plan, source=client, store=store, sender=notifier, on_transition=on_transition
             )
+
+
+async def run_daemon(
+    settings: Settings, notifier: AppriseNotifier, *, reload: Callable[[], Settings]
+) -> None:
+    """The daemon: cycles until SIGTERM/SIGINT; SIGHUP re-reads the config through `reload`."""
+    if not settings.channels:
+        log.warning("config.no_channels", source=settings.source)
+    stop = anyio.Event()
+    async with (
+        open_watcher(settings, notifier=notifier) as watcher,
+        anyio.create_task_group() as tg,
+    ):
+
+        async def on_signals() -> None:
+            with anyio.open_signal_receiver(
+                signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+            ) as signals:
+                async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        _reload(watcher, settings, reload)
+                        continue
+                    log.info("watcher.stopping", signal=signal.Signals(signum).name)
+                    stop.set()
+                    return
+
+        tg.start_soon(on_signals)
+        await watcher.run_forever(stop)
+        tg.cancel_scope.cancel()
+
+
+def _reload(watcher: Watcher, current: Settings, load: Callable[[], Settings]) -> None:
+    """Apply a re-read config, or keep the running one when the new one is invalid."""
+    try:
+        new = load()
+        new.require_watches()
+        notifier = build_notifier(new)
+        plan = build_plan(new, notifier)
+    except WatcherError as exc:
+        log.error("config.reload_rejected", error=str(exc))
+        return
+    # The API client, state file and health listener are built once; changing them needs a
+    # restart, and saying so beats silently ignoring the edit.
+    for key, old_value, new_value in (
+        ("fireworks", current.fireworks, new.fireworks),
+        ("watcher.state_path", current.watcher.state_path, new.watcher.state_path),
+        ("watcher.health_listen", current.watcher.health_listen, new.watcher.health_listen),
+    ):
+        if old_value != new_value:
+            log.warning("config.reload_needs_restart", key=key)
+    watcher.reload(plan, notifier)

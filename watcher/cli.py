@@ -134,41 +134,13 @@ def _run_async(func: Callable[[], Awaitable[T]]) -> T:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import signal
-
-    import anyio
-    import structlog
-
     from watcher import app
 
     settings = _load(args)
     settings.require_watches()
     app.api_key(settings)
     notifier = app.build_notifier(settings)
-    if not settings.channels:
-        structlog.get_logger("watcher").warning("config.no_channels", source=settings.source)
-
-    async def forever() -> None:
-        stop = anyio.Event()
-        async with (
-            app.open_watcher(settings, notifier=notifier) as watcher,
-            anyio.create_task_group() as tg,
-        ):
-
-            async def on_signal() -> None:
-                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                    async for signum in signals:
-                        structlog.get_logger("watcher").info(
-                            "watcher.stopping", signal=signal.Signals(signum).name
-                        )
-                        stop.set()
-                        return
-
-            tg.start_soon(on_signal)
-            await watcher.run_forever(stop)
-            tg.cancel_scope.cancel()
-
-    _run_async(forever)
+    _run_async(lambda: app.run_daemon(settings, notifier, reload=lambda: _load(args)))
     return EXIT_OK
 
 

@@ -233,6 +233,8 @@ class WatcherSettings(_Frozen):
     request_timeout: _Seconds = 10.0
     retry_max_delay: _Seconds = 60.0
     retry_for: _Seconds = 86400.0
+    notify_timeout: _Seconds = 30.0
+    api_down_after: Annotated[int, Field(strict=True, ge=1)] = 3
 
     @model_validator(mode="before")
     @classmethod

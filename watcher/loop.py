@@ -145,6 +145,7 @@ class CycleReport:
 
     polled: int = 0
     calls: int = 0
+    answered: int = 0  # calls the API answered, well or not (not timeouts, 5xx, 429)
     transitions: list[Transition] = field(default_factory=list)
     api_errors: int = 0
     unavailable: int = 0
@@ -300,7 +301,7 @@ class Watcher:
 
         async def poll(ref: JobRef) -> None:
             async with self._poll_limiter:
-                if report.unavailable >= PROBE_CALLS and report.unavailable == report.calls:
+                if report.unavailable >= PROBE_CALLS and report.answered == 0:
                     return  # the API is down: leave the rest due, probe again later
                 snapshot = await self._call(ref.key, self._source.get_job(ref), report, now)
             if snapshot is not None:
@@ -344,6 +345,7 @@ class Watcher:
             result = await call
         except ApiRejected as exc:
             report.api_errors += 1
+            report.answered += 1
             if exc.is_auth:
                 report.auth_failed = True
                 self._observer.api_call("auth")
@@ -364,10 +366,12 @@ class Watcher:
             return None
         except ApiError as exc:  # a malformed answer: skipped for this cycle
             report.api_errors += 1
+            report.answered += 1
             self._observer.api_call("payload")
             log.warning("api.bad_answer", target=target, error=str(exc))
             self._schedule.failed(target, now)
             return None
+        report.answered += 1
         self._observer.api_call("ok")
         return result
 
@@ -376,7 +380,7 @@ class Watcher:
         failed = self._schedule.failed_cycles
         if not self._api_down_announced and failed >= self.plan.api_down_after:
             return ("down", f"no answer in {failed} consecutive poll cycles")
-        if self._api_down_announced and report.calls > report.unavailable:
+        if self._api_down_announced and report.answered:
             return ("up", "answering again")
         return None
 

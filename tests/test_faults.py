@@ -1,0 +1,289 @@
+"""The fault matrix: every way the API can misbehave, against the simulator over loopback.
+
+The watcher runs in-process with the real client, store and notifier; only the client's
+retry pauses are shortened so the suite stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from tests.conftest import ACCOUNT, KEY
+from tests.servers import JsonReceiver, ServedApp
+from watcher import app, config
+from watcher.fireworks import FireworksClient, RetryPolicy
+from watcher.loop import PROBE_CALLS, CycleReport, Watcher
+from watcher.simulator import Simulator
+from watcher.store import StateStore
+
+FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
+
+
+def settings_for(
+    server: ServedApp, tmp_path: Path, receiver: JsonReceiver, **watcher: object
+) -> config.Settings:
+    return config.parse(
+        {
+            "fireworks": {"account_id": ACCOUNT, "base_url": server.url},
+            "watcher": {
+                "poll_interval": 1,
+                "state_path": str(tmp_path / "state.db"),
+                "request_timeout": 0.5,
+                **watcher,
+            },
+            "watch": [{"kind": "dpo", "jobs": ["job-a", "job-b"]}],
+            "channel": [{"name": "team", "urls": [receiver.url()]}],
+        },
+        {"FIREWORKS_API_KEY": KEY},
+    )
+
+
+@asynccontextmanager
+async def fast_watcher(
+    settings: config.Settings,
+    *,
+    base_url: str | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> AsyncIterator[Watcher]:
+    """A watcher like the daemon's, with quick client retries and an optional clock."""
+    notifier = app.build_notifier(settings)
+    timeout = httpx.Timeout(settings.watcher.request_timeout)
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        client = FireworksClient(
+            http,
+            account_id=ACCOUNT,
+            api_key=KEY,
+            base_url=base_url or settings.fireworks.base_url,
+            retry=FAST_RETRY,
+        )
+        with StateStore.open(settings.watcher.state_path) as store:
+            extra = {"clock": clock} if clock is not None else {}
+            yield Watcher(
+                app.build_plan(settings, notifier),
+                source=client,
+                store=store,
+                sender=notifier,
+                **extra,  # type: ignore[arg-type]
+            )
+
+
+@pytest.fixture
+def jobs(sim: Simulator) -> Simulator:
+    """Two running DPO jobs."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    return sim
+
+
+@pytest.fixture
+def settings(server: ServedApp, tmp_path: Path, receiver: JsonReceiver) -> config.Settings:
+    """The watcher's settings for the two jobs and one channel."""
+    return settings_for(server, tmp_path, receiver)
+
+
+async def cycle_after_fault(
+    settings: config.Settings, sim: Simulator, receiver: JsonReceiver, **fault: object
+) -> tuple[CycleReport, CycleReport]:
+    """Baseline, inject the fault, move job-a to COMPLETED, run a faulty and a clean cycle."""
+    async with fast_watcher(settings) as watcher:
+        await watcher.run_once(force=True)
+        sim.add_fault(**fault)  # type: ignore[arg-type]
+        sim.set_state("job-a", "COMPLETED")
+        faulty = await watcher.run_once(force=True)
+        sim.clear_faults()
+        clean = await watcher.run_once(force=True)
+    return faulty, clean
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+async def test_transient_5xx_is_retried_within_the_poll(
+    settings: config.Settings, jobs: Simulator, receiver: JsonReceiver, status: int
+) -> None:
+    """One 5xx answer is retried at once; the transition arrives in the same cycle."""
+    faulty, _ = await cycle_after_fault(
+        settings, jobs, receiver, status=status, path_contains="job-a"
+    )
+
+    assert (0, 1) == (faulty.api_errors, len(faulty.transitions))
+    assert "RUNNING → COMPLETED" in receiver.wait_for(1)[0]["title"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param({"status": 503, "times": 3}, id="5xx beyond the retries"),
+        pytest.param({"malformed": True, "times": 1}, id="malformed json"),
+        pytest.param({"truncated": True, "times": 1}, id="truncated json"),
+        pytest.param(
+            {"status": 200, "body": "<html>maintenance</html>", "content_type": "text/html"},
+            id="html page with 200",
+        ),
+        pytest.param(
+            {
+                "status": 502,
+                "body": "<html>bad gateway</html>",
+                "content_type": "text/html",
+                "times": 3,
+            },
+            id="html error page",
+        ),
+        pytest.param({"delay": 2.0, "times": 3}, id="hanging server"),
+        pytest.param({"status": 429, "retry_after": "0", "times": 3}, id="429 beyond the retries"),
+    ],
+)
+async def test_a_bad_answer_skips_the_job_for_one_cycle(
+    settings: config.Settings, jobs: Simulator, receiver: JsonReceiver, fault: dict[str, object]
+) -> None:
+    """A failed poll is logged and skipped; the daemon carries on and reports the change later."""
+    with capture_logs() as logs:
+        faulty, clean = await cycle_after_fault(
+            settings, jobs, receiver, path_contains="job-a", **fault
+        )
+
+    assert (1, []) == (faulty.api_errors, faulty.transitions)
+    assert ["RUNNING → COMPLETED"] == [f"{t.old_state} → {t.new_state}" for t in clean.transitions]
+    assert 1 == len(receiver.wait_for(1))
+    assert {"api.error", "api.bad_answer"} & {e["event"] for e in logs}
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        pytest.param("120", id="seconds"),
+        pytest.param(
+            format_datetime(datetime.now(UTC) + timedelta(seconds=125), usegmt=True), id="http date"
+        ),
+    ],
+)
+async def test_429_retry_after_is_honoured(
+    settings: config.Settings, jobs: Simulator, retry_after: str
+) -> None:
+    """A Retry-After longer than the client waits backs the job off at least that long."""
+    async with fast_watcher(settings) as watcher:
+        jobs.add_fault(status=429, retry_after=retry_after, path_contains="job-a")
+        jobs.add_fault(status=429, retry_after=retry_after, path_contains="job-b")
+
+        report = await watcher.run_once()
+
+        assert 2 == report.unavailable
+        assert 110 <= await watcher.next_wake()
+
+
+async def test_missing_fields_and_unknown_states_pass(
+    settings: config.Settings, jobs: Simulator, receiver: JsonReceiver
+) -> None:
+    """A job answer with only a name and a new enum value is a transition, not a crash."""
+    minimal = json.dumps(
+        {"name": f"accounts/{ACCOUNT}/dpoJobs/job-a", "state": "JOB_STATE_WARPING"}
+    )
+    faulty, _ = await cycle_after_fault(
+        settings, jobs, receiver, status=200, body=minimal, path_contains="job-a"
+    )
+
+    assert ["RUNNING → WARPING"] == [f"{t.old_state} → {t.new_state}" for t in faulty.transitions]
+    assert "RUNNING → WARPING" in receiver.wait_for(1)[0]["title"]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_rejected_credentials_are_loud_and_retried_slowly(
+    settings: config.Settings, jobs: Simulator, status: int
+) -> None:
+    """401/403 log an error and wait the slow interval before the next try."""
+    async with fast_watcher(settings) as watcher:
+        jobs.add_fault(status=status, times=2)
+        with capture_logs() as logs:
+            report = await watcher.run_once()
+
+        assert report.auth_failed
+        assert {"error"} == {e["log_level"] for e in logs if e["event"] == "api.auth_failed"}
+        assert settings.watcher.terminal_poll_interval - 1 <= await watcher.next_wake()
+
+
+async def test_connection_refused_is_survived(
+    settings: config.Settings, jobs: Simulator, unused_port_url: str
+) -> None:
+    """With nothing listening, cycles fail and back off; nothing is recorded or crashes."""
+    async with fast_watcher(settings, base_url=unused_port_url) as watcher:
+        report = await watcher.run_once()
+        wait = await watcher.next_wake()
+
+    assert (2, 0) == (report.unavailable, report.polled)
+    assert wait >= settings.watcher.poll_interval - 0.1
+
+
+@pytest.fixture
+def unused_port_url() -> str:
+    """A loopback URL with no server behind it."""
+    from tests.servers import free_tcp_port
+
+    return f"http://127.0.0.1:{free_tcp_port()}"
+
+
+async def test_api_outage_is_announced_once_then_recovery_once(
+    server: ServedApp, tmp_path: Path, jobs: Simulator, receiver: JsonReceiver
+) -> None:
+    """After 3 failed cycles every channel hears "unreachable" once, then "reachable again" once."""
+    settings = settings_for(server, tmp_path, receiver)
+    now = [datetime(2026, 11, 27, 12, 0, tzinfo=UTC)]
+    async with fast_watcher(settings, clock=lambda: now[0]) as watcher:
+        await watcher.run_once()
+        jobs.add_fault(status=503, times=10_000)
+        for _ in range(6):
+            now[0] += timedelta(seconds=await watcher.next_wake())
+            await watcher.run_once()
+        titles_during = [m["title"] for m in receiver.wait_for(1)]
+        jobs.clear_faults()
+        jobs.set_state("job-b", "FAILED")
+        now[0] += timedelta(seconds=await watcher.next_wake())
+        await watcher.run_once()
+
+    titles = [m["title"] for m in receiver.wait_for(3)]
+    assert ["Fireworks API unreachable"] == titles_during
+    assert [
+        "Fireworks API unreachable",
+        "Sim job job-b (job-b): RUNNING → FAILED",
+        "Fireworks API reachable again",
+    ] == sorted(titles, key=lambda t: ("again" in t, t))
+    assert 3 == len(receiver.messages)
+
+
+async def test_outage_probing_is_bounded(
+    server: ServedApp, tmp_path: Path, receiver: JsonReceiver, sim: Simulator
+) -> None:
+    """While the API is down a cycle stops after a few failed calls instead of trying every job."""
+    for i in range(40):
+        sim.add_job(f"job-{i}", state="RUNNING")
+    settings = config.parse(
+        {
+            "fireworks": {"account_id": ACCOUNT, "base_url": server.url},
+            "watcher": {"state_path": str(tmp_path / "s.db"), "request_timeout": 0.5},
+            "watch": [{"jobs": [f"job-{i}" for i in range(40)]}],
+        },
+        {"FIREWORKS_API_KEY": KEY},
+    )
+    async with fast_watcher(settings) as watcher:
+        sim.add_fault(status=503, times=10_000)
+        sim.clear_requests()
+        report = await watcher.run_once()
+
+    # The probe budget, plus the polls already in flight when it ran out (4 in parallel).
+    bound = PROBE_CALLS + 4 - 1
+    assert 40 > bound >= report.calls
+    assert bound * FAST_RETRY.attempts >= sim.request_count
+
+
+def test_logs_in_this_module_use_structlog() -> None:
+    """capture_logs only sees structlog events: guard that the loop logs through structlog."""
+    with capture_logs() as logs:
+        structlog.get_logger("watcher").info("probe")
+    assert ["probe"] == [e["event"] for e in logs]
