@@ -189,3 +189,41 @@ def test_bad_api_answers_do_not_stop_the_daemon(
     assert daemon.proc.poll() is None
     assert daemon.wait_event("api.error")
     assert 0 == daemon.stop()
+
+
+def test_sighup_reloads_the_config_and_rejects_a_bad_one(
+    sim: Simulator,
+    receiver: JsonReceiver,
+    config_path: Path,
+    daemon_env: dict[str, str],
+    daemons: list[Daemon],
+) -> None:
+    """SIGHUP: added jobs are baselined, removed ones dropped, channels rebuilt; a bad file is refused."""
+    for job in ("job-a", "job-b", "job-c"):
+        sim.add_job(job, state="RUNNING")
+    daemon = Daemon(config_path, daemon_env)
+    daemons.append(daemon)
+    daemon.wait_event("job.baseline", 2)
+    original = config_path.read_text()
+    with JsonReceiver() as second:
+        config_path.write_text(
+            original.replace('jobs = ["job-a", "job-b"]', 'jobs = ["job-a", "job-c"]').replace(
+                receiver.url(), second.url()
+            )
+        )
+        daemon.proc.send_signal(signal.SIGHUP)
+        reloaded = daemon.wait_event("watcher.reloaded")[0]
+        assert (1, 1) == (reloaded["added"], reloaded["removed"])
+        assert "dpo/job-c" == daemon.wait_event("job.baseline")[0]["job"]
+
+        config_path.write_text(original.replace("poll_interval = 0.3", "poll_interval = -1"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert "watcher.poll_interval" in daemon.wait_event("config.reload_rejected")[0]["error"]
+
+        sim.set_state("job-b", "FAILED")
+        sim.set_state("job-a", "COMPLETED")
+        assert ["Sim job job-a (job-a): RUNNING → COMPLETED"] == [
+            m["title"] for m in second.wait_for(1)
+        ]
+        assert [] == receiver.messages
+        assert 0 == daemon.stop()

@@ -485,3 +485,32 @@ class TestOpenErrors:
 
         with pytest.raises(StoreError, match=r"^cannot open state database .*: Permission denied$"):
             StateStore.open(db_path)
+
+
+class TestFlagsAndStats:
+    def test_flags_are_written_with_the_record_and_survive_reopening(self, db_path: Path) -> None:
+        """A flag saved in `record` is read back after a restart, and can be overwritten."""
+        with StateStore.open(db_path) as store:
+            assert store.flag("api_down_announced") is None
+            store.record([], [], now=T0, flags={"api_down_announced": "1"})
+        with StateStore.open(db_path) as store:
+            assert "1" == store.flag("api_down_announced")
+            store.record([], [], now=T0, flags={"api_down_announced": "0"})
+            assert "0" == store.flag("api_down_announced")
+
+    def test_flags_roll_back_with_the_transaction(self, store: StateStore) -> None:
+        """A record that fails writes no flag either."""
+        with pytest.raises(TypeError):
+            store.record([], [entry(title=7)], now=T0, flags={"f": "1"})
+
+        assert store.flag("f") is None
+
+    def test_outbox_stats_count_pending_only(self, store: StateStore) -> None:
+        """Outbox depth and the oldest pending creation time ignore delivered and dead rows."""
+        assert (0, None) == store.outbox_stats()
+        store.record([], [entry(minutes=1), entry(minutes=2), entry(minutes=3)], now=T0)
+        first, second, _ = store.due(T0 + timedelta(hours=1))
+        store.mark_delivered(first.id, now=T0)
+        store.mark_dead(second.id, now=T0, error="gone")
+
+        assert (1, T0 + timedelta(minutes=3)) == store.outbox_stats()
