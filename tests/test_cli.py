@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -374,3 +376,59 @@ def test_demo_shows_completed_and_failed() -> None:
     assert "RUNNING → COMPLETED" in done.stdout
     assert "RUNNING → FAILED" in done.stdout
     assert "CUDA out of memory" in done.stdout
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount small tmpfs file systems (root only); skip where mounting is not allowed."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        target = tmp_path / f"fs{len(mounted)}"
+        target.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)],
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", str(target)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "fill", "reason"),
+    [
+        pytest.param("size=64k", True, "database or disk is full", id="full disk"),
+        pytest.param("ro,size=64k", False, "Read-only file system", id="read-only"),
+    ],
+)
+def test_unusable_state_path_fails_at_start(
+    tiny_filesystem: Callable[[str], Path],
+    config_file: Path,
+    options: str,
+    fill: bool,
+    reason: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A state path on a full or read-only disk stops `run` at once: one line, exit 2."""
+    where = tiny_filesystem(options)
+    if fill:
+        with (where / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 4096)
+    state = where / "state.db"
+    config_file.write_text(
+        config_file.read_text().replace(str(config_file.parent / "state.db"), str(state))
+    )
+
+    code, out, err = run_cli(capsys, "run", "-c", str(config_file))
+
+    assert 2 == code
+    assert f"cannot open state database {state}: {reason}" in err
+    assert "Traceback" not in out + err

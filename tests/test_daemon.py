@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.servers import JsonReceiver
@@ -227,3 +228,37 @@ def test_sighup_reloads_the_config_and_rejects_a_bad_one(
         ]
         assert [] == receiver.messages
         assert 0 == daemon.stop()
+
+
+def test_health_endpoints_of_a_running_daemon(
+    sim: Simulator,
+    receiver: JsonReceiver,
+    config_path: Path,
+    daemon_env: dict[str, str],
+    daemons: list[Daemon],
+) -> None:
+    """The daemon serves /healthz, /readyz and /metrics; a rejected key turns /readyz 503."""
+    config_path.write_text(config_path.read_text().replace('health_listen = ""', 'health_listen = "127.0.0.1:0"'))
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    daemon = Daemon(config_path, daemon_env)
+    daemons.append(daemon)
+    port = daemon.wait_event("health.listening")[0]["port"]
+    base = f"http://127.0.0.1:{port}"
+    daemon.wait_event("job.baseline", 2)
+    sim.set_state("job-a", "COMPLETED")
+    receiver.wait_for(1)
+    daemon.wait_event("notify.sent")
+
+    assert 200 == httpx.get(f"{base}/healthz").status_code
+    assert 200 == httpx.get(f"{base}/readyz").status_code
+    metrics = httpx.get(f"{base}/metrics").text
+    assert 'fireworks_watcher_transitions_total{kind="dpo",new_state="COMPLETED"} 1.0' in metrics
+    assert 'fireworks_watcher_notifications_total{channel="team",outcome="sent"} 1.0' in metrics
+    assert "fireworks_watcher_api_request_seconds_bucket" in metrics
+
+    sim.add_fault(status=401, times=1_000)
+    daemon.wait_event("api.auth_failed")
+    wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 503, "/readyz to turn 503")
+    assert "credentials" in httpx.get(f"{base}/readyz").text
+    assert 0 == daemon.stop()

@@ -329,3 +329,75 @@ async def test_discover_watches_every_job_of_the_kind(
         "Sim job found-1 (found-1): RUNNING → COMPLETED",
         "Sim job found-2 (found-2): RUNNING → NOT_FOUND",
     ] == titles
+
+
+async def test_reload_baselines_added_jobs_drops_removed_ones_and_rebuilds_channels(
+    server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
+) -> None:
+    """After a reload new jobs start silently, dropped jobs are forgotten, and undeliverable
+    rows for a removed URL are declared dead instead of retried for a day."""
+    for job in ("job-a", "job-b", "job-c"):
+        sim.add_job(job, state="RUNNING")
+    before = settings_for(
+        server, state_path, ["job-a", "job-b"], [{"name": "t", "urls": [receiver.url()]}]
+    )
+    with JsonReceiver() as second:
+        after = settings_for(
+            server, state_path, ["job-a", "job-c"], [{"name": "t2", "urls": [second.url()]}]
+        )
+        async with app.open_watcher(before) as watcher:
+            await watcher.run_once(force=True)
+            receiver.status = 503
+            sim.set_state("job-a", "PENDING")
+            await watcher.run_once(force=True)
+            notifier = app.build_notifier(after)
+            watcher.reload(app.build_plan(after, notifier), notifier)
+            sim.set_state("job-a", "RUNNING")
+            report = await watcher.run_once(force=True)
+            dead = report.dead
+            with anyio.fail_after(15):
+                while not dead:
+                    await anyio.sleep(await watcher.next_wake())
+                    dead = (await watcher.deliver_due()).dead
+
+            assert watcher.last(before.refs()[1]) is None
+        assert ["dpo/job-a", "dpo/job-c"] == sorted(t.ref.key for t in report.transitions)
+        assert [None] == [t.old for t in report.transitions if t.ref.job_id == "job-c"]
+        assert ["Sim job job-a (job-a): PENDING → RUNNING"] == [
+            m["title"] for m in second.wait_for(1)
+        ]
+    with sqlite3.connect(state_path) as db:
+        assert [("dead", "t"), ("delivered", "t2")] == db.execute(
+            "SELECT status, channel FROM outbox ORDER BY id"
+        ).fetchall()
+        assert [("dpo/job-a",), ("dpo/job-c",)] == db.execute(
+            "SELECT job_key FROM jobs ORDER BY job_key"
+        ).fetchall()
+
+
+async def test_undeliverable_messages_die_after_retry_for(
+    server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
+) -> None:
+    """A channel that never recovers gets its delivery declared dead after `retry_for`."""
+    sim.add_job("job-a", state="RUNNING")
+    settings = settings_for(
+        server,
+        state_path,
+        ["job-a"],
+        [{"name": "t", "urls": [receiver.url()]}],
+        retry_for=0.5,
+    )
+    receiver.status = 500
+    async with app.open_watcher(settings) as watcher:
+        await watcher.run_once(force=True)
+        sim.set_state("job-a", "FAILED")
+        report = await watcher.run_once(force=True)
+        dead = 0
+        with anyio.fail_after(15):
+            while not dead:
+                await anyio.sleep(await watcher.next_wake())
+                dead = (await watcher.deliver_due()).dead
+
+    assert 1 == report.failed
+    with sqlite3.connect(state_path) as db:
+        assert [("dead",)] == db.execute("SELECT status FROM outbox").fetchall()

@@ -6,6 +6,7 @@ Used by the command line and the demo; the only module (with them) that knows ev
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -18,6 +19,7 @@ from watcher.config import Settings
 from watcher.delivery import Channel, RetryPolicy
 from watcher.errors import WatcherError
 from watcher.fireworks import FireworksClient
+from watcher.health import Health, serve_health
 from watcher.loop import Watcher, WatchPlan
 from watcher.model import Transition
 from watcher.notify import AppriseNotifier, register_console_scheme
@@ -74,12 +76,40 @@ def api_key(settings: Settings) -> str:
     return key
 
 
+class _TimedTransport(httpx.AsyncBaseTransport):
+    """Reports every API request's duration and status (or "error") to the health metrics."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, health: Health) -> None:
+        self._inner = inner
+        self._health = health
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
+        try:
+            response = await self._inner.handle_async_request(request)
+        except httpx.HTTPError:
+            self._health.observe_request(time.perf_counter() - started, status="error")
+            raise
+        self._health.observe_request(
+            time.perf_counter() - started, status=str(response.status_code)
+        )
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 @asynccontextmanager
-async def fireworks_client(settings: Settings) -> AsyncIterator[FireworksClient]:
+async def fireworks_client(
+    settings: Settings, *, health: Health | None = None
+) -> AsyncIterator[FireworksClient]:
     """A Fireworks API client with its HTTP connection pool, closed on exit."""
     key = api_key(settings)
     timeout = httpx.Timeout(settings.watcher.request_timeout)
-    async with httpx.AsyncClient(timeout=timeout) as http:
+    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
+    if health is not None:
+        transport = _TimedTransport(transport, health)
+    async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
         yield FireworksClient(
             http,
             account_id=settings.fireworks.account_id,
@@ -94,14 +124,20 @@ async def open_watcher(
     *,
     on_transition: Callable[[Transition], None] | None = None,
     notifier: AppriseNotifier | None = None,
+    health: Health | None = None,
 ) -> AsyncIterator[Watcher]:
     """A Watcher on the real API client, state store and notifier; everything closed on exit."""
     notifier = notifier if notifier is not None else build_notifier(settings)
     plan = build_plan(settings, notifier)
-    async with fireworks_client(settings) as client:
+    async with fireworks_client(settings, health=health) as client:
         with StateStore.open(settings.watcher.state_path) as store:
             yield Watcher(
-                plan, source=client, store=store, sender=notifier, on_transition=on_transition
+                plan,
+                source=client,
+                store=store,
+                sender=notifier,
+                observer=health,
+                on_transition=on_transition,
             )
 
 
@@ -111,11 +147,19 @@ async def run_daemon(
     """The daemon: cycles until SIGTERM/SIGINT; SIGHUP re-reads the config through `reload`."""
     if not settings.channels:
         log.warning("config.no_channels", source=settings.source)
+    health = Health(
+        poll_interval=settings.watcher.poll_interval,
+        terminal_poll_interval=settings.watcher.terminal_poll_interval,
+    )
     stop = anyio.Event()
     async with (
-        open_watcher(settings, notifier=notifier) as watcher,
+        open_watcher(settings, notifier=notifier, health=health) as watcher,
         anyio.create_task_group() as tg,
     ):
+        address = settings.watcher.health_address
+        if address is not None:
+            port = await tg.start(serve_health, health.app(), *address)
+            log.info("health.listening", host=address[0], port=port)
 
         async def on_signals() -> None:
             with anyio.open_signal_receiver(
@@ -123,7 +167,7 @@ async def run_daemon(
             ) as signals:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
-                        _reload(watcher, settings, reload)
+                        _reload(watcher, health, settings, reload)
                         continue
                     log.info("watcher.stopping", signal=signal.Signals(signum).name)
                     stop.set()
@@ -134,7 +178,9 @@ async def run_daemon(
         tg.cancel_scope.cancel()
 
 
-def _reload(watcher: Watcher, current: Settings, load: Callable[[], Settings]) -> None:
+def _reload(
+    watcher: Watcher, health: Health, current: Settings, load: Callable[[], Settings]
+) -> None:
     """Apply a re-read config, or keep the running one when the new one is invalid."""
     try:
         new = load()
@@ -154,3 +200,6 @@ def _reload(watcher: Watcher, current: Settings, load: Callable[[], Settings]) -
         if old_value != new_value:
             log.warning("config.reload_needs_restart", key=key)
     watcher.reload(plan, notifier)
+    health.set_poll_interval(
+        new.watcher.poll_interval, terminal_poll_interval=new.watcher.terminal_poll_interval
+    )

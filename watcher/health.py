@@ -1,0 +1,381 @@
+"""The daemon's health and metrics endpoint: `/healthz`, `/readyz` and `/metrics` over HTTP.
+
+`Health` is the loop's `Observer`: it counts what the loop reports into Prometheus metrics
+(its own registry, never the global one) and keeps the facts that liveness and readiness are
+judged on. `Health.app()` is a plain ASGI 3 app, and `serve_health` runs it under uvicorn inside
+the daemon's own event loop, leaving signal handling to the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+import prometheus_client
+import uvicorn
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from watcher.errors import ConfigError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The shortest silence that makes the loop look stuck, however short the poll interval.
+MIN_LIVENESS_WINDOW = 60.0
+#: Histogram buckets for API request latency, in seconds (requests time out after ~10 s).
+REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: How long `serve_health` waits for uvicorn to report it is serving.
+STARTUP_TIMEOUT = 10.0
+
+AUTH_REASON = "API rejected the credentials (401/403)"
+STORE_REASON = "state database not writable"
+
+
+class Report(Protocol):
+    """The parts of `loop.CycleReport` that health reads."""
+
+    @property
+    def polled(self) -> int: ...
+    @property
+    def calls(self) -> int: ...
+    @property
+    def api_errors(self) -> int: ...
+    @property
+    def auth_failed(self) -> bool: ...
+    @property
+    def store_failed(self) -> bool: ...
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Health:
+    """Implements `loop.Observer`, exports the metrics and judges liveness and readiness.
+
+    Args:
+        poll_interval: seconds between polls of an active job.
+        terminal_poll_interval: seconds between polls of a settled job. When every job has
+            settled the loop legitimately sleeps this long between cycles, so both checks
+            allow for it; None means the same as `poll_interval`.
+        clock: wall-clock time (injectable for tests).
+        registry: where the metrics are registered; a fresh one by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        poll_interval: float,
+        terminal_poll_interval: float | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._terminal_interval = terminal_poll_interval or poll_interval
+        self._started_at = clock()
+        self._last_cycle: datetime | None = None
+        self._last_success: datetime | None = None
+        self._auth_rejected = False
+        self._store_failed = False
+        self._oldest_pending: datetime | None = None
+        if registry is None:
+            registry = CollectorRegistry()
+            prometheus_client.ProcessCollector(registry=registry)
+        self.registry = registry
+        self._api_calls = Counter(
+            "fireworks_watcher_api_calls",
+            "Fireworks API calls by outcome (ok, unavailable, rejected, auth, payload).",
+            ["outcome"],
+            registry=registry,
+        )
+        self._polls = Counter(
+            "fireworks_watcher_polls",
+            "Jobs polled successfully (ok) and API calls that failed (error).",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in ("ok", "error"):
+            self._polls.labels(outcome)
+        self._requests = Histogram(
+            "fireworks_watcher_api_request_seconds",
+            "Latency of HTTP requests to the Fireworks API, by status code.",
+            ["status"],
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self._transitions = Counter(
+            "fireworks_watcher_transitions",
+            "Job state transitions by job kind and new state.",
+            ["kind", "new_state"],
+            registry=registry,
+        )
+        self._notifications = Counter(
+            "fireworks_watcher_notifications",
+            "Notification sends by channel and outcome (sent, failed, dead).",
+            ["channel", "outcome"],
+            registry=registry,
+        )
+        self._pending = Gauge(
+            "fireworks_watcher_outbox_pending",
+            "Notifications waiting in the outbox.",
+            registry=registry,
+        )
+        oldest = Gauge(
+            "fireworks_watcher_outbox_oldest_pending_age_seconds",
+            "Age of the oldest notification waiting in the outbox (0 when empty).",
+            registry=registry,
+        )
+        # Computed at scrape time: the age keeps growing between cycles.
+        oldest.set_function(self._oldest_pending_age)
+        self._last_cycle_gauge = Gauge(
+            "fireworks_watcher_last_cycle_timestamp_seconds",
+            "Unix time the last poll cycle finished.",
+            registry=registry,
+        )
+        self._last_success_gauge = Gauge(
+            "fireworks_watcher_last_successful_poll_timestamp_seconds",
+            "Unix time of the last cycle in which the API answered.",
+            registry=registry,
+        )
+
+    # -- loop.Observer ---------------------------------------------------------------------
+
+    def api_call(self, outcome: str) -> None:
+        """One API call ended: ok, unavailable, rejected, auth or payload."""
+        self._api_calls.labels(outcome).inc()
+
+    def transition(self, kind: str, new_state: str) -> None:
+        """A job moved (first sightings excluded)."""
+        self._transitions.labels(kind, new_state).inc()
+
+    def notification(self, channel: str, outcome: str) -> None:
+        """A send ended: sent, failed or dead."""
+        self._notifications.labels(channel, outcome).inc()
+
+    def cycle_done(self, report: Report, *, at: datetime) -> None:
+        """A cycle finished: count its polls and update the readiness facts."""
+        self._polls.labels("ok").inc(report.polled)
+        self._polls.labels("error").inc(report.api_errors)
+        self._last_cycle = at
+        self._last_cycle_gauge.set(at.timestamp())
+        # An empty LIST answer polls no job but still proves the API answers.
+        if report.polled > 0 or report.calls > report.api_errors:
+            self._last_success = at
+            self._last_success_gauge.set(at.timestamp())
+            if not report.auth_failed:
+                self._auth_rejected = False
+        if report.auth_failed:
+            self._auth_rejected = True
+        self._store_failed = report.store_failed
+
+    def outbox(self, pending: int, oldest: datetime | None) -> None:
+        """The outbox now holds `pending` deliveries, the oldest created at `oldest`."""
+        self._pending.set(pending)
+        self._oldest_pending = oldest if pending > 0 else None
+
+    # -- fed by the HTTP client and the composition root -----------------------------------
+
+    def observe_request(self, seconds: float, *, status: str) -> None:
+        """One HTTP request to the API took `seconds`; `status` is its code, or "error"."""
+        self._requests.labels(status).observe(seconds)
+
+    def set_poll_interval(
+        self, seconds: float, *, terminal_poll_interval: float | None = None
+    ) -> None:
+        """Judge freshness by new intervals (after a config reload)."""
+        self._poll_interval = seconds
+        self._terminal_interval = terminal_poll_interval or seconds
+
+    # -- judgements ------------------------------------------------------------------------
+
+    def _fresh_window(self) -> float:
+        """Seconds within which a cycle (and a successful poll) is expected."""
+        # Three poll intervals; or, when every job has settled and is polled slowly, one
+        # slow interval plus a poll interval of slack.
+        return max(3 * self._poll_interval, self._terminal_interval + self._poll_interval)
+
+    def _oldest_pending_age(self) -> float:
+        if self._oldest_pending is None:
+            return 0.0
+        return max(0.0, (self._clock() - self._oldest_pending).total_seconds())
+
+    def liveness(self) -> tuple[bool, str]:
+        """(alive, reason): alive while cycles keep finishing, or during the grace after start."""
+        window = max(self._fresh_window(), MIN_LIVENESS_WINDOW)
+        since = self._last_cycle or self._started_at
+        if (self._clock() - since).total_seconds() <= window:
+            return True, "ok"
+        return False, f"no poll cycle finished in the last {window:g} s"
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """(ready, reasons): ready after a recent successful poll, with credentials and store fine."""
+        reasons: list[str] = []
+        window = self._fresh_window()
+        if self._last_success is None:
+            reasons.append("no successful poll yet")
+        elif (self._clock() - self._last_success).total_seconds() > window:
+            reasons.append(f"no successful poll in the last {window:g} s")
+        if self._auth_rejected:
+            reasons.append(AUTH_REASON)
+        if self._store_failed:
+            reasons.append(STORE_REASON)
+        return not reasons, reasons
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def app(self) -> AsgiApp:
+        """A plain ASGI 3 app serving `/healthz`, `/readyz` and `/metrics`."""
+
+        async def health_app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            elif scope["type"] == "http":
+                await _respond(send, scope["method"], *self._route(scope["path"], scope["method"]))
+
+        return health_app
+
+    def _route(self, path: str, method: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """(status, headers, body) for one request."""
+        allowed = {"/healthz": "GET, HEAD", "/readyz": "GET, HEAD", "/metrics": "GET"}
+        if path not in allowed:
+            return _text(404, "not found\n")
+        if method not in allowed[path].split(", "):
+            status, headers, body = _text(405, "method not allowed\n")
+            return status, [*headers, (b"allow", allowed[path].encode())], body
+        if path == "/metrics":
+            metrics = prometheus_client.generate_latest(self.registry)
+            return 200, [(b"content-type", prometheus_client.CONTENT_TYPE_LATEST.encode())], metrics
+        if path == "/healthz":
+            alive, reason = self.liveness()
+            return _text(200, "ok\n") if alive else _text(503, f"{reason}\n")
+        ready, reasons = self.readiness()
+        return _text(200, "ready\n") if ready else _text(503, "".join(f"{r}\n" for r in reasons))
+
+
+def _text(status: int, body: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return status, [(b"content-type", b"text/plain; charset=utf-8")], body.encode()
+
+
+async def _respond(
+    send: Send, method: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    """Acknowledge startup and shutdown: there is nothing to set up."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+# -- serving ---------------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals alone (the daemon owns SIGINT and SIGTERM).
+
+    `ready` is set once it accepts connections.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = anyio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start listening, then say so."""
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Install no handlers (uvicorn's would swallow the daemon's signals and re-raise them)."""
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host:port` (port 0 picks a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must say TCP: asyncio sets TCP_NODELAY only on sockets whose proto is
+    # IPPROTO_TCP, and without it keep-alive answers stall on delayed ACKs.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_health(
+    app: AsgiApp,
+    host: str,
+    port: int,
+    *,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` on `host:port` until cancelled, inside the caller's event loop.
+
+    Meant for `await task_group.start(serve_health, app, host, port)`, which returns the
+    port actually bound (useful with port 0) once the server accepts connections.
+
+    Raises:
+        ConfigError: the address cannot be bound (in use, not local, ...).
+    """
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        sock = _listen(host, port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"watcher.health_listen: cannot listen on {shown}: {reason}") from None
+    config = uvicorn.Config(
+        app,
+        interface="asgi3",
+        lifespan="off",
+        ws="none",
+        log_level="warning",
+        access_log=False,
+        # None keeps uvicorn from rewriting the process's logging configuration.
+        log_config=None,
+        server_header=False,
+        # A scrape still in flight must not hold up the daemon's shutdown for long.
+        timeout_graceful_shutdown=1,
+    )
+    server = _Server(config)
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                # Shielded so that cancellation reaches uvicorn only as `should_exit`: cut
+                # off mid-loop it would never close its listening socket.
+                with anyio.CancelScope(shield=True):
+                    await server.serve(sockets=[sock])
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(run)
+            try:
+                with anyio.fail_after(STARTUP_TIMEOUT):
+                    await server.ready.wait()
+                task_status.started(sock.getsockname()[1])
+                await anyio.sleep_forever()
+            finally:
+                server.should_exit = True
+    finally:
+        sock.close()
