@@ -142,8 +142,11 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             body = {"body": body}
         record = {**body, "path": self.path, "auth": self.headers.get("Authorization", "")}
+        receiver = cast(_ReceiverServer, self.server).receiver
         # Recorded before answering: once the sender's call returns, the record is visible.
-        status = cast(_ReceiverServer, self.server).receiver._record(record)
+        status = receiver._record(record)
+        # A slow endpoint: the message has arrived, but the answer comes late.
+        time.sleep(receiver.delay)
         self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -165,6 +168,8 @@ class JsonReceiver:
         self._messages: list[dict[str, Any]] = []
         self._rejected: list[dict[str, Any]] = []
         self._status = 200
+        #: Seconds to wait before answering each post (after recording it).
+        self.delay = 0.0
         self._server = _ReceiverServer(("127.0.0.1", 0), _ReceiverHandler)
         self._server.receiver = self
         self.port = int(self._server.server_address[1])

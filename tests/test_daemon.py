@@ -238,7 +238,9 @@ def test_health_endpoints_of_a_running_daemon(
     daemons: list[Daemon],
 ) -> None:
     """The daemon serves /healthz, /readyz and /metrics; a rejected key turns /readyz 503."""
-    config_path.write_text(config_path.read_text().replace('health_listen = ""', 'health_listen = "127.0.0.1:0"'))
+    config_path.write_text(
+        config_path.read_text().replace('health_listen = ""', 'health_listen = "127.0.0.1:0"')
+    )
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
     daemon = Daemon(config_path, daemon_env)
@@ -262,3 +264,34 @@ def test_health_endpoints_of_a_running_daemon(
     wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 503, "/readyz to turn 503")
     assert "credentials" in httpx.get(f"{base}/readyz").text
     assert 0 == daemon.stop()
+
+
+def test_sigterm_lets_an_in_flight_send_finish(
+    sim: Simulator,
+    receiver: JsonReceiver,
+    config_path: Path,
+    daemon_env: dict[str, str],
+    daemons: list[Daemon],
+) -> None:
+    """SIGTERM during a slow send waits for it (up to 5 s), marks it, and a restart repeats nothing."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    daemon = Daemon(config_path, daemon_env)
+    daemons.append(daemon)
+    daemon.wait_event("job.baseline", 2)
+    receiver.delay = 2.0
+    sim.set_state("job-a", "COMPLETED")
+    receiver.wait_for(1)  # recorded: the daemon now waits 2 s for the answer
+
+    stopped_at = time.monotonic()
+    assert 0 == daemon.stop()
+    assert time.monotonic() - stopped_at < 5.5
+    assert any('"notify.sent"' in line for line in daemon.lines)
+
+    receiver.delay = 0.0
+    again = Daemon(config_path, daemon_env)
+    daemons.append(again)
+    polled = sim.request_count
+    wait_until(lambda: sim.request_count >= polled + 6, "three poll cycles after the restart")
+    assert 1 == len(receiver.messages)
+    assert 0 == again.stop()

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from structlog.testing import capture_logs
 
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
@@ -401,3 +402,31 @@ async def test_undeliverable_messages_die_after_retry_for(
     assert 1 == report.failed
     with sqlite3.connect(state_path) as db:
         assert [("dead",)] == db.execute("SELECT status FROM outbox").fetchall()
+
+
+async def test_timed_out_send_is_retried_as_maybe_delivered(
+    server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
+) -> None:
+    """A send slower than `notify_timeout` may have arrived: it is retried, the one duplicate."""
+    sim.add_job("job-a", state="RUNNING")
+    settings = settings_for(
+        server, state_path, ["job-a"], [{"name": "t", "urls": [receiver.url()]}], notify_timeout=0.3
+    )
+    async with app.open_watcher(settings) as watcher:
+        await watcher.run_once(force=True)
+        receiver.delay = 1.0
+        sim.set_state("job-a", "COMPLETED")
+        with capture_logs() as logs:
+            report = await watcher.run_once(force=True)
+        receiver.delay = 0.0
+        with anyio.fail_after(15):
+            while len(receiver.messages) < 2:
+                await anyio.sleep(await watcher.next_wake())
+                await watcher.deliver_due()
+
+    assert 1 == report.failed
+    assert ["maybe_delivered"] == [e["outcome"] for e in logs if e["event"] == "notify.failed"]
+    first, second = receiver.messages
+    assert first["title"] == second["title"]
+    with sqlite3.connect(state_path) as db:
+        assert [("delivered",)] == db.execute("SELECT status FROM outbox").fetchall()
