@@ -1,0 +1,732 @@
+"""Crash safety: SIGKILL the daemon at random moments and count lost and repeated notifications.
+
+Run it as a script::
+
+    python -m tests.crash --kills 200 [--jobs 4] [--seed N] [--poll 0.2] [--json]
+
+The simulator and an apprise `json://` receiver run in this process; the daemon is a real
+subprocess (`python -m watcher run`). Step by step, 1-3 jobs change state and status message
+(the message is a token unique to the change, and the channel's body template names it, so
+every notification says which change it announces). After some steps the daemon is killed with
+SIGKILL at a random moment and started again. At the end every change must have been announced
+exactly once. The one allowed exception is a send that was in flight at a kill: its row was not
+yet marked delivered, so the next incarnation sends it again. Such a repeat is told apart from a
+true one with the daemon's own log: a true repeat follows a `notify.sent` for the same outbox row.
+
+`tests/test_crash.py` runs it in CI with 20 kills; the exit code is 0 when nothing was lost,
+repeated, or announced that never happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from tests.servers import JsonReceiver, ServedApp
+from watcher.simulator import Simulator
+
+KEY = "crash-api-key-0123456789"
+ACCOUNT = "crash-acct"
+STATES: tuple[str, ...] = ("RUNNING", "COMPLETED", "FAILED", "CANCELLED", "PENDING")
+#: The channel's body: every notification names its job, both states and its unique token.
+BODY = "{job_id}|{old_state}|{new_state}|{status_message}"
+#: Seconds to wait for anything the daemon should do promptly (start, deliver, settle).
+DEADLINE = 30.0
+#: Seconds after a kill within which a post cut short counts as torn by that kill.
+TORN_WINDOW = 2.0
+#: The longest random delay between a step's changes and the kill.
+MAX_KILL_DELAY = 0.8
+
+
+class KillMode(StrEnum):
+    """When, within a step, the daemon is killed."""
+
+    AT_ONCE = "at-once"  # right after the jobs changed, before any poll could see it
+    RANDOM = "random"  # 0-0.8 s after the change: while polling, recording, sending or idle
+    ON_RECEIPT = "on-receipt"  # the moment a post reaches the receiver: a send in flight
+    AFTER_DELIVERY = "after-delivery"  # once the step was delivered, after a short delay
+
+
+_KILL_WEIGHTS: dict[KillMode, float] = {
+    KillMode.AT_ONCE: 0.15,
+    KillMode.RANDOM: 0.5,
+    KillMode.ON_RECEIPT: 0.2,
+    KillMode.AFTER_DELIVERY: 0.15,
+}
+
+
+class RepeatKind(StrEnum):
+    """Why a notification arrived more than once."""
+
+    IN_FLIGHT = "in-flight"  # its sender was killed before marking it delivered: allowed
+    TRUE = "true"  # it was sent again after it had been marked delivered: a bug
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One job moved to `state` with the unique status message `token`."""
+
+    job: str
+    state: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """The changes of one step and whether (and how) the daemon is killed during it."""
+
+    index: int
+    changes: tuple[Change, ...]
+    kill: KillMode | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CrashReport:
+    """The figures of one run; `ok` when nothing was lost, truly repeated or unexpected.
+
+    Attributes:
+        transitions: job changes made (each a unique job and token).
+        expected: notifications that must arrive (one channel URL: one per transition).
+        received: posts the receiver got, repeats and torn posts included.
+        repeated: true repeats (a bug); `in_flight_repeats` are allowed ones.
+        unexpected: posts that announce no change that was made, or announce it wrongly.
+        torn_posts: posts cut short because their sender was killed while writing them; the
+            receiver could not parse them, so they count as not received (allowed).
+        daemon_errors: error-level log lines of all incarnations (a hint, not a failure).
+        problems: one line per lost, repeated or unexpected notification.
+        notes: one line per in-flight repeat, and other observations.
+    """
+
+    seed: int
+    jobs: int
+    kills: int
+    steps: int
+    transitions: int
+    expected: int
+    received: int
+    lost: int
+    repeated: int
+    in_flight_repeats: int
+    unexpected: int
+    torn_posts: int
+    daemon_errors: int
+    wall_time: float
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no notification was lost, truly repeated, or unexpected."""
+        return self.lost == 0 and self.repeated == 0 and self.unexpected == 0
+
+    def table(self) -> str:
+        """The figures as an aligned two-column table."""
+        rows = [
+            ("seed", str(self.seed)),
+            ("jobs", str(self.jobs)),
+            ("kills (SIGKILL)", str(self.kills)),
+            ("steps", str(self.steps)),
+            ("transitions made", str(self.transitions)),
+            ("notifications expected", str(self.expected)),
+            ("posts received", str(self.received)),
+            ("lost", str(self.lost)),
+            ("repeated (true)", str(self.repeated)),
+            ("in-flight repeats", str(self.in_flight_repeats)),
+            ("unexpected", str(self.unexpected)),
+            ("torn posts (killed mid-send)", str(self.torn_posts)),
+            ("daemon error lines", str(self.daemon_errors)),
+            ("wall time", f"{self.wall_time:.1f} s"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value:>8}" for name, value in rows)
+
+
+# -- pure parts: the plan and the classification ---------------------------------------------
+
+
+def plan_steps(rng: random.Random, *, kills: int, jobs: int) -> list[Step]:
+    """About `kills * 1.5` steps of 1-3 job changes each, exactly `kills` of them with a kill."""
+    if kills < 0 or jobs < 1:
+        raise ValueError("kills must be >= 0 and jobs >= 1")
+    count = max(1, kills, round(kills * 1.5))
+    killed = set(rng.sample(range(count), kills))
+    modes, weights = list(_KILL_WEIGHTS), list(_KILL_WEIGHTS.values())
+    steps: list[Step] = []
+    for index in range(count):
+        picked = sorted(rng.sample(range(jobs), rng.randint(1, min(3, jobs))))
+        changes = tuple(
+            Change(f"job-{j}", rng.choice(STATES), f"step-{index}-job-{j}") for j in picked
+        )
+        if index not in killed:
+            steps.append(Step(index, changes))
+            continue
+        mode = rng.choices(modes, weights)[0]
+        delay = {
+            KillMode.AT_ONCE: 0.0,
+            KillMode.RANDOM: rng.uniform(0.0, MAX_KILL_DELAY),
+            KillMode.ON_RECEIPT: 0.0,
+            KillMode.AFTER_DELIVERY: rng.uniform(0.0, 0.3),
+        }[mode]
+        steps.append(Step(index, changes, mode, delay))
+    return steps
+
+
+def sender_of(received_at: float, started_at: Sequence[float | None]) -> int:
+    """The incarnation that sent a post received at `received_at` (-1 if none had started).
+
+    It is the last one that had logged `watcher.started` by then: nothing is sent before
+    that line, and a killed incarnation's last post is already in the receiver's socket
+    when the next one is spawned, a good second before that one can log anything.
+    """
+    sender = -1
+    for index, started in enumerate(started_at):
+        if started is not None and started <= received_at:
+            sender = index
+    return sender
+
+
+def classify_repeat(
+    senders: Sequence[int], sent_logged_by: Collection[int], *, rows: int = 1
+) -> RepeatKind:
+    """Whether the copies of one notification are allowed in-flight repeats or a true repeat.
+
+    Args:
+        senders: the incarnation that sent each copy, in the order they arrived (two or more).
+        sent_logged_by: the incarnations that logged `notify.sent` for its outbox row.
+        rows: how many outbox rows announce it; more than one is a repeat by itself.
+
+    Each further copy is allowed only when every incarnation from the previous copy's
+    sender up to (not including) its own sender died without logging `notify.sent`, i.e.
+    the row was never marked delivered before this copy went out.
+    """
+    if len(senders) < 2:
+        raise ValueError("a repeat needs at least two copies")
+    if rows != 1:
+        return RepeatKind.TRUE
+    for before, after in pairwise(senders):
+        if after <= before:  # one incarnation sent it twice: no kill in between
+            return RepeatKind.TRUE
+        if any(incarnation in sent_logged_by for incarnation in range(before, after)):
+            return RepeatKind.TRUE
+    return RepeatKind.IN_FLIGHT
+
+
+def is_torn(received_at: float, killed_at: float | None) -> bool:
+    """Whether a post that is not JSON was cut short by the kill of its sender.
+
+    The receiver stops reading a short body when the connection ends, i.e. when the sender
+    dies: so a torn post arrives within moments after its sender's SIGKILL.
+    """
+    return killed_at is not None and killed_at - 0.1 <= received_at <= killed_at + TORN_WINDOW
+
+
+def parse_body(body: str) -> tuple[str, str, str, str] | None:
+    """(job, old state, new state, token) from a notification body made by `BODY`, or None."""
+    parts = body.strip().split("|")
+    if len(parts) != 4:
+        return None
+    job, old, new, token = parts
+    return job, old, new, token
+
+
+# -- the daemon subprocess -------------------------------------------------------------------
+
+
+class Incarnation:
+    """One run of `python -m watcher run`, its JSON log lines collected by a thread.
+
+    Args:
+        index: its number in the run, from 0.
+        config: the config file.
+        env: the environment (key, account, base URL, JSON logs).
+    """
+
+    def __init__(self, index: int, config: Path, env: dict[str, str]) -> None:
+        self.index = index
+        self.spawned_at = time.monotonic()
+        self.started_at: float | None = None
+        self.killed_at: float | None = None
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "watcher", "run", "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self._reader = threading.Thread(target=self._read, name=f"daemon-{index}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            seen_at = time.monotonic()
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                event = None
+            with self._changed:
+                self.lines.append(line)
+                if isinstance(event, dict):
+                    self.events.append(event)
+                    if event.get("event") == "watcher.started" and self.started_at is None:
+                        self.started_at = seen_at
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_event(self, event: str, count: int = 1, timeout: float = DEADLINE) -> bool:
+        """Block until `count` events named `event` were logged; False on timeout or exit."""
+        end = time.monotonic() + timeout
+        with self._changed:
+            while sum(1 for e in self.events if e.get("event") == event) < count:
+                left = end - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    return False
+                self._changed.wait(min(left, 0.1))
+            return True
+
+    def sent_ids(self) -> set[int]:
+        """The outbox row ids this incarnation logged `notify.sent` for."""
+        with self._changed:
+            return {
+                int(e["delivery"])
+                for e in self.events
+                if e.get("event") == "notify.sent" and isinstance(e.get("delivery"), int)
+            }
+
+    def error_lines(self) -> list[str]:
+        """Its error-level log lines, and any line that is not JSON (a traceback, say)."""
+        with self._changed:
+            errors = [json.dumps(e) for e in self.events if e.get("level") in ("error", "critical")]
+            return errors + [line.rstrip() for line in self.lines if not line.startswith("{")]
+
+    def kill(self) -> bool:
+        """SIGKILL it; False when it had already exited on its own."""
+        if self.proc.poll() is not None:
+            return False
+        self.proc.send_signal(signal.SIGKILL)
+        self.killed_at = time.monotonic()
+        self.proc.wait(timeout=10)
+        return True
+
+    def stop(self) -> int:
+        """SIGTERM it and return its exit code (SIGKILL after 15 s without exiting)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.wait()
+
+    def close(self) -> None:
+        """Kill it if it still runs, and collect the rest of its log."""
+        if self.proc.poll() is None:
+            self.kill()
+        self._reader.join(timeout=10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+class _TimedReceiver(JsonReceiver):
+    """A JsonReceiver that stamps each post with `received_at` (time.monotonic())."""
+
+    def _record(self, record: dict[str, Any]) -> int:
+        return super()._record({**record, "received_at": time.monotonic()})
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> bool:
+    """Poll `condition` every 10 ms until it holds (True) or `timeout` seconds passed (False)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _write_config(workdir: Path, *, jobs: int, poll: float, receiver: JsonReceiver) -> Path:
+    path = workdir / "watcher.toml"
+    job_ids = [f"job-{j}" for j in range(jobs)]
+    # json.dumps gives valid TOML basic strings and arrays for these plain values.
+    path.write_text(
+        f"""
+[watcher]
+poll_interval = {poll}
+terminal_poll_interval = {poll}
+state_path = {json.dumps(str(workdir / "state.db"))}
+health_listen = ""
+
+[[watch]]
+jobs = {json.dumps(job_ids)}
+
+[[channel]]
+name = "crash"
+urls = [{json.dumps(receiver.url())}]
+body = {json.dumps(BODY)}
+"""
+    )
+    return path
+
+
+def _daemon_env(base_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    return env | {
+        "FIREWORKS_API_KEY": KEY,
+        "FIREWORKS_ACCOUNT_ID": ACCOUNT,
+        "FIREWORKS_BASE_URL": base_url,
+        "FIREWORKS_WATCHER_LOG_FORMAT": "json",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _OutboxRow:
+    id: int
+    status: str
+    attempts: int
+    last_error: str
+
+
+def _read_outbox(db: Path) -> dict[str, list[_OutboxRow]]:
+    """Outbox rows by the token their body names."""
+    rows: dict[str, list[_OutboxRow]] = defaultdict(list)
+    if not db.exists():
+        return rows
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        found = conn.execute(
+            "SELECT id, body, status, attempts, last_error FROM outbox ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    for id_, body, status, attempts, last_error in found:
+        parsed = parse_body(body)
+        if parsed is not None:
+            rows[parsed[3]].append(_OutboxRow(id_, status, attempts, last_error))
+    return rows
+
+
+def _pending(db: Path) -> int:
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        (count,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()
+    finally:
+        conn.close()
+    return int(count)
+
+
+class _Run:
+    """The state of one run: servers, the incarnations so far, and the changes made."""
+
+    def __init__(self, workdir: Path, *, jobs: int, poll: float) -> None:
+        self.workdir = workdir
+        self.jobs = jobs
+        self.poll = poll
+        self.sim = Simulator(api_key=KEY, account_id=ACCOUNT)
+        self.receiver = _TimedReceiver()
+        self.served = ServedApp(self.sim)
+        self.incarnations: list[Incarnation] = []
+        self.kills = 0
+        self.notes: list[str] = []
+        # token -> the body its notification must have
+        self.expected: dict[str, str] = {}
+        self.states = {f"job-{j}": "RUNNING" for j in range(jobs)}
+        self.config = Path()
+        self.env: dict[str, str] = {}
+
+    @property
+    def daemon(self) -> Incarnation:
+        return self.incarnations[-1]
+
+    def open(self) -> None:
+        self.served.start()
+        for job in self.states:
+            self.sim.add_job(job, state="RUNNING", status_message=f"start-{job}")
+        self.config = _write_config(
+            self.workdir, jobs=self.jobs, poll=self.poll, receiver=self.receiver
+        )
+        self.env = _daemon_env(self.served.url)
+        first = self.spawn()
+        if not first.wait_event("job.baseline", self.jobs):
+            raise RuntimeError(f"the daemon did not baseline its jobs:\n{_tail(first)}")
+
+    def close(self) -> None:
+        for incarnation in self.incarnations:
+            incarnation.close()
+        self.receiver.close()
+        self.served.stop()
+
+    def spawn(self) -> Incarnation:
+        incarnation = Incarnation(len(self.incarnations), self.config, self.env)
+        self.incarnations.append(incarnation)
+        if not incarnation.wait_event("watcher.started"):
+            raise RuntimeError(
+                f"incarnation {incarnation.index} did not start:\n{_tail(incarnation)}"
+            )
+        return incarnation
+
+    def received_tokens(self) -> set[str]:
+        return {
+            parsed[3]
+            for m in self.receiver.messages
+            if (parsed := parse_body(str(m.get("message", "")))) is not None
+        }
+
+    def make(self, step: Step) -> set[str]:
+        for change in step.changes:
+            old = self.states[change.job]
+            self.states[change.job] = change.state
+            self.expected[change.token] = f"{change.job}|{old}|{change.state}|{change.token}"
+            self.sim.set_state(change.job, change.state, status_message=change.token)
+        return {c.token for c in step.changes}
+
+    def step(self, step: Step) -> None:
+        posts = len(self.receiver.messages)
+        tokens = self.make(step)
+        if step.kill is KillMode.ON_RECEIPT:
+            try:
+                self.receiver.wait_for(posts + 1, timeout=DEADLINE)
+            except AssertionError:
+                self.notes.append(f"step {step.index}: no post arrived to kill on")
+        elif step.kill is KillMode.AFTER_DELIVERY:
+            self.wait_delivered(step, tokens)
+        if step.kill is not None:
+            if step.delay:
+                time.sleep(step.delay)  # the random moment of the kill is the point
+            self.kill_and_restart(step)
+        self.wait_delivered(step, tokens)
+
+    def wait_delivered(self, step: Step, tokens: set[str]) -> None:
+        if not wait_until(lambda: tokens <= self.received_tokens()):
+            self.notes.append(f"step {step.index}: not delivered within {DEADLINE:g} s")
+
+    def kill_and_restart(self, step: Step) -> None:
+        if self.daemon.kill():
+            self.kills += 1
+        else:
+            code = self.daemon.proc.returncode
+            self.notes.append(
+                f"step {step.index}: incarnation {self.daemon.index} exited by itself ({code})"
+            )
+        self.spawn()
+
+    def settle(self) -> None:
+        """Wait until everything arrived, the outbox is empty, and a few more cycles passed."""
+        if not wait_until(lambda: set(self.expected) <= self.received_tokens()):
+            self.notes.append(f"final settle: not everything arrived within {DEADLINE:g} s")
+        db = self.workdir / "state.db"
+        if not wait_until(lambda: _pending(db) == 0):
+            self.notes.append("final settle: outbox rows still pending")
+        polled = self.sim.request_count
+        # Three more poll cycles: a late duplicate would show up in them.
+        if not wait_until(lambda: self.sim.request_count >= polled + 3 * self.jobs):
+            self.notes.append("final settle: the daemon stopped polling")
+        code = self.daemon.stop()
+        if code != 0:
+            self.notes.append(f"final SIGTERM: exit code {code}")
+
+
+def _tail(incarnation: Incarnation, lines: int = 20) -> str:
+    incarnation.close()
+    return "".join(incarnation.lines[-lines:])
+
+
+def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float) -> CrashReport:
+    """Compare what arrived with what was expected, and classify every repeat."""
+    outbox = _read_outbox(run.workdir / "state.db")
+    started_at = [i.started_at for i in run.incarnations]
+    sent_logged: dict[int, set[int]] = defaultdict(set)
+    for incarnation in run.incarnations:
+        for delivery in incarnation.sent_ids():
+            sent_logged[delivery].add(incarnation.index)
+
+    copies: dict[str, list[int]] = defaultdict(list)
+    problems: list[str] = []
+    notes = list(run.notes)
+    unexpected = torn = 0
+    messages = run.receiver.messages
+    for record in messages:
+        sender = sender_of(float(record["received_at"]), started_at)
+        if "raw" in record:  # tests.servers files a body that is not JSON under "raw"
+            killed_at = run.incarnations[sender].killed_at if sender >= 0 else None
+            if is_torn(float(record["received_at"]), killed_at):
+                torn += 1
+                notes.append(f"torn post from incarnation {sender}: {record['raw']!r}")
+            else:
+                unexpected += 1
+                problems.append(f"unexpected: a post that is not JSON: {record['raw']!r}")
+            continue
+        body = str(record.get("message", "")).strip()
+        parsed = parse_body(body)
+        token = parsed[3] if parsed is not None else ""
+        if token not in run.expected:
+            unexpected += 1
+            problems.append(f"unexpected: a post announcing no change made: {body!r}")
+            continue
+        if body != run.expected[token]:
+            unexpected += 1
+            problems.append(f"wrong text: {body!r}, expected {run.expected[token]!r}")
+        copies[token].append(sender)
+
+    lost = [token for token in run.expected if token not in copies]
+    for token in lost:
+        rows = outbox.get(token, [])
+        where = ", ".join(
+            f"row {r.id} {r.status} after {r.attempts} attempts {r.last_error!r}" for r in rows
+        )
+        problems.append(f"lost: {run.expected[token]} ({where or 'no outbox row'})")
+
+    repeated = in_flight = 0
+    for token, senders in copies.items():
+        if len(senders) < 2:
+            continue
+        rows = outbox.get(token, [])
+        logged = set().union(*(sent_logged[r.id] for r in rows))
+        kind = classify_repeat(senders, logged, rows=len(rows))
+        text = (
+            f"{run.expected[token]} arrived {len(senders)}x from incarnations {senders};"
+            f" outbox rows {[r.id for r in rows]}; notify.sent logged by {sorted(logged)}"
+        )
+        if kind is RepeatKind.TRUE:
+            repeated += 1
+            problems.append(f"repeated: {text}")
+        else:
+            in_flight += 1
+            notes.append(f"in-flight repeat: {text}")
+
+    errors = [line for i in run.incarnations for line in i.error_lines()]
+    notes += [f"daemon error: {line}" for line in errors[:20]]
+    return CrashReport(
+        seed=seed,
+        jobs=run.jobs,
+        kills=run.kills,
+        steps=steps,
+        transitions=transitions,
+        expected=len(run.expected),
+        received=len(messages),
+        lost=len(lost),
+        repeated=repeated,
+        in_flight_repeats=in_flight,
+        unexpected=unexpected + len(run.receiver.rejected),
+        torn_posts=torn,
+        daemon_errors=len(errors),
+        wall_time=time.monotonic() - started,
+        problems=problems,
+        notes=notes,
+    )
+
+
+def run(
+    kills: int,
+    *,
+    jobs: int = 4,
+    seed: int = 0,
+    poll: float = 0.2,
+    workdir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> CrashReport:
+    """Run the crash scenario with exactly `kills` SIGKILLs and count what arrived.
+
+    Args:
+        kills: how many times the daemon is killed with SIGKILL (and restarted).
+        jobs: how many jobs the daemon watches.
+        seed: seeds the plan (which jobs change, when kills land), for reproducibility.
+        poll: the daemon's poll interval in seconds.
+        workdir: an empty directory for the config and the state database.
+        progress: called with a short line now and then (e.g. to print it).
+
+    Raises:
+        RuntimeError: the daemon would not start, or the state database already exists.
+    """
+    if (workdir / "state.db").exists():
+        raise RuntimeError(f"{workdir / 'state.db'} exists; give an empty directory")
+    began = time.monotonic()
+    plan = plan_steps(random.Random(seed), kills=kills, jobs=jobs)
+    report = progress if progress is not None else (lambda _: None)
+    state = _Run(workdir, jobs=jobs, poll=poll)
+    with _closing(state):
+        state.open()
+        for step in plan:
+            state.step(step)
+            if (step.index + 1) % 25 == 0:
+                report(f"step {step.index + 1}/{len(plan)}, {state.kills} kills")
+        state.settle()
+        # Every incarnation has exited: collect the rest of each log before counting.
+        for incarnation in state.incarnations:
+            incarnation.close()
+        transitions = sum(len(step.changes) for step in plan)
+        return _count(state, seed=seed, steps=len(plan), transitions=transitions, started=began)
+
+
+@contextmanager
+def _closing(state: _Run) -> Iterator[_Run]:
+    # Whatever happens, no daemon outlives the run and the servers are closed.
+    try:
+        yield state
+    finally:
+        state.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: run the scenario, print the figures; exit 0 when nothing went wrong."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.crash", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs to deliver (default 20)")
+    parser.add_argument("--jobs", type=int, default=4, help="jobs watched (default 4)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    parser.add_argument("--poll", type=float, default=0.2, help="poll interval in s (default 0.2)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    print(f"seed {seed}", file=sys.stderr, flush=True)
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="watcher-crash-") as tmp:
+        report = run(
+            args.kills,
+            jobs=args.jobs,
+            seed=seed,
+            poll=args.poll,
+            workdir=Path(tmp),
+            progress=progress,
+        )
+    if args.json:
+        print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
+    else:
+        print(report.table())
+        for line in report.problems:
+            print(f"PROBLEM {line}")
+        for line in report.notes:
+            print(f"note    {line}")
+        kinds = Counter(line.split(":", 1)[0] for line in report.problems)
+        print("OK" if report.ok else f"FAILED ({', '.join(f'{n} {k}' for k, n in kinds.items())})")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
