@@ -402,14 +402,14 @@ def _parse_or_payload_error(payload: object, kind: JobKind) -> None:
     assert all(isinstance(getattr(snapshot, f), str) for f in ("state", "status_code", "dataset"))
 
 
-@settings(database=None)
+@settings(database=None, max_examples=500, deadline=None)
 @given(payload=JSON, kind=st.sampled_from(JobKind))
 def test_parse_job_total_on_any_json(payload: object, kind: JobKind) -> None:
     """On any JSON value parse_job returns a snapshot or raises PayloadError, nothing else."""
     _parse_or_payload_error(payload, kind)
 
 
-@settings(database=None)
+@settings(database=None, max_examples=500, deadline=None)
 @given(payload=PLAUSIBLE_JOB, kind=st.sampled_from(JobKind))
 def test_parse_job_total_on_plausible_dicts(payload: dict[str, object], kind: JobKind) -> None:
     """On dicts with the real keys and arbitrary values parse_job raises only PayloadError."""
