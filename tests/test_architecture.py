@@ -10,13 +10,14 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
 CORE = {"model", "transitions", "messages", "errors", "delivery", "schedule"}
-ADAPTERS = {"fireworks", "store", "notify", "health"}
+ADAPTERS = {"fireworks", "store", "notify", "health", "sdnotify"}
 COMPOSITION = {"app", "cli", "demo", "__main__"}
 # Third-party libraries each module may use beside the standard library.
 ALLOWED_LIBRARIES: dict[str, set[str]] = {
     "config": {"pydantic", "pydantic_core"},
     "fireworks": {"httpx", "anyio"},
     "store": set(),
+    "sdnotify": set(),
     "notify": {"apprise", "anyio"},
     "health": {"anyio", "prometheus_client", "uvicorn"},
     "loop": {"anyio", "structlog"},

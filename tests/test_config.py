@@ -944,3 +944,46 @@ def test_parse_on_near_valid_documents(path: tuple[str | int, ...], value: Any) 
 
     assert "\n" not in message
     assert SECRET not in message
+
+
+class TestDeploymentEnvironment:
+    def test_health_listen_from_the_environment(self) -> None:
+        """`FIREWORKS_WATCHER_HEALTH_LISTEN` is the default; the file's value wins."""
+        env = {"FIREWORKS_WATCHER_HEALTH_LISTEN": "0.0.0.0:9464"}
+
+        from_env = parse(minimal(), env)
+        from_file = parse(with_value(minimal(), ("watcher",), {"health_listen": ""}), env)
+
+        assert ("0.0.0.0", 9464) == from_env.watcher.health_address
+        assert from_file.watcher.health_address is None
+
+    def test_bad_health_listen_from_the_environment_names_the_variable(self) -> None:
+        """An invalid value from the environment is blamed on the variable, not on the file."""
+        with pytest.raises(ConfigError) as info:
+            parse(minimal(), {"FIREWORKS_WATCHER_HEALTH_LISTEN": "nonsense"})
+
+        assert "watcher.health_listen" in str(info.value)
+        assert "FIREWORKS_WATCHER_HEALTH_LISTEN" in str(info.value)
+
+    def test_api_key_from_systemd_credentials(self, tmp_path: Path) -> None:
+        """`$CREDENTIALS_DIRECTORY/fireworks_api_key` beats the environment variable."""
+        (tmp_path / "fireworks_api_key").write_text("from-credential\n")
+        env = {"CREDENTIALS_DIRECTORY": str(tmp_path), "FIREWORKS_API_KEY": "from-env"}
+
+        assert "from-credential" == parse(minimal(), env).require_api_key()
+
+    def test_api_key_file_beats_credentials(self, tmp_path: Path) -> None:
+        """A key file named in the config wins over systemd's credential."""
+        (tmp_path / "fireworks_api_key").write_text("from-credential")
+        (tmp_path / "mine").write_text("from-file")
+        data = with_value(minimal(), ("fireworks", "api_key_file"), str(tmp_path / "mine"))
+
+        settings = parse(data, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+
+        assert "from-file" == settings.require_api_key()
+
+    def test_credentials_directory_without_the_key_falls_back(self, tmp_path: Path) -> None:
+        """A credentials directory that does not hold our key leaves the environment in charge."""
+        env = {"CREDENTIALS_DIRECTORY": str(tmp_path), "FIREWORKS_API_KEY": "from-env"}
+
+        assert "from-env" == parse(minimal(), env).require_api_key()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import JsonReceiver
+from tests.servers import JsonReceiver, free_tcp_port
 from watcher.simulator import Simulator
 
 DEADLINE = 20.0
@@ -295,3 +296,79 @@ def test_sigterm_lets_an_in_flight_send_finish(
     wait_until(lambda: sim.request_count >= polled + 6, "three poll cycles after the restart")
     assert 1 == len(receiver.messages)
     assert 0 == again.stop()
+
+
+def test_systemd_notify_protocol(
+    sim: Simulator,
+    config_path: Path,
+    daemon_env: dict[str, str],
+    daemons: list[Daemon],
+    tmp_path: Path,
+) -> None:
+    """Under systemd the daemon sends READY=1, a WATCHDOG=1 beat, RELOADING=1 and STOPPING=1."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    socket_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify_socket:
+        notify_socket.bind(str(socket_path))
+        notify_socket.settimeout(DEADLINE)
+        env = daemon_env | {"NOTIFY_SOCKET": str(socket_path), "WATCHDOG_USEC": "600000"}
+        daemon = Daemon(config_path, env)
+        daemons.append(daemon)
+
+        def next_message() -> str:
+            return notify_socket.recv(4096).decode()
+
+        def wait_for(prefix: str) -> list[str]:
+            seen = []
+            while not (seen and seen[-1].startswith(prefix)):
+                seen.append(next_message())
+            return seen
+
+        assert "READY=1\nSTATUS=watching" == next_message()
+        beats = [wait_for("WATCHDOG=1") for _ in range(4)]
+        daemon.proc.send_signal(signal.SIGHUP)
+        reload_messages = wait_for("RELOADING=1")
+        assert "MONOTONIC_USEC=" in reload_messages[-1]
+        wait_for("READY=1")
+        daemon.proc.send_signal(signal.SIGTERM)
+        wait_for("STOPPING=1")
+        assert 0 == daemon.proc.wait(timeout=15)
+
+    assert 4 == len(beats)
+
+
+def test_healthcheck_command(
+    sim: Simulator,
+    config_path: Path,
+    daemon_env: dict[str, str],
+    daemons: list[Daemon],
+) -> None:
+    """`fireworks-watcher healthcheck` exits 0 while the daemon is healthy and 1 once it is gone."""
+    port = free_tcp_port()
+    config_path.write_text(
+        config_path.read_text().replace('health_listen = ""', f'health_listen = "0.0.0.0:{port}"')
+    )
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+
+    def healthcheck() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "watcher", "healthcheck", "-c", str(config_path)],
+            capture_output=True,
+            text=True,
+            env=daemon_env,
+            timeout=30,
+            check=False,
+        )
+
+    daemon = Daemon(config_path, daemon_env)
+    daemons.append(daemon)
+    daemon.wait_event("job.baseline", 2)
+    healthy = healthcheck()
+    assert 0 == daemon.stop()
+    gone = healthcheck()
+
+    assert (0, f"http://127.0.0.1:{port}/healthz: 200\n") == (healthy.returncode, healthy.stdout)
+    assert 1 == gone.returncode
+    assert 1 == len(gone.stderr.strip().splitlines())

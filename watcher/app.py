@@ -23,6 +23,7 @@ from watcher.health import Health, serve_health
 from watcher.loop import Watcher, WatchPlan
 from watcher.model import Transition
 from watcher.notify import AppriseNotifier, register_console_scheme
+from watcher.sdnotify import SystemdNotifier
 from watcher.store import StateStore
 from watcher.transitions import ChannelRules
 
@@ -151,6 +152,16 @@ async def run_daemon(
         poll_interval=settings.watcher.poll_interval,
         terminal_poll_interval=settings.watcher.terminal_poll_interval,
     )
+    systemd = SystemdNotifier()
+    started: list[bool] = []
+
+    def after_cycle() -> None:
+        # READY once the first cycle is done: `systemctl start` returns when we really watch.
+        if not started:
+            started.append(True)
+            systemd.ready()
+        systemd.watchdog()
+
     stop = anyio.Event()
     async with (
         open_watcher(settings, notifier=notifier, health=health) as watcher,
@@ -167,14 +178,20 @@ async def run_daemon(
             ) as signals:
                 async for signum in signals:
                     if signum == signal.SIGHUP:
+                        systemd.reloading()
                         _reload(watcher, health, settings, reload)
+                        systemd.ready()
                         continue
                     log.info("watcher.stopping", signal=signal.Signals(signum).name)
+                    systemd.stopping()
                     stop.set()
                     return
 
         tg.start_soon(on_signals)
-        await watcher.run_forever(stop)
+        beat = systemd.watchdog_interval
+        await watcher.run_forever(
+            stop, on_cycle=after_cycle, max_sleep=beat / 2 if beat is not None else None
+        )
         tg.cancel_scope.cancel()
 
 

@@ -106,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     test_notify = command("test-notify", _cmd_test_notify, "send a test message to each channel")
     with_config(test_notify)
     test_notify.add_argument("channel", nargs="?", help="only this channel")
+    healthcheck = command(
+        "healthcheck", _cmd_healthcheck, "query the local /healthz (for container health checks)"
+    )
+    with_config(healthcheck)
+    healthcheck.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
     demo = command("demo", _cmd_demo, "simulated jobs moving, announced on the console (~20 s)")
     demo.add_argument("--duration", type=float, default=40.0, help=argparse.SUPPRESS)
     simulate = command("simulate", _cmd_simulate, "run the Fireworks API simulator alone")
@@ -389,6 +394,38 @@ async def _follow(watcher: Watcher, ref: JobRef) -> str:
                     pending = (await watcher.deliver_due()).failed
             return last.state
         await anyio.sleep(await watcher.next_wake())
+
+
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from watcher import config
+
+    try:
+        address = _load(args).watcher.health_address
+    except ConfigError:
+        # No usable config: the daemon's own default (or the image's variable) still applies.
+        listen = os.environ.get(config.HEALTH_LISTEN_ENV, "127.0.0.1:9464")
+        address = config.parse_listen(listen) if listen else None
+    if address is None:
+        _error("the health server is disabled (watcher.health_listen is empty)")
+        return EXIT_FAILED
+    host, port = address
+    # A wildcard listen address is reached through loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    url = f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    try:
+        with opener.open(url, timeout=args.timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError as exc:
+        _error(f"{url}: {getattr(exc, 'reason', exc)}")
+        return EXIT_FAILED
+    sys.stdout.write(f"{url}: {status}\n")
+    return EXIT_OK if status == 200 else EXIT_FAILED
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -47,6 +47,10 @@ ACCOUNT_ENV: Final = "FIREWORKS_ACCOUNT_ID"
 API_KEY_ENV: Final = "FIREWORKS_API_KEY"
 BASE_URL_ENV: Final = "FIREWORKS_BASE_URL"
 STATE_DIRECTORY_ENV: Final = "STATE_DIRECTORY"  # set by systemd's StateDirectory=
+HEALTH_LISTEN_ENV: Final = "FIREWORKS_WATCHER_HEALTH_LISTEN"  # e.g. 0.0.0.0:9464 in the image
+CREDENTIALS_DIRECTORY_ENV: Final = "CREDENTIALS_DIRECTORY"  # set by systemd's LoadCredential=
+#: The credential name the systemd unit loads the API key under.
+API_KEY_CREDENTIAL: Final = "fireworks_api_key"
 DEFAULT_BASE_URL: Final = "https://api.fireworks.ai"
 
 _TOP_LEVEL_KEYS: Final = ("fireworks", "watcher", "watch", "channel")
@@ -494,20 +498,43 @@ def _fireworks_table(table: Any, env: Mapping[str, str], origins: _Origins, sour
         if key not in out and env.get(var):
             out[key] = env[var]
             origins.env_default[f"fireworks.{key}"] = var
+    credential = _credential_path(env)
     if "api_key_file" in out:
         out["api_key"] = _read_key_file(out.pop("api_key_file"), origins, source)
+    elif credential is not None:
+        # systemd's LoadCredential= hands the key over as a file: safer than the environment.
+        out["api_key"] = _read_key_file(str(credential), origins, source)
     elif env.get(API_KEY_ENV, "").strip():
         out["api_key"] = env[API_KEY_ENV].strip()
     return out
 
 
+def _credential_path(env: Mapping[str, str]) -> Path | None:
+    """`$CREDENTIALS_DIRECTORY/fireworks_api_key` when systemd provided it."""
+    directory = env.get(CREDENTIALS_DIRECTORY_ENV, "")
+    if not directory:
+        return None
+    path = Path(directory) / API_KEY_CREDENTIAL
+    return path if path.is_file() else None
+
+
 def _watcher_table(table: Any, env: Mapping[str, str], origins: _Origins) -> Any:
-    """Fill `[watcher].state_path` from systemd's `$STATE_DIRECTORY` when the file leaves it out."""
-    state_directory = env.get(STATE_DIRECTORY_ENV, "").split(":")[0]
-    if not isinstance(table, Mapping) or "state_path" in table or not state_directory:
+    """Fill `[watcher]` defaults from the environment where the file leaves them out.
+
+    `state_path` from systemd's `$STATE_DIRECTORY`; `health_listen` from
+    `$FIREWORKS_WATCHER_HEALTH_LISTEN` (the container image listens on every interface).
+    """
+    if not isinstance(table, Mapping):
         return table
-    origins.env_default["watcher.state_path"] = STATE_DIRECTORY_ENV
-    return {**table, "state_path": os.path.join(state_directory, "state.db")}
+    out = dict(table)
+    state_directory = env.get(STATE_DIRECTORY_ENV, "").split(":")[0]
+    if "state_path" not in out and state_directory:
+        origins.env_default["watcher.state_path"] = STATE_DIRECTORY_ENV
+        out["state_path"] = os.path.join(state_directory, "state.db")
+    if "health_listen" not in out and HEALTH_LISTEN_ENV in env:
+        origins.env_default["watcher.health_listen"] = HEALTH_LISTEN_ENV
+        out["health_listen"] = env[HEALTH_LISTEN_ENV]
+    return out
 
 
 def _read_key_file(value: Any, origins: _Origins, source: str) -> str:

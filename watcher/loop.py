@@ -603,8 +603,22 @@ class Watcher:
             # on; state is only written in whole transactions, so nothing half-done remains.
             log.exception("cycle.crashed")
 
-    async def run_forever(self, stop: anyio.Event, *, grace: float = 5.0) -> None:
-        """Run cycles until `stop` is set, then let in-flight work finish for up to `grace` s."""
+    async def run_forever(
+        self,
+        stop: anyio.Event,
+        *,
+        grace: float = 5.0,
+        on_cycle: Callable[[], None] | None = None,
+        max_sleep: float | None = None,
+    ) -> None:
+        """Run cycles until `stop` is set, then let in-flight work finish for up to `grace` s.
+
+        Args:
+            stop: set to stop.
+            grace: seconds in-flight sends may take after `stop`.
+            on_cycle: called after every cycle (systemd's READY and WATCHDOG pings).
+            max_sleep: the longest pause between cycles, so `on_cycle` keeps its beat.
+        """
         await self.start()
         log.info(
             "watcher.started",
@@ -624,7 +638,10 @@ class Watcher:
                 tg.start_soon(limit_grace)
                 while not stop.is_set():
                     await self._run_cycle_safely()
-                    with anyio.move_on_after(await self.next_wake()):
+                    if on_cycle is not None:
+                        on_cycle()
+                    pause = await self.next_wake()
+                    with anyio.move_on_after(min(pause, max_sleep or pause)):
                         await self._wake.wait()
                     self._wake = anyio.Event()
                 tg.cancel_scope.cancel()
