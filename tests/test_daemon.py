@@ -320,7 +320,7 @@ def test_systemd_notify_protocol(
             return notify_socket.recv(4096).decode()
 
         def wait_for(prefix: str) -> list[str]:
-            seen = []
+            seen: list[str] = []
             while not (seen and seen[-1].startswith(prefix)):
                 seen.append(next_message())
             return seen
