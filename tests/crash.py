@@ -376,6 +376,7 @@ def _write_config(workdir: Path, *, jobs: int, poll: float, receiver: JsonReceiv
 [watcher]
 poll_interval = {poll}
 terminal_poll_interval = {poll}
+max_requests_per_minute = 60000
 state_path = {json.dumps(str(workdir / "state.db"))}
 health_listen = ""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
-CORE = {"model", "transitions", "messages", "errors", "delivery", "schedule"}
+CORE = {"model", "transitions", "messages", "errors", "delivery", "schedule", "budget"}
 ADAPTERS = {"fireworks", "store", "notify", "health", "sdnotify"}
 COMPOSITION = {"app", "cli", "demo", "__main__"}
 # Third-party libraries each module may use beside the standard library.

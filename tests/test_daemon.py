@@ -95,6 +95,8 @@ def config_path(tmp_path: Path, receiver: JsonReceiver) -> Path:
         f"""
 [watcher]
 poll_interval = 0.3
+# Fast polls for the test; the default 60/min budget would pace them.
+max_requests_per_minute = 6000
 state_path = "{tmp_path / "state.db"}"
 health_listen = ""
 

@@ -41,7 +41,8 @@ def settings_for(
                 "request_timeout": 0.5,
                 **watcher,
             },
-            "watch": [{"kind": "dpo", "jobs": ["job-a", "job-b"]}],
+            # One job: these faults are about a GET; LIST faults are tested with discover.
+            "watch": [{"kind": "dpo", "jobs": ["job-a"]}],
             "channel": [{"name": "team", "urls": [receiver.url()]}],
         },
         {"FIREWORKS_API_KEY": KEY},
@@ -110,9 +111,7 @@ async def test_transient_5xx_is_retried_within_the_poll(
     settings: config.Settings, jobs: Simulator, receiver: JsonReceiver, status: int
 ) -> None:
     """One 5xx answer is retried at once; the transition arrives in the same cycle."""
-    faulty, _ = await cycle_after_fault(
-        settings, jobs, receiver, status=status, path_contains="job-a"
-    )
+    faulty, _ = await cycle_after_fault(settings, jobs, receiver, status=status)
 
     assert (0, 1) == (faulty.api_errors, len(faulty.transitions))
     assert "RUNNING → COMPLETED" in receiver.wait_for(1)[0]["title"]
@@ -146,9 +145,7 @@ async def test_a_bad_answer_skips_the_job_for_one_cycle(
 ) -> None:
     """A failed poll is logged and skipped; the daemon carries on and reports the change later."""
     with capture_logs() as logs:
-        faulty, clean = await cycle_after_fault(
-            settings, jobs, receiver, path_contains="job-a", **fault
-        )
+        faulty, clean = await cycle_after_fault(settings, jobs, receiver, **fault)
 
     assert (1, []) == (faulty.api_errors, faulty.transitions)
     assert ["RUNNING → COMPLETED"] == [f"{t.old_state} → {t.new_state}" for t in clean.transitions]
@@ -167,12 +164,11 @@ async def test_429_retry_after_is_honoured(
         else "120"
     )
     async with fast_watcher(settings) as watcher:
-        jobs.add_fault(status=429, retry_after=retry_after, path_contains="job-a")
-        jobs.add_fault(status=429, retry_after=retry_after, path_contains="job-b")
+        jobs.add_fault(status=429, retry_after=retry_after)
 
         report = await watcher.run_once()
 
-        assert 2 == report.unavailable
+        assert 1 == report.unavailable
         assert 110 <= await watcher.next_wake()
 
 
@@ -214,7 +210,7 @@ async def test_connection_refused_is_survived(
         report = await watcher.run_once()
         wait = await watcher.next_wake()
 
-    assert (2, 0) == (report.unavailable, report.polled)
+    assert (1, 0) == (report.unavailable, report.polled)
     assert wait >= settings.watcher.poll_interval - 0.1
 
 
@@ -240,7 +236,7 @@ async def test_api_outage_is_announced_once_then_recovery_once(
             await watcher.run_once()
         titles_during = [m["title"] for m in receiver.wait_for(1)]
         jobs.clear_faults()
-        jobs.set_state("job-b", "FAILED")
+        jobs.set_state("job-a", "FAILED")
         now[0] += timedelta(seconds=await watcher.next_wake())
         await watcher.run_once()
 
@@ -248,7 +244,7 @@ async def test_api_outage_is_announced_once_then_recovery_once(
     assert ["Fireworks API unreachable"] == titles_during
     assert [
         "Fireworks API unreachable",
-        "Sim job job-b (job-b): RUNNING → FAILED",
+        "Sim job job-a (job-a): RUNNING → FAILED",
         "Fireworks API reachable again",
     ] == sorted(titles, key=lambda t: ("again" in t, t))
     assert 3 == len(receiver.messages)

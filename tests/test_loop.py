@@ -243,10 +243,11 @@ async def test_channel_rules_route_messages(
 
 
 async def test_settled_jobs_are_polled_slowly_but_still_polled(
-    settings: config.Settings, sim: Simulator
+    server: ServedApp, sim: Simulator, state_path: Path
 ) -> None:
-    """A job with an outcome waits `terminal_poll_interval` between polls instead of dropping out."""
-    sim.set_state("job-a", "COMPLETED")
+    """A job with an outcome waits `terminal_poll_interval` between GETs instead of dropping out."""
+    sim.add_job("job-a", state="COMPLETED")
+    settings = settings_for(server, state_path, ["job-a"], [])
     now = [datetime(2026, 11, 27, 12, 0, tzinfo=UTC)]
     async with app.open_watcher(settings) as real:
         watcher = Watcher(
@@ -263,7 +264,7 @@ async def test_settled_jobs_are_polled_slowly_but_still_polled(
         now[0] += timedelta(seconds=real.plan.terminal_poll_interval)
         third = await watcher.run_once()
 
-    assert (3, 2, 3) == (first.polled, second.polled, third.polled)
+    assert (1, 0, 1) == (first.polled, second.polled, third.polled)
 
 
 async def test_run_forever_announces_within_one_interval_and_stops(
@@ -430,3 +431,35 @@ async def test_timed_out_send_is_retried_as_maybe_delivered(
     assert first["title"] == second["title"]
     with sqlite3.connect(state_path) as db:
         assert [("delivered",)] == db.execute("SELECT status FROM outbox").fetchall()
+
+
+async def test_notify_new_announces_jobs_created_later(
+    server: ServedApp, sim: Simulator, state_path: Path
+) -> None:
+    """Jobs that exist at the first listing are a silent baseline, even after a restart; a job
+    created later reaches channels with `notify_new`, and only those."""
+    sim.add_job("old-1", state="RUNNING")
+    with JsonReceiver() as wants_new, JsonReceiver() as plain:
+        settings = config.parse(
+            {
+                "fireworks": {"account_id": ACCOUNT, "base_url": server.url},
+                "watcher": {"state_path": str(state_path)},
+                "watch": [{"kind": "dpo", "discover": True}],
+                "channel": [
+                    {"name": "new", "urls": [wants_new.url()], "notify_new": True},
+                    {"name": "plain", "urls": [plain.url()]},
+                ],
+            },
+            {"FIREWORKS_API_KEY": KEY},
+        )
+        async with app.open_watcher(settings) as watcher:
+            await watcher.run_once(force=True)
+        sim.add_job("fresh-1", state="PENDING")
+        async with app.open_watcher(settings) as restarted:
+            report = await restarted.run_once(force=True)
+
+        assert [("fresh-1", True)] == [(t.ref.job_id, t.new_job) for t in report.transitions]
+        assert ["Sim job fresh-1 (fresh-1): (new job) → PENDING"] == [
+            m["title"] for m in wants_new.wait_for(1)
+        ]
+        assert [] == plain.messages

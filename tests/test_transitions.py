@@ -86,6 +86,16 @@ def test_not_found_keeps_known_details() -> None:
     assert "llama" == merge(last, vanished).base_model
 
 
+def test_new_job_only_on_first_sight() -> None:
+    """`new_job` marks only a first sighting; a later move of that job is an ordinary one."""
+    first = diff(None, snap("PENDING"), at=AT, new_job=True)
+    later = diff(snap("PENDING"), snap("RUNNING"), at=AT, new_job=True)
+
+    assert first is not None
+    assert later is not None
+    assert (True, False) == (first.new_job, later.new_job)
+
+
 def test_merge_is_observed_when_found() -> None:
     """Outside a 404 the stored snapshot is exactly the observed one."""
     observed = snap("RUNNING", display_name="new name")
@@ -93,11 +103,13 @@ def test_merge_is_observed_when_found() -> None:
     assert observed == merge(snap("RUNNING", display_name="old"), observed)
 
 
-def transition(old: str | None, new: str, *, job_id: str = "my-job", name: str = "") -> Transition:
+def transition(
+    old: str | None, new: str, *, job_id: str = "my-job", name: str = "", new_job: bool = False
+) -> Transition:
     ref = JobRef(JobKind.DPO, job_id)
     before = None if old is None else JobSnapshot(ref=ref, account_id="a", state=old)
     after = JobSnapshot(ref=ref, account_id="a", state=new, display_name=name)
-    return Transition(old=before, new=after, observed_at=AT)
+    return Transition(old=before, new=after, observed_at=AT, new_job=new_job)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +122,24 @@ def transition(old: str | None, new: str, *, job_id: str = "my-job", name: str =
             transition(None, "RUNNING"),
             True,
             id="notify_initial",
+        ),
+        pytest.param(
+            ChannelRules(notify_new=True),
+            transition(None, "PENDING", new_job=True),
+            True,
+            id="notify_new hears a new job",
+        ),
+        pytest.param(
+            ChannelRules(notify_new=True),
+            transition(None, "RUNNING"),
+            False,
+            id="notify_new ignores the baseline",
+        ),
+        pytest.param(
+            ChannelRules(),
+            transition(None, "PENDING", new_job=True),
+            False,
+            id="new jobs silent by default",
         ),
         pytest.param(
             ChannelRules(to_states=frozenset({"COMPLETED", "FAILED"})),

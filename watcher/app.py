@@ -15,6 +15,7 @@ import httpx
 import structlog
 
 from watcher import logs
+from watcher.budget import RequestBudget
 from watcher.config import Settings
 from watcher.delivery import Channel, RetryPolicy
 from watcher.errors import WatcherError
@@ -50,7 +51,10 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
             name=c.name,
             targets=tuple(notifier.target(u.get_secret_value()) for u in c.urls),
             rules=ChannelRules(
-                to_states=c.to_states, job_globs=c.jobs, notify_initial=c.notify_initial
+                to_states=c.to_states,
+                job_globs=c.jobs,
+                notify_initial=c.notify_initial,
+                notify_new=c.notify_new,
             ),
             title=c.title,
             body=c.body,
@@ -102,7 +106,7 @@ class _TimedTransport(httpx.AsyncBaseTransport):
 
 @asynccontextmanager
 async def fireworks_client(
-    settings: Settings, *, health: Health | None = None
+    settings: Settings, *, health: Health | None = None, budget: RequestBudget | None = None
 ) -> AsyncIterator[FireworksClient]:
     """A Fireworks API client with its HTTP connection pool, closed on exit."""
     key = api_key(settings)
@@ -116,6 +120,7 @@ async def fireworks_client(
             account_id=settings.fireworks.account_id,
             api_key=key,
             base_url=settings.fireworks.base_url,
+            budget=budget,
         )
 
 
@@ -130,7 +135,9 @@ async def open_watcher(
     """A Watcher on the real API client, state store and notifier; everything closed on exit."""
     notifier = notifier if notifier is not None else build_notifier(settings)
     plan = build_plan(settings, notifier)
-    async with fireworks_client(settings, health=health) as client:
+    # One budget for every request: the client pays for each, the loop plans with it.
+    budget = RequestBudget(settings.watcher.max_requests_per_minute)
+    async with fireworks_client(settings, health=health, budget=budget) as client:
         with StateStore.open(settings.watcher.state_path) as store:
             yield Watcher(
                 plan,
@@ -139,6 +146,7 @@ async def open_watcher(
                 sender=notifier,
                 observer=health,
                 on_transition=on_transition,
+                budget=budget,
             )
 
 

@@ -7,6 +7,7 @@ them, so `--help` and usage errors answer at once.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -335,6 +336,8 @@ def _watch_settings(args: argparse.Namespace, env: Mapping[str, str], state: Pat
         "watcher": {
             "poll_interval": args.interval,
             "terminal_poll_interval": args.interval,
+            # One job: its poll interval is the budget (twice over, for retries).
+            "max_requests_per_minute": max(60, math.ceil(120 / args.interval)),
             "state_path": str(state),
             "health_listen": "",
         },

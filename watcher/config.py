@@ -296,6 +296,7 @@ class ChannelSettings(_Frozen):
         title: `str.format` template over `messages.MESSAGE_FIELDS`; None for the default.
         body: as `title`.
         notify_initial: also notify the first sight of a job.
+        notify_new: also notify jobs that appear in a discovered kind after its first listing.
     """
 
     name: _Text
@@ -305,6 +306,7 @@ class ChannelSettings(_Frozen):
     title: _Template | None = None
     body: _Template | None = None
     notify_initial: Annotated[bool, Field(strict=True)] = False
+    notify_new: Annotated[bool, Field(strict=True)] = False
 
 
 class Settings(_Frozen):

@@ -27,6 +27,7 @@ import anyio
 import httpx
 
 from watcher import __version__
+from watcher.budget import RequestBudget
 from watcher.errors import ApiRejected, ApiUnavailable, ConfigError, PayloadError
 from watcher.model import JobKind, JobRef, JobSnapshot, JobState, short_state
 
@@ -255,6 +256,23 @@ def _is_api_error_body(response: httpx.Response) -> bool:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class JobListing:
+    """What a LIST returned: the jobs, whether that is all of them, and the list's size."""
+
+    jobs: list[JobSnapshot]
+    complete: bool
+    total_size: int | None
+    pages: int
+
+
+def _pages_needed(total: int | None, page_size: int, pages_so_far: int) -> int:
+    """Pages the whole list takes, from `totalSize`; unknown means at least one more."""
+    if total is None:
+        return pages_so_far + 1
+    return max(pages_so_far, -(-total // page_size))
+
+
 def error_message(response: httpx.Response) -> str:
     """A one-line description of an HTTP error answer, safe to log and notify.
 
@@ -307,6 +325,7 @@ class FireworksClient:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rand: Callable[[], float] = random.random,
         now: Callable[[], datetime] = _utcnow,
+        budget: RequestBudget | None = None,
     ) -> None:
         try:
             url = httpx.URL(base_url)
@@ -324,6 +343,7 @@ class FireworksClient:
         self._sleep = sleep
         self._rand = rand
         self._now = now
+        self._budget = budget
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
@@ -371,14 +391,24 @@ class FireworksClient:
             PayloadError: A page is not the expected JSON, an item is not a job, or the
                 server repeats a page token or never stops paging.
         """
+        return (await self.listing(kind, page_size=page_size)).jobs
+
+    async def listing(
+        self, kind: JobKind, *, page_size: int = MAX_PAGE_SIZE, max_pages: int | None = None
+    ) -> JobListing:
+        """List jobs of `kind`; with `max_pages`, give up early when the list is longer.
+
+        The first page's `totalSize` tells how many pages the whole list takes; when that is
+        more than `max_pages`, listing stops after the first page and the result says it is
+        incomplete (the caller then GETs what it still needs).
+        """
         path = self._collection_path(kind)
-        params = {
-            "pageSize": str(min(max(page_size, 1), MAX_PAGE_SIZE)),
-            "readMask": READ_MASKS[kind],
-        }
+        size = min(max(page_size, 1), MAX_PAGE_SIZE)
+        params = {"pageSize": str(size), "readMask": READ_MASKS[kind]}
         jobs: dict[JobRef, JobSnapshot] = {}
         seen_tokens: set[str] = set()
-        for _ in range(MAX_PAGES):
+        total: int | None = None
+        for page in range(1, MAX_PAGES + 1):
             response = await self._send(path, params)
             where = _request_line(response)
             body = self._json(response)
@@ -392,15 +422,19 @@ class FireworksClient:
             for index, item in enumerate(items):
                 snapshot = self._parse(item, kind=kind, ref=None, where=f"{where} item {index}")
                 jobs[snapshot.ref] = snapshot
+            if page == 1 and isinstance(body.get("totalSize"), int):
+                total = body["totalSize"]
             token = body.get("nextPageToken")
             if token is None or token == "":
-                return list(jobs.values())
+                return JobListing(list(jobs.values()), complete=True, total_size=total, pages=page)
             if not isinstance(token, str):
                 msg = f"{where}: nextPageToken is not a string (got {type(token).__name__})"
                 raise PayloadError(msg)
             if token in seen_tokens:
                 msg = f"{where}: server repeated a page token; stopped paging"
                 raise PayloadError(msg)
+            if max_pages is not None and _pages_needed(total, size, page) > max_pages:
+                return JobListing(list(jobs.values()), complete=False, total_size=total, pages=page)
             seen_tokens.add(token)
             params["pageToken"] = token
         msg = f"GET {path}: more than {MAX_PAGES} pages; stopped paging"
@@ -435,6 +469,9 @@ class FireworksClient:
         for attempt in range(1, policy.attempts + 1):
             last = attempt == policy.attempts
             retry_after: float | None = None
+            if self._budget is not None:
+                # Every request, retries and pages included, is paid for from one budget.
+                await self._sleep(self._budget.take())
             self.requests_sent += 1
             try:
                 response = await self._http.get(

@@ -40,6 +40,8 @@ API_DOWN_FLAG = "api_down_announced"
 #: Calls in one cycle that may fail as unavailable, with none succeeding, before the rest of
 #: the cycle is skipped: probing 10,000 jobs against a dead API helps nobody.
 PROBE_CALLS = 3
+#: Jobs per LIST page the API client asks for (the API's maximum).
+LIST_PAGE_SIZE = 200
 
 
 class JobSource(Protocol):
@@ -49,9 +51,20 @@ class JobSource(Protocol):
         """One job; a vanished job comes back in state NOT_FOUND."""
         ...
 
-    async def list_jobs(self, kind: JobKind) -> list[JobSnapshot]:
-        """Every job of a kind in the account."""
+    async def listing(self, kind: JobKind, *, max_pages: int | None = None) -> Listing:
+        """Jobs of a kind; stops early (incomplete) when more than `max_pages` pages."""
         ...
+
+
+class Listing(Protocol):
+    """A LIST answer as the loop reads it."""
+
+    @property
+    def jobs(self) -> list[JobSnapshot]: ...
+    @property
+    def complete(self) -> bool: ...
+    @property
+    def total_size(self) -> int | None: ...
 
 
 class Store(Protocol):
@@ -74,6 +87,13 @@ class Store(Protocol):
     def mark_delivered(self, delivery_id: int, *, now: datetime) -> None: ...
     def mark_retry(self, delivery_id: int, *, next_attempt_at: datetime, error: str) -> None: ...
     def mark_dead(self, delivery_id: int, *, now: datetime, error: str) -> None: ...
+
+
+class Budget(Protocol):
+    """The API request budget shared with the client (`watcher.budget.RequestBudget`)."""
+
+    def available(self) -> int: ...
+    def seconds_until_available(self) -> float: ...
 
 
 class Sender(Protocol):
@@ -152,6 +172,7 @@ class CycleReport:
     auth_failed: bool = False
     store_failed: bool = False
     retry_after: float | None = None
+    listed: list[JobKind] = field(default_factory=list)  # discovered kinds listed in full
     sent: int = 0
     failed: int = 0
     dead: int = 0
@@ -164,6 +185,11 @@ def utcnow() -> datetime:
 
 def _list_key(kind: JobKind) -> str:
     return f"list:{kind}"
+
+
+def _listed_flag(kind: JobKind) -> str:
+    """The store flag saying a kind was listed in full before (so later jobs are new)."""
+    return f"listed:{kind}"
 
 
 class Watcher:
@@ -193,6 +219,7 @@ class Watcher:
         rand: Callable[[], float] = random.random,
         on_transition: Callable[[Transition], None] | None = None,
         max_parallel_polls: int = 4,
+        budget: Budget | None = None,
     ) -> None:
         self.plan = plan
         self._source = source
@@ -210,6 +237,10 @@ class Watcher:
         self._api_down_announced = False
         self._pending_reload: tuple[WatchPlan, Sender] | None = None
         self._wake = anyio.Event()
+        self._budget = budget
+        # Pages a full LIST of each kind takes, learned from `totalSize`.
+        self._pages: dict[JobKind, int] = {}
+        self._listed_kinds: set[JobKind] = set()
 
     def last(self, ref: JobRef) -> JobSnapshot | None:
         """The last recorded snapshot of a job (after `start` or a cycle)."""
@@ -225,6 +256,9 @@ class Watcher:
         if self._last is None:
             self._last = await self._db(self._store.last_all)
             self._api_down_announced = await self._db(self._store.flag, API_DOWN_FLAG) == "1"
+            self._listed_kinds = {
+                kind for kind in JobKind if await self._db(self._store.flag, _listed_flag(kind))
+            }
 
     # -- reload ----------------------------------------------------------------------------
 
@@ -287,18 +321,50 @@ class Watcher:
         self._observer.cycle_done(report, at=self._clock())
         return report
 
+    def _polled_refs(self) -> list[JobRef]:
+        """Explicit jobs polled on their own; those of a discovered kind come with its LIST."""
+        return [r for r in self.plan.refs if r.kind not in self.plan.discover]
+
     def _targets(self) -> list[str]:
-        return [r.key for r in self.plan.refs] + [_list_key(k) for k in self.plan.discover]
+        return [r.key for r in self._polled_refs()] + [_list_key(k) for k in self.plan.discover]
 
     async def _fetch(self, report: CycleReport) -> list[JobSnapshot]:
         now = self._clock()
         observed: list[JobSnapshot] = []
         due = set(self._schedule.due(self._targets(), now))
-        refs = [r for r in self.plan.refs if r.key in due]
+        to_get: list[JobRef] = []
         for kind in self.plan.discover:
             if _list_key(kind) in due:
-                refs += await self._discover(kind, observed, report, now)
+                to_get += await self._list(kind, observed, report, now, discovered=True)
+        due_refs = [r for r in self._polled_refs() if r.key in due]
+        for kind in dict.fromkeys(r.kind for r in due_refs):
+            of_kind = [r for r in due_refs if r.kind == kind]
+            if self._listing_is_cheaper(kind, len(of_kind)):
+                to_get += await self._list(kind, observed, report, now, wanted=of_kind)
+            else:
+                to_get += of_kind
+        await self._get_each(self._within_budget(to_get), observed, report, now)
+        report.polled = len(observed)
+        return observed
 
+    def _listing_is_cheaper(self, kind: JobKind, wanted: int) -> bool:
+        """One LIST costs its pages; GETs cost one each. Unknown length: try when 2+ wanted."""
+        pages = self._pages.get(kind)
+        return wanted >= 2 and (pages is None or pages < wanted)
+
+    def _within_budget(self, refs: list[JobRef]) -> list[JobRef]:
+        """The GETs this cycle can afford; the rest stay due and are polled when it refills."""
+        if self._budget is None:
+            return refs
+        return refs[: max(1, self._budget.available())]
+
+    async def _get_each(
+        self,
+        refs: Sequence[JobRef],
+        observed: list[JobSnapshot],
+        report: CycleReport,
+        now: datetime,
+    ) -> None:
         async def poll(ref: JobRef) -> None:
             async with self._poll_limiter:
                 if report.unavailable >= PROBE_CALLS and report.answered == 0:
@@ -311,29 +377,54 @@ class Watcher:
         async with anyio.create_task_group() as tg:
             for ref in refs:
                 tg.start_soon(poll, ref)
-        report.polled = len(observed)
-        return observed
 
-    async def _discover(
-        self, kind: JobKind, observed: list[JobSnapshot], report: CycleReport, now: datetime
+    async def _list(
+        self,
+        kind: JobKind,
+        observed: list[JobSnapshot],
+        report: CycleReport,
+        now: datetime,
+        *,
+        discovered: bool = False,
+        wanted: Sequence[JobRef] = (),
     ) -> list[JobRef]:
-        """List every job of a kind; returns known jobs missing from the list, to confirm."""
+        """LIST a kind; returns the jobs still to GET: vanished ones to confirm, or unlisted.
+
+        For a discovered kind every listed job is observed. For explicit jobs the LIST stands
+        in for their GETs and stops early when it would cost more pages than GETs.
+        """
         assert self._last is not None
-        listed = await self._call(_list_key(kind), self._source.list_jobs(kind), report, now)
-        if listed is None:
+        target = _list_key(kind) if discovered else f"{_list_key(kind)}:explicit"
+        max_pages = None if discovered else len(wanted) - 1
+        listing = await self._call(
+            target, self._source.listing(kind, max_pages=max_pages), report, now
+        )
+        if listing is None:
+            # The failed LIST's backoff holds for the jobs it stood in for.
+            self._schedule.follow(target, [r.key for r in wanted])
             return []
+        if listing.total_size is not None:
+            self._pages[kind] = max(1, -(-listing.total_size // LIST_PAGE_SIZE))
+        explicit = {r.key: r for r in self.plan.refs if r.kind == kind}
+        listed = {s.ref.key: s for s in listing.jobs}
+        if not discovered:
+            observed.extend(s for key, s in listed.items() if key in explicit)
+            for key in listed.keys() & explicit.keys():
+                self._schedule.succeeded(key, now, settled=is_settled(listed[key].state))
+            # Missing from the list: unlisted (incomplete list) or gone; either way, GET it.
+            return [r for r in wanted if r.key not in listed]
         self._schedule.succeeded(_list_key(kind), now)
-        explicit = {r.key for r in self.plan.refs}
-        observed.extend(s for s in listed if s.ref.key not in explicit)
-        present = {s.ref.key for s in listed}
-        # A job gone from the list is confirmed with one GET before it is called NOT_FOUND.
+        report.listed.append(kind)
+        observed.extend(listed.values())
+        # A job missing from the whole list is confirmed with one GET before it is called
+        # NOT_FOUND; one already known to be gone is not asked about again.
+        known = [s.ref for s in self._last.values() if s.ref.kind == kind]
+        gone = (JobState.NOT_FOUND, JobState.DELETED)
         return [
-            snap.ref
-            for key, snap in self._last.items()
-            if snap.ref.kind == kind
-            and key not in present
-            and key not in explicit
-            and snap.state not in (JobState.NOT_FOUND, JobState.DELETED)
+            ref
+            for ref in dict.fromkeys([*known, *explicit.values()])
+            if ref.key not in listed
+            and ((last := self._last.get(ref.key)) is None or last.state not in gone)
         ]
 
     async def _call(
@@ -395,21 +486,24 @@ class Watcher:
         now = self._clock()
         changed: dict[str, JobSnapshot] = {}
         entries: list[OutboxEntry] = []
+        explicit = {r.key for r in self.plan.refs}
         for snapshot in observed:
             last = self._last.get(snapshot.ref.key)
             stored = transitions.merge(last, snapshot)
             if stored == last:
                 continue
             changed[stored.ref.key] = stored
-            transition = transitions.diff(last, snapshot, at=now)
+            # Unknown in a kind listed before: the job was created since (notify_new).
+            new_job = snapshot.ref.kind in self._listed_kinds and snapshot.ref.key not in explicit
+            transition = transitions.diff(last, snapshot, at=now, new_job=new_job)
             if transition is not None:
                 report.transitions.append(transition)
                 entries += self._outbox_entries(transition)
-        flags: dict[str, str] = {}
+        flags = {_listed_flag(k): "1" for k in report.listed if k not in self._listed_kinds}
         if api_notice is not None:
             entries += self._api_entries(*api_notice, now=now)
             flags[API_DOWN_FLAG] = "1" if api_notice[0] == "down" else "0"
-        if not changed and not entries:
+        if not changed and not entries and not flags:
             return
         # State and outbox in one transaction: a crash after this line loses nothing, and a
         # crash before it means the next start sees the change again.
@@ -424,6 +518,7 @@ class Watcher:
             log.error("store.error", error=str(exc))
             return
         self._last.update(changed)
+        self._listed_kinds.update(report.listed)
         if api_notice is not None:
             self._api_down_announced = api_notice[0] == "down"
             log.warning("api.unreachable" if api_notice[0] == "down" else "api.reachable")
@@ -477,7 +572,8 @@ class Watcher:
     def _announce(self, transition: Transition) -> None:
         new = transition.new
         if transition.old is None:
-            log.info("job.baseline", job=transition.ref.key, state=new.state)
+            event = "job.new" if transition.new_job else "job.baseline"
+            log.info(event, job=transition.ref.key, state=new.state)
         else:
             self._observer.transition(str(transition.ref.kind), transition.new_state)
             log.info(

@@ -32,6 +32,7 @@ MESSAGE_FIELDS: tuple[str, ...] = (
 )
 
 _FIRST_SIGHT = "(first seen)"
+_NEW_JOB = "(new job)"
 _FAILURE_STATES = frozenset(
     {"FAILED", "EXPIRED", "NOT_FOUND", "DELETED", "ARCHIVED", "API_UNREACHABLE"}
 )
@@ -137,18 +138,18 @@ def message_fields(transition: Transition) -> dict[str, str]:
     }
 
 
-def default_title(fields: Mapping[str, str]) -> str:
+def default_title(fields: Mapping[str, str], *, first: str = _FIRST_SIGHT) -> str:
     """`my-job: RUNNING → FAILED`, with the display name when it differs from the id."""
     name = fields["job_id"]
     if fields["display_name"] != name:
         name = f"{fields['display_name']} ({name})"
-    old = fields["old_state"] or _FIRST_SIGHT
+    old = fields["old_state"] or first
     return f"{name}: {old} → {fields['new_state']}"
 
 
-def default_body(fields: Mapping[str, str], kind: JobKind) -> str:
+def default_body(fields: Mapping[str, str], kind: JobKind, *, first: str = _FIRST_SIGHT) -> str:
     """A Markdown body: the move, the status message when there is one, then the job's details."""
-    old = fields["old_state"] or _FIRST_SIGHT
+    old = fields["old_state"] or first
     job = f"**{fields['display_name']}** ({_KIND_LABELS[kind]} job `{fields['job_id']}`)"
     lines = [f"{job} moved **{old} → {fields['new_state']}**."]
     if fields["status_message"]:
@@ -174,11 +175,12 @@ def render(transition: Transition, *, title: str | None = None, body: str | None
     Templates are validated against `MESSAGE_FIELDS` when the config is loaded.
     """
     fields = message_fields(transition)
+    first = _NEW_JOB if transition.new_job else _FIRST_SIGHT
     return Message(
-        title=title.format_map(fields) if title is not None else default_title(fields),
+        title=title.format_map(fields) if title is not None else default_title(fields, first=first),
         body=body.format_map(fields)
         if body is not None
-        else default_body(fields, transition.new.ref.kind),
+        else default_body(fields, transition.new.ref.kind, first=first),
     )
 
 

@@ -148,11 +148,16 @@ class JobSnapshot:
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A job moved: `old` is None when the watcher sees the job for the first time."""
+    """A job moved: `old` is None when the watcher sees the job for the first time.
+
+    `new_job` marks a first sighting of a job created after the watcher first listed its
+    kind (as opposed to a job that merely predates the watcher).
+    """
 
     old: JobSnapshot | None
     new: JobSnapshot
     observed_at: datetime
+    new_job: bool = False
 
     @property
     def ref(self) -> JobRef:

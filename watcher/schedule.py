@@ -71,6 +71,13 @@ class PollSchedule:
         delay = self.slow_interval if slow else self._backoff(failures)
         self._next[key] = now + timedelta(seconds=max(delay, retry_after or 0.0))
 
+    def follow(self, leader: str, keys: Iterable[str]) -> None:
+        """Give `keys` the next poll time of `leader` (jobs whose LIST failed wait with it)."""
+        at = self._next.get(leader)
+        if at is not None:
+            for key in keys:
+                self._next[key] = at
+
     def cycle_done(
         self, now: datetime, *, calls: int, unavailable: int, retry_after: float | None = None
     ) -> None:

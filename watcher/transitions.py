@@ -10,7 +10,11 @@ from watcher.model import JobSnapshot, JobState, Transition
 
 
 def diff(
-    last_seen: JobSnapshot | None, observed: JobSnapshot, *, at: datetime
+    last_seen: JobSnapshot | None,
+    observed: JobSnapshot,
+    *,
+    at: datetime,
+    new_job: bool = False,
 ) -> Transition | None:
     """Compare a job's stored snapshot with a fresh one.
 
@@ -20,7 +24,12 @@ def diff(
     """
     if last_seen is not None and last_seen.observable() == observed.observable():
         return None
-    return Transition(old=last_seen, new=_keep_known_details(last_seen, observed), observed_at=at)
+    return Transition(
+        old=last_seen,
+        new=_keep_known_details(last_seen, observed),
+        observed_at=at,
+        new_job=new_job and last_seen is None,
+    )
 
 
 def merge(last_seen: JobSnapshot | None, observed: JobSnapshot) -> JobSnapshot:
@@ -61,16 +70,21 @@ class ChannelRules:
         to_states: short state names the job must move to; None means every state.
         job_globs: shell-style globs on the job id or display name; empty means every job.
         notify_initial: also announce the first sighting of a job.
+        notify_new: also announce a job that appeared in a discovered kind after the
+            watcher first listed it (a job created since).
     """
 
     to_states: frozenset[str] | None = None
     job_globs: tuple[str, ...] = ()
     notify_initial: bool = False
+    notify_new: bool = False
 
 
 def wants(rules: ChannelRules, transition: Transition) -> bool:
     """True when a channel with these rules should hear about this transition."""
-    if transition.old is None and not rules.notify_initial:
+    if transition.old is None and not (
+        rules.notify_initial or (rules.notify_new and transition.new_job)
+    ):
         return False
     if rules.to_states is not None and transition.new_state not in rules.to_states:
         return False

@@ -1,0 +1,60 @@
+"""The daemon's API request budget: a token bucket over `max_requests_per_minute`.
+
+The Fireworks rate limit is account-wide and shared with the team's inference traffic, so
+every request the daemon sends (pages, retries, confirmations) draws from one budget. Pure
+arithmetic over an injected monotonic clock; waiting is the caller's business.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+#: Seconds of budget that may be spent at once: small, so requests are spread, not burst.
+BURST_SECONDS = 5.0
+
+
+class RequestBudget:
+    """At most `per_minute` requests a minute, with a burst of a few seconds' worth.
+
+    Args:
+        per_minute: the sustained rate.
+        clock: monotonic seconds.
+    """
+
+    def __init__(self, per_minute: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if per_minute <= 0:
+            msg = "per_minute must be > 0"
+            raise ValueError(msg)
+        self.per_minute = per_minute
+        self._rate = per_minute / 60.0
+        self.capacity = max(1.0, self._rate * BURST_SECONDS)
+        self._clock = clock
+        self._tokens = self.capacity
+        self._at = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+
+    def available(self) -> int:
+        """Whole requests that may be sent now without waiting."""
+        self._refill()
+        return max(0, math.floor(self._tokens))
+
+    def take(self) -> float:
+        """Reserve one request; returns the seconds to wait before sending it (0 when free)."""
+        self._refill()
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+    def seconds_until_available(self) -> float:
+        """Seconds until one request may be sent without waiting."""
+        self._refill()
+        return 0.0 if self._tokens >= 1 else (1.0 - self._tokens) / self._rate
+
+    def seconds_for(self, requests: float) -> float:
+        """How long `requests` requests take at the sustained rate."""
+        return requests / self._rate
