@@ -77,6 +77,38 @@ class TestCheck:
         assert "hunter2-pw" not in out
         assert "2 listed" in out
 
+    def test_budget_is_summarised(
+        self, config_file: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`check` says what a cycle costs and when the budget stretches the interval."""
+        code, out, _ = run_cli(capsys, "check", "-c", str(config_file))
+        assert 0 == code
+        assert "API budget: 60 requests/min; a full cycle costs 2 request(s)" in out
+        assert "effective interval is 2 s" in out  # 2 GETs a second is 120/min
+
+        config_file.write_text(
+            config_file.read_text().replace("poll_interval = 1", "poll_interval = 30")
+        )
+        _, out, _ = run_cli(capsys, "check", "-c", str(config_file))
+        assert "effective interval" not in out
+
+    def test_probe_counts_discovered_pages(
+        self, tmp_path: Path, env: None, sim: Simulator, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With --probe, discovered kinds are listed and their pages counted in the budget."""
+        for i in range(450):
+            sim.add_job(f"job-{i:03d}", state="RUNNING")
+        path = write_config(
+            tmp_path,
+            '[watcher]\nhealth_listen = ""\n[[watch]]\nkind = "dpo"\ndiscover = true\n',
+        )
+
+        code, out, _ = run_cli(capsys, "check", "--probe", "-c", str(path))
+
+        assert 0 == code
+        assert "probe dpo: 450 jobs listed in 3 page(s)" in out
+        assert "a full cycle costs 3 request(s)\n" in out
+
     @pytest.mark.parametrize(
         ("body", "expected"),
         [

@@ -58,3 +58,21 @@ class RequestBudget:
     def seconds_for(self, requests: float) -> float:
         """How long `requests` requests take at the sustained rate."""
         return requests / self._rate
+
+
+def effective_interval(requests_per_cycle: float, per_minute: float, poll_interval: float) -> float:
+    """How often every job can really be polled: the interval, or longer if the budget is short."""
+    return max(poll_interval, requests_per_cycle * 60.0 / per_minute)
+
+
+def requests_per_cycle(
+    explicit_by_kind: dict[str, int], discovered: list[str], pages: dict[str, int]
+) -> int:
+    """Requests one full cycle costs: a LIST (its pages) per discovered kind, and for explicit
+    jobs of other kinds the cheaper of one GET each or a LIST; unknown list lengths count as
+    one page."""
+    total = sum(pages.get(kind, 1) for kind in discovered)
+    for kind, count in explicit_by_kind.items():
+        if kind not in discovered:
+            total += min(count, pages.get(kind, count))
+    return total

@@ -190,21 +190,53 @@ def _cmd_check(args: argparse.Namespace) -> int:
         out.write("  no [[channel]]: transitions will be recorded but not announced\n")
     if args.probe:
         return _probe(settings, plan)
+    _write_budget(settings, plan, pages={})
     return EXIT_OK
+
+
+def _write_budget(settings: Settings, plan: WatchPlan, *, pages: dict[str, int]) -> None:
+    """Say what a full cycle costs against the request budget, and the interval it allows."""
+    from watcher.budget import effective_interval, requests_per_cycle
+
+    explicit: dict[str, int] = {}
+    for ref in plan.refs:
+        explicit[str(ref.kind)] = explicit.get(str(ref.kind), 0) + 1
+    discovered = [str(kind) for kind in plan.discover]
+    cost = requests_per_cycle(explicit, discovered, pages)
+    per_minute = settings.watcher.max_requests_per_minute
+    unknown = [kind for kind in discovered if kind not in pages]
+    out = sys.stdout
+    out.write(f"  API budget: {per_minute} requests/min; a full cycle costs {cost} request(s)")
+    out.write(
+        " (+1 per 200 jobs of each discovered kind; --probe counts them)\n" if unknown else "\n"
+    )
+    interval = effective_interval(cost, per_minute, plan.poll_interval)
+    if interval > plan.poll_interval:
+        out.write(
+            f"  warning: the budget cannot poll every {plan.poll_interval:g} s; "
+            f"the effective interval is {interval:g} s\n"
+        )
 
 
 def _probe(settings: Settings, plan: WatchPlan) -> int:
     from watcher import app
+    from watcher.budget import RequestBudget
     from watcher.errors import ApiError
     from watcher.model import JobState
 
     async def probe() -> int:
         problems = 0
-        async with app.fireworks_client(settings) as client:
+        pages: dict[str, int] = {}
+        budget = RequestBudget(settings.watcher.max_requests_per_minute)
+        async with app.fireworks_client(settings, budget=budget) as client:
             try:
                 for kind in plan.discover:
-                    jobs = await client.list_jobs(kind)
-                    sys.stdout.write(f"  probe {kind}: {len(jobs)} jobs listed\n")
+                    listing = await client.listing(kind)
+                    pages[str(kind)] = listing.pages
+                    sys.stdout.write(
+                        f"  probe {kind}: {len(listing.jobs)} jobs listed "
+                        f"in {listing.pages} page(s)\n"
+                    )
                 for ref in plan.refs:
                     snapshot = await client.get_job(ref)
                     sys.stdout.write(f"  probe {ref.key}: {snapshot.state}\n")
@@ -213,6 +245,7 @@ def _probe(settings: Settings, plan: WatchPlan) -> int:
             except ApiError as exc:
                 _error(f"probe failed: {exc}")
                 return EXIT_USAGE
+        _write_budget(settings, plan, pages=pages)
         if problems:
             _error(f"{problems} watched job(s) not found")
             return EXIT_USAGE

@@ -11,7 +11,7 @@ import functools
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
 import anyio
@@ -19,6 +19,7 @@ import anyio.to_thread
 import structlog
 
 from watcher import messages, transitions
+from watcher.budget import effective_interval, requests_per_cycle
 from watcher.delivery import (
     Channel,
     Delivery,
@@ -92,6 +93,8 @@ class Store(Protocol):
 class Budget(Protocol):
     """The API request budget shared with the client (`watcher.budget.RequestBudget`)."""
 
+    @property
+    def per_minute(self) -> float: ...
     def available(self) -> int: ...
     def seconds_until_available(self) -> float: ...
 
@@ -241,6 +244,7 @@ class Watcher:
         # Pages a full LIST of each kind takes, learned from `totalSize`.
         self._pages: dict[JobKind, int] = {}
         self._listed_kinds: set[JobKind] = set()
+        self._budget_warned_at = 0
 
     def last(self, ref: JobRef) -> JobSnapshot | None:
         """The last recorded snapshot of a job (after `start` or a cycle)."""
@@ -319,6 +323,7 @@ class Watcher:
         await self._record(observed, report, api_notice=self._api_notice(report, now))
         await self.deliver_due(report)
         self._observer.cycle_done(report, at=self._clock())
+        self._check_budget()
         return report
 
     def _polled_refs(self) -> list[JobRef]:
@@ -679,10 +684,41 @@ class Watcher:
 
     # -- forever ---------------------------------------------------------------------------
 
+    def cycle_cost(self) -> int:
+        """Requests a full cycle costs, as far as the list lengths are known."""
+        explicit: dict[str, int] = {}
+        for ref in self.plan.refs:
+            explicit[str(ref.kind)] = explicit.get(str(ref.kind), 0) + 1
+        return requests_per_cycle(
+            explicit,
+            [str(k) for k in self.plan.discover],
+            {str(k): v for k, v in self._pages.items()},
+        )
+
+    def _check_budget(self) -> None:
+        """Say once (per change) when the budget cannot poll everything every interval."""
+        if self._budget is None:
+            return
+        cost = self.cycle_cost()
+        interval = effective_interval(cost, self._budget.per_minute, self.plan.poll_interval)
+        if interval > self.plan.poll_interval and cost != self._budget_warned_at:
+            self._budget_warned_at = cost
+            log.warning(
+                "budget.short",
+                requests_per_cycle=cost,
+                max_requests_per_minute=self._budget.per_minute,
+                poll_interval=self.plan.poll_interval,
+                effective_interval=round(interval, 1),
+            )
+
     async def next_wake(self) -> float:
         """Seconds until the next poll or retry is due (at least a short pause)."""
         now = self._clock()
         wake = self._schedule.next_at(self._targets(), now)
+        if self._budget is not None:
+            # Due polls the budget cannot pay for yet wait for it to refill.
+            ready = now + timedelta(seconds=self._budget.seconds_until_available())
+            wake = max(wake, ready)
         try:
             due = await self._db(self._store.next_due_at)
         except StoreError:
@@ -722,7 +758,10 @@ class Watcher:
             discover=[str(k) for k in self.plan.discover],
             channels=[c.name for c in self.plan.channels],
             poll_interval=self.plan.poll_interval,
+            requests_per_cycle=self.cycle_cost(),
+            max_requests_per_minute=self._budget.per_minute if self._budget else None,
         )
+        self._check_budget()
         with anyio.CancelScope() as cycles:
 
             async def limit_grace() -> None:
