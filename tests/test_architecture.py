@@ -15,7 +15,7 @@ COMPOSITION = {"app", "cli", "demo", "__main__"}
 # Third-party libraries each module may use beside the standard library.
 ALLOWED_LIBRARIES: dict[str, set[str]] = {
     "config": {"pydantic", "pydantic_core"},
-    "fireworks": {"httpx", "anyio"},
+    "fireworks": {"httpx", "anyio", "orjson"},
     "store": set(),
     "sdnotify": set(),
     "notify": {"apprise", "anyio"},

@@ -423,13 +423,13 @@ class Watcher:
         observed.extend(listed.values())
         # A job missing from the whole list is confirmed with one GET before it is called
         # NOT_FOUND; one already known to be gone is not asked about again.
-        known = [s.ref for s in self._last.values() if s.ref.kind == kind]
         gone = (JobState.NOT_FOUND, JobState.DELETED)
-        return [
-            ref
-            for ref in dict.fromkeys([*known, *explicit.values()])
-            if ref.key not in listed
-            and ((last := self._last.get(ref.key)) is None or last.state not in gone)
+        # Set arithmetic on keys: this runs over every job of the account each cycle.
+        missing = (self._last.keys() | explicit.keys()) - listed.keys()
+        confirm = [self._last[key].ref for key in missing if key in self._last]
+        confirm = [r for r in confirm if r.kind == kind and self._last[r.key].state not in gone]
+        return confirm + [
+            r for key, r in explicit.items() if key in missing and key not in self._last
         ]
 
     async def _call(
@@ -494,6 +494,8 @@ class Watcher:
         explicit = {r.key for r in self.plan.refs}
         for snapshot in observed:
             last = self._last.get(snapshot.ref.key)
+            if snapshot is last:  # the client hands back the same object for an unmoved job
+                continue
             stored = transitions.merge(last, snapshot)
             if stored == last:
                 continue

@@ -5,7 +5,7 @@ Pure data: no I/O, no clock, no logging. Every other module speaks in these type
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -102,11 +102,12 @@ class JobRef:
 
     kind: JobKind
     job_id: str
+    #: A stable string key, e.g. `dpo/my-dpo-job`, used by the state store. Computed once:
+    #: a cycle over 10,000 jobs looks it up several times per job.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """A stable string key, e.g. `dpo/my-dpo-job`, used by the state store."""
-        return f"{self.kind}/{self.job_id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.kind}/{self.job_id}")
 
     def resource_name(self, account_id: str) -> str:
         """The API resource name, e.g. `accounts/acme/dpoJobs/my-dpo-job`."""
