@@ -7,11 +7,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 from structlog.testing import capture_logs
 
 from tests.conftest import ACCOUNT, KEY
-from tests.servers import ServedApp
+from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.loop import CycleReport, Watcher
 from watcher.simulator import Simulator
@@ -177,3 +179,36 @@ def file_stamps(folder: Path) -> list[tuple[str, int, int]]:
 def test_watcher_uses_the_request_budget_type() -> None:
     """The loop plans with the same budget object the client pays from (see app.open_watcher)."""
     assert "budget" in Watcher.__init__.__code__.co_varnames
+
+
+async def test_pages_are_announced_as_they_arrive(
+    server: ServedApp, sim: Simulator, tmp_path: Path
+) -> None:
+    """A move on page 1 is announced before a slow page 2 has arrived, not after the whole list."""
+    fill(sim, 450)
+    with JsonReceiver() as receiver:
+        settings = config.parse(
+            {
+                "fireworks": {"account_id": ACCOUNT, "base_url": server.url},
+                "watcher": {"state_path": str(tmp_path / "s.db"), "request_timeout": 10},
+                "watch": [{"kind": "dpo", "discover": True}],
+                "channel": [{"name": "t", "urls": [receiver.url()]}],
+            },
+            {"FIREWORKS_API_KEY": KEY},
+        )
+        async with app.open_watcher(settings) as watcher:
+            await watcher.run_once(force=True)
+            sim.set_state("zz-fill-0000", "FAILED")
+            sim.add_fault(delay=3.0, path_contains="pageToken", times=2)
+            finished = anyio.Event()
+
+            async def cycle() -> None:
+                await watcher.run_once(force=True)
+                finished.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cycle)
+                await anyio.to_thread.run_sync(receiver.wait_for, 1, 2.5)
+                announced_before_the_end = not finished.is_set()
+
+    assert announced_before_the_end

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -261,6 +262,18 @@ _Seen = tuple[object, object, JobSnapshot]
 
 
 @dataclass(frozen=True, slots=True)
+class JobPage:
+    """One LIST page: its jobs, its number (from 1), the list's `totalSize` when sent, and
+    whether it is the last page and the list was read in full."""
+
+    jobs: list[JobSnapshot]
+    number: int
+    total_size: int | None
+    last: bool
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
 class JobListing:
     """What a LIST returned: the jobs, whether that is all of them, and the list's size."""
 
@@ -403,21 +416,46 @@ class FireworksClient:
     async def listing(
         self, kind: JobKind, *, page_size: int = MAX_PAGE_SIZE, max_pages: int | None = None
     ) -> JobListing:
-        """List jobs of `kind`; with `max_pages`, give up early when the list is longer.
+        """List jobs of `kind` page by page and gather them; see `pages` for `max_pages`.
 
-        The first page's `totalSize` tells how many pages the whole list takes; when that is
-        more than `max_pages`, listing stops after the first page and the result says it is
+        A job seen on two pages (the token is offset-like, so pages shift when jobs are
+        created meanwhile) is returned once, as last seen.
+        """
+        jobs: dict[str, JobSnapshot] = {}
+        last: JobPage | None = None
+        async with aclosing(self.pages(kind, page_size=page_size, max_pages=max_pages)) as pages:
+            async for last in pages:
+                for snapshot in last.jobs:
+                    jobs[snapshot.ref.job_id] = snapshot
+        assert last is not None  # pages() yields at least one page or raises
+        return JobListing(
+            list(jobs.values()),
+            complete=last.complete,
+            total_size=last.total_size,
+            pages=last.number,
+        )
+
+    async def pages(
+        self, kind: JobKind, *, page_size: int = MAX_PAGE_SIZE, max_pages: int | None = None
+    ) -> AsyncGenerator[JobPage, None]:
+        """LIST `kind` from the first page, yielding each page as it arrives.
+
+        With `max_pages`, the first page's `totalSize` tells how many pages the whole list
+        takes; when that is more, paging stops after the first page, which says the list is
         incomplete (the caller then GETs what it still needs).
+
+        Raises:
+            PayloadError: A page is not the expected JSON, an item is not a job, or the
+                server repeats a page token or never stops paging.
         """
         path = self._collection_path(kind)
         size = min(max(page_size, 1), MAX_PAGE_SIZE)
         params = {"pageSize": str(size), "readMask": READ_MASKS[kind]}
-        jobs: dict[object, JobSnapshot] = {}
         known = self._listed.get(kind, {})
         fresh: dict[str, _Seen] = {}
         seen_tokens: set[str] = set()
         total: int | None = None
-        for page in range(1, MAX_PAGES + 1):
+        for number in range(1, MAX_PAGES + 1):
             response = await self._send(path, params)
             where = _request_line(response)
             body = self._json(response)
@@ -428,43 +466,57 @@ class FireworksClient:
             if not isinstance(items, list):
                 msg = f"{where}: {kind.collection!r} is not a list"
                 raise PayloadError(msg)
-            for index, item in enumerate(items):
-                # Most jobs did not move since the last LIST: when a job's state and status
-                # are as they were, its snapshot is reused instead of parsed again.
-                if type(item) is dict:
-                    name, state, status = item.get("name"), item.get("state"), item.get("status")
-                    seen = known.get(name) if type(name) is str else None
-                    if seen is not None and seen[0] == state and seen[1] == status:
-                        snapshot = seen[2]
-                    else:
-                        snapshot = self._parse(
-                            item, kind=kind, ref=None, where=f"{where} item {index}"
-                        )
-                    if type(name) is str:
-                        fresh[name] = (state, status, snapshot)
-                else:
-                    snapshot = self._parse(item, kind=kind, ref=None, where=f"{where} item {index}")
-                jobs[snapshot.ref.job_id] = snapshot
-            if page == 1 and isinstance(body.get("totalSize"), int):
+            jobs = [
+                self._reuse_or_parse(item, kind, known, fresh, f"{where} item {i}")
+                for i, item in enumerate(items)
+            ]
+            if number == 1 and isinstance(body.get("totalSize"), int):
                 total = body["totalSize"]
             token = body.get("nextPageToken")
             if token is None or token == "":
                 self._listed[kind] = fresh  # vanished jobs leave the cache with the list
-                return JobListing(list(jobs.values()), complete=True, total_size=total, pages=page)
+                yield JobPage(jobs, number, total, last=True, complete=True)
+                return
             if not isinstance(token, str):
                 msg = f"{where}: nextPageToken is not a string (got {type(token).__name__})"
                 raise PayloadError(msg)
             if token in seen_tokens:
                 msg = f"{where}: server repeated a page token; stopped paging"
                 raise PayloadError(msg)
-            if max_pages is not None and _pages_needed(total, size, page) > max_pages:
+            if max_pages is not None and _pages_needed(total, size, number) > max_pages:
                 known.update(fresh)
                 self._listed[kind] = known
-                return JobListing(list(jobs.values()), complete=False, total_size=total, pages=page)
+                yield JobPage(jobs, number, total, last=True, complete=False)
+                return
+            yield JobPage(jobs, number, total, last=False, complete=False)
             seen_tokens.add(token)
             params["pageToken"] = token
         msg = f"GET {path}: more than {MAX_PAGES} pages; stopped paging"
         raise PayloadError(msg)
+
+    def _reuse_or_parse(
+        self,
+        item: object,
+        kind: JobKind,
+        known: Mapping[str, _Seen],
+        fresh: dict[str, _Seen],
+        where: str,
+    ) -> JobSnapshot:
+        """The job's snapshot; reused from the last LIST when its state and status are unchanged.
+
+        Most jobs do not move between two LISTs, and parsing is most of a cycle's CPU.
+        """
+        if type(item) is not dict:
+            return self._parse(item, kind=kind, ref=None, where=where)
+        name, state, status = item.get("name"), item.get("state"), item.get("status")
+        seen = known.get(name) if type(name) is str else None
+        if seen is not None and seen[0] == state and seen[1] == status:
+            snapshot = seen[2]
+        else:
+            snapshot = self._parse(item, kind=kind, ref=None, where=where)
+        if type(name) is str:
+            fresh[name] = (state, status, snapshot)
+        return snapshot
 
     def _parse(self, item: object, *, kind: JobKind, ref: JobRef | None, where: str) -> JobSnapshot:
         try:

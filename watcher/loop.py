@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
@@ -52,13 +53,13 @@ class JobSource(Protocol):
         """One job; a vanished job comes back in state NOT_FOUND."""
         ...
 
-    async def listing(self, kind: JobKind, *, max_pages: int | None = None) -> Listing:
-        """Jobs of a kind; stops early (incomplete) when more than `max_pages` pages."""
+    def pages(self, kind: JobKind, *, max_pages: int | None = None) -> AsyncGenerator[Page, None]:
+        """LIST a kind page by page; stops early (incomplete) past `max_pages` pages."""
         ...
 
 
-class Listing(Protocol):
-    """A LIST answer as the loop reads it."""
+class Page(Protocol):
+    """A LIST page as the loop reads it."""
 
     @property
     def jobs(self) -> list[JobSnapshot]: ...
@@ -340,16 +341,16 @@ class Watcher:
         to_get: list[JobRef] = []
         for kind in self.plan.discover:
             if _list_key(kind) in due:
-                to_get += await self._list(kind, observed, report, now, discovered=True)
+                to_get += await self._list(kind, report, now, discovered=True)
         due_refs = [r for r in self._polled_refs() if r.key in due]
         for kind in dict.fromkeys(r.kind for r in due_refs):
             of_kind = [r for r in due_refs if r.kind == kind]
             if self._listing_is_cheaper(kind, len(of_kind)):
-                to_get += await self._list(kind, observed, report, now, wanted=of_kind)
+                to_get += await self._list(kind, report, now, wanted=of_kind)
             else:
                 to_get += of_kind
         await self._get_each(self._within_budget(to_get), observed, report, now)
-        report.polled = len(observed)
+        report.polled += len(observed)
         return observed
 
     def _listing_is_cheaper(self, kind: JobKind, wanted: int) -> bool:
@@ -386,14 +387,14 @@ class Watcher:
     async def _list(
         self,
         kind: JobKind,
-        observed: list[JobSnapshot],
         report: CycleReport,
         now: datetime,
         *,
         discovered: bool = False,
         wanted: Sequence[JobRef] = (),
     ) -> list[JobRef]:
-        """LIST a kind; returns the jobs still to GET: vanished ones to confirm, or unlisted.
+        """LIST a kind, recording and announcing page by page; returns the jobs still to GET:
+        vanished ones to confirm, or wanted ones the list did not hold.
 
         For a discovered kind every listed job is observed. For explicit jobs the LIST stands
         in for their GETs and stops early when it would cost more pages than GETs.
@@ -401,31 +402,46 @@ class Watcher:
         assert self._last is not None
         target = _list_key(kind) if discovered else f"{_list_key(kind)}:explicit"
         max_pages = None if discovered else len(wanted) - 1
-        listing = await self._call(
-            target, self._source.listing(kind, max_pages=max_pages), report, now
-        )
-        if listing is None:
-            # The failed LIST's backoff holds for the jobs it stood in for.
-            self._schedule.follow(target, [r.key for r in wanted])
-            return []
-        if listing.total_size is not None:
-            self._pages[kind] = max(1, -(-listing.total_size // LIST_PAGE_SIZE))
         explicit = {r.key: r for r in self.plan.refs if r.kind == kind}
-        listed = {s.ref.key: s for s in listing.jobs}
+        listed: set[str] = set()
+
+        async def read_pages() -> bool:
+            complete = False
+            async with aclosing(self._source.pages(kind, max_pages=max_pages)) as pages:
+                async for page in pages:
+                    if page.total_size is not None:
+                        self._pages[kind] = max(1, -(-page.total_size // LIST_PAGE_SIZE))
+                    listed.update(s.ref.key for s in page.jobs)
+                    jobs = page.jobs
+                    if not discovered:
+                        jobs = [s for s in jobs if s.ref.key in explicit]
+                        for snap in jobs:
+                            self._schedule.succeeded(
+                                snap.ref.key, now, settled=is_settled(snap.state)
+                            )
+                    report.polled += len(jobs)
+                    # Each page is recorded and announced as it arrives: under a tight budget
+                    # the last page of a big account comes long after the first.
+                    if await self._record(jobs, report):
+                        await self.deliver_due(report)
+                    complete = page.complete
+            return complete
+
+        complete = await self._call(target, read_pages(), report, now)
+        if complete is None:
+            # The failed LIST's backoff holds for the jobs it stood in for.
+            self._schedule.follow(target, [r.key for r in wanted if r.key not in listed])
+            return []
         if not discovered:
-            observed.extend(s for key, s in listed.items() if key in explicit)
-            for key in listed.keys() & explicit.keys():
-                self._schedule.succeeded(key, now, settled=is_settled(listed[key].state))
             # Missing from the list: unlisted (incomplete list) or gone; either way, GET it.
             return [r for r in wanted if r.key not in listed]
         self._schedule.succeeded(_list_key(kind), now)
         report.listed.append(kind)
-        observed.extend(listed.values())
         # A job missing from the whole list is confirmed with one GET before it is called
         # NOT_FOUND; one already known to be gone is not asked about again.
         gone = (JobState.NOT_FOUND, JobState.DELETED)
         # Set arithmetic on keys: this runs over every job of the account each cycle.
-        missing = (self._last.keys() | explicit.keys()) - listed.keys()
+        missing = (self._last.keys() | explicit.keys()) - listed
         confirm = [self._last[key].ref for key in missing if key in self._last]
         confirm = [r for r in confirm if r.kind == kind and self._last[r.key].state not in gone]
         return confirm + [
@@ -485,13 +501,18 @@ class Watcher:
         observed: Sequence[JobSnapshot],
         report: CycleReport,
         *,
-        api_notice: tuple[str, str] | None,
-    ) -> None:
+        api_notice: tuple[str, str] | None = None,
+    ) -> int:
+        """Store what changed and queue its notifications, in one transaction.
+
+        Returns how many outbox rows were queued.
+        """
         assert self._last is not None
         now = self._clock()
         changed: dict[str, JobSnapshot] = {}
         entries: list[OutboxEntry] = []
         explicit = {r.key for r in self.plan.refs}
+        moved: list[Transition] = []
         for snapshot in observed:
             last = self._last.get(snapshot.ref.key)
             if snapshot is last:  # the client hands back the same object for an unmoved job
@@ -504,14 +525,14 @@ class Watcher:
             new_job = snapshot.ref.kind in self._listed_kinds and snapshot.ref.key not in explicit
             transition = transitions.diff(last, snapshot, at=now, new_job=new_job)
             if transition is not None:
-                report.transitions.append(transition)
+                moved.append(transition)
                 entries += self._outbox_entries(transition)
         flags = {_listed_flag(k): "1" for k in report.listed if k not in self._listed_kinds}
         if api_notice is not None:
             entries += self._api_entries(*api_notice, now=now)
             flags[API_DOWN_FLAG] = "1" if api_notice[0] == "down" else "0"
         if not changed and not entries and not flags:
-            return
+            return 0
         # State and outbox in one transaction: a crash after this line loses nothing, and a
         # crash before it means the next start sees the change again.
         try:
@@ -521,16 +542,17 @@ class Watcher:
         except StoreError as exc:
             # Nothing was written, so the next cycle sees the same changes again.
             report.store_failed = True
-            report.transitions.clear()
             log.error("store.error", error=str(exc))
-            return
+            return 0
         self._last.update(changed)
         self._listed_kinds.update(report.listed)
         if api_notice is not None:
             self._api_down_announced = api_notice[0] == "down"
             log.warning("api.unreachable" if api_notice[0] == "down" else "api.reachable")
-        for transition in report.transitions:
+        report.transitions += moved
+        for transition in moved:
             self._announce(transition)
+        return len(entries)
 
     def _outbox_entries(self, transition: Transition) -> list[OutboxEntry]:
         entries: list[OutboxEntry] = []
