@@ -246,6 +246,7 @@ class Watcher:
         self._pages: dict[JobKind, int] = {}
         self._listed_kinds: set[JobKind] = set()
         self._budget_warned_at = 0
+        self._index_plan()
 
     def last(self, ref: JobRef) -> JobSnapshot | None:
         """The last recorded snapshot of a job (after `start` or a cycle)."""
@@ -299,6 +300,7 @@ class Watcher:
         self._schedule.poll_interval = plan.poll_interval
         self._schedule.slow_interval = plan.terminal_poll_interval
         self.plan, self._sender = plan, sender
+        self._index_plan()
         log.info(
             "watcher.reloaded",
             jobs=len(plan.refs),
@@ -327,22 +329,26 @@ class Watcher:
         self._check_budget()
         return report
 
-    def _polled_refs(self) -> list[JobRef]:
-        """Explicit jobs polled on their own; those of a discovered kind come with its LIST."""
-        return [r for r in self.plan.refs if r.kind not in self.plan.discover]
-
-    def _targets(self) -> list[str]:
-        return [r.key for r in self._polled_refs()] + [_list_key(k) for k in self.plan.discover]
+    def _index_plan(self) -> None:
+        """Views of the plan the loop consults per page and per cycle, computed once per plan."""
+        plan = self.plan
+        # Explicit jobs polled on their own; those of a discovered kind come with its LIST.
+        self._polled_refs = [r for r in plan.refs if r.kind not in plan.discover]
+        self._targets = [r.key for r in self._polled_refs] + [_list_key(k) for k in plan.discover]
+        self._explicit: dict[JobKind, dict[str, JobRef]] = {}
+        for ref in plan.refs:
+            self._explicit.setdefault(ref.kind, {})[ref.key] = ref
+        self._explicit_keys = frozenset(r.key for r in plan.refs)
 
     async def _fetch(self, report: CycleReport) -> list[JobSnapshot]:
         now = self._clock()
         observed: list[JobSnapshot] = []
-        due = set(self._schedule.due(self._targets(), now))
+        due = set(self._schedule.due(self._targets, now))
         to_get: list[JobRef] = []
         for kind in self.plan.discover:
             if _list_key(kind) in due:
                 to_get += await self._list(kind, report, now, discovered=True)
-        due_refs = [r for r in self._polled_refs() if r.key in due]
+        due_refs = [r for r in self._polled_refs if r.key in due]
         for kind in dict.fromkeys(r.kind for r in due_refs):
             of_kind = [r for r in due_refs if r.kind == kind]
             if self._listing_is_cheaper(kind, len(of_kind)):
@@ -402,7 +408,7 @@ class Watcher:
         assert self._last is not None
         target = _list_key(kind) if discovered else f"{_list_key(kind)}:explicit"
         max_pages = None if discovered else len(wanted) - 1
-        explicit = {r.key: r for r in self.plan.refs if r.kind == kind}
+        explicit = self._explicit.get(kind, {})
         listed: set[str] = set()
 
         async def read_pages() -> bool:
@@ -511,7 +517,7 @@ class Watcher:
         now = self._clock()
         changed: dict[str, JobSnapshot] = {}
         entries: list[OutboxEntry] = []
-        explicit = {r.key for r in self.plan.refs}
+        explicit = self._explicit_keys
         moved: list[Transition] = []
         for snapshot in observed:
             last = self._last.get(snapshot.ref.key)
@@ -710,11 +716,8 @@ class Watcher:
 
     def cycle_cost(self) -> int:
         """Requests a full cycle costs, as far as the list lengths are known."""
-        explicit: dict[str, int] = {}
-        for ref in self.plan.refs:
-            explicit[str(ref.kind)] = explicit.get(str(ref.kind), 0) + 1
         return requests_per_cycle(
-            explicit,
+            {str(kind): len(refs) for kind, refs in self._explicit.items()},
             [str(k) for k in self.plan.discover],
             {str(k): v for k, v in self._pages.items()},
         )
@@ -738,7 +741,7 @@ class Watcher:
     async def next_wake(self) -> float:
         """Seconds until the next poll or retry is due (at least a short pause)."""
         now = self._clock()
-        wake = self._schedule.next_at(self._targets(), now)
+        wake = self._schedule.next_at(self._targets, now)
         if self._budget is not None:
             # Due polls the budget cannot pay for yet wait for it to refill.
             ready = now + timedelta(seconds=self._budget.seconds_until_available())
