@@ -262,6 +262,17 @@ _Seen = tuple[object, object, JobSnapshot]
 
 
 @dataclass(frozen=True, slots=True)
+class _PageMemo:
+    """A LIST page as decoded: its raw body, its jobs and what the page says about paging."""
+
+    content: bytes
+    jobs: list[JobSnapshot]
+    seen: dict[str, _Seen]
+    total_size: int | None
+    token: object
+
+
+@dataclass(frozen=True, slots=True)
 class JobPage:
     """One LIST page: its jobs, its number (from 1), the list's `totalSize` when sent, and
     whether it is the last page and the list was read in full."""
@@ -364,6 +375,8 @@ class FireworksClient:
         # Per kind, what the last LIST said of each job (by name): lets a LIST skip parsing
         # jobs whose state and status did not change.
         self._listed: dict[JobKind, dict[str, _Seen]] = {}
+        # The last body and jobs of each LIST page, to skip decoding a page that did not change.
+        self._page_memos: dict[tuple[JobKind, int], _PageMemo] = {}
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
@@ -457,24 +470,17 @@ class FireworksClient:
         total: int | None = None
         for number in range(1, MAX_PAGES + 1):
             response = await self._send(path, params)
+            page = self._decode_page(kind, number, response, known)
+            fresh.update(page.seen)
+            jobs = page.jobs
+            if number == 1:
+                total = page.total_size
+            token = page.token
             where = _request_line(response)
-            body = self._json(response)
-            if not isinstance(body, dict):
-                msg = f"{where}: list body is not a JSON object (got {type(body).__name__})"
-                raise PayloadError(msg)
-            items = body.get(kind.collection, [])  # proto3 JSON omits an empty list
-            if not isinstance(items, list):
-                msg = f"{where}: {kind.collection!r} is not a list"
-                raise PayloadError(msg)
-            jobs = [
-                self._reuse_or_parse(item, kind, known, fresh, f"{where} item {i}")
-                for i, item in enumerate(items)
-            ]
-            if number == 1 and isinstance(body.get("totalSize"), int):
-                total = body["totalSize"]
-            token = body.get("nextPageToken")
             if token is None or token == "":
                 self._listed[kind] = fresh  # vanished jobs leave the cache with the list
+                for key in [k for k in self._page_memos if k[0] == kind and k[1] > number]:
+                    del self._page_memos[key]  # the list got shorter
                 yield JobPage(jobs, number, total, last=True, complete=True)
                 return
             if not isinstance(token, str):
@@ -493,6 +499,39 @@ class FireworksClient:
             params["pageToken"] = token
         msg = f"GET {path}: more than {MAX_PAGES} pages; stopped paging"
         raise PayloadError(msg)
+
+    def _decode_page(
+        self, kind: JobKind, number: int, response: httpx.Response, known: Mapping[str, _Seen]
+    ) -> _PageMemo:
+        """The jobs of one LIST page; a page whose bytes are the same as last time is not
+        decoded again (on a quiet account that is nearly every page)."""
+        memo = self._page_memos.get((kind, number))
+        if memo is not None and memo.content == response.content:
+            return memo
+        where = _request_line(response)
+        body = self._json(response)
+        if not isinstance(body, dict):
+            msg = f"{where}: list body is not a JSON object (got {type(body).__name__})"
+            raise PayloadError(msg)
+        items = body.get(kind.collection, [])  # proto3 JSON omits an empty list
+        if not isinstance(items, list):
+            msg = f"{where}: {kind.collection!r} is not a list"
+            raise PayloadError(msg)
+        seen: dict[str, _Seen] = {}
+        jobs = [
+            self._reuse_or_parse(item, kind, known, seen, f"{where} item {i}")
+            for i, item in enumerate(items)
+        ]
+        total = body.get("totalSize")
+        memo = _PageMemo(
+            content=response.content,
+            jobs=jobs,
+            seen=seen,
+            total_size=total if isinstance(total, int) else None,
+            token=body.get("nextPageToken"),
+        )
+        self._page_memos[(kind, number)] = memo
+        return memo
 
     def _reuse_or_parse(
         self,
