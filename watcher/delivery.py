@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from watcher.schedule import doubling
 from watcher.transitions import ChannelRules
 
 
@@ -112,6 +113,5 @@ def next_attempt(
     """
     if (now - created_at).total_seconds() >= policy.give_up_after:
         return None
-    # The exponent is bounded: 2**1439 (a day of one-minute retries) does not fit in a float.
-    nominal = min(policy.max_delay, policy.first_delay * 2 ** min(max(attempts - 1, 0), 32))
+    nominal = doubling(policy.first_delay, policy.max_delay, attempts)
     return now + timedelta(seconds=nominal * (0.5 + rand() / 2))

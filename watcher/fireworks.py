@@ -31,6 +31,7 @@ from watcher import __version__
 from watcher.budget import RequestBudget
 from watcher.errors import ApiRejected, ApiUnavailable, ConfigError, PayloadError
 from watcher.model import JobKind, JobRef, JobSnapshot, JobState, short_state
+from watcher.schedule import doubling
 
 DEFAULT_BASE_URL: Final = "https://api.fireworks.ai"
 USER_AGENT: Final = f"fireworks-watcher/{__version__}"
@@ -173,8 +174,7 @@ def backoff_delay(
     a uniform share of it (`rand()` in [0, 1)). A server hint wins when it is longer, and the
     result never exceeds `max_retry_after`.
     """
-    # min() on the exponent keeps a silly attempt number from overflowing the float.
-    ceiling = min(policy.max_delay, policy.base_delay * 2.0 ** min(max(attempt, 1) - 1, 64))
+    ceiling = doubling(policy.base_delay, policy.max_delay, attempt)
     delay = ceiling * min(max(rand(), 0.0), 1.0)
     if retry_after is not None:
         delay = max(delay, retry_after)

@@ -13,6 +13,15 @@ from datetime import UTC, datetime, timedelta
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
+def doubling(first: float, cap: float, step: int) -> float:
+    """`first` at step 1, doubled at each later step, never more than `cap`.
+
+    The one exponential backoff of the program: API retries, poll backoff, notification retries.
+    """
+    # A bounded exponent: 2**n overflows a float long before a long outage ends.
+    return min(cap, first * 2.0 ** min(max(step - 1, 0), 64))
+
+
 @dataclass(slots=True)
 class PollSchedule:
     """Next poll time per target, and the backoff state of the API as a whole.
@@ -97,5 +106,4 @@ class PollSchedule:
         self._resume_at = now + timedelta(seconds=delay)
 
     def _backoff(self, failures: int) -> float:
-        # Bounded exponent: 2**n overflows a float long before a long outage ends.
-        return min(self.slow_interval, self.poll_interval * 2.0 ** min(failures - 1, 32))
+        return doubling(self.poll_interval, self.slow_interval, failures)
