@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from watcher.budget import RequestBudget, effective_interval, requests_per_cycle
+from watcher.model import JobKind, JobRef
 
 
 class Clock:
@@ -62,20 +63,27 @@ def test_rejects_a_zero_budget() -> None:
         RequestBudget(0)
 
 
+DPO, SFT, RFT = JobKind.DPO, JobKind.SFT, JobKind.RFT
+
+
+def refs(kind: JobKind, count: int) -> list[JobRef]:
+    return [JobRef(kind, f"job-{i}") for i in range(count)]
+
+
 @pytest.mark.parametrize(
     ("explicit", "discovered", "pages", "expected"),
     [
-        pytest.param({"dpo": 3}, [], {}, 3, id="unknown list: GETs"),
-        pytest.param({"dpo": 1000}, [], {"dpo": 5}, 5, id="explicit 1000 in a 5-page list"),
-        pytest.param({"dpo": 2}, [], {"dpo": 50}, 2, id="2 jobs in a big account: GETs"),
-        pytest.param({}, ["dpo"], {"dpo": 50}, 50, id="discover 10,000"),
-        pytest.param({}, ["dpo"], {}, 1, id="discover, length unknown"),
-        pytest.param({"dpo": 7}, ["dpo"], {"dpo": 2}, 2, id="explicit jobs ride the discover list"),
-        pytest.param({"sft": 4, "dpo": 1}, ["rft"], {"rft": 3}, 8, id="kinds add up"),
+        pytest.param(refs(DPO, 3), [], {}, 3, id="unknown list: GETs"),
+        pytest.param(refs(DPO, 1000), [], {DPO: 5}, 5, id="explicit 1000 in a 5-page list"),
+        pytest.param(refs(DPO, 2), [], {DPO: 50}, 2, id="2 jobs in a big account: GETs"),
+        pytest.param([], [DPO], {DPO: 50}, 50, id="discover 10,000"),
+        pytest.param([], [DPO], {}, 1, id="discover, length unknown"),
+        pytest.param(refs(DPO, 7), [DPO], {DPO: 2}, 2, id="explicit jobs ride the discover list"),
+        pytest.param(refs(SFT, 4) + refs(DPO, 1), [RFT], {RFT: 3}, 8, id="kinds add up"),
     ],
 )
 def test_requests_per_cycle(
-    explicit: dict[str, int], discovered: list[str], pages: dict[str, int], expected: int
+    explicit: list[JobRef], discovered: list[JobKind], pages: dict[JobKind, int], expected: int
 ) -> None:
     """A cycle costs the cheaper of GETs or a LIST per kind, and a LIST per discovered kind."""
     assert expected == requests_per_cycle(explicit, discovered, pages)

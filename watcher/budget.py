@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping
+
+from watcher.model import JobKind, JobRef
 
 #: Seconds of budget that may be spent at once: small, so requests are spread, not burst.
 BURST_SECONDS = 5.0
@@ -66,13 +69,12 @@ def effective_interval(requests_per_cycle: float, per_minute: float, poll_interv
 
 
 def requests_per_cycle(
-    explicit_by_kind: dict[str, int], discovered: list[str], pages: dict[str, int]
+    refs: Iterable[JobRef], discovered: Collection[JobKind], pages: Mapping[JobKind, int]
 ) -> int:
     """Requests one full cycle costs: a LIST (its pages) per discovered kind, and for explicit
-    jobs of other kinds the cheaper of one GET each or a LIST; unknown list lengths count as
-    one page."""
-    total = sum(pages.get(kind, 1) for kind in discovered)
-    for kind, count in explicit_by_kind.items():
-        if kind not in discovered:
-            total += min(count, pages.get(kind, count))
-    return total
+    jobs of other kinds the cheaper of one GET each or a LIST; an unknown list length counts
+    as one page for a discovered kind and as one GET per job otherwise."""
+    explicit = Counter(ref.kind for ref in refs if ref.kind not in discovered)
+    return sum(pages.get(kind, 1) for kind in discovered) + sum(
+        min(count, pages.get(kind, count)) for kind, count in explicit.items()
+    )

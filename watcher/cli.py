@@ -20,7 +20,7 @@ from watcher.errors import ConfigError, NotifyError, StoreError, WatcherError
 if TYPE_CHECKING:
     from watcher.config import Settings
     from watcher.loop import Watcher, WatchPlan
-    from watcher.model import JobRef, Transition
+    from watcher.model import JobKind, JobRef, Transition
 
 T = TypeVar("T")
 
@@ -194,17 +194,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write_budget(settings: Settings, plan: WatchPlan, *, pages: dict[str, int]) -> None:
+def _write_budget(settings: Settings, plan: WatchPlan, *, pages: dict[JobKind, int]) -> None:
     """Say what a full cycle costs against the request budget, and the interval it allows."""
     from watcher.budget import effective_interval, requests_per_cycle
 
-    explicit: dict[str, int] = {}
-    for ref in plan.refs:
-        explicit[str(ref.kind)] = explicit.get(str(ref.kind), 0) + 1
-    discovered = [str(kind) for kind in plan.discover]
-    cost = requests_per_cycle(explicit, discovered, pages)
+    cost = requests_per_cycle(plan.refs, plan.discover, pages)
     per_minute = settings.watcher.max_requests_per_minute
-    unknown = [kind for kind in discovered if kind not in pages]
+    unknown = [kind for kind in plan.discover if kind not in pages]
     out = sys.stdout
     out.write(f"  API budget: {per_minute} requests/min; a full cycle costs {cost} request(s)")
     out.write(
@@ -226,13 +222,13 @@ def _probe(settings: Settings, plan: WatchPlan) -> int:
 
     async def probe() -> int:
         problems = 0
-        pages: dict[str, int] = {}
+        pages: dict[JobKind, int] = {}
         budget = RequestBudget(settings.watcher.max_requests_per_minute)
         async with app.fireworks_client(settings, budget=budget) as client:
             try:
                 for kind in plan.discover:
                     listing = await client.listing(kind)
-                    pages[str(kind)] = listing.pages
+                    pages[kind] = listing.pages
                     sys.stdout.write(
                         f"  probe {kind}: {len(listing.jobs)} jobs listed "
                         f"in {listing.pages} page(s)\n"

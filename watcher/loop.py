@@ -716,11 +716,7 @@ class Watcher:
 
     def cycle_cost(self) -> int:
         """Requests a full cycle costs, as far as the list lengths are known."""
-        return requests_per_cycle(
-            {str(kind): len(refs) for kind, refs in self._explicit.items()},
-            [str(k) for k in self.plan.discover],
-            {str(k): v for k, v in self._pages.items()},
-        )
+        return requests_per_cycle(self.plan.refs, self.plan.discover, self._pages)
 
     def _check_budget(self) -> None:
         """Say once (per change) when the budget cannot poll everything every interval."""
