@@ -111,11 +111,21 @@ urls = ["{receiver.url()}"]
     return path
 
 
+StartDaemon = Callable[..., Daemon]
+
+
 @pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    """Every daemon a test starts is killed at the end, whatever happened."""
+def start(config_path: Path, daemon_env: dict[str, str]) -> Iterator[StartDaemon]:
+    """Starts daemons on the test's config (optionally with another environment); every one is
+    killed at the end, whatever happened."""
     started: list[Daemon] = []
-    yield started
+
+    def start_daemon(env: dict[str, str] | None = None) -> Daemon:
+        daemon = Daemon(config_path, daemon_env if env is None else env)
+        started.append(daemon)
+        return daemon
+
+    yield start_daemon
     for daemon in started:
         daemon.close()
 
@@ -124,14 +134,12 @@ def test_sigkill_and_restart_loses_and_repeats_nothing(
     sim: Simulator,
     receiver: JsonReceiver,
     config_path: Path,
-    daemon_env: dict[str, str],
-    daemons: list[Daemon],
+    start: StartDaemon,
 ) -> None:
     """A daemon killed with SIGKILL and restarted reports what changed meanwhile, exactly once."""
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
-    first = Daemon(config_path, daemon_env)
-    daemons.append(first)
+    first = start()
     first.wait_event("job.baseline", 2)
 
     sim.set_state("job-a", "COMPLETED")
@@ -140,8 +148,7 @@ def test_sigkill_and_restart_loses_and_repeats_nothing(
     first.kill()
     sim.set_state("job-b", "FAILED", status_code="INTERNAL", status_message="node lost")
 
-    second = Daemon(config_path, daemon_env)
-    daemons.append(second)
+    second = start()
     second.wait_event("notify.sent")
     polled = sim.request_count
     # Several more cycles: nothing may be sent again.
@@ -156,14 +163,11 @@ def test_sigkill_and_restart_loses_and_repeats_nothing(
     assert 0 == second.stop()
 
 
-def test_sigterm_exits_zero(
-    sim: Simulator, config_path: Path, daemon_env: dict[str, str], daemons: list[Daemon]
-) -> None:
+def test_sigterm_exits_zero(sim: Simulator, config_path: Path, start: StartDaemon) -> None:
     """SIGTERM stops the daemon cleanly with exit code 0."""
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
-    daemon = Daemon(config_path, daemon_env)
-    daemons.append(daemon)
+    daemon = start()
     daemon.wait_event("job.baseline", 2)
 
     assert 0 == daemon.stop()
@@ -174,14 +178,12 @@ def test_bad_api_answers_do_not_stop_the_daemon(
     sim: Simulator,
     receiver: JsonReceiver,
     config_path: Path,
-    daemon_env: dict[str, str],
-    daemons: list[Daemon],
+    start: StartDaemon,
 ) -> None:
     """Malformed JSON, 500s and 429s are logged and survived; the transition still arrives."""
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
-    daemon = Daemon(config_path, daemon_env)
-    daemons.append(daemon)
+    daemon = start()
     daemon.wait_event("job.baseline", 2)
 
     sim.add_fault(malformed=True, times=2)
@@ -199,14 +201,12 @@ def test_sighup_reloads_the_config_and_rejects_a_bad_one(
     sim: Simulator,
     receiver: JsonReceiver,
     config_path: Path,
-    daemon_env: dict[str, str],
-    daemons: list[Daemon],
+    start: StartDaemon,
 ) -> None:
     """SIGHUP: added jobs are baselined, removed ones dropped, channels rebuilt; a bad file is refused."""
     for job in ("job-a", "job-b", "job-c"):
         sim.add_job(job, state="RUNNING")
-    daemon = Daemon(config_path, daemon_env)
-    daemons.append(daemon)
+    daemon = start()
     daemon.wait_event("job.baseline", 2)
     original = config_path.read_text()
     with JsonReceiver() as second:
@@ -237,8 +237,7 @@ def test_health_endpoints_of_a_running_daemon(
     sim: Simulator,
     receiver: JsonReceiver,
     config_path: Path,
-    daemon_env: dict[str, str],
-    daemons: list[Daemon],
+    start: StartDaemon,
 ) -> None:
     """The daemon serves /healthz, /readyz and /metrics; a rejected key turns /readyz 503."""
     config_path.write_text(
@@ -246,8 +245,7 @@ def test_health_endpoints_of_a_running_daemon(
     )
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
-    daemon = Daemon(config_path, daemon_env)
-    daemons.append(daemon)
+    daemon = start()
     port = daemon.wait_event("health.listening")[0]["port"]
     base = f"http://127.0.0.1:{port}"
     daemon.wait_event("job.baseline", 2)
@@ -273,14 +271,12 @@ def test_sigterm_lets_an_in_flight_send_finish(
     sim: Simulator,
     receiver: JsonReceiver,
     config_path: Path,
-    daemon_env: dict[str, str],
-    daemons: list[Daemon],
+    start: StartDaemon,
 ) -> None:
     """SIGTERM during a slow send waits for it (up to 5 s), marks it, and a restart repeats nothing."""
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
-    daemon = Daemon(config_path, daemon_env)
-    daemons.append(daemon)
+    daemon = start()
     daemon.wait_event("job.baseline", 2)
     receiver.delay = 2.0
     sim.set_state("job-a", "COMPLETED")
@@ -292,8 +288,7 @@ def test_sigterm_lets_an_in_flight_send_finish(
     assert any('"notify.sent"' in line for line in daemon.lines)
 
     receiver.delay = 0.0
-    again = Daemon(config_path, daemon_env)
-    daemons.append(again)
+    again = start()
     polled = sim.request_count
     wait_until(lambda: sim.request_count >= polled + 6, "three poll cycles after the restart")
     assert 1 == len(receiver.messages)
@@ -304,7 +299,7 @@ def test_systemd_notify_protocol(
     sim: Simulator,
     config_path: Path,
     daemon_env: dict[str, str],
-    daemons: list[Daemon],
+    start: StartDaemon,
     tmp_path: Path,
 ) -> None:
     """Under systemd the daemon sends READY=1, a WATCHDOG=1 beat, RELOADING=1 and STOPPING=1."""
@@ -315,8 +310,7 @@ def test_systemd_notify_protocol(
         notify_socket.bind(str(socket_path))
         notify_socket.settimeout(DEADLINE)
         env = daemon_env | {"NOTIFY_SOCKET": str(socket_path), "WATCHDOG_USEC": "600000"}
-        daemon = Daemon(config_path, env)
-        daemons.append(daemon)
+        daemon = start(env)
 
         def next_message() -> str:
             return notify_socket.recv(4096).decode()
@@ -344,7 +338,7 @@ def test_healthcheck_command(
     sim: Simulator,
     config_path: Path,
     daemon_env: dict[str, str],
-    daemons: list[Daemon],
+    start: StartDaemon,
 ) -> None:
     """`fireworks-watcher healthcheck` exits 0 while the daemon is healthy and 1 once it is gone."""
     port = free_tcp_port()
@@ -364,8 +358,7 @@ def test_healthcheck_command(
             check=False,
         )
 
-    daemon = Daemon(config_path, daemon_env)
-    daemons.append(daemon)
+    daemon = start()
     daemon.wait_event("job.baseline", 2)
     healthy = healthcheck()
     assert 0 == daemon.stop()
