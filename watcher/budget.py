@@ -58,10 +58,6 @@ class RequestBudget:
         self._refill()
         return 0.0 if self._tokens >= 1 else (1.0 - self._tokens) / self._rate
 
-    def seconds_for(self, requests: float) -> float:
-        """How long `requests` requests take at the sustained rate."""
-        return requests / self._rate
-
 
 def effective_interval(requests_per_cycle: float, per_minute: float, poll_interval: float) -> float:
     """How often every job can really be polled: the interval, or longer if the budget is short."""

@@ -72,11 +72,6 @@ def secret_parts(url: str, display: str) -> frozenset[str]:
     return frozenset(p for p in pieces if len(p) >= 4 and p not in display)
 
 
-def privacy_url(url: str, *, where: str = "url") -> str:
-    """The URL with its credentials masked, as apprise shows it; NotifyError when it is not valid."""
-    return _display(_load(url, where))
-
-
 def _display(app: apprise.Apprise) -> str:
     return "".join(server.url(privacy=True) for server in app)  # type: ignore[no-untyped-call]
 
