@@ -463,3 +463,38 @@ async def test_notify_new_announces_jobs_created_later(
             m["title"] for m in wants_new.wait_for(1)
         ]
         assert [] == plain.messages
+
+
+async def test_delivered_rows_are_pruned_after_a_week(
+    server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
+) -> None:
+    """Delivered outbox rows are kept for a week, then deleted, so the state file stays small."""
+    sim.add_job("job-a", state="RUNNING")
+    settings = settings_for(
+        server, state_path, ["job-a"], [{"name": "t", "urls": [receiver.url()]}]
+    )
+    now = [datetime.now(UTC)]
+    async with app.open_watcher(settings) as real:
+        watcher = Watcher(
+            real.plan,
+            source=real._source,
+            store=real._store,
+            sender=real._sender,
+            clock=lambda: now[0],
+        )
+        await watcher.run_once(force=True)
+        sim.set_state("job-a", "COMPLETED")
+        await watcher.run_once(force=True)
+        receiver.wait_for(1)
+        rows_after_a_day = outbox_rows(state_path)  # delivered, kept for now
+        now[0] += timedelta(days=8)
+        await watcher.run_once(force=True)
+
+    assert 1 == rows_after_a_day
+    assert 0 == outbox_rows(state_path)
+
+
+def outbox_rows(state_path: Path) -> int:
+    """How many outbox rows the state file holds."""
+    with sqlite3.connect(state_path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])

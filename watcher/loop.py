@@ -42,6 +42,10 @@ API_DOWN_FLAG = "api_down_announced"
 #: Calls in one cycle that may fail as unavailable, with none succeeding, before the rest of
 #: the cycle is skipped: probing 10,000 jobs against a dead API helps nobody.
 PROBE_CALLS = 3
+#: Delivered outbox rows are kept this long (for `status` and debugging), then deleted.
+KEEP_DELIVERED = timedelta(days=7)
+#: How often the delivered rows are pruned.
+PRUNE_EVERY = timedelta(hours=1)
 #: Jobs per LIST page the API client asks for (the API's maximum).
 LIST_PAGE_SIZE = 200
 
@@ -89,6 +93,7 @@ class Store(Protocol):
     def mark_delivered(self, delivery_id: int, *, now: datetime) -> None: ...
     def mark_retry(self, delivery_id: int, *, next_attempt_at: datetime, error: str) -> None: ...
     def mark_dead(self, delivery_id: int, *, now: datetime, error: str) -> None: ...
+    def prune(self, *, delivered_before: datetime) -> int: ...
 
 
 class Budget(Protocol):
@@ -246,6 +251,7 @@ class Watcher:
         self._pages: dict[JobKind, int] = {}
         self._listed_kinds: set[JobKind] = set()
         self._budget_warned_at = 0
+        self._next_prune = datetime.min.replace(tzinfo=UTC)
         self._index_plan()
 
     def last(self, ref: JobRef) -> JobSnapshot | None:
@@ -325,9 +331,20 @@ class Watcher:
         )
         await self._record(observed, report, api_notice=self._api_notice(report, now))
         await self.deliver_due(report)
+        await self._prune(now)
         self._observer.cycle_done(report, at=self._clock())
         self._check_budget()
         return report
+
+    async def _prune(self, now: datetime) -> None:
+        """Delete old delivered rows now and then, so months of notifications do not pile up."""
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY
+        try:
+            await self._db(self._store.prune, delivered_before=now - KEEP_DELIVERED)
+        except StoreError as exc:
+            log.error("store.error", error=str(exc))
 
     def _index_plan(self) -> None:
         """Views of the plan the loop consults per page and per cycle, computed once per plan."""
