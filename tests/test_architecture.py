@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
-CORE = {"model", "transitions", "messages", "errors", "delivery", "schedule", "budget"}
+CORE = {"model", "kinds", "transitions", "messages", "errors", "delivery", "schedule", "budget"}
 ADAPTERS = {"fireworks", "store", "notify", "health", "sdnotify"}
 COMPOSITION = {"app", "cli", "demo", "__main__"}
 # Third-party libraries each module may use beside the standard library.
 ALLOWED_LIBRARIES: dict[str, set[str]] = {
     "config": {"pydantic", "pydantic_core"},
-    "fireworks": {"httpx", "anyio", "orjson"},
+    "fireworks": {"httpx", "anyio", "orjson", "structlog"},
     "store": set(),
     "sdnotify": set(),
     "notify": {"apprise", "anyio"},

@@ -157,7 +157,7 @@ def test_sigkill_and_restart_loses_and_repeats_nothing(
     titles = [m["title"] for m in receiver.messages]
     assert [
         "Sim job job-a (job-a): RUNNING → COMPLETED",
-        "Sim job job-b (job-b): RUNNING → FAILED",
+        "Sim job job-b (job-b): RUNNING → FAILED: node lost",
     ] == titles
     assert "node lost" in receiver.messages[1]["message"]
     assert 0 == second.stop()

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from watcher import __version__
 from watcher.errors import ApiRejected, ApiUnavailable, ConfigError, PayloadError
 from watcher.fireworks import (
-    READ_MASKS,
     FireworksClient,
     RetryPolicy,
     backoff_delay,
@@ -267,9 +266,9 @@ PARSE_CASES: list[tuple[JobKind, dict[str, object], dict[str, str]]] = [
             "name": "accounts/acme/dpoJobs/mixed",
             "status": {"code": 5, "message": "m"},
             "trainingConfig": {"baseModel": 1},
-            "baseModel": "flat-model",
+            "baseModel": "flat-model",  # not a DPO field: DPO reads trainingConfig only
         },
-        {"status_code": "", "status_message": "m", "base_model": "flat-model"},
+        {"status_code": "", "status_message": "m", "base_model": ""},
     ),
 ]
 PARSE_IDS = [
@@ -370,7 +369,7 @@ JSON = st.recursive(
 )
 JSON_LEAF = st.none() | st.booleans() | st.integers() | st.text(max_size=12)
 PLAUSIBLE_KEYS = sorted(
-    {key for mask in READ_MASKS.values() for key in mask.split(",")}
+    {key for kind in JobKind for key in kind.spec.read_mask.split(",")}
     | {"baseModel", "model", "outputModel", "code", "message", "url", "apiKey"}
 )
 #: JSON whose objects use the API's own keys, so nested lookups meet every shape.
@@ -550,7 +549,7 @@ def _error_response(
     [
         (
             _error_response(404, {"code": 5, "message": "dpo job not found"}),
-            f"GET {DPO_PATH}: HTTP 404 Not Found: dpo job not found",
+            f"GET {DPO_PATH}: HTTP 404 NOT_FOUND: dpo job not found",
         ),
         (
             _error_response(403, {"error": {"code": 403, "message": "permission denied"}}),
@@ -619,8 +618,8 @@ async def test_get_job_sends_auth_and_read_mask() -> None:
     assert f"fireworks-watcher/{__version__}" == request.headers["User-Agent"]
     assert {
         "readMask": (
-            "name,displayName,state,status,createTime,completedTime,createdBy,dataset,"
-            "trainingConfig,wandbConfig"
+            "name,state,status,displayName,createTime,createdBy,completedTime,trainingConfig,"
+            "dataset,wandbConfig"
         )
     } == dict(request.url.params)
 
@@ -634,7 +633,7 @@ async def test_get_job_read_mask_per_kind(kind: JobKind) -> None:
         await client.get_job(ref)
 
     (request,) = api.requests
-    assert (f"/v1/accounts/acme/{kind.collection}/j1", READ_MASKS[kind]) == (
+    assert (f"/v1/accounts/acme/{kind.collection}/j1", kind.spec.read_mask) == (
         request.url.path,
         request.url.params["readMask"],
     )
@@ -673,7 +672,7 @@ async def test_get_job_empty_404_is_not_found() -> None:
     assert JobState.NOT_FOUND == snapshot.state
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 409, 412, 422], ids=str)
+@pytest.mark.parametrize("status", [400, 401, 403, 405, 412, 422], ids=str)
 async def test_get_job_rejected_without_retry(status: int) -> None:
     """4xx answers are ApiRejected at once with the status code and the server's message."""
     api = ScriptedApi(Reply(status, {"code": 16, "message": "computer says no"}))
@@ -751,7 +750,7 @@ async def test_list_jobs_follows_pages() -> None:
     assert "FAILED" == jobs[-1].state
     assert [None, "t1", "t2"] == [r.url.params.get("pageToken") for r in api.requests]
     assert {"/v1/accounts/acme/dpoJobs"} == {r.url.path for r in api.requests}
-    assert {("200", READ_MASKS[JobKind.DPO])} == {
+    assert {("200", JobKind.DPO.spec.read_mask)} == {
         (r.url.params["pageSize"], r.url.params["readMask"]) for r in api.requests
     }
     assert 3 == client.requests_sent
@@ -886,7 +885,7 @@ async def test_long_retry_after_is_not_waited() -> None:
     assert (600.0, [], 1) == (info.value.retry_after, sleep.delays, len(api.requests))
 
 
-@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504], ids=str)
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 501, 502, 503, 504, 507], ids=str)
 async def test_retries_exhausted(status: int) -> None:
     """Transient statuses are tried `attempts` times, then raise ApiUnavailable."""
     api = ScriptedApi(Reply(status, {"message": "try later"}, headers={"Retry-After": "2"}))
@@ -913,14 +912,99 @@ async def test_backoff_grows_between_tries() -> None:
     assert info.value.retry_after is None
 
 
-async def test_other_5xx_is_unavailable_without_retry() -> None:
-    """A 5xx outside the retry set (501) is ApiUnavailable at once."""
-    api = ScriptedApi(Reply(501, {"message": "nope"}))
+@pytest.mark.parametrize(
+    ("status", "hint", "error", "requests"),
+    [
+        pytest.param(503, "false", ApiUnavailable, 1, id="503 told not to retry"),
+        pytest.param(429, "false", ApiUnavailable, 1, id="429 told not to retry"),
+        pytest.param(400, "true", ApiRejected, 3, id="400 told to retry"),
+        pytest.param(500, "TRUE", ApiUnavailable, 3, id="500 told to retry (any case)"),
+        pytest.param(400, "maybe", ApiRejected, 1, id="400 with a nonsense hint"),
+    ],
+)
+async def test_x_should_retry_overrides_the_status(
+    status: int, hint: str, error: type[Exception], requests: int
+) -> None:
+    """`x-should-retry: true|false` decides retries as the official SDK lets it."""
+    api = ScriptedApi(Reply(status, {"message": "m"}, headers={"x-should-retry": hint}))
     async with client_for(api) as client:
-        with pytest.raises(ApiUnavailable):
+        with pytest.raises(error):
             await client.get_job(DPO_REF)
 
-    assert 1 == len(api.requests)
+    assert requests == len(api.requests)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"retry-after-ms": "1500", "Retry-After": "9"}, 1.5, id="ms first"),
+        pytest.param({"retry-after-ms": "soon", "Retry-After": "4"}, 4.0, id="bad ms"),
+        pytest.param({"retry-after-ms": "-5", "Retry-After": "3"}, 3.0, id="negative ms"),
+        pytest.param({"retry-after-ms": "250"}, 0.25, id="ms alone"),
+    ],
+)
+async def test_retry_after_ms_is_honoured_first(headers: dict[str, str], expected: float) -> None:
+    """`retry-after-ms` sets the pause before `Retry-After`; an unusable one is skipped."""
+    api = ScriptedApi(Reply(429, {}, headers=headers), Reply(body=dpo_payload()))
+    sleep = RecordingSleep()
+    async with client_for(api, sleep) as client:
+        await client.get_job(DPO_REF)
+
+    assert [expected] == sleep.delays
+
+
+MASK_ERROR = {"code": 3, "message": "invalid readMask path 'trainingConfig'"}
+
+
+async def test_read_mask_drift_is_survived_and_remembered() -> None:
+    """A 400 naming the readMask is tried once without it; the kind is read whole from then."""
+    api = ScriptedApi(Reply(400, MASK_ERROR), Reply(body=dpo_payload()), Reply(body=dpo_payload()))
+    async with client_for(api) as client:
+        first = await client.get_job(DPO_REF)
+        second = await client.get_job(DPO_REF)
+
+    masks = [r.url.params.get("readMask") for r in api.requests]
+    assert [JobKind.DPO.spec.read_mask, None, None] == masks
+    assert (DPO_REF, DPO_REF) == (first.ref, second.ref)
+    assert {JobKind.DPO} == client.unmasked
+
+
+async def test_read_mask_drift_on_a_list() -> None:
+    """A LIST whose readMask is refused is listed again without it, from the first page."""
+    page = {"dpoJobs": [dpo_payload()], "totalSize": 1}
+    api = ScriptedApi(Reply(400, MASK_ERROR), Reply(body=page))
+    async with client_for(api) as client:
+        jobs = await client.list_jobs(JobKind.DPO)
+
+    assert [DPO_REF] == [job.ref for job in jobs]
+    assert [True, False] == ["readMask" in r.url.params for r in api.requests]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(Reply(400, {"code": 3, "message": "bad filter"}), id="another 400"),
+        pytest.param(Reply(403, {"code": 7, "message": "readMask denied"}), id="403"),
+    ],
+)
+async def test_other_rejections_keep_the_mask(reply: Reply) -> None:
+    """Only a 400 that names the readMask drops it; other rejections are raised at once."""
+    api = ScriptedApi(reply)
+    async with client_for(api) as client:
+        with pytest.raises(ApiRejected):
+            await client.get_job(DPO_REF)
+
+    assert (1, set()) == (len(api.requests), client.unmasked)
+
+
+def test_error_message_names_the_grpc_code() -> None:
+    """A grpc-gateway code number becomes its name: `HTTP 400 INVALID_ARGUMENT: ...`."""
+    response = _error_response(400, MASK_ERROR)
+
+    assert (
+        f"GET {DPO_PATH}: HTTP 400 INVALID_ARGUMENT: invalid readMask path 'trainingConfig'"
+        == error_message(response)
+    )
 
 
 @pytest.mark.parametrize(

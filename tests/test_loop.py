@@ -97,7 +97,7 @@ async def test_transitions_are_announced_with_their_reason(
     assert [
         "Sim job job-a (job-a): RUNNING → COMPLETED",
         "Sim job job-b (job-b): PENDING → RUNNING",
-        "Sim job job-c (job-c): RUNNING → FAILED",
+        "Sim job job-c (job-c): RUNNING → FAILED: CUDA OOM at step 7",
     ] == titles
     failed = next(m for m in got if "FAILED" in m["title"])
     assert "INTERNAL: CUDA OOM at step 7" in failed["message"]

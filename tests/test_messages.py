@@ -43,11 +43,12 @@ def test_default_message_names_the_move_and_the_reason() -> None:
             status_message="CUDA out of memory at step 412",
             display_name="Big run",
             create_time="2026-11-27T12:00:00Z",
+            completed_time="2026-11-27T13:02:05Z",
             wandb_url="https://wandb.ai/acme/p/runs/1",
         )
     )
 
-    assert "Big run (my-job): RUNNING → FAILED" == message.title
+    assert "Big run (my-job): RUNNING → FAILED: CUDA out of memory at step 412" == message.title
     assert "INTERNAL: CUDA out of memory at step 412" in message.body
     assert "**RUNNING → FAILED**" in message.body
     assert "Duration: 1h 02m 05s" in message.body

@@ -70,6 +70,7 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
         terminal_poll_interval=w.terminal_poll_interval or min(10 * w.poll_interval, 600.0),
         retry=RetryPolicy(max_delay=w.retry_max_delay, give_up_after=w.retry_for),
         api_down_after=w.api_down_after,
+        unreadable_after=w.unreadable_after,
         api_label=settings.fireworks.base_url,
     )
 

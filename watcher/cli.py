@@ -9,24 +9,29 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from watcher import __version__
 from watcher.errors import ConfigError, NotifyError, StoreError, WatcherError
+from watcher.kinds import JobKind
 
 if TYPE_CHECKING:
     from watcher.config import Settings
     from watcher.loop import Watcher, WatchPlan
-    from watcher.model import JobKind, JobRef, Transition
+    from watcher.model import JobRef, Transition
 
 T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+#: `watch` gives up on an API rejection (a 4xx other than 404/408/409/429) after this many polls.
+WATCH_REJECTIONS = 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,16 +96,25 @@ def _parser() -> argparse.ArgumentParser:
         "--probe", action="store_true", help="also call the API once per watch (sends nothing)"
     )
     with_config(command("once", _cmd_once, "one poll cycle and delivery, then exit"))
-    watch = command("watch", _cmd_watch, "follow one job to an outcome; the exit code tells it")
-    watch.add_argument("job", help="job id or full resource name")
+    watch = command(
+        "watch",
+        _cmd_watch,
+        "follow one resource to an outcome: exit 0 success, 1 failure or gone, 2 usage or "
+        "rejected, 3 timeout",
+    )
+    watch.add_argument("job", help="resource id or full resource name")
+    kinds = [kind.value for kind in JobKind]
     watch.add_argument(
-        "--kind", default="dpo", help="dpo | sft | rft | batch-inference | evaluation"
+        "--kind", default="dpo", choices=kinds, metavar="KIND", help=" | ".join(kinds)
     )
     watch.add_argument("--account", help="account id (default: $FIREWORKS_ACCOUNT_ID)")
     watch.add_argument(
         "--notify", action="append", default=[], metavar="URL", help="apprise URL (repeatable)"
     )
     watch.add_argument("--interval", type=float, default=15.0, help="seconds between polls")
+    watch.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 3)"
+    )
     status = command("status", _cmd_status, "last known state of every job, undelivered messages")
     with_config(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -117,7 +131,19 @@ def _parser() -> argparse.ArgumentParser:
     simulate = command("simulate", _cmd_simulate, "run the Fireworks API simulator alone")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8080)
-    simulate.add_argument("--jobs", type=int, default=0, help="N generated jobs (0: demo timeline)")
+    simulate.add_argument(
+        "--jobs", type=int, default=0, help="N generated DPO jobs (0: a scenario)"
+    )
+    simulate.add_argument(
+        "--scenario",
+        default="demo",
+        metavar="NAME",
+        help="demo (a few jobs moving once), busy (every kind, moving forever), chaos (busy "
+        "with faults)",
+    )
+    simulate.add_argument(
+        "--api-key", help="the key clients must send (default: $FIREWORKS_API_KEY or sim-key)"
+    )
     return parser
 
 
@@ -259,14 +285,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
     path = settings.watcher.state_path
     if not path.exists():
         if args.json:
-            sys.stdout.write(json.dumps({"state_path": str(path), "jobs": [], "undelivered": []}))
+            empty = {"state_path": str(path), "jobs": [], "unreadable": [], "undelivered": []}
+            sys.stdout.write(json.dumps(empty))
             sys.stdout.write("\n")
         else:
             sys.stdout.write(f"no state yet at {path}\n")
         return EXIT_OK
+    from watcher.loop import UNREADABLE_FLAG
+
     with StateStore.open(path) as store:
         jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)
         undelivered = store.undelivered()
+        unreadable = sorted((t, e) for t, e in store.flags(UNREADABLE_FLAG).items() if e)
     if args.json:
         document = {
             "state_path": str(path),
@@ -279,9 +309,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
                     "state": s.state,
                     "status_code": s.status_code,
                     "status_message": s.status_message,
+                    "reason": s.reason,
+                    "progress": s.progress,
+                    "update_time": s.update_time,
                 }
                 for s in jobs
             ],
+            "unreadable": [{"target": target, "error": error} for target, error in unreadable],
             "undelivered": [
                 {
                     "id": d.id,
@@ -308,6 +342,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for s in jobs:
         status = f"{s.status_code}: {s.status_message}" if s.status_message else s.status_code
         out.write(f"{s.ref.key:<{width}}  {s.state:<16}  {status}\n")
+    if unreadable:
+        out.write(f"\n{len(unreadable)} resource(s) the watcher cannot read:\n")
+        for target, error in unreadable:
+            out.write(f"  {target}: {error}\n")
     if not undelivered:
         out.write("\nevery notification delivered\n")
         return EXIT_OK
@@ -354,6 +392,27 @@ def _cmd_test_notify(args: argparse.Namespace) -> int:
     return _run_async(send_all)
 
 
+#: Config key paths `watch` builds, by the flag a user typed them with.
+_WATCH_FLAGS: Final = (
+    ("fireworks.account_id", "--account"),
+    ("fireworks.api_key_file", "FIREWORKS_API_KEY"),
+    ("watch[0].jobs[0]", "JOB"),
+    ("watch[0].kind", "--kind"),
+    ("watcher.terminal_poll_interval", "--interval"),
+    ("watcher.poll_interval", "--interval"),
+    ("channel[0].urls", "--notify"),
+)
+
+
+def _flag_error(message: str) -> str:
+    """A config error of `watch`, naming the flag instead of the config key it became."""
+    text = message.removeprefix("watch: ")
+    for path, flag in _WATCH_FLAGS:
+        text = text.replace(path, flag)
+    # `--notify[0]` -> `--notify #1`: people count the flags they typed from one.
+    return re.sub(r"--notify\[(\d+)\]", lambda m: f"--notify #{int(m[1]) + 1}", text)
+
+
 def _watch_settings(args: argparse.Namespace, env: Mapping[str, str], state: Path) -> Settings:
     from watcher import config
 
@@ -373,17 +432,24 @@ def _watch_settings(args: argparse.Namespace, env: Mapping[str, str], state: Pat
         "watch": [{"kind": args.kind, "jobs": [args.job]}],
         "channel": [{"name": "watch", "urls": args.notify}] if args.notify else [],
     }
-    return config.parse(data, env, source="watch")
+    try:
+        settings = config.parse(data, env, source="watch")
+        settings.require_api_key()
+    except ConfigError as exc:
+        raise ConfigError(_flag_error(str(exc))) from None
+    return settings
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
     import tempfile
 
     from watcher import app
-    from watcher.model import SUCCESS_STATES
 
-    if args.interval <= 0:
+    if not 0 < args.interval < math.inf:
         _error("--interval must be > 0")
+        return EXIT_USAGE
+    if args.timeout is not None and not 0 < args.timeout < math.inf:
+        _error("--timeout must be > 0")
         return EXIT_USAGE
     with tempfile.TemporaryDirectory(prefix="fireworks-watcher-") as tmp:
         settings = _watch_settings(args, os.environ, Path(tmp) / "state.db")
@@ -393,38 +459,60 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             new = transition.new
             move = f"{transition.old_state} → {new.state}" if transition.old else new.state
             reason = f" ({new.status_code}: {new.status_message})" if new.status_message else ""
+            progress = f" {new.progress}%" if new.progress else ""
             stamp = f"{transition.observed_at:%Y-%m-%dT%H:%M:%SZ}"
-            sys.stdout.write(f"{stamp} {ref.job_id}: {move}{reason}\n")
+            sys.stdout.write(f"{stamp} {ref.kind}/{ref.job_id}: {move}{progress}{reason}\n")
             sys.stdout.flush()
 
-        async def follow() -> str:
-            async with app.open_watcher(settings, on_transition=show) as watcher:
-                return await _follow(watcher, ref)
+        async def follow() -> int:
+            import anyio
 
-        final = _run_async(follow)
-    return EXIT_OK if final in SUCCESS_STATES else EXIT_FAILED
+            try:
+                notifier = app.build_notifier(settings)
+            except NotifyError as exc:
+                raise NotifyError(_flag_error(str(exc))) from None
+            async with app.open_watcher(settings, on_transition=show, notifier=notifier) as w:
+                with anyio.move_on_after(args.timeout if args.timeout is not None else math.inf):
+                    return await _follow(w, ref, account=settings.fireworks.account_id)
+                last = w.last(ref)
+                state = last.state if last is not None else "not seen yet"
+                _error(
+                    f"--timeout: {ref.kind}/{ref.job_id} is still {state} after {args.timeout:g} s"
+                )
+                return EXIT_TIMEOUT
+
+        return _run_async(follow)
 
 
-async def _follow(watcher: Watcher, ref: JobRef) -> str:
-    """Poll until the job settles; returns its final state."""
+async def _follow(watcher: Watcher, ref: JobRef, *, account: str) -> int:
+    """Poll until the resource reaches an outcome; returns the exit code it means."""
     import anyio
 
-    from watcher.model import is_settled
+    from watcher.kinds import watch_exit
 
+    rejections = 0
     while True:
         report = await watcher.run_once()
-        if report.auth_failed:
-            msg = "the API rejected the key (401/403): check FIREWORKS_API_KEY"
-            raise ConfigError(msg)
+        for target, status, error in report.rejected:
+            if status == 401:
+                msg = "the API rejected the key (HTTP 401): check FIREWORKS_API_KEY"
+                raise ConfigError(msg)
+            if status == 403:
+                raise ConfigError(f"permission denied for account {account} (HTTP 403): {error}")
+            if target == ref.key:
+                rejections += 1
+                if rejections >= WATCH_REJECTIONS:
+                    raise ConfigError(f"{ref.kind}/{ref.job_id}: {error}")
         last = watcher.last(ref)
-        if last is not None and is_settled(last.state):
+        code = watch_exit(ref.kind, last.state) if last is not None else None
+        if code is not None:
             # Give the last notifications a fair chance before exiting.
             with anyio.move_on_after(30):
                 pending = (await watcher.deliver_due()).failed
                 while pending:
                     await anyio.sleep(await watcher.next_wake())
                     pending = (await watcher.deliver_due()).failed
-            return last.state
+            return code
         await anyio.sleep(await watcher.next_wake())
 
 
@@ -470,4 +558,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from watcher import simulator
 
     argv = ["--host", args.host, "--port", str(args.port), "--jobs", str(args.jobs)]
+    argv += ["--scenario", args.scenario]
+    if args.api_key is not None:
+        argv += ["--api-key", args.api_key]
     return simulator.main(argv)

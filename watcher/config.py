@@ -33,8 +33,9 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from watcher.errors import ConfigError
+from watcher.kinds import ALL_STATES, JobKind, short_state
 from watcher.messages import MESSAGE_FIELDS
-from watcher.model import JobKind, JobRef, JobState, short_state
+from watcher.model import JobRef
 
 #: Names the config file may have when no path is given, in search order. `$FIREWORKS_WATCHER_CONFIG`,
 #: when set, comes before them all.
@@ -63,7 +64,7 @@ _LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):([0-9]{1,5})")
 _VAR_REF = re.compile(r"\$\$\{|\$\{(?P<name>[^}]*)(?P<close>\}?)")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_STATE_NAMES: Final = frozenset(state.value for state in JobState)
+_STATE_NAMES: Final = ALL_STATES
 # The context key under which `parse` passes the account, so full job names can be checked.
 _ACCOUNT: Final = "account_id"
 
@@ -156,7 +157,7 @@ def _state_name(value: str) -> str:
     """`completed` or `JOB_STATE_COMPLETED` -> `COMPLETED`; a typo is an error, not a silent no-match."""
     short = short_state(value) if value.strip() else ""
     if short not in _STATE_NAMES:
-        msg = "unknown state; use a name like COMPLETED, FAILED or RUNNING"
+        msg = "unknown state; use a name like COMPLETED, FAILED, RUNNING or READY"
         raise ValueError(msg)
     return short
 
@@ -239,6 +240,7 @@ class WatcherSettings(_Frozen):
     retry_for: _Seconds = 86400.0
     notify_timeout: _Seconds = 30.0
     api_down_after: Annotated[int, Field(strict=True, ge=1)] = 3
+    unreadable_after: Annotated[int, Field(strict=True, ge=0)] = 3
 
     @model_validator(mode="before")
     @classmethod

@@ -88,7 +88,7 @@ async def _watch_until_settled(settings: config.Settings, job_ids: list[str], li
     async with app.open_watcher(settings) as watcher:
 
         def settled() -> int:
-            return sum(1 for ref in refs if (s := watcher.last(ref)) and is_settled(s.state))
+            return sum(1 for ref in refs if (s := watcher.last(ref)) and is_settled(s))
 
         with anyio.move_on_after(limit):
             while settled() < len(refs):

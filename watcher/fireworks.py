@@ -26,12 +26,16 @@ from urllib.parse import quote
 import anyio
 import httpx
 import orjson
+import structlog
 
 from watcher import __version__
 from watcher.budget import RequestBudget
 from watcher.errors import ApiRejected, ApiUnavailable, ConfigError, PayloadError
-from watcher.model import JobKind, JobRef, JobSnapshot, JobState, short_state
+from watcher.kinds import KINDS, JobKind, short_state
+from watcher.model import JobRef, JobSnapshot, JobState
 from watcher.schedule import doubling
+
+log = structlog.get_logger("watcher")
 
 DEFAULT_BASE_URL: Final = "https://api.fireworks.ai"
 USER_AGENT: Final = f"fireworks-watcher/{__version__}"
@@ -42,27 +46,16 @@ MAX_PAGES: Final = 10_000
 #: Server messages quoted in errors are cut to this many characters.
 MAX_SERVER_MESSAGE: Final = 200
 
-# The top-level camelCase fields `parse_job` reads, per kind, sent as `readMask` on GET and LIST.
-# Nested paths are undocumented, so `wandbConfig` comes whole (apiKey included) and is filtered
-# by the parser instead.
-_TRAINING_MASK: Final = (
-    "name,displayName,state,status,createTime,completedTime,createdBy,dataset,"
-    "trainingConfig,wandbConfig"
-)
-READ_MASKS: Final[Mapping[JobKind, str]] = {
-    JobKind.DPO: _TRAINING_MASK,
-    JobKind.RFT: _TRAINING_MASK,
-    JobKind.SFT: f"{_TRAINING_MASK},baseModel,outputModel",
-    JobKind.BATCH_INFERENCE: (
-        "name,displayName,state,status,createTime,createdBy,model,inputDatasetId,outputDatasetId"
-    ),
-    JobKind.EVALUATION: (
-        "name,displayName,state,status,createTime,createdBy,inputDataset,outputDataset"
-    ),
-}
+#: Statuses worth another try inside one call, as the official SDK retries them: request
+#: timeout, conflict (lock contention), rate limit and every server error.
+RETRY_STATUSES: Final = frozenset({408, 409, 429})
+#: Words by which a 400 names the `readMask` (the API's schema may drop a field we ask for).
+_MASK_WORDS: Final = ("readmask", "read_mask", "field mask", "fieldmask")
 
-#: Statuses worth another try inside one call: rate limit, request timeout, gateway trouble.
-RETRY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+
+def is_retryable(status: int) -> bool:
+    """True for the statuses the official SDK retries: 408, 409, 429 and every 5xx."""
+    return status in RETRY_STATUSES or status >= 500
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -111,24 +104,30 @@ def parse_job(
     elif ref is None:
         msg = f"{kind} job payload has no usable name"
         raise PayloadError(msg)
-    training = _dict(get("trainingConfig"))
     status = _dict(get("status"))
     raw_state = get("state")
+    # Each kind reads its own fields (watcher.kinds); the snapshot keeps nothing else.
+    fields = {name: field.convert(get(field.key)) for name, field in kind.spec.fields.items()}
     return JobSnapshot(
         ref=ref,
         account_id=account_id,
         state=short_state(raw_state) if type(raw_state) is str else JobState.UNSPECIFIED,
         status_code=_str(status.get("code")),
         status_message=_str(status.get("message")),
-        display_name=_str(get("displayName")),
-        base_model=_str(training.get("baseModel")) or _str(get("baseModel")) or _str(get("model")),
-        output_model=_str(training.get("outputModel")) or _str(get("outputModel")),
-        dataset=_str(get("dataset")) or _str(get("inputDatasetId")) or _str(get("inputDataset")),
-        created_by=_str(get("createdBy")),
-        create_time=_str(get("createTime")),
-        completed_time=_str(get("completedTime")),
-        wandb_url=_str(_dict(get("wandbConfig")).get("url")),
+        reason=status_reason(status),
+        **fields,
     )
+
+
+def status_reason(status: Mapping[str, object]) -> str:
+    """The `reason` of the first google.rpc ErrorInfo in `status.details`, or ""."""
+    details = status.get("details")
+    if type(details) is not list:
+        return ""
+    for detail in details:
+        if type(detail) is dict and _str(detail.get("@type")).endswith("ErrorInfo"):
+            return _one_line(_str(detail.get("reason")), 80)
+    return ""
 
 
 # --- retries -------------------------------------------------------------------------------
@@ -207,6 +206,21 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
         return None
 
 
+def retry_hint(headers: Mapping[str, str], *, now: datetime) -> float | None:
+    """The server's retry hint in seconds: `retry-after-ms` first, then `Retry-After`, as the
+    official SDK reads them; None when neither is usable."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            value = float(millis)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(value) and value >= 0:
+                return value / 1000
+    return parse_retry_after(headers.get("retry-after"), now=now)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -220,21 +234,58 @@ def _one_line(text: str, limit: int = MAX_SERVER_MESSAGE) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _server_message(response: httpx.Response) -> str:
-    """The `message` of a grpc-gateway (`{"message"}`) or `{"error": {"message"}}` body, or ""."""
+#: google.rpc.Code names by number, as grpc-gateway puts them in an error body's `code`.
+GRPC_CODE_NAMES: Final = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+
+
+def _error_body(response: httpx.Response) -> dict[str, object]:
+    """The error object of a grpc-gateway (`{"code", "message"}`) or `{"error": {...}}` body."""
     try:
         body = orjson.loads(response.content)
     except (ValueError, RecursionError):
-        return ""
+        return {}
     if not isinstance(body, dict):
-        return ""
+        return {}
     error = body.get("error")
     if isinstance(error, dict):
-        body = error
-    elif isinstance(error, str) and error:
-        return _one_line(error)
+        return error
+    if isinstance(error, str) and error:
+        return {"message": error}
+    return body
+
+
+def _server_message(body: Mapping[str, object]) -> str:
     message = body.get("message")
     return _one_line(message) if isinstance(message, str) else ""
+
+
+def _server_code(body: Mapping[str, object]) -> str:
+    """The google.rpc code name (`INVALID_ARGUMENT`) of an error body, or ""."""
+    code, status = body.get("code"), body.get("status")
+    if type(code) is int and 0 < code < len(GRPC_CODE_NAMES):
+        return GRPC_CODE_NAMES[code]
+    for value in (status, code):
+        if isinstance(value, str) and value in GRPC_CODE_NAMES:
+            return value
+    return ""
 
 
 def _request_line(response: httpx.Response) -> str:
@@ -256,9 +307,16 @@ def _is_api_error_body(response: httpx.Response) -> bool:
         return False
 
 
-#: A job's raw `state` and `status` at the last LIST, and the snapshot parsed from them
-#: (a plain tuple: one is made per job per LIST page).
-_Seen = tuple[object, object, JobSnapshot]
+#: A job's raw fields that a transition or a message depends on at the last LIST, and the
+#: snapshot parsed from them (a plain tuple: one is made per job per LIST page).
+_Seen = tuple[tuple[object, ...], JobSnapshot]
+# `wandbConfig` carries the W&B API key: it is never kept, so a change of its URL alone waits
+# for the next change of anything else.
+_UNCOMPARED: Final = frozenset({"wandbConfig"})
+_COMPARED: Final[Mapping[JobKind, tuple[str, ...]]] = {
+    kind: tuple(k for k in spec.read_mask.split(",") if k not in _UNCOMPARED and k != "name")
+    for kind, spec in KINDS.items()
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,13 +362,16 @@ def _pages_needed(total: int | None, page_size: int, pages_so_far: int) -> int:
 def error_message(response: httpx.Response) -> str:
     """A one-line description of an HTTP error answer, safe to log and notify.
 
-    Names the method, path, status and the server's own `message` when the body has one
-    (cut to 200 characters); never the query string, headers or body otherwise.
+    Names the method, path, status (with the google.rpc code name when the body gives one) and
+    the server's own `message` (cut to 200 characters); never the query string, headers or
+    body otherwise.
     """
+    body = _error_body(response)
     line = f"{_request_line(response)}: HTTP {response.status_code}"
-    if response.reason_phrase:
-        line += f" {response.reason_phrase}"
-    server = _server_message(response)
+    # The API's own code name says more than the HTTP reason phrase (400 is many things).
+    if label := _server_code(body) or response.reason_phrase:
+        line += f" {label}"
+    server = _server_message(body)
     return f"{line}: {server}" if server else line
 
 
@@ -377,6 +438,8 @@ class FireworksClient:
         self._listed: dict[JobKind, dict[str, _Seen]] = {}
         # The last body and jobs of each LIST page, to skip decoding a page that did not change.
         self._page_memos: dict[tuple[JobKind, int], _PageMemo] = {}
+        # Kinds whose `readMask` the API refused: they are read whole (and parsed the same).
+        self.unmasked: set[JobKind] = set()
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
@@ -398,7 +461,7 @@ class FireworksClient:
             PayloadError: The answer is not a job, or a job other than `ref`.
         """
         path = f"{self._collection_path(ref.kind)}/{quote(ref.job_id, safe='')}"
-        response = await self._send(path, {"readMask": READ_MASKS[ref.kind]}, allow_404=True)
+        response = await self._send(path, {}, kind=ref.kind, allow_404=True)
         if response.status_code == 404:
             # Only the API's own "not found" means the job is gone: an HTML 404 from a proxy or
             # a wrong base_url must not turn every watched job into NOT_FOUND.
@@ -463,13 +526,13 @@ class FireworksClient:
         """
         path = self._collection_path(kind)
         size = min(max(page_size, 1), MAX_PAGE_SIZE)
-        params = {"pageSize": str(size), "readMask": READ_MASKS[kind]}
+        params = {"pageSize": str(size)}
         known = self._listed.get(kind, {})
         fresh: dict[str, _Seen] = {}
         seen_tokens: set[str] = set()
         total: int | None = None
         for number in range(1, MAX_PAGES + 1):
-            response = await self._send(path, params)
+            response = await self._send(path, params, kind=kind)
             page = self._decode_page(kind, number, response, known)
             fresh.update(page.seen)
             jobs = page.jobs
@@ -541,20 +604,21 @@ class FireworksClient:
         fresh: dict[str, _Seen],
         where: str,
     ) -> JobSnapshot:
-        """The job's snapshot; reused from the last LIST when its state and status are unchanged.
+        """The job's snapshot; reused from the last LIST when the fields it reads are unchanged.
 
         Most jobs do not move between two LISTs, and parsing is most of a cycle's CPU.
         """
         if type(item) is not dict:
             return self._parse(item, kind=kind, ref=None, where=where)
-        name, state, status = item.get("name"), item.get("state"), item.get("status")
+        name = item.get("name")
+        raw = tuple(map(item.get, _COMPARED[kind]))
         seen = known.get(name) if type(name) is str else None
-        if seen is not None and seen[0] == state and seen[1] == status:
-            snapshot = seen[2]
+        if seen is not None and seen[0] == raw:
+            snapshot = seen[1]
         else:
             snapshot = self._parse(item, kind=kind, ref=None, where=where)
         if type(name) is str:
-            fresh[name] = (state, status, snapshot)
+            fresh[name] = (raw, snapshot)
         return snapshot
 
     def _parse(self, item: object, *, kind: JobKind, ref: JobRef | None, where: str) -> JobSnapshot:
@@ -580,15 +644,43 @@ class FireworksClient:
         return text.replace(self._api_key, "[redacted]") if self._api_key else text
 
     async def _send(
-        self, path: str, params: Mapping[str, str], *, allow_404: bool = False
+        self,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        kind: JobKind,
+        allow_404: bool = False,
     ) -> httpx.Response:
-        """GET `path`, retrying transient failures; return a 2xx (or allowed 404) answer."""
+        """GET `path` with the kind's `readMask`; a 400 that names the mask is tried once more
+        without it, and the kind is read whole from then on (the API's schema drifts)."""
+        if kind in self.unmasked:
+            return await self._retrying(path, params, allow_404=allow_404)
+        try:
+            masked = {**params, "readMask": kind.spec.read_mask}
+            return await self._retrying(path, masked, allow_404=allow_404)
+        except ApiRejected as exc:
+            if exc.status_code != 400 or not any(w in str(exc).lower() for w in _MASK_WORDS):
+                raise
+            self.unmasked.add(kind)
+            log.warning("api.read_mask_dropped", kind=str(kind), error=str(exc))
+        return await self._retrying(path, params, allow_404=allow_404)
+
+    async def _retrying(
+        self, path: str, params: Mapping[str, str], *, allow_404: bool
+    ) -> httpx.Response:
+        """GET `path`, retrying as the official SDK does; return a 2xx (or allowed 404) answer.
+
+        408, 409, 429 and 5xx are retried, as are transport errors; `x-should-retry` overrides
+        that either way, and `retry-after-ms` / `Retry-After` set the pause. Every try is paid
+        for from the budget.
+        """
         policy = self._retry
         # Built once per call, not per attempt: httpx re-validates every URL character.
         url = httpx.URL(self._base_url + path, params=params)
         for attempt in range(1, policy.attempts + 1):
             last = attempt == policy.attempts
             retry_after: float | None = None
+            rejected: int | None = None  # the 4xx status, when that is what a retry answered
             if self._budget is not None:
                 # Every request, retries and pages included, is paid for from one budget.
                 await self._sleep(self._budget.take())
@@ -612,19 +704,22 @@ class FireworksClient:
                 if 200 <= status < 300 or (allow_404 and status == 404):
                     return response
                 detail = self._redact(error_message(response))
-                if status not in RETRY_STATUSES:
-                    if status >= 500:
+                transient = is_retryable(status)
+                hint = response.headers.get("x-should-retry", "").strip().lower()
+                if hint == "false" or (hint != "true" and not transient):
+                    if transient:
                         raise ApiUnavailable(detail)
                     raise ApiRejected(detail, status_code=status)
-                retry_after = parse_retry_after(
-                    response.headers.get("Retry-After"), now=self._now()
-                )
+                rejected = None if transient else status
+                retry_after = retry_hint(response.headers, now=self._now())
                 if retry_after is not None and retry_after > policy.max_retry_after:
                     msg = f"{detail} (retry after {retry_after:g} s)"
                     raise ApiUnavailable(msg, retry_after=retry_after)
             if last:
                 tries = "1 attempt" if attempt == 1 else f"{attempt} attempts"
                 msg = self._redact(f"{detail} (gave up after {tries})")
+                if rejected is not None:
+                    raise ApiRejected(msg, status_code=rejected)
                 raise ApiUnavailable(msg, retry_after=retry_after)
             await self._sleep(
                 backoff_delay(attempt, policy, retry_after=retry_after, rand=self._rand)

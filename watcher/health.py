@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -87,6 +87,7 @@ class Health:
         self._auth_rejected = False
         self._store_failed = False
         self._oldest_pending: datetime | None = None
+        self._unreadable: dict[str, str] = {}
         if registry is None:
             registry = CollectorRegistry()
             prometheus_client.ProcessCollector(registry=registry)
@@ -182,6 +183,16 @@ class Health:
         self._pending.set(pending)
         self._oldest_pending = oldest if pending > 0 else None
 
+    def unreadable(self, targets: Mapping[str, str]) -> None:
+        """These targets cannot be read (shown by /readyz, which stays ready: the rest is)."""
+        self._unreadable = dict(targets)
+
+    def warnings(self) -> list[str]:
+        """What /readyz says beside its verdict: the resources that cannot be read."""
+        return [
+            f"cannot read {target}: {error}" for target, error in sorted(self._unreadable.items())
+        ]
+
     # -- fed by the HTTP client and the composition root -----------------------------------
 
     def observe_request(self, seconds: float, *, status: str) -> None:
@@ -258,7 +269,8 @@ class Health:
             alive, reason = self.liveness()
             return _text(200, "ok\n") if alive else _text(503, f"{reason}\n")
         ready, reasons = self.readiness()
-        return _text(200, "ready\n") if ready else _text(503, "".join(f"{r}\n" for r in reasons))
+        lines = (["ready"] if ready else reasons) + self.warnings()
+        return _text(200 if ready else 503, "".join(f"{line}\n" for line in lines))
 
 
 def _text(status: int, body: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:

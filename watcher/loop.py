@@ -39,6 +39,9 @@ T = TypeVar("T")
 
 #: The store flag saying an "API unreachable" message went out and "reachable again" is owed.
 API_DOWN_FLAG = "api_down_announced"
+#: Store flags `unreadable:<target>`: the error announced for a target that cannot be read
+#: ("" once "readable again" went out).
+UNREADABLE_FLAG = "unreadable:"
 #: Calls in one cycle that may fail as unavailable, with none succeeding, before the rest of
 #: the cycle is skipped: probing 10,000 jobs against a dead API helps nobody.
 PROBE_CALLS = 3
@@ -86,6 +89,7 @@ class Store(Protocol):
         flags: Mapping[str, str] | None = None,
     ) -> None: ...
     def flag(self, key: str) -> str | None: ...
+    def flags(self, prefix: str) -> dict[str, str]: ...
     def forget(self, keys: Sequence[str]) -> None: ...
     def due(self, now: datetime, *, limit: int = 100) -> list[Delivery]: ...
     def next_due_at(self) -> datetime | None: ...
@@ -129,6 +133,9 @@ class Observer(Protocol):
     def outbox(self, pending: int, oldest: datetime | None) -> None:
         """The outbox now holds `pending` deliveries, the oldest created at `oldest`."""
 
+    def unreadable(self, targets: Mapping[str, str]) -> None:
+        """These targets (job key or `list:KIND`) cannot be read, with the last error."""
+
 
 class NullObserver:
     """Observes nothing."""
@@ -148,6 +155,9 @@ class NullObserver:
     def outbox(self, pending: int, oldest: datetime | None) -> None:
         """Ignore it."""
 
+    def unreadable(self, targets: Mapping[str, str]) -> None:
+        """Ignore it."""
+
 
 @dataclass(frozen=True, slots=True)
 class WatchPlan:
@@ -156,6 +166,8 @@ class WatchPlan:
     Attributes:
         api_down_after: consecutive cycles in which every API call failed before channels
             are told the API is unreachable.
+        unreadable_after: consecutive polls of one target that the API refused (a 4xx other
+            than 404) or answered unparsably before channels are told; 0 never tells.
     """
 
     refs: tuple[JobRef, ...]
@@ -165,6 +177,7 @@ class WatchPlan:
     terminal_poll_interval: float = 300.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     api_down_after: int = 3
+    unreadable_after: int = 3
     api_label: str = "the Fireworks API"
 
 
@@ -179,6 +192,8 @@ class CycleReport:
     api_errors: int = 0
     unavailable: int = 0
     auth_failed: bool = False
+    # (target, HTTP status, error) of every call the API refused (4xx), in order
+    rejected: list[tuple[str, int, str]] = field(default_factory=list)
     store_failed: bool = False
     retry_after: float | None = None
     listed: list[JobKind] = field(default_factory=list)  # discovered kinds listed in full
@@ -244,6 +259,11 @@ class Watcher:
         self._last: dict[str, JobSnapshot] | None = None
         self._schedule = PollSchedule(plan.poll_interval, plan.terminal_poll_interval)
         self._api_down_announced = False
+        # Targets announced as unreadable (with the error), and consecutive unreadable polls
+        # of each target with the last error.
+        self._unreadable: dict[str, str] = {}
+        self._unreadable_runs: dict[str, tuple[int, str]] = {}
+        self._readable_again: set[str] = set()
         self._pending_reload: tuple[WatchPlan, Sender] | None = None
         self._wake = anyio.Event()
         self._budget = budget
@@ -268,6 +288,9 @@ class Watcher:
         if self._last is None:
             self._last = await self._db(self._store.last_all)
             self._api_down_announced = await self._db(self._store.flag, API_DOWN_FLAG) == "1"
+            flags = await self._db(self._store.flags, UNREADABLE_FLAG)
+            self._unreadable = {key: text for key, text in flags.items() if text}
+            self._observer.unreadable(self._unreadable)
             self._listed_kinds = {
                 kind for kind in JobKind if await self._db(self._store.flag, _listed_flag(kind))
             }
@@ -329,7 +352,12 @@ class Watcher:
         self._schedule.cycle_done(
             now, calls=report.calls, unavailable=report.unavailable, retry_after=report.retry_after
         )
-        await self._record(observed, report, api_notice=self._api_notice(report, now))
+        await self._record(
+            observed,
+            report,
+            api_notice=self._api_notice(report, now),
+            unreadable=self._unreadable_notices(),
+        )
         await self.deliver_due(report)
         await self._prune(now)
         self._observer.cycle_done(report, at=self._clock())
@@ -401,7 +429,7 @@ class Watcher:
                 snapshot = await self._call(ref.key, self._source.get_job(ref), report, now)
             if snapshot is not None:
                 observed.append(snapshot)
-                self._schedule.succeeded(ref.key, now, settled=is_settled(snapshot.state))
+                self._schedule.succeeded(ref.key, now, settled=is_settled(snapshot))
 
         async with anyio.create_task_group() as tg:
             for ref in refs:
@@ -439,9 +467,7 @@ class Watcher:
                     if not discovered:
                         jobs = [s for s in jobs if s.ref.key in explicit]
                         for snap in jobs:
-                            self._schedule.succeeded(
-                                snap.ref.key, now, settled=is_settled(snap.state)
-                            )
+                            self._schedule.succeeded(snap.ref.key, now, settled=is_settled(snap))
                     report.polled += len(jobs)
                     # Each page is recorded and announced as it arrives: under a tight budget
                     # the last page of a big account comes long after the first.
@@ -481,6 +507,7 @@ class Watcher:
         except ApiRejected as exc:
             report.api_errors += 1
             report.answered += 1
+            report.rejected.append((target, exc.status_code, str(exc)))
             if exc.is_auth:
                 report.auth_failed = True
                 self._observer.api_call("auth")
@@ -488,6 +515,8 @@ class Watcher:
             else:
                 self._observer.api_call("rejected")
                 log.warning("api.error", target=target, error=str(exc), status=exc.status_code)
+                if exc.status_code != 404:  # an HTML 404 is a proxy's, not the resource's
+                    self._unreadable_poll(target, str(exc))
             self._schedule.failed(target, now, slow=exc.is_auth)
             return None
         except ApiUnavailable as exc:
@@ -504,11 +533,33 @@ class Watcher:
             report.answered += 1
             self._observer.api_call("payload")
             log.warning("api.bad_answer", target=target, error=str(exc))
+            self._unreadable_poll(target, str(exc))
             self._schedule.failed(target, now)
             return None
         report.answered += 1
         self._observer.api_call("ok")
+        self._unreadable_runs.pop(target, None)
+        if target in self._unreadable:
+            self._readable_again.add(target)
         return result
+
+    def _unreadable_poll(self, target: str, error: str) -> None:
+        runs, _ = self._unreadable_runs.get(target, (0, ""))
+        self._unreadable_runs[target] = (runs + 1, error)
+        self._readable_again.discard(target)
+
+    def _unreadable_notices(self) -> dict[str, str]:
+        """Targets to announce: unreadable for `unreadable_after` polls -> the error; readable
+        again after an announcement -> ""."""
+        threshold = self.plan.unreadable_after
+        notices = dict.fromkeys(self._readable_again, "")
+        if threshold > 0:
+            notices |= {
+                target: error
+                for target, (runs, error) in self._unreadable_runs.items()
+                if runs >= threshold and target not in self._unreadable
+            }
+        return notices
 
     def _api_notice(self, report: CycleReport, now: datetime) -> tuple[str, str] | None:
         """("down" | "up", text) when channels must hear about the API's reachability."""
@@ -525,8 +576,12 @@ class Watcher:
         report: CycleReport,
         *,
         api_notice: tuple[str, str] | None = None,
+        unreadable: Mapping[str, str] | None = None,
     ) -> int:
         """Store what changed and queue its notifications, in one transaction.
+
+        `unreadable` maps targets to announce as unreadable to the error ("" for readable
+        again); each becomes one message per channel URL and a store flag.
 
         Returns how many outbox rows were queued.
         """
@@ -554,6 +609,12 @@ class Watcher:
         if api_notice is not None:
             entries += self._api_entries(*api_notice, now=now)
             flags[API_DOWN_FLAG] = "1" if api_notice[0] == "down" else "0"
+        for target, error in (unreadable or {}).items():
+            message = messages.unreadable_message(target, error)
+            entries += self._broadcast(
+                target, message, messages.UNREADABLE if error else messages.READABLE, now=now
+            )
+            flags[UNREADABLE_FLAG + target] = error
         if not changed and not entries and not flags:
             return 0
         # State and outbox in one transaction: a crash after this line loses nothing, and a
@@ -572,6 +633,16 @@ class Watcher:
         if api_notice is not None:
             self._api_down_announced = api_notice[0] == "down"
             log.warning("api.unreachable" if api_notice[0] == "down" else "api.reachable")
+        if unreadable:
+            for target, error in unreadable.items():
+                self._readable_again.discard(target)
+                if error:
+                    self._unreadable[target] = error
+                    log.error("resource.unreadable", target=target, error=error)
+                else:
+                    del self._unreadable[target]
+                    log.info("resource.readable", target=target)
+            self._observer.unreadable(self._unreadable)
         report.transitions += moved
         for transition in moved:
             self._announce(transition)
@@ -605,16 +676,22 @@ class Watcher:
             down=direction == "down", detail=detail, base_url=self.plan.api_label
         )
         state = messages.API_DOWN if direction == "down" else messages.API_UP
+        return self._broadcast(messages.API_JOB_KEY, message, state, now=now)
+
+    def _broadcast(
+        self, job_key: str, message: messages.Message, new_state: str, *, now: datetime
+    ) -> list[OutboxEntry]:
+        """One outbox row of `message` for every URL of every channel."""
         return [
             OutboxEntry(
-                job_key=messages.API_JOB_KEY,
+                job_key=job_key,
                 channel=channel.name,
                 url_key=target.url_key,
                 url_display=target.url_display,
                 title=message.title,
                 body=message.body,
                 old_state="",
-                new_state=state,
+                new_state=new_state,
                 created_at=now,
             )
             for channel in self.plan.channels

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from watcher.model import JobKind, JobSnapshot, Transition
+from watcher.kinds import JobKind, Meaning, meaning_of
+from watcher.model import JobSnapshot, Transition
 
 #: The names a channel's `title` and `body` templates may use, as `{job_id}`.
 MESSAGE_FIELDS: tuple[str, ...] = (
@@ -29,27 +30,34 @@ MESSAGE_FIELDS: tuple[str, ...] = (
     "wandb_url",
     "console_url",
     "observed_at",
+    "progress",
+    "epoch",
+    "update_time",
+    "estimated_cost",
+    "accelerator_seconds",
+    "replica_count",
+    "model",
+    "reason",
 )
 
 _FIRST_SIGHT = "(first seen)"
 _NEW_JOB = "(new job)"
-_FAILURE_STATES = frozenset(
-    {"FAILED", "EXPIRED", "NOT_FOUND", "DELETED", "ARCHIVED", "API_UNREACHABLE"}
-)
-_SUCCESS_STATES = frozenset({"COMPLETED", "EARLY_STOPPED", "API_REACHABLE"})
-_WARNING_STATES = frozenset({"CANCELLED", "CANCELLING", "PAUSED"})
 _CONSOLE = "https://app.fireworks.ai/dashboard"
-# Per-job console pages exist only for SFT and RFT; the others link the fine-tuning list.
-_CONSOLE_PATHS: dict[JobKind, str] = {
-    JobKind.SFT: "/fine-tuning/supervised/{job_id}",
-    JobKind.RFT: "/fine-tuning/reinforcement/{job_id}",
+# Messages about the watcher itself, not about one resource.
+_OWN_STATES: dict[str, str] = {
+    "API_UNREACHABLE": "failure",
+    "UNREADABLE": "failure",
+    "API_REACHABLE": "success",
+    "READABLE": "success",
 }
-_KIND_LABELS: dict[JobKind, str] = {
-    JobKind.DPO: "DPO",
-    JobKind.SFT: "SFT",
-    JobKind.RFT: "RFT",
-    JobKind.BATCH_INFERENCE: "batch inference",
-    JobKind.EVALUATION: "evaluation",
+#: A failure outcome that a person chose: a warning, not an alarm.
+_WARNING_STATES = frozenset({"CANCELLED", "CANCELLING"})
+_TONES: dict[Meaning, str] = {
+    Meaning.SUCCESS: "success",
+    Meaning.FAILURE: "failure",
+    Meaning.TOMBSTONE: "failure",
+    Meaning.ATTENTION: "warning",
+    Meaning.ACTIVE: "info",
 }
 
 
@@ -63,19 +71,17 @@ class Message:
 
 def notify_type(new_state: str) -> str:
     """The apprise notification type for a new state: success, failure, warning or info."""
-    if new_state in _SUCCESS_STATES:
-        return "success"
-    if new_state in _FAILURE_STATES:
-        return "failure"
+    if new_state in _OWN_STATES:
+        return _OWN_STATES[new_state]
     if new_state in _WARNING_STATES:
         return "warning"
-    return "info"
+    return _TONES[meaning_of(new_state)]
 
 
 def console_url(snapshot: JobSnapshot) -> str:
-    """A link to the job in the Fireworks web app (the list page where no per-job page exists)."""
-    path = _CONSOLE_PATHS.get(snapshot.ref.kind, "/fine-tuning")
-    return _CONSOLE + path.format(job_id=snapshot.ref.job_id)
+    """A link to the resource in the Fireworks web app (its list page where no per-resource
+    URL form is known)."""
+    return _CONSOLE + snapshot.ref.kind.spec.console_path.format(id=snapshot.ref.job_id)
 
 
 def format_duration(seconds: float) -> str:
@@ -104,12 +110,19 @@ def _parse_time(value: str) -> datetime | None:
 
 
 def job_duration(snapshot: JobSnapshot, observed_at: datetime) -> str:
-    """How long the job has run: creation to completion, or to now while it has no completion time."""
+    """How long the job has run: creation to completion, or to now while it is active.
+
+    In an outcome, the end is `completedTime`, else `updateTime` (batch and evaluation jobs
+    have no completedTime); with neither the duration is unknown rather than growing.
+    """
     started = _parse_time(snapshot.create_time)
     if started is None:
         return ""
-    ended = _parse_time(snapshot.completed_time) or observed_at
-    return format_duration((ended - started).total_seconds())
+    if snapshot.meaning in (Meaning.ACTIVE, Meaning.ATTENTION):
+        ended: datetime | None = observed_at
+    else:
+        ended = _parse_time(snapshot.completed_time) or _parse_time(snapshot.update_time)
+    return format_duration((ended - started).total_seconds()) if ended is not None else ""
 
 
 def message_fields(transition: Transition) -> dict[str, str]:
@@ -135,30 +148,57 @@ def message_fields(transition: Transition) -> dict[str, str]:
         "wandb_url": job.wandb_url,
         "console_url": console_url(job),
         "observed_at": transition.observed_at.astimezone(UTC).isoformat(timespec="seconds"),
+        "progress": f"{job.progress}%" if job.progress else "",
+        "epoch": job.epoch,
+        "update_time": job.update_time,
+        "estimated_cost": job.estimated_cost,
+        "accelerator_seconds": job.accelerator_seconds,
+        "replica_count": job.replica_count,
+        "model": job.model,
+        "reason": job.reason,
     }
 
 
+#: A title's reason is cut to this many characters: a phone push shows only the title.
+TITLE_REASON = 80
+
+
 def default_title(fields: Mapping[str, str], *, first: str = _FIRST_SIGHT) -> str:
-    """`my-job: RUNNING → FAILED`, with the display name when it differs from the id."""
+    """`my-job: RUNNING → FAILED`, with the display name when it differs from the id.
+
+    A failure carries its short reason (the ErrorInfo reason, else the status message).
+    """
     name = fields["job_id"]
     if fields["display_name"] != name:
         name = f"{fields['display_name']} ({name})"
     old = fields["old_state"] or first
-    return f"{name}: {old} → {fields['new_state']}"
+    title = f"{name}: {old} → {fields['new_state']}"
+    reason = fields["reason"] or " ".join(fields["status_message"].split())
+    if reason and notify_type(fields["new_state"]) == "failure":
+        cut = reason if len(reason) <= TITLE_REASON else reason[: TITLE_REASON - 1] + "…"
+        title += f": {cut}"
+    return title
 
 
 def default_body(fields: Mapping[str, str], kind: JobKind, *, first: str = _FIRST_SIGHT) -> str:
     """A Markdown body: the move, the status message when there is one, then the job's details."""
     old = fields["old_state"] or first
-    job = f"**{fields['display_name']}** ({_KIND_LABELS[kind]} job `{fields['job_id']}`)"
+    job = f"**{fields['display_name']}** ({kind.spec.label} `{fields['job_id']}`)"
     lines = [f"{job} moved **{old} → {fields['new_state']}**."]
     if fields["status_message"]:
         code = fields["status_code"]
         lines += ["", f"> {code + ': ' if code and code != 'OK' else ''}{fields['status_message']}"]
     details = [
+        ("Reason", fields["reason"]),
+        ("Progress", fields["progress"]),
+        ("Epoch", fields["epoch"]),
+        ("Model", fields["model"] if fields["model"] != fields["base_model"] else ""),
         ("Base model", fields["base_model"]),
         ("Output model", fields["output_model"]),
         ("Dataset", fields["dataset"]),
+        ("Replicas", fields["replica_count"]),
+        ("Estimated cost", fields["estimated_cost"]),
+        ("Accelerator time", _seconds(fields["accelerator_seconds"])),
         ("Created by", fields["created_by"]),
         ("Duration", fields["duration"]),
         ("W&B run", fields["wandb_url"]),
@@ -167,6 +207,13 @@ def default_body(fields: Mapping[str, str], kind: JobKind, *, first: str = _FIRS
     lines.append("")
     lines += [f"- {label}: {value}" for label, value in details if value]
     return "\n".join(lines)
+
+
+def _seconds(text: str) -> str:
+    try:
+        return format_duration(float(text)) if text else ""
+    except ValueError:
+        return ""
 
 
 def render(transition: Transition, *, title: str | None = None, body: str | None = None) -> Message:
@@ -188,6 +235,42 @@ def render(transition: Transition, *, title: str | None = None, body: str | None
 API_JOB_KEY = "api"
 API_DOWN = "API_UNREACHABLE"
 API_UP = "API_REACHABLE"
+
+
+#: Outbox states for messages about a resource the watcher cannot read (or can again).
+UNREADABLE = "UNREADABLE"
+READABLE = "READABLE"
+
+
+def target_label(target: str) -> str:
+    """`sft/x` as it is; `list:sft` (a LIST standing in for polls) -> `the sft list`."""
+    if target.startswith("list:"):
+        return f"the {target.split(':')[1]} list"
+    return target
+
+
+def unreadable_message(target: str, error: str) -> Message:
+    """The one message every channel gets when a resource cannot be read ("" error: again)."""
+    label = target_label(target)
+    if error:
+        return Message(
+            title=f"cannot read {label}: {_short(error)}",
+            body=f"fireworks-watcher cannot read {label}: {error}. Its transitions are not "
+            "being seen; they will be reported once it can be read again.",
+        )
+    return Message(
+        title=f"{label} is readable again",
+        body=f"fireworks-watcher reads {label} again. Transitions that happened meanwhile "
+        "follow in their own messages.",
+    )
+
+
+def _short(error: str, limit: int = 120) -> str:
+    # "GET /v1/accounts/a/x/y: HTTP 400 ...": the request line is in the body; the title
+    # keeps what the API said, cut for a phone's notification.
+    _, sep, rest = error.partition(": ")
+    text = rest if sep and error.startswith("GET ") else error
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def api_message(*, down: bool, detail: str, base_url: str) -> Message:

@@ -1,4 +1,4 @@
-"""The watcher's vocabulary: job kinds, job states, snapshots and transitions.
+"""The watcher's vocabulary: job references, job states, snapshots and transitions.
 
 Pure data: no I/O, no clock, no logging. Every other module speaks in these types.
 """
@@ -9,31 +9,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-STATE_PREFIX = "JOB_STATE_"
+from watcher.kinds import SETTLED, JobKind, Meaning, short_state
 
-
-class JobKind(StrEnum):
-    """A kind of Fireworks job, named as in the config file."""
-
-    DPO = "dpo"
-    SFT = "sft"
-    RFT = "rft"
-    BATCH_INFERENCE = "batch-inference"
-    EVALUATION = "evaluation"
-
-    @property
-    def collection(self) -> str:
-        """The REST collection segment, e.g. `dpoJobs`; it is also the LIST response key."""
-        return _COLLECTIONS[self]
-
-
-_COLLECTIONS: dict[JobKind, str] = {
-    JobKind.DPO: "dpoJobs",
-    JobKind.SFT: "supervisedFineTuningJobs",
-    JobKind.RFT: "reinforcementFineTuningJobs",
-    JobKind.BATCH_INFERENCE: "batchInferenceJobs",
-    JobKind.EVALUATION: "evaluationJobs",
-}
+__all__ = [
+    "JobKind",
+    "JobRef",
+    "JobSnapshot",
+    "JobState",
+    "Meaning",
+    "Transition",
+    "is_settled",
+    "short_state",
+]
 
 
 class JobState(StrEnum):
@@ -67,33 +54,9 @@ class JobState(StrEnum):
     NOT_FOUND = "NOT_FOUND"
 
 
-#: A job in one of these has an outcome; it is polled slowly, never dropped (jobs can be resumed).
-OUTCOME_STATES: frozenset[str] = frozenset(
-    {
-        JobState.COMPLETED,
-        JobState.FAILED,
-        JobState.CANCELLED,
-        JobState.EXPIRED,
-        JobState.EARLY_STOPPED,
-    }
-)
-#: The job is gone; it is polled slowly too.
-TOMBSTONE_STATES: frozenset[str] = frozenset(
-    {JobState.DELETED, JobState.ARCHIVED, JobState.NOT_FOUND}
-)
-#: States after which `watch` stops, with the exit code each one means.
-SUCCESS_STATES: frozenset[str] = frozenset({JobState.COMPLETED, JobState.EARLY_STOPPED})
-
-
-def short_state(raw: str) -> str:
-    """`JOB_STATE_RUNNING` -> `RUNNING`; a value without the prefix is kept as it is."""
-    value = raw.strip().upper()
-    return value.removeprefix(STATE_PREFIX) or JobState.UNSPECIFIED
-
-
-def is_settled(state: str) -> bool:
-    """True for outcome and tombstone states: the job is polled on the slow interval."""
-    return state in OUTCOME_STATES or state in TOMBSTONE_STATES
+def is_settled(snapshot: JobSnapshot) -> bool:
+    """True for outcome and tombstone states: the resource is polled on the slow interval."""
+    return snapshot.meaning in SETTLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +81,11 @@ class JobRef:
 class JobSnapshot:
     """What the watcher knows of one job at one poll.
 
-    Built from API JSON keeping only the fields the watcher uses, so secrets in the payload
-    (`wandbConfig.apiKey`, signed URLs) never enter the process's data. Times are RFC 3339
-    strings as the API sent them ("" when absent).
+    Built from API JSON keeping only the fields the watcher uses (`kinds.SNAPSHOT_FIELDS`), so
+    secrets in the payload (`wandbConfig.apiKey`, signed URLs, route keys) never enter the
+    process's data. Every field is text as the API sent it ("" when absent or not read for the
+    kind): times are RFC 3339, numbers their decimal form (`progress` is the percent).
+    `reason` is the ErrorInfo `reason` of `status.details`, when the API gives one.
     """
 
     ref: JobRef
@@ -136,11 +101,24 @@ class JobSnapshot:
     create_time: str = ""
     completed_time: str = ""
     wandb_url: str = ""
+    update_time: str = ""
+    progress: str = ""
+    epoch: str = ""
+    estimated_cost: str = ""
+    accelerator_seconds: str = ""
+    replica_count: str = ""
+    model: str = ""
+    reason: str = ""
 
     @property
     def name(self) -> str:
         """The full resource name."""
         return self.ref.resource_name(self.account_id)
+
+    @property
+    def meaning(self) -> Meaning:
+        """What the state means for this kind (an outcome, active, gone...)."""
+        return self.ref.kind.spec.meaning(self.state)
 
     def observable(self) -> tuple[str, str, str]:
         """The part of a snapshot whose change is a transition."""

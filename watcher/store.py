@@ -194,6 +194,17 @@ class StateStore:
             ).fetchone()
         return None if row is None else str(row[0])
 
+    def flags(self, prefix: str) -> dict[str, str]:
+        """Every flag whose key starts with `prefix`, keyed by the rest of the key."""
+        start = f"flag:{prefix}"
+        with self._lock, self._errors("read"):
+            # A range, not LIKE: a prefix may hold `%` or `_`.
+            rows = self._conn.execute(
+                "SELECT key, value FROM meta WHERE key >= ? AND key < ?",
+                (start, start + "\U0010ffff"),
+            ).fetchall()
+        return {str(key)[len(start) :]: str(value) for key, value in rows}
+
     def forget(self, keys: Iterable[str]) -> None:
         """Drop the last state of jobs no longer watched; their outbox rows stay."""
         params = [(key,) for key in keys]

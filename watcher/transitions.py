@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from fnmatch import fnmatchcase
 
@@ -45,20 +45,12 @@ def _keep_known_details(last_seen: JobSnapshot | None, observed: JobSnapshot) ->
     # which job vanished.
     if last_seen is None or observed.state != JobState.NOT_FOUND:
         return observed
-    return JobSnapshot(
-        ref=observed.ref,
-        account_id=observed.account_id,
+    return replace(
+        last_seen,
         state=observed.state,
         status_code=observed.status_code,
         status_message=observed.status_message,
-        display_name=last_seen.display_name,
-        base_model=last_seen.base_model,
-        output_model=last_seen.output_model,
-        dataset=last_seen.dataset,
-        created_by=last_seen.created_by,
-        create_time=last_seen.create_time,
-        completed_time=last_seen.completed_time,
-        wandb_url=last_seen.wandb_url,
+        reason=observed.reason,
     )
 
 

@@ -65,7 +65,8 @@ from tests.servers import JsonReceiver
 from watcher import config, logs
 from watcher.app import open_watcher
 from watcher.health import Health
-from watcher.model import JobState, is_settled, short_state
+from watcher.kinds import SETTLED, JobKind
+from watcher.model import JobState, short_state
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "sim-account"
@@ -998,7 +999,8 @@ class Bench:
             settle: seconds after the last change to wait for the last notification.
         """
         self.receiver.clear()
-        active = sorted(job for job, state in states.items() if not is_settled(short_state(state)))
+        settled = {s for s, m in JobKind.DPO.spec.states.items() if m in SETTLED}
+        active = sorted(job for job, state in states.items() if short_state(state) not in settled)
         chosen = self.rng.sample(active, min(changes, len(active)))
         made: dict[str, float] = {}
         sampler = Sampler(sim.url)

@@ -1,0 +1,299 @@
+"""The resource kinds table: states and their meaning, `watch` exits, read masks, parsing.
+
+The read masks and the fields each kind reads are checked against the official SDK's models
+(`fireworks-ai`), an oracle nobody here wrote.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+import pytest
+from fireworks import types as sdk
+from fireworks.types.shared import DeployedModel
+from pydantic import BaseModel
+
+from watcher.fireworks import parse_job
+from watcher.kinds import (
+    ALL_STATES,
+    KINDS,
+    SNAPSHOT_FIELDS,
+    JobKind,
+    Meaning,
+    kind_of,
+    meaning_of,
+    short_state,
+    watch_exit,
+)
+from watcher.model import JobSnapshot
+
+#: Each kind's SDK model: what a GET answers.
+SDK_MODELS: dict[JobKind, type[BaseModel]] = {
+    JobKind.DPO: sdk.DpoJob,
+    JobKind.SFT: sdk.SupervisedFineTuningJob,
+    JobKind.RFT: sdk.ReinforcementFineTuningJob,
+    JobKind.RLOR: sdk.ReinforcementFineTuningStep,
+    JobKind.BATCH_INFERENCE: sdk.BatchInferenceJob,
+    JobKind.EVALUATION: sdk.EvaluationJobGetResponse,
+    JobKind.EVALUATOR: sdk.EvaluatorGetResponse,
+    JobKind.DEPLOYMENT: sdk.Deployment,
+    JobKind.DEPLOYED_MODEL: DeployedModel,
+    JobKind.MODEL: sdk.Model,
+    JobKind.DATASET: sdk.Dataset,
+}
+
+
+def aliases(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON names of a model's fields, with each field's annotation."""
+    return {field.alias or name: field.annotation for name, field in model.model_fields.items()}
+
+
+def inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel inside `Optional[Model]`, or None."""
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def sdk_states(kind: JobKind) -> set[str]:
+    """The state names the SDK model allows, in short form."""
+    literal = typing.get_args(aliases(SDK_MODELS[kind])["state"])[0]
+    return {short_state(value) for value in typing.get_args(literal)}
+
+
+class TestTable:
+    """The table itself."""
+
+    def test_every_kind_has_a_descriptor(self) -> None:
+        """Each config name has exactly one descriptor, and collections are unique."""
+        assert set(JobKind) == set(KINDS) == set(SDK_MODELS)
+        assert [k.value for k in JobKind] == [spec.name for spec in KINDS.values()]
+        assert len(KINDS) == len({spec.collection for spec in KINDS.values()})
+        assert all(kind_of(spec.collection) is kind for kind, spec in KINDS.items())
+
+    @pytest.mark.parametrize("kind", list(JobKind), ids=str)
+    def test_states_are_the_sdk_enum(self, kind: JobKind) -> None:
+        """Each kind knows every state of its SDK model's enum; beyond it only the two
+        tombstones that the v5.10 REST docs add to JobState (SDK 1.2.30 predates them)."""
+        ours = set(KINDS[kind].states)
+        newer = {"DELETED", "ARCHIVED"} if "RUNNING" in ours else set()
+
+        assert sdk_states(kind) == ours - newer
+
+    @pytest.mark.parametrize("kind", list(JobKind), ids=str)
+    def test_read_mask_names_only_sdk_fields(self, kind: JobKind) -> None:
+        """Every readMask path, and every nested field read, exists in the kind's SDK model."""
+        fields = aliases(SDK_MODELS[kind])
+        mask = kind.spec.read_mask.split(",")
+
+        assert [] == [path for path in mask if path not in fields]
+        assert len(mask) == len(set(mask))
+        assert {"name", "state", "status"} <= set(mask)
+
+    @pytest.mark.parametrize("kind", list(JobKind), ids=str)
+    def test_nested_fields_exist(self, kind: JobKind) -> None:
+        """A field read inside an object (`trainingConfig.baseModel`) exists in that object."""
+        top = aliases(SDK_MODELS[kind])
+        for name, field in kind.spec.fields.items():
+            nested = inner_model(top[field.key])
+            if nested is None:
+                continue
+            probe = parse_job(
+                {"name": "accounts/a/x/y", field.key: dict.fromkeys(aliases(nested), "1")},
+                kind=kind,
+                account_id="a",
+            )
+            # Every sub-field present as "1": a reader of a missing sub-field gives "".
+            assert "" != getattr(probe, name), f"{kind}: {name} reads no field of {field.key}"
+
+    def test_snapshot_has_every_field(self) -> None:
+        """Every field some kind reads is a snapshot field."""
+        snapshot_fields = set(JobSnapshot.__dataclass_fields__)
+
+        assert [] == [f for f in SNAPSHOT_FIELDS if f not in snapshot_fields]
+
+    def test_all_states(self) -> None:
+        """Config accepts every documented state of every kind, and NOT_FOUND."""
+        assert {"READY", "ACTIVE", "DEPLOYED", "BUILD_FAILED", "NOT_FOUND", "COMPLETED"} <= (
+            ALL_STATES
+        )
+
+
+MEANINGS = [
+    (JobKind.DPO, "RUNNING", Meaning.ACTIVE),
+    (JobKind.DPO, "COMPLETED", Meaning.SUCCESS),
+    (JobKind.DPO, "EARLY_STOPPED", Meaning.SUCCESS),
+    (JobKind.SFT, "FAILED", Meaning.FAILURE),
+    (JobKind.SFT, "CANCELLED", Meaning.FAILURE),
+    (JobKind.RFT, "EXPIRED", Meaning.FAILURE),
+    (JobKind.RFT, "PAUSED", Meaning.ATTENTION),
+    (JobKind.RLOR, "ARCHIVED", Meaning.TOMBSTONE),
+    (JobKind.BATCH_INFERENCE, "DELETED", Meaning.TOMBSTONE),
+    (JobKind.EVALUATION, "NOT_FOUND", Meaning.TOMBSTONE),
+    (JobKind.EVALUATION, "WARPING", Meaning.ACTIVE),
+    (JobKind.EVALUATOR, "BUILDING", Meaning.ACTIVE),
+    (JobKind.EVALUATOR, "ACTIVE", Meaning.SUCCESS),
+    (JobKind.EVALUATOR, "BUILD_FAILED", Meaning.FAILURE),
+    (JobKind.DEPLOYMENT, "CREATING", Meaning.ACTIVE),
+    (JobKind.DEPLOYMENT, "READY", Meaning.SUCCESS),
+    (JobKind.DEPLOYMENT, "UPDATING", Meaning.ACTIVE),
+    (JobKind.DEPLOYMENT, "DELETED", Meaning.TOMBSTONE),
+    (JobKind.DEPLOYMENT, "FAILED", Meaning.FAILURE),
+    (JobKind.DEPLOYED_MODEL, "DEPLOYED", Meaning.SUCCESS),
+    (JobKind.DEPLOYED_MODEL, "UNDEPLOYING", Meaning.ACTIVE),
+    (JobKind.MODEL, "UPLOADING", Meaning.ACTIVE),
+    (JobKind.MODEL, "READY", Meaning.SUCCESS),
+    (JobKind.DATASET, "READY", Meaning.SUCCESS),
+    (JobKind.DATASET, "UNSPECIFIED", Meaning.ACTIVE),
+]
+
+
+@pytest.mark.parametrize(("kind", "state", "expected"), MEANINGS, ids=lambda v: str(v))
+def test_meaning(kind: JobKind, state: str, expected: Meaning) -> None:
+    """Each state means what the kind says; unknown states are active, a 404 a tombstone."""
+    assert expected == kind.spec.meaning(state)
+
+
+@pytest.mark.parametrize(
+    ("kind", "state", "expected"),
+    [
+        *((JobKind.SFT, s, 0) for s in ("COMPLETED", "EARLY_STOPPED")),
+        (JobKind.DEPLOYMENT, "READY", 0),
+        (JobKind.EVALUATOR, "ACTIVE", 0),
+        (JobKind.DEPLOYED_MODEL, "DEPLOYED", 0),
+        (JobKind.MODEL, "READY", 0),
+        *((JobKind.DPO, s, 1) for s in ("FAILED", "CANCELLED", "EXPIRED", "NOT_FOUND", "DELETED")),
+        (JobKind.EVALUATOR, "BUILD_FAILED", 1),
+        (JobKind.DEPLOYMENT, "FAILED", 1),
+        (JobKind.RLOR, "ARCHIVED", 1),
+        *((JobKind.RFT, s, None) for s in ("RUNNING", "PAUSED", "PENDING", "SOMETHING_NEW")),
+        (JobKind.DEPLOYMENT, "UPDATING", None),
+    ],
+    ids=lambda v: str(v),
+)
+def test_watch_exit(kind: JobKind, state: str, expected: int | None) -> None:
+    """`watch` ends 0 on a success outcome, 1 on a failure or tombstone, and goes on otherwise."""
+    assert expected == watch_exit(kind, state)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("JOB_STATE_RUNNING", "RUNNING"),
+        ("job_state_failed", "FAILED"),
+        ("STATE_UNSPECIFIED", "UNSPECIFIED"),
+        ("JOB_STATE_UNSPECIFIED", "UNSPECIFIED"),
+        ("READY", "READY"),
+        (" deployed ", "DEPLOYED"),
+        ("", "UNSPECIFIED"),
+        ("JOB_STATE_", "UNSPECIFIED"),
+    ],
+)
+def test_short_state(raw: str, expected: str) -> None:
+    """State names lose the `JOB_STATE_` prefix; the unspecified value is one name."""
+    assert expected == short_state(raw)
+
+
+def test_meaning_without_a_kind() -> None:
+    """An outbox row knows only the state name; every kind that shares it agrees."""
+    for spec in KINDS.values():
+        for state, meaning in spec.states.items():
+            assert meaning == meaning_of(state), (spec.name, state)
+
+
+PARSE_CASES: list[tuple[JobKind, dict[str, object], dict[str, str]]] = [
+    (
+        JobKind.SFT,
+        {
+            "name": "accounts/a/supervisedFineTuningJobs/s",
+            "state": "JOB_STATE_RUNNING",
+            "baseModel": "accounts/fireworks/models/llama",
+            "outputModel": "accounts/a/models/out",
+            "jobProgress": {"percent": 42, "epoch": 1},
+            "estimatedCost": {"currencyCode": "USD", "units": "12", "nanos": 500000000},
+            "updateTime": "2026-12-01T10:00:00Z",
+            "metricsFileSignedUrl": "https://signed.example/?sig=secret",
+        },
+        {
+            "base_model": "accounts/fireworks/models/llama",
+            "output_model": "accounts/a/models/out",
+            "progress": "42",
+            "epoch": "1",
+            "estimated_cost": "USD 12.50",
+            "update_time": "2026-12-01T10:00:00Z",
+        },
+    ),
+    (
+        JobKind.RFT,
+        {
+            "name": "accounts/a/reinforcementFineTuningJobs/r",
+            "acceleratorSeconds": {"NVIDIA_H100_80GB": "3600", "NVIDIA_A100_80GB": "600"},
+            "trainingConfig": {"baseModel": "m"},
+        },
+        {"accelerator_seconds": "4200", "base_model": "m"},
+    ),
+    (
+        JobKind.DEPLOYMENT,
+        {
+            "name": "accounts/a/deployments/d",
+            "state": "READY",
+            "baseModel": "accounts/a/models/out",
+            "replicaCount": 3,
+            "directRouteApiKeys": ["route-secret"],
+        },
+        {"state": "READY", "model": "accounts/a/models/out", "replica_count": "3"},
+    ),
+    (
+        JobKind.BATCH_INFERENCE,
+        {"name": "accounts/a/batchInferenceJobs/b", "model": "m", "inputDatasetId": "ds"},
+        {"model": "m", "dataset": "ds", "completed_time": ""},
+    ),
+    (
+        JobKind.EVALUATOR,
+        {
+            "name": "accounts/a/evaluators/e",
+            "state": "BUILD_FAILED",
+            "status": {
+                "code": "FAILED_PRECONDITION",
+                "message": "pip install failed",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.Help"},
+                    {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "BUILD_OOM"},
+                ],
+            },
+        },
+        {"state": "BUILD_FAILED", "reason": "BUILD_OOM", "status_message": "pip install failed"},
+    ),
+    (
+        JobKind.SFT,
+        {
+            "name": "accounts/a/supervisedFineTuningJobs/w",
+            "jobProgress": {"percent": True, "epoch": "x"},
+            "estimatedCost": {"units": 5},
+            "status": {"details": "nope"},
+        },
+        {"progress": "", "epoch": "", "estimated_cost": "5.00", "reason": ""},
+    ),
+    (
+        JobKind.DEPLOYMENT,
+        {"name": "accounts/a/deployments/n", "replicaCount": "2", "state": "STATE_UNSPECIFIED"},
+        {"replica_count": "2", "state": "UNSPECIFIED"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "expected"),
+    PARSE_CASES,
+    ids=["sft", "rft-accelerators", "deployment", "batch", "reason", "wrong-types", "int64"],
+)
+def test_parse_kind_fields(
+    kind: JobKind, payload: dict[str, object], expected: dict[str, str]
+) -> None:
+    """Each kind reads its own fields; wrong types count as absent; secrets are not kept."""
+    snapshot = parse_job(payload, kind=kind, account_id="a")
+
+    assert expected == {key: getattr(snapshot, key) for key in expected}
+    assert "secret" not in repr(snapshot)
