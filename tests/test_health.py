@@ -188,6 +188,26 @@ async def test_readyz_lists_every_failing_reason(health: Health, clock: Clock) -
     )
 
 
+async def test_readyz_names_unreadable_resources(health: Health, clock: Clock) -> None:
+    """A resource that cannot be read is named by /readyz, which stays ready for the rest."""
+    health.cycle_done(OK, at=T0)
+    health.unreadable({"sft/x": "HTTP 400 INVALID_ARGUMENT: bad", "list:dpo": "not JSON"})
+    async with serving(health) as client:
+        named = await client.get("/readyz")
+        health.unreadable({})
+        cleared = await client.get("/readyz")
+
+    assert (
+        200,
+        [
+            "ready",
+            "cannot read list:dpo: not JSON",
+            "cannot read sft/x: HTTP 400 INVALID_ARGUMENT: bad",
+        ],
+    ) == (named.status_code, named.text.splitlines())
+    assert (200, "ready\n") == (cleared.status_code, cleared.text)
+
+
 @pytest.mark.parametrize(
     ("reports", "ready"),
     [

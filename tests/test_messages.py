@@ -117,6 +117,15 @@ def test_format_duration(seconds: float, expected: str) -> None:
         ("CANCELLED", "warning"),
         ("RUNNING", "info"),
         ("BRAND_NEW", "info"),
+        ("READY", "success"),
+        ("ACTIVE", "success"),
+        ("DEPLOYED", "success"),
+        ("BUILD_FAILED", "failure"),
+        ("DELETED", "failure"),
+        ("PAUSED", "warning"),
+        ("UNREADABLE", "failure"),
+        ("READABLE", "success"),
+        ("API_UNREACHABLE", "failure"),
     ],
 )
 def test_notify_type(state: str, expected: str) -> None:
@@ -130,8 +139,100 @@ def test_notify_type(state: str, expected: str) -> None:
         (JobKind.SFT, "https://app.fireworks.ai/dashboard/fine-tuning/supervised/my-job"),
         (JobKind.RFT, "https://app.fireworks.ai/dashboard/fine-tuning/reinforcement/my-job"),
         (JobKind.DPO, "https://app.fireworks.ai/dashboard/fine-tuning"),
+        (JobKind.DEPLOYMENT, "https://app.fireworks.ai/dashboard/deployments"),
+        (JobKind.DATASET, "https://app.fireworks.ai/dashboard/datasets"),
     ],
 )
 def test_console_url(kind: JobKind, expected: str) -> None:
     """SFT and RFT link their job page; kinds without a documented page link the list."""
     assert expected == console_url(moved("A", "B", kind=kind).new)
+
+
+@pytest.mark.parametrize(
+    ("kind", "new", "details", "expected"),
+    [
+        pytest.param(
+            JobKind.BATCH_INFERENCE,
+            "COMPLETED",
+            {"create_time": "2026-11-27T10:00:00Z", "update_time": "2026-11-27T10:45:00Z"},
+            "45m 00s",
+            id="outcome without completedTime ends at updateTime",
+        ),
+        pytest.param(
+            JobKind.EVALUATION,
+            "FAILED",
+            {"create_time": "2026-11-27T10:00:00Z"},
+            "",
+            id="outcome without any end time is unknown, never growing",
+        ),
+        pytest.param(
+            JobKind.SFT,
+            "RUNNING",
+            {"create_time": "2026-11-27T12:00:00Z", "update_time": "2026-11-27T12:01:00Z"},
+            "1h 02m 05s",
+            id="active runs to now",
+        ),
+        pytest.param(
+            JobKind.RFT,
+            "PAUSED",
+            {"create_time": "2026-11-27T13:00:00Z"},
+            "2m 05s",
+            id="paused still counts",
+        ),
+    ],
+)
+def test_duration_stops_at_an_outcome(
+    kind: JobKind, new: str, details: dict[str, str], expected: str
+) -> None:
+    """`duration` uses completedTime, else updateTime in an outcome; it grows only while active."""
+    assert expected == message_fields(moved("RUNNING", new, kind=kind, **details))["duration"]
+
+
+def test_kind_fields_reach_templates_and_the_default_body() -> None:
+    """Progress, cost, replicas, model and reason fill their fields and the default body."""
+    transition = moved(
+        "UPDATING",
+        "FAILED",
+        kind=JobKind.DEPLOYMENT,
+        model="accounts/acme/models/m",
+        replica_count="3",
+        reason="QUOTA_EXCEEDED",
+        status_message="not enough H100s in us-iowa-1 to scale up",
+        progress="",
+    )
+    fields = message_fields(transition)
+    message = render(transition)
+
+    assert ("3", "accounts/acme/models/m", "QUOTA_EXCEEDED", "") == (
+        fields["replica_count"],
+        fields["model"],
+        fields["reason"],
+        fields["progress"],
+    )
+    assert "my-job: UPDATING → FAILED: QUOTA_EXCEEDED" == message.title
+    assert "(deployment `my-job`)" in message.body
+    assert "- Replicas: 3" in message.body
+    assert "- Model: accounts/acme/models/m" in message.body
+    sft = render(
+        moved("RUNNING", "RUNNING", kind=JobKind.SFT, progress="42", estimated_cost="USD 12.50"),
+        title="{job_id} {progress} {estimated_cost}",
+    )
+    assert "my-job 42% USD 12.50" == sft.title
+    assert "- Progress: 42%" in render(moved("A", "RUNNING", kind=JobKind.SFT, progress="42")).body
+
+
+def test_long_failure_reasons_are_cut_in_the_title() -> None:
+    """A title's reason is cut so a phone push still shows the job and the move."""
+    title = render(moved("RUNNING", "FAILED", status_message="x" * 500)).title
+
+    assert title.startswith("my-job: RUNNING → FAILED: xxx")
+    assert title.endswith("…")
+    assert len("my-job: RUNNING → FAILED: ") + 80 == len(title)
+
+
+def test_a_success_title_carries_no_reason() -> None:
+    """Only failures put the status message into the title."""
+    assert (
+        "my-job: RUNNING → COMPLETED"
+        == render(moved("RUNNING", "COMPLETED", status_message="all good")).title
+    )

@@ -9,22 +9,32 @@ from pathlib import Path
 from tests.conftest import ACCOUNT
 from tests.servers import JsonReceiver, ServedApp
 from tests.test_daemon import Daemon
-from watcher.simulator import SIGNED_LOGS_URL, Simulator
+from tests.test_every_kind import MOVES, add_every_kind, move_every_kind, resource_id
+from watcher.simulator import SIGNED_LOGS_URL, SIGNED_METRICS_URL, Simulator
 
 API_KEY = "fw-SECRET-apikey-7f3a9c"
 URL_PASSWORD = "SECRET-urlpass-41d2"
 WANDB_KEY = "SECRET-wandb-9e8d"
+ROUTE_KEY = "SECRET-route-5c6b"
 SIGNATURE = SIGNED_LOGS_URL.split("=")[-1]
+METRICS_SIGNATURE = SIGNED_METRICS_URL.split("=")[-1]
 
 
 def test_a_whole_scenario_leaks_no_secret(
     server: ServedApp, receiver: JsonReceiver, tmp_path: Path, daemon_env: dict[str, str]
 ) -> None:
-    """Run a daemon through transitions and a channel outage, then search everything it wrote."""
-    sim = Simulator(api_key=API_KEY, account_id=ACCOUNT, wandb_api_key=WANDB_KEY)
+    """Run a daemon over every kind through transitions and a channel outage, then search
+    everything it wrote."""
+    sim = Simulator(
+        api_key=API_KEY, account_id=ACCOUNT, wandb_api_key=WANDB_KEY, route_api_key=ROUTE_KEY
+    )
     server.app = sim
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
+    add_every_kind(sim)
+    every_kind = "".join(
+        f'[[watch]]\nkind = "{kind}"\njobs = ["{resource_id(kind)}"]\n' for kind, *_ in MOVES
+    )
     config = tmp_path / "watcher.toml"
     config.write_text(
         f"""
@@ -37,7 +47,7 @@ health_listen = ""
 
 [[watch]]
 jobs = ["job-a", "job-b", "job-missing"]
-
+{every_kind}
 [[channel]]
 name = "team"
 urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}"]
@@ -58,7 +68,7 @@ urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}"]
 
     daemon = Daemon(config, env)
     try:
-        daemon.wait_event("job.baseline", 3)
+        daemon.wait_event("job.baseline", 3 + len(MOVES))
         receiver.status = 503
         sim.set_state("job-a", "FAILED", status_code="INTERNAL", status_message="OOM")
         daemon.wait_event("notify.failed")
@@ -66,7 +76,8 @@ urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}"]
         receiver.status = 200
         receiver.wait_for(1)
         sim.set_state("job-b", "COMPLETED")
-        receiver.wait_for(2)
+        move_every_kind(sim)
+        receiver.wait_for(2 + len(MOVES))
     finally:
         daemon.close()
     outputs += [
@@ -80,10 +91,17 @@ urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}"]
     notifications = [f"{m['title']} {m['message']}" for m in receiver.messages]
 
     everything = "\n".join(["".join(daemon.lines), *outputs, *notifications])
-    for secret in (API_KEY, URL_PASSWORD, WANDB_KEY, SIGNATURE, "fw-SECRET-wrongkey-00"):
+    secrets = (API_KEY, URL_PASSWORD, WANDB_KEY, ROUTE_KEY, SIGNATURE, METRICS_SIGNATURE)
+    for secret in (*secrets, "fw-SECRET-wrongkey-00"):
         assert secret not in everything
         assert secret.encode() not in database
     # The scenario really ran: the logs show the outage and the deliveries.
     assert "notify.failed" in everything
     assert "notify.sent" in everything
     assert "json://bot:****@" in everything
+    # Every kind was read and announced; the simulator really served each secret.
+    for kind, *_ in MOVES:
+        assert f"({resource_id(kind)}): " in "\n".join(notifications)
+    served = "".join(str(sim.jobs(kind.collection)) for kind, *_ in MOVES)
+    for secret in (WANDB_KEY, ROUTE_KEY, SIGNATURE, METRICS_SIGNATURE):
+        assert secret in served

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import apprise
@@ -15,7 +16,17 @@ import httpx
 import pytest
 
 from tests.servers import JsonReceiver, ServedApp, free_tcp_port, serve_asgi
-from watcher.simulator import GRPC_CODES, Simulator, demo_timeline, populate
+from watcher import simulator as simulator_module
+from watcher.simulator import (
+    COLLECTIONS,
+    GRPC_CODES,
+    INITIAL_STATES,
+    Simulator,
+    demo_timeline,
+    full_state,
+    populate,
+    scenario,
+)
 
 AUTH = {"Authorization": "Bearer sim-key"}
 JOBS = "/v1/accounts/sim-account/dpoJobs"
@@ -497,6 +508,282 @@ def test_populate_is_deterministic_and_varied() -> None:
     assert "accounts/sim-account/dpoJobs/job-00099" == first.jobs()[-1]["name"]
 
 
+# -- every collection, the clock and progress --------------------------------------------
+
+SFT = "supervisedFineTuningJobs"
+START = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("collection", COLLECTIONS)
+def test_add_job_starts_in_the_collections_first_state(collection: str) -> None:
+    """Without a state, a resource starts PENDING, BUILDING, CREATING, DEPLOYING or UPLOADING."""
+    job = Simulator().add_job("r1", collection=collection)
+
+    assert INITIAL_STATES[collection] == job["state"]
+    assert f"accounts/sim-account/{collection}/r1" == job["name"]
+
+
+@pytest.mark.parametrize(
+    ("state", "collection", "expected"),
+    [
+        ("running", "dpoJobs", "JOB_STATE_RUNNING"),
+        ("JOB_STATE_RUNNING", "evaluationJobs", "JOB_STATE_RUNNING"),
+        ("ready", "deployments", "READY"),
+        ("BUILD_FAILED", "evaluators", "BUILD_FAILED"),
+        ("WARPING", "rlorTrainerJobs", "JOB_STATE_WARPING"),
+    ],
+)
+def test_full_state_prefixes_only_job_collections(
+    state: str, collection: str, expected: str
+) -> None:
+    """JOB_STATE_ is added for job collections only; unknown names pass through."""
+    assert expected == full_state(state, collection)
+
+
+def test_unknown_states_are_served_as_given(sim: Simulator, client: httpx.Client) -> None:
+    """A state the SDK does not know yet (e.g. JOB_STATE_WARPING) is still served."""
+    sim.add_job("j1", state="WARPING")
+
+    assert "JOB_STATE_WARPING" == client.get(f"{JOBS}/j1").json()["state"]
+
+
+def test_timestamps_follow_the_injected_clock(clock: FakeClock) -> None:
+    """createTime, updateTime and completedTime are start_time plus the clock's progress."""
+    sim = Simulator(clock=clock, start_time=START)
+    created = sim.add_job("s1", collection=SFT)
+    clock.now += 10
+    running = sim.set_state("s1", "RUNNING", collection=SFT)
+    clock.now += 5
+    unchanged = sim.set_state("s1", "RUNNING", collection=SFT)
+    clock.now += 5
+    completed = sim.set_state("s1", "COMPLETED", collection=SFT)
+    clock.now += 5
+    resumed = sim.set_state("s1", "RUNNING", collection=SFT)
+
+    assert ("2025-01-01T00:00:00Z", "2025-01-01T00:00:00Z") == (
+        created["createTime"],
+        created["updateTime"],
+    )
+    assert "2025-01-01T00:00:10Z" == running["updateTime"] == unchanged["updateTime"]
+    assert ("2025-01-01T00:00:20Z", "2025-01-01T00:00:20Z") == (
+        completed["updateTime"],
+        completed["completedTime"],
+    )
+    assert "2025-01-01T00:00:25Z" == resumed["updateTime"]
+    assert "completedTime" not in resumed
+
+
+def test_progress_grows_only_while_running_and_stops_at_100(clock: FakeClock) -> None:
+    """A progress rate moves percent (and updateTime) with the clock while RUNNING, up to 100."""
+    sim = Simulator(clock=clock, start_time=START)
+    sim.add_job("s1", collection=SFT, state="RUNNING", progress_rate=10.0)
+    clock.now += 2.55
+    moving = sim.job("s1", SFT)
+    sim.set_state("s1", "PAUSED", collection=SFT)
+    clock.now += 100
+    paused = sim.job("s1", SFT)
+    sim.set_state("s1", "RUNNING", collection=SFT)
+    clock.now += 100
+    capped = sim.job("s1", SFT)
+
+    assert (25, "2025-01-01T00:00:02.500000Z") == (
+        moving["jobProgress"]["percent"],
+        moving["updateTime"],
+    )
+    assert 25 == paused["jobProgress"]["percent"]
+    assert 100 == capped["jobProgress"]["percent"]
+
+
+def test_set_progress_sets_percent_epoch_and_rate(clock: FakeClock) -> None:
+    """set_progress sets percent and epoch now, and a rate that moves it later."""
+    sim = Simulator(clock=clock)
+    sim.add_job("b1", collection="batchInferenceJobs", state="RUNNING")
+
+    set_now = sim.set_progress("b1", 40, collection="batchInferenceJobs", epoch=2, rate=1.0)
+    clock.now += 10
+    later = sim.job("b1", "batchInferenceJobs")
+
+    assert (40, 2) == (set_now["jobProgress"]["percent"], set_now["jobProgress"]["epoch"])
+    assert (50, 500) == (
+        later["jobProgress"]["percent"],
+        later["jobProgress"]["totalProcessedRequests"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("collection", "knob"),
+    [
+        ("dpoJobs", {"progress": 10}),
+        ("evaluationJobs", {"progress_rate": 1.0}),
+        ("dpoJobs", {"replica_count": 2}),
+        ("reinforcementFineTuningJobs", {"estimated_cost_usd": 1.0}),
+        ("supervisedFineTuningJobs", {"accelerator_seconds": 5}),
+        ("models", {"model": "m"}),
+    ],
+)
+def test_knobs_the_sdk_model_lacks_are_refused(collection: str, knob: dict[str, Any]) -> None:
+    """A knob the collection's model has no field for raises ValueError."""
+    with pytest.raises(ValueError, match="has no field for"):
+        Simulator().add_job("r1", collection=collection, **knob)
+
+
+def test_set_progress_on_a_kind_without_progress_is_refused() -> None:
+    """DPO jobs have no jobProgress, so set_progress refuses them."""
+    sim = Simulator()
+    sim.add_job("j1")
+
+    with pytest.raises(ValueError, match="no jobProgress"):
+        sim.set_progress("j1", 10, collection="dpoJobs")
+
+
+def test_kind_shapes_differ(sim: Simulator) -> None:
+    """SFT is flat, DPO/RFT/RLOR nest trainingConfig, batch and evaluation jobs have neither."""
+    shapes = {
+        collection: sim.add_job("r1", collection=collection)
+        for collection in (
+            "dpoJobs",
+            SFT,
+            "reinforcementFineTuningJobs",
+            "rlorTrainerJobs",
+            "batchInferenceJobs",
+            "evaluationJobs",
+        )
+    }
+
+    assert {"dpoJobs", "reinforcementFineTuningJobs", "rlorTrainerJobs"} == {
+        collection for collection, job in shapes.items() if "trainingConfig" in job
+    }
+    assert ("baseModel", "dataset") == tuple(
+        k for k in ("baseModel", "dataset") if k in shapes[SFT]
+    )
+    assert {"model", "inputDatasetId", "outputDatasetId"} <= set(shapes["batchInferenceJobs"])
+    assert {"evaluator", "inputDataset", "outputDataset"} <= set(shapes["evaluationJobs"])
+    assert {"dpoJobs", "reinforcementFineTuningJobs", "rlorTrainerJobs"} == {
+        collection for collection, job in shapes.items() if "updateTime" not in job
+    }
+
+
+def test_secrets_are_echoed_where_the_models_have_them(sim: Simulator) -> None:
+    """W&B key, signed URLs and deployment route keys appear, so leaks can be tested."""
+    sft = sim.add_job("s1", collection=SFT)
+    deployment = sim.add_job("d1", collection="deployments")
+
+    assert "sim-wandb-secret" == sft["wandbConfig"]["apiKey"]
+    assert simulator_module.SIGNED_LOGS_URL == sft["trainerLogsSignedUrl"]
+    assert simulator_module.SIGNED_METRICS_URL == sft["metricsFileSignedUrl"]
+    assert [simulator_module.ROUTE_API_KEY] == deployment["directRouteApiKeys"]
+
+
+def test_read_mask_is_checked_per_collection(sim: Simulator, client: httpx.Client) -> None:
+    """jobProgress is an SFT field but not a DPO one, so only the SFT mask is accepted."""
+    sim.add_job("j1")
+    sim.add_job("s1", collection=SFT, progress=5)
+
+    dpo = client.get(f"{JOBS}/j1", params={"readMask": "jobProgress"})
+    sft = client.get(f"/v1/accounts/sim-account/{SFT}/s1", params={"readMask": "jobProgress"})
+
+    assert 400 == dpo.status_code
+    assert "invalid readMask path 'jobProgress' for dpoJobs" == dpo.json()["message"]
+    assert {"jobProgress": {"percent": 5}} == sft.json()
+
+
+def test_deleted_deployments_are_listed_only_with_show_deleted(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    """showDeleted=true adds DELETED deployments to the LIST; a GET still finds them."""
+    sim.add_job("live", collection="deployments", state="READY")
+    sim.add_job("gone", collection="deployments", state="DELETED")
+    url = "/v1/accounts/sim-account/deployments"
+
+    default = client.get(url, params={"readMask": "name"}).json()
+    shown = client.get(url, params={"readMask": "name", "showDeleted": "true"}).json()
+
+    assert (1, 2) == (default["totalSize"], shown["totalSize"])
+    assert "deleteTime" in client.get(f"{url}/gone").json()
+
+
+def test_removing_an_rlor_trainer_archives_it_first(sim: Simulator) -> None:
+    """A removed RLOR trainer shows JOB_STATE_ARCHIVED; removing it again drops it."""
+    sim.add_job("t1", collection="rlorTrainerJobs", state="COMPLETED")
+
+    sim.remove_job("t1", "rlorTrainerJobs")
+    archived = sim.job("t1", "rlorTrainerJobs")
+    sim.remove_job("t1", "rlorTrainerJobs")
+
+    assert "JOB_STATE_ARCHIVED" == archived["state"]
+    assert [] == sim.jobs("rlorTrainerJobs")
+
+
+def test_repeat_cycles_forever_even_after_a_clock_jump(clock: FakeClock) -> None:
+    """repeat() replays its steps every period; a huge clock jump lands in the right step."""
+    sim = Simulator(clock=clock)
+    sim.add_job("e1", collection="evaluators")
+    sim.repeat(
+        "e1",
+        [(0, "BUILDING", "OK", ""), (4, "ACTIVE", "OK", "")],
+        period=10,
+        collection="evaluators",
+    )
+    seen = []
+    for offset in (1, 5, 11, 15, 1_000_001, 1_000_005):
+        clock.now = 1000.0 + offset
+        seen.append(sim.job("e1", "evaluators")["state"])
+
+    assert ["BUILDING", "ACTIVE"] * 3 == seen
+
+
+def test_busy_scenario_keeps_every_collection_moving(clock: FakeClock) -> None:
+    """Long after it started, `busy` still changes states and replaces runs in every collection."""
+    sim = Simulator(clock=clock)
+    scenario(sim, "busy")
+
+    def snapshot() -> dict[str, set[tuple[str, str]]]:
+        return {c: {(j["name"], j["state"]) for j in sim.jobs(c)} for c in COLLECTIONS}
+
+    clock.now += 100_000
+    snapshots = []
+    for _ in range(24):
+        snapshots.append(snapshot())
+        clock.now += 5
+    moved = {c for c in COLLECTIONS if len({frozenset(s[c]) for s in snapshots}) > 1}
+
+    assert set(COLLECTIONS) == moved
+    assert all(snapshots[-1][c] for c in COLLECTIONS)
+    progress = sim.job("busy-sft", SFT).get("jobProgress", {}).get("percent", 0)
+    assert 0 <= progress <= 100
+
+
+def test_chaos_scenario_mixes_in_seeded_faults(
+    monkeypatch: pytest.MonkeyPatch, served: ServedApp, client: httpx.Client, clock: FakeClock
+) -> None:
+    """`chaos` answers some requests with 500, 503, 429 + Retry-After or a malformed body."""
+    monkeypatch.setattr(simulator_module, "CHAOS_SLOW_SECONDS", 0.01)
+
+    def run(seed: int) -> list[tuple[int, str | None, bool]]:
+        sim = Simulator(clock=clock)
+        served.app = sim
+        scenario(sim, "chaos", seed=seed)
+        answers = []
+        for _ in range(120):
+            response = client.get(f"{JOBS}/busy-dpo")
+            try:
+                response.json()
+                parsed = True
+            except json.JSONDecodeError:
+                parsed = False
+            answers.append((response.status_code, response.headers.get("retry-after"), parsed))
+        return answers
+
+    first, again, other = run(0), run(0), run(1)
+
+    assert first == again
+    assert first != other
+    assert {200, 429, 500, 503} == {status for status, _, _ in first}
+    assert {"1"} == {retry for status, retry, _ in first if status == 429}
+    assert (200, None, False) in first
+    assert 60 < sum(status == 200 for status, _, _ in first)
+
+
 # -- the /_sim/ control API --------------------------------------------------------------
 
 
@@ -565,6 +852,33 @@ def test_control_errors(
     assert response.json()["message"]
 
 
+def test_control_endpoints_for_progress_repeat_and_scenario(
+    sim: Simulator, control: httpx.Client, clock: FakeClock
+) -> None:
+    """Progress, repeating cycles, one resource and scenarios can be driven through /_sim/."""
+    created = control.post(
+        "/_sim/jobs",
+        json={"job_id": "s1", "collection": SFT, "state": "RUNNING", "progress": 5},
+    )
+    progressed = control.post(f"/_sim/jobs/{SFT}/s1/progress", json={"percent": 30, "epoch": 1})
+    repeated = control.post(
+        f"/_sim/jobs/{SFT}/s1/repeat",
+        json={"steps": [[0, "RUNNING", "OK", ""], [5, "COMPLETED", "OK", ""]], "period": 10},
+    )
+    clock.now += 6
+    one = control.get(f"/_sim/jobs/{SFT}/s1")
+    loaded = control.post("/_sim/scenario", json={"name": "busy"})
+    unknown = control.post("/_sim/scenario", json={"name": "nope"})
+
+    assert [200] * 5 == [r.status_code for r in (created, progressed, repeated, one, loaded)]
+    assert {"percent": 30, "epoch": 1} == progressed.json()["jobProgress"]
+    assert "JOB_STATE_COMPLETED" == one.json()["state"]
+    assert {f"{c}/busy" for c in ("deployments", "evaluators")} <= {
+        entry.rsplit("-", 1)[0] for entry in loaded.json()["resources"]
+    }
+    assert 400 == unknown.status_code
+
+
 # -- in process and as a process ---------------------------------------------------------
 
 
@@ -601,6 +915,27 @@ def test_module_runs_as_a_process_and_stops_on_sigterm() -> None:
 
     assert "FIREWORKS_API_KEY=sim-key" in line
     assert 3 == response.json()["totalSize"]
+    assert 0 == code
+
+
+def test_module_serves_the_busy_scenario() -> None:
+    """`python -m watcher.simulator --scenario busy` serves every collection."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    command = [sys.executable, "-m", "watcher.simulator", "--port", "0", "--scenario", "busy"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            base_url = line.split("FIREWORKS_BASE_URL=")[1].split()[0]
+            url = f"{base_url}/v1/accounts/sim-account/deployments"
+            response = httpx.get(url, headers=AUTH, timeout=5)
+            process.terminate()
+            code = process.wait(timeout=10)
+        finally:
+            process.kill()
+
+    assert "(scenario busy)" in line
+    assert 2 <= response.json()["totalSize"]
     assert 0 == code
 
 
