@@ -24,6 +24,8 @@ from tests.sdk_oracle import (
     validate,
 )
 from tests.servers import ServedApp
+from watcher.fireworks import parse_job
+from watcher.kinds import JobKind, short_state
 from watcher.simulator import (
     COMPLETED_TIME_COLLECTIONS,
     FIELDS,
@@ -405,6 +407,48 @@ def test_official_client_lists_deleted_deployments_only_on_request(
     SDK_CALLS["deployments"] += 2
     assert [name_of("deployments", "live")] == default
     assert [name_of("deployments", "gone"), name_of("deployments", "live")] == with_deleted
+
+
+# -- the watcher's own readMask ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(JobKind), ids=str)
+def test_answers_to_the_watchers_read_mask_validate_and_parse(
+    sim: Simulator, clock: FakeClock, http: httpx.Client, kind: JobKind
+) -> None:
+    """GET and LIST with the client's own readMask are valid SDK models (less what the mask
+    leaves out), hold only masked fields, and the client's parser reads their state from them."""
+    collection = kind.collection
+    expected = fill(sim, clock, collection)
+    params = {"readMask": kind.spec.read_mask}
+    masked = set(kind.spec.read_mask.split(","))
+
+    items = list_all(http, collection, params | {"pageSize": "7", "showDeleted": "true"})
+    gets = [
+        http.get(f"/v1/accounts/{ACCOUNT}/{collection}/{job_id}", params=params).json()
+        for job_id in expected
+    ]
+
+    for document in [*items, *gets]:
+        validate(MODELS[collection][1], document, label=collection, mask=kind.spec.read_mask)
+        assert set(document) <= masked
+        snapshot = parse_job(document, kind=kind, account_id=ACCOUNT)
+        assert short_state(document["state"]) == snapshot.state
+    assert len(expected) == len(items) == len(gets)
+
+
+def test_masked_validation_still_refuses_unknown_keys() -> None:
+    """The readMask allowance excuses missing keys only, never an unknown or mistyped one."""
+    model = MODELS["reinforcementFineTuningJobs"][0]
+    mask = "name,state,dataset"
+
+    validate(model, {"name": "x", "dataset": "d"}, mask=mask)  # evaluator masked out
+    with pytest.raises(AssertionError, match="evaluator"):
+        validate(model, {"name": "x", "dataset": "d"})
+    with pytest.raises(AssertionError, match="bogus"):
+        validate(model, {"name": "x", "dataset": "d", "bogus": 1}, mask=mask)
+    with pytest.raises(AssertionError, match="dataset"):
+        validate(model, {"name": "x"}, mask=mask)
 
 
 # -- c. an unknown readMask path -------------------------------------------------------
