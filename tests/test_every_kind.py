@@ -24,6 +24,7 @@ from watcher import app, config
 from watcher.cli import main
 from watcher.kinds import JobKind
 from watcher.simulator import Simulator, scenario
+from watcher.store import StateStore
 
 #: (kind, state it starts in, state it moves to, the exit code `watch` ends with there).
 MOVES: list[tuple[JobKind, str, str, int]] = [
@@ -345,6 +346,7 @@ class TestUnreadable:
         assert unreadable.startswith("cannot read sft/broken: HTTP 400 INVALID_ARGUMENT")
         assert 2 == len(receiver.messages)
 
+        capsys.readouterr()  # before any command configured logging, structlog printed here
         code = main(["status", "--json", "-c", self.config_file(tmp_path, settings)])
         status = json.loads(capsys.readouterr().out)
         assert 0 == code
@@ -362,6 +364,7 @@ class TestUnreadable:
         assert "sft/broken is readable again" == again["title"]
         assert "success" == again["type"]
         assert 3 == len(receiver.messages)
+        capsys.readouterr()
         main(["status", "--json", "-c", self.config_file(tmp_path, settings)])
         assert [] == json.loads(capsys.readouterr().out)["unreadable"]
 
@@ -373,6 +376,24 @@ class TestUnreadable:
             f'[watcher]\nstate_path = "{settings.watcher.state_path}"\n'
         )
         return str(path)
+
+    async def test_a_resource_no_longer_watched_is_forgotten_silently(
+        self, settings: config.Settings, sim: Simulator, receiver: JsonReceiver
+    ) -> None:
+        """A reload that stops watching an unreadable resource clears it without a message."""
+        sim.add_fault(status=400, times=10_000, path_contains="supervisedFineTuningJobs/broken")
+        async with app.open_watcher(settings) as watcher:
+            for _ in range(3):
+                await watcher.run_once(force=True)
+            receiver.wait_for(1)
+            smaller = settings.model_copy(update={"watches": settings.watches[1:]})
+            notifier = app.build_notifier(smaller)
+            watcher.reload(app.build_plan(smaller, notifier), notifier)
+            await watcher.run_once(force=True)
+
+        with StateStore.open(settings.watcher.state_path) as store:
+            assert {"sft/broken": ""} == store.flags("unreadable:")
+        assert 1 == len(receiver.messages)
 
     async def test_unparsable_answers_count_too(
         self, settings: config.Settings, sim: Simulator, receiver: JsonReceiver

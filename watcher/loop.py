@@ -330,6 +330,7 @@ class Watcher:
         self._schedule.slow_interval = plan.terminal_poll_interval
         self.plan, self._sender = plan, sender
         self._index_plan()
+        await self._forget_unwatched_unreadable()
         log.info(
             "watcher.reloaded",
             jobs=len(plan.refs),
@@ -337,6 +338,30 @@ class Watcher:
             removed=len(dropped),
             channels=[c.name for c in plan.channels],
         )
+
+    async def _forget_unwatched_unreadable(self) -> None:
+        """A target no longer watched is no longer news: its unreadable flag goes, silently."""
+        plan = self.plan
+        watched = {r.key for r in plan.refs} | {_list_key(k) for k in plan.discover}
+        watched |= {f"{_list_key(r.kind)}:explicit" for r in plan.refs}
+
+        def still_watched(target: str) -> bool:
+            return target in watched or target.split("/")[0] in plan.discover
+
+        stale = [t for t in {*self._unreadable, *self._unreadable_runs} if not still_watched(t)]
+        if not stale:
+            return
+        flags = {UNREADABLE_FLAG + t: "" for t in stale if t in self._unreadable}
+        try:
+            await self._db(self._store.record, [], [], now=self._clock(), flags=flags)
+        except StoreError as exc:
+            log.error("store.error", error=str(exc))
+            return
+        for target in stale:
+            self._unreadable.pop(target, None)
+            self._unreadable_runs.pop(target, None)
+            self._readable_again.discard(target)
+        self._observer.unreadable(self._unreadable)
 
     # -- one cycle -------------------------------------------------------------------------
 
