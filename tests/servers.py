@@ -28,6 +28,16 @@ AsgiApp = Callable[
 ]
 
 
+class FakeClock:
+    """A settable stand-in for `time.monotonic`."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def free_tcp_port() -> int:
     """A TCP port that was free on 127.0.0.1 a moment ago (prefer binding port 0 yourself)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

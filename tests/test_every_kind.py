@@ -18,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.conftest import ACCOUNT, KEY
-from tests.servers import JsonReceiver, ServedApp
+from tests.servers import FakeClock, JsonReceiver, ServedApp
 from tests.test_daemon import Daemon
 from watcher import app, config
 from watcher.cli import main
@@ -466,8 +466,8 @@ async def test_chaos_never_hides_a_healthy_job(
     """Against the `chaos` scenario (every kind moving, 1 answer in 8 a fault: 500, 503, 429,
     slow, malformed), the daemon's cycles never crash and a healthy job's move is seen within
     3 cycles."""
-    clock = [1000.0]
-    sim = Simulator(api_key=KEY, account_id=ACCOUNT, clock=lambda: clock[0])
+    clock = FakeClock()
+    sim = Simulator(api_key=KEY, account_id=ACCOUNT, clock=clock)
     server.app = sim
     scenario(sim, "chaos", seed=7)
     sim.add_job("healthy", state="RUNNING")
@@ -490,11 +490,11 @@ async def test_chaos_never_hides_a_healthy_job(
     polled = 0
     async with app.open_watcher(settings) as watcher:
         for _ in range(3):
-            clock[0] += 30
+            clock.now += 30
             polled = max(polled, (await watcher.run_once(force=True)).polled)
         sim.set_state("healthy", "COMPLETED")
         for cycles in range(1, 6):  # noqa: B007 (the count is the result)
-            clock[0] += 30
+            clock.now += 30
             report = await watcher.run_once(force=True)
             if "dpo/healthy" in [t.ref.key for t in report.transitions]:
                 break

@@ -23,7 +23,7 @@ from tests.sdk_oracle import (
     literal_values,
     validate,
 )
-from tests.servers import ServedApp
+from tests.servers import FakeClock, ServedApp
 from watcher.fireworks import parse_job
 from watcher.kinds import JobKind, short_state
 from watcher.simulator import (
@@ -110,16 +110,6 @@ RICH: dict[str, list[dict[str, Any]]] = {
     "datasets": [{"state": "READY", "display_name": "A ready dataset"}],
 }
 _FAILURE_CODES = {"FAILED": "INTERNAL", "CANCELLED": "CANCELLED", "EXPIRED": "DEADLINE_EXCEEDED"}
-
-
-class FakeClock:
-    """A settable stand-in for `time.monotonic`."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import apprise
 import httpx
 import pytest
 
-from tests.servers import JsonReceiver, ServedApp, free_tcp_port, serve_asgi
+from tests.servers import FakeClock, JsonReceiver, ServedApp, free_tcp_port, serve_asgi
 from watcher import simulator as simulator_module
 from watcher.simulator import (
     COLLECTIONS,
@@ -36,16 +36,6 @@ JOBS = "/v1/accounts/sim-account/dpoJobs"
 def anyio_backend() -> str:
     """Run the async test on asyncio, the loop uvicorn uses."""
     return "asyncio"
-
-
-class FakeClock:
-    """A settable stand-in for `time.monotonic`."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
