@@ -23,9 +23,11 @@ RUN python -m venv /opt/fireworks-watcher
 
 WORKDIR /src
 # Only what the wheel build reads (hatchling: pyproject.toml, README.md as the long
-# description, the watcher package). Tests and dev tools stay out: no `[dev]` extra.
+# description, the watcher package and the simulator package, which `fireworks-watcher
+# simulate` serves in the compose demo). Tests and dev tools stay out: no `[dev]` extra.
 COPY pyproject.toml README.md ./
 COPY watcher/ watcher/
+COPY fireworks_sim/ fireworks_sim/
 # `.` is the project itself: its dependencies are bounded in pyproject.toml, so DL3013
 # (pin versions) does not apply to a local path.
 RUN /opt/fireworks-watcher/bin/pip install --no-cache-dir .

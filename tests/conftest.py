@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from fireworks_sim import Simulator
 from tests.servers import JsonReceiver, ServedApp
-from watcher.simulator import Simulator
 
 KEY = "test-api-key-0123456789"
 ACCOUNT = "acme"

@@ -39,8 +39,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from fireworks_sim import Simulator
 from tests.servers import JsonReceiver, ServedApp
-from watcher.simulator import Simulator
 
 KEY = "crash-api-key-0123456789"
 ACCOUNT = "crash-acct"

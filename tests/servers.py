@@ -18,7 +18,7 @@ from typing import Any, Self, cast
 
 import uvicorn
 
-from watcher.simulator import listen_tcp
+from fireworks_sim import listen_tcp
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -1,4 +1,8 @@
-"""The import rules of style.md (c): a pure core, one I/O library per adapter, one composition root."""
+"""The import rules of style.md (c): a pure core, one I/O library per adapter, one composition root.
+
+The simulator, `fireworks_sim`, is a package of its own: it shares no code with the daemon, and
+only the composition root (`demo`, `cli`) starts it.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +13,41 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
-CORE = {"model", "kinds", "transitions", "messages", "errors", "delivery", "schedule", "budget"}
+SIMULATOR = PACKAGE.parent / "fireworks_sim"
+CORE = {
+    "model",
+    "kinds",
+    "transitions",
+    "messages",
+    "errors",
+    "delivery",
+    "schedule",
+    "budget",
+    "text",
+}
 ADAPTERS = {"fireworks", "store", "notify", "health", "sdnotify"}
 COMPOSITION = {"app", "cli", "demo", "__main__"}
 # Third-party libraries each module may use beside the standard library.
 ALLOWED_LIBRARIES: dict[str, set[str]] = {
     "config": {"pydantic", "pydantic_core"},
     "fireworks": {"httpx", "anyio", "orjson", "structlog"},
-    "store": set(),
+    "store": {"anyio"},
     "sdnotify": set(),
     "notify": {"apprise", "anyio"},
     "health": {"anyio", "prometheus_client", "uvicorn"},
     "loop": {"anyio", "structlog"},
+    "dispatcher": {"anyio", "structlog"},
     "logs": {"structlog"},
-    "simulator": {"uvicorn"},
 }
 # watcher modules each module may import.
 ALLOWED_INTERNAL: dict[str, set[str]] = {
     **{name: CORE | {"__init__"} for name in CORE},
     "config": CORE | {"__init__"},
-    **{name: CORE | {"config", "__init__"} for name in ADAPTERS},
-    "loop": CORE | {"config", "__init__"},
-    "logs": set(),
-    "simulator": set(),
+    "ports": CORE | {"__init__"},
+    **{name: CORE | {"ports", "config", "__init__"} for name in ADAPTERS},
+    "loop": CORE | {"ports", "dispatcher", "config", "__init__"},
+    "dispatcher": CORE | {"ports", "__init__"},
+    "logs": {"text"},
 }
 
 
@@ -86,3 +102,48 @@ def test_nothing_imports_the_cli() -> None:
     ]
 
     assert [] == importers
+
+
+SIMULATOR_MODULES = sorted(p.stem for p in SIMULATOR.glob("*.py"))
+# What the simulator may import beside the standard library and itself (uvicorn, lazily).
+SIMULATOR_LIBRARIES = {"uvicorn"}
+# The watcher modules that may start the simulator: the composition root.
+SIMULATOR_IMPORTERS = {"demo", "cli"}
+
+
+def test_the_simulator_has_modules() -> None:
+    """The rules below walk the package: they must find it."""
+    assert {"__init__", "api", "cli", "serve"} <= set(SIMULATOR_MODULES)
+
+
+@pytest.mark.parametrize("module", SIMULATOR_MODULES)
+def test_the_simulator_imports_only_the_stdlib_and_uvicorn(module: str) -> None:
+    """`fireworks_sim` imports nothing from `watcher`, so the two cannot share a wire-format bug."""
+    broken = [
+        name
+        for name in imports(SIMULATOR / f"{module}.py")
+        if name.split(".")[0] != "fireworks_sim"
+        and name.split(".")[0] not in sys.stdlib_module_names
+        and name.split(".")[0] not in SIMULATOR_LIBRARIES
+    ]
+
+    assert [] == broken
+
+
+def test_only_the_composition_root_imports_the_simulator() -> None:
+    """The daemon never depends on the simulator; `demo` and `cli` start it."""
+    importers = [
+        m
+        for m in MODULES
+        if any(name.split(".")[0] == "fireworks_sim" for name in imports(PACKAGE / f"{m}.py"))
+    ]
+
+    assert [] == [m for m in importers if m not in SIMULATOR_IMPORTERS]
+
+
+@pytest.mark.parametrize("module", SIMULATOR_MODULES)
+def test_simulator_modules_stay_small(module: str) -> None:
+    """No module of the simulator grows past 450 lines: split it by role instead."""
+    lines = len((SIMULATOR / f"{module}.py").read_text().splitlines())
+
+    assert lines <= 450

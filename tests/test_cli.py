@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher.cli import main
-from watcher.simulator import Simulator
 
 
 @pytest.fixture
@@ -248,6 +248,28 @@ class TestOnceAndStatus:
         assert "PENDING" == document["undelivered"][0]["old_state"]
         assert "1 undelivered notification(s)" in text
         assert "hunter2-pw" not in text + raw
+
+    def test_status_needs_no_channel_secret_account_or_key(
+        self,
+        config_file: Path,
+        sim: Simulator,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """An operator without the secrets reads the state: `${VAR}` in channel URLs unset, no
+        account, no API key; the URLs show in their stored privacy form."""
+        sim.add_job("job-a", state="RUNNING")
+        run_cli(capsys, "once", "-c", str(config_file))
+        config_file.write_text(
+            config_file.read_text().replace("hunter2-pw", "${UNSET_CHANNEL_SECRET}")
+        )
+        for name in ("FIREWORKS_API_KEY", "FIREWORKS_ACCOUNT_ID", "UNSET_CHANNEL_SECRET"):
+            monkeypatch.delenv(name, raising=False)
+
+        code, out, err = run_cli(capsys, "status", "-c", str(config_file))
+
+        assert (0, "") == (code, err.strip())
+        assert "dpo/job-a" in out
 
     def test_status_without_state_yet(
         self, config_file: Path, capsys: pytest.CaptureFixture[str]

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from fireworks_sim import Simulator
 from tests.servers import JsonReceiver, free_tcp_port
-from watcher.simulator import Simulator
 
 DEADLINE = 20.0
 
@@ -36,6 +36,7 @@ class Daemon:
     """`fireworks-watcher run` in a subprocess, with its JSON log lines collected."""
 
     def __init__(self, config: Path, env: dict[str, str]) -> None:
+        self.env = env
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "watcher", "run", "-c", str(config)],
             stdout=subprocess.DEVNULL,
@@ -293,6 +294,94 @@ def test_sigterm_lets_an_in_flight_send_finish(
     wait_until(lambda: sim.request_count >= polled + 6, "three poll cycles after the restart")
     assert 1 == len(receiver.messages)
     assert 0 == again.stop()
+
+
+def test_sigterm_leaves_a_send_longer_than_the_grace_pending(
+    sim: Simulator,
+    receiver: JsonReceiver,
+    start: StartDaemon,
+) -> None:
+    """A send still running when the 5 s grace ends is abandoned: exit 0 within the grace,
+    the row stays pending, and the next start sends it again (an in-flight repeat)."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    daemon = start()
+    daemon.wait_event("job.baseline", 2)
+    receiver.delay = 8.0  # longer than the grace, shorter than notify_timeout (30 s)
+    sim.set_state("job-a", "COMPLETED")
+    receiver.wait_for(1)
+
+    stopped_at = time.monotonic()
+    assert 0 == daemon.stop()
+    assert time.monotonic() - stopped_at < 7.5
+    assert not any('"notify.sent"' in line for line in daemon.lines)
+
+    receiver.delay = 0.0
+    again = start()
+    again.wait_event("notify.sent")
+    assert ["Sim job job-a (job-a): RUNNING → COMPLETED"] * 2 == [
+        m["title"] for m in receiver.wait_for(2)
+    ]
+    assert 0 == again.stop()
+
+
+def test_a_second_daemon_on_the_same_state_file_exits_2(
+    sim: Simulator, receiver: JsonReceiver, start: StartDaemon, config_path: Path
+) -> None:
+    """One daemon per state file: a second `run` (or `once`) says who holds it, exit 2; the
+    first keeps delivering each transition once."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    first = start()
+    first.wait_event("job.baseline", 2)
+
+    second = start()
+    code = second.proc.wait(timeout=20)
+    once = subprocess.run(
+        [sys.executable, "-m", "watcher", "once", "-c", str(config_path)],
+        capture_output=True,
+        text=True,
+        env=first.env,
+        timeout=60,
+        check=False,
+    )
+    sim.set_state("job-a", "COMPLETED")
+    receiver.wait_for(1)
+    first.wait_event("notify.sent")
+
+    errors = [line for line in second.lines if line.startswith("fireworks-watcher: error:")]
+    assert 2 == code
+    assert [f"pid {first.proc.pid}"] == [e.split("(")[-1].rstrip(")\n") for e in errors]
+    assert 2 == once.returncode
+    assert f"in use by another fireworks-watcher (pid {first.proc.pid})" in once.stderr
+    assert "Traceback" not in "".join(second.lines) + once.stderr
+    assert 1 == len(receiver.messages)
+    assert 0 == first.stop()
+
+
+def test_health_port_in_use_is_one_line_and_exit_2(
+    sim: Simulator, config_path: Path, start: StartDaemon
+) -> None:
+    """A health port already taken stops `run` at once: one line naming the key, exit 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config_path.write_text(
+            config_path.read_text().replace(
+                'health_listen = ""', f'health_listen = "127.0.0.1:{port}"'
+            )
+        )
+        daemon = start()
+        code = daemon.proc.wait(timeout=20)
+        daemon.close()
+
+    assert 2 == code
+    expected = (
+        f"fireworks-watcher: error: watcher.health_listen: cannot listen on 127.0.0.1:{port}:"
+        " Address already in use\n"
+    )
+    assert [expected] == [line for line in daemon.lines if not line.startswith("{")]
 
 
 def test_systemd_notify_protocol(

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from fireworks_sim import Simulator, scenario
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import FakeClock, JsonReceiver, ServedApp
 from tests.test_daemon import Daemon
 from watcher import app, config
 from watcher.cli import main
 from watcher.kinds import JobKind
-from watcher.simulator import Simulator, scenario
 from watcher.store import StateStore
 
 #: (kind, state it starts in, state it moves to, the exit code `watch` ends with there).

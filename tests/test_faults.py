@@ -18,15 +18,15 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
-from watcher.fireworks import FireworksClient, RetryPolicy
+from watcher.fireworks import FireworksClient, RequestRetry
 from watcher.loop import PROBE_CALLS, CycleReport, Watcher
-from watcher.simulator import Simulator
-from watcher.store import StateStore
+from watcher.store import AsyncStore, StateStore
 
-FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
+FAST_RETRY = RequestRetry(attempts=3, base_delay=0.01, max_delay=0.02)
 
 
 def settings_for(
@@ -72,7 +72,7 @@ async def fast_watcher(
             yield Watcher(
                 app.build_plan(settings, notifier),
                 source=client,
-                store=store,
+                store=AsyncStore(store),
                 sender=notifier,
                 **extra,  # type: ignore[arg-type]
             )

@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watcher import __version__
-from watcher.errors import ApiRejected, ApiUnavailable, ConfigError, PayloadError
+from watcher.errors import ApiRejected, ApiUnavailable, PayloadError
 from watcher.fireworks import (
     FireworksClient,
-    RetryPolicy,
+    RequestRetry,
     backoff_delay,
     error_message,
     parse_job,
@@ -137,7 +137,7 @@ class RecordingSleep:
 async def client_for(
     handler: ScriptedApi | PagedApi,
     sleep: RecordingSleep | None = None,
-    retry: RetryPolicy | None = None,
+    retry: RequestRetry | None = None,
 ) -> AsyncIterator[FireworksClient]:
     """A FireworksClient over a MockTransport, with fixed jitter (0.5) and clock (NOW)."""
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
@@ -146,7 +146,7 @@ async def client_for(
             account_id=ACCOUNT,
             api_key=API_KEY,
             base_url=BASE_URL,
-            retry=retry or RetryPolicy(),
+            retry=retry or RequestRetry(),
             sleep=sleep or RecordingSleep(),
             rand=lambda: 0.5,
             now=lambda: NOW,
@@ -451,7 +451,7 @@ def test_backoff_delay(
     attempt: int, rand: float, retry_after: float | None, expected: float
 ) -> None:
     """Full jitter over an exponential ceiling, with a server hint as a floor and a cap."""
-    actual = backoff_delay(attempt, RetryPolicy(), retry_after=retry_after, rand=lambda: rand)
+    actual = backoff_delay(attempt, RequestRetry(), retry_after=retry_after, rand=lambda: rand)
 
     assert expected == pytest.approx(actual)
 
@@ -459,7 +459,7 @@ def test_backoff_delay(
 def test_retry_policy_rejects_zero_attempts() -> None:
     """A policy that would never send is refused at construction."""
     with pytest.raises(ValueError, match="attempts"):
-        RetryPolicy(attempts=0)
+        RequestRetry(attempts=0)
 
 
 @pytest.mark.parametrize(
@@ -904,7 +904,7 @@ async def test_backoff_grows_between_tries() -> None:
     """Without a server hint the waits follow the doubling jittered backoff."""
     api = ScriptedApi(Reply(500, {}))
     sleep = RecordingSleep()
-    async with client_for(api, sleep, RetryPolicy(attempts=5)) as client:
+    async with client_for(api, sleep, RequestRetry(attempts=5)) as client:
         with pytest.raises(ApiUnavailable) as info:
             await client.list_jobs(JobKind.RFT)
 
@@ -1122,9 +1122,10 @@ async def test_client_repr_hides_api_key() -> None:
 
 
 @pytest.mark.parametrize("base_url", ["ftp://api.fireworks.ai", "not a url", "http://"], ids=str)
-async def test_bad_base_url_is_config_error(base_url: str) -> None:
-    """A base URL that is not http(s)://host is refused at construction."""
+async def test_bad_base_url_is_refused(base_url: str) -> None:
+    """A base URL that is not http(s)://host is refused at construction (the config has
+    validated it before, so this is a programming error)."""
     kwargs: dict[str, Any] = {"account_id": ACCOUNT, "api_key": API_KEY, "base_url": base_url}
     async with httpx.AsyncClient(transport=httpx.MockTransport(ScriptedApi(Reply()))) as http:
-        with pytest.raises(ConfigError):
+        with pytest.raises(ValueError, match="invalid Fireworks base URL"):
             FireworksClient(http, **kwargs)

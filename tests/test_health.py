@@ -14,9 +14,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from watcher.errors import ConfigError
+from watcher.errors import ListenError
 from watcher.health import AUTH_REASON, STORE_REASON, Health, serve_health
-from watcher.loop import CycleReport, Observer
+from watcher.loop import CycleReport
+from watcher.ports import Observer
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 OK = CycleReport(polled=2, calls=2)
@@ -427,13 +428,13 @@ async def test_lifespan_is_acknowledged(health: Health) -> None:
 # -- serving ---------------------------------------------------------------------------------
 
 
-async def test_port_in_use_is_a_config_error(health: Health) -> None:
+async def test_port_in_use_is_a_listen_error(health: Health) -> None:
     """An address already taken is reported against health_listen."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(ConfigError) as caught:
+        with pytest.raises(ListenError) as caught:
             await serve_health(health.app(), "127.0.0.1", port)
 
     assert str(caught.value).startswith(

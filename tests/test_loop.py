@@ -13,11 +13,11 @@ import anyio.to_thread
 import pytest
 from structlog.testing import capture_logs
 
+from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.loop import Watcher
-from watcher.simulator import Simulator
 
 
 def settings_for(
@@ -141,7 +141,7 @@ async def test_failed_channel_gets_the_message_once_it_recovers(
     with anyio.fail_after(15):
         while not receiver.messages:
             await anyio.sleep(await watcher.next_wake())
-            await watcher.deliver_due()
+            await watcher.dispatch_once()
 
     assert 1 == len(receiver.messages)
     assert "boom" in receiver.messages[0]["message"]
@@ -165,7 +165,7 @@ async def test_only_the_failed_url_is_retried(
             with anyio.fail_after(15):
                 while not bad.messages:
                     await anyio.sleep(await watcher.next_wake())
-                    await watcher.deliver_due()
+                    await watcher.dispatch_once()
 
         assert 1 == len(good.messages)
         assert 1 == len(bad.messages)
@@ -360,7 +360,7 @@ async def test_reload_baselines_added_jobs_drops_removed_ones_and_rebuilds_chann
             with anyio.fail_after(15):
                 while not dead:
                     await anyio.sleep(await watcher.next_wake())
-                    dead = (await watcher.deliver_due()).dead
+                    dead = (await watcher.dispatch_once()).dead
 
             assert watcher.last(before.refs()[1]) is None
         assert ["dpo/job-a", "dpo/job-c"] == sorted(t.ref.key for t in report.transitions)
@@ -398,7 +398,7 @@ async def test_undeliverable_messages_die_after_retry_for(
         with anyio.fail_after(15):
             while not dead:
                 await anyio.sleep(await watcher.next_wake())
-                dead = (await watcher.deliver_due()).dead
+                dead = (await watcher.dispatch_once()).dead
 
     assert 1 == report.failed
     with sqlite3.connect(state_path) as db:
@@ -423,7 +423,7 @@ async def test_timed_out_send_is_retried_as_maybe_delivered(
         with anyio.fail_after(15):
             while len(receiver.messages) < 2:
                 await anyio.sleep(await watcher.next_wake())
-                await watcher.deliver_due()
+                await watcher.dispatch_once()
 
     assert 1 == report.failed
     assert ["maybe_delivered"] == [e["outcome"] for e in logs if e["event"] == "notify.failed"]

@@ -12,11 +12,11 @@ import anyio.to_thread
 import pytest
 from structlog.testing import capture_logs
 
+from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.loop import CycleReport, Watcher
-from watcher.simulator import Simulator
 
 
 def settings_for(
@@ -184,7 +184,8 @@ def test_watcher_uses_the_request_budget_type() -> None:
 async def test_pages_are_announced_as_they_arrive(
     server: ServedApp, sim: Simulator, tmp_path: Path
 ) -> None:
-    """A move on page 1 is announced before a slow page 2 has arrived, not after the whole list."""
+    """A move on page 1 is announced (by the dispatcher's task, as in the daemon) before a
+    slow page 2 has arrived, not after the whole list."""
     fill(sim, 450)
     with JsonReceiver() as receiver:
         settings = config.parse(
@@ -202,13 +203,17 @@ async def test_pages_are_announced_as_they_arrive(
             sim.add_fault(delay=3.0, path_contains="pageToken", times=2)
             finished = anyio.Event()
 
+            stop = anyio.Event()
+
             async def cycle() -> None:
-                await watcher.run_once(force=True)
+                await watcher.poll_once(force=True)
                 finished.set()
 
             async with anyio.create_task_group() as tg:
+                tg.start_soon(watcher.dispatcher.run, stop)
                 tg.start_soon(cycle)
                 await anyio.to_thread.run_sync(receiver.wait_for, 1, 2.5)
                 announced_before_the_end = not finished.is_set()
+                stop.set()
 
     assert announced_before_the_end

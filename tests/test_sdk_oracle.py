@@ -15,6 +15,16 @@ import fireworks
 import httpx
 import pytest
 
+from fireworks_sim import (
+    COMPLETED_TIME_COLLECTIONS,
+    FIELDS,
+    FINAL_STATES,
+    GRPC_CODES,
+    INITIAL_STATES,
+    STATES,
+    Simulator,
+    scenario,
+)
 from tests.sdk_oracle import (
     MODELS,
     SDK_CALLS,
@@ -26,16 +36,6 @@ from tests.sdk_oracle import (
 from tests.servers import FakeClock, ServedApp
 from watcher.fireworks import parse_job
 from watcher.kinds import JobKind, short_state
-from watcher.simulator import (
-    COMPLETED_TIME_COLLECTIONS,
-    FIELDS,
-    FINAL_STATES,
-    GRPC_CODES,
-    INITIAL_STATES,
-    STATES,
-    Simulator,
-    scenario,
-)
 
 ACCOUNT = "sim-account"
 KEY = "sim-key"

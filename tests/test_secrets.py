@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fireworks_sim import SIGNED_LOGS_URL, SIGNED_METRICS_URL, Simulator
 from tests.conftest import ACCOUNT
 from tests.servers import JsonReceiver, ServedApp
 from tests.test_daemon import Daemon
 from tests.test_every_kind import MOVES, add_every_kind, move_every_kind, resource_id
-from watcher.simulator import SIGNED_LOGS_URL, SIGNED_METRICS_URL, Simulator
 
 API_KEY = "fw-SECRET-apikey-7f3a9c"
 URL_PASSWORD = "SECRET-urlpass-41d2"

@@ -15,18 +15,19 @@ import apprise
 import httpx
 import pytest
 
-from tests.servers import FakeClock, JsonReceiver, ServedApp, free_tcp_port, serve_asgi
-from watcher import simulator as simulator_module
-from watcher.simulator import (
+import fireworks_sim
+from fireworks_sim import (
     COLLECTIONS,
     GRPC_CODES,
     INITIAL_STATES,
     Simulator,
     demo_timeline,
+    faults,
     full_state,
     populate,
     scenario,
 )
+from tests.servers import FakeClock, JsonReceiver, ServedApp, free_tcp_port, serve_asgi
 
 AUTH = {"Authorization": "Bearer sim-key"}
 JOBS = "/v1/accounts/sim-account/dpoJobs"
@@ -659,9 +660,9 @@ def test_secrets_are_echoed_where_the_models_have_them(sim: Simulator) -> None:
     deployment = sim.add_job("d1", collection="deployments")
 
     assert "sim-wandb-secret" == sft["wandbConfig"]["apiKey"]
-    assert simulator_module.SIGNED_LOGS_URL == sft["trainerLogsSignedUrl"]
-    assert simulator_module.SIGNED_METRICS_URL == sft["metricsFileSignedUrl"]
-    assert [simulator_module.ROUTE_API_KEY] == deployment["directRouteApiKeys"]
+    assert fireworks_sim.SIGNED_LOGS_URL == sft["trainerLogsSignedUrl"]
+    assert fireworks_sim.SIGNED_METRICS_URL == sft["metricsFileSignedUrl"]
+    assert [fireworks_sim.ROUTE_API_KEY] == deployment["directRouteApiKeys"]
 
 
 def test_read_mask_is_checked_per_collection(sim: Simulator, client: httpx.Client) -> None:
@@ -747,7 +748,8 @@ def test_chaos_scenario_mixes_in_seeded_faults(
     monkeypatch: pytest.MonkeyPatch, served: ServedApp, client: httpx.Client, clock: FakeClock
 ) -> None:
     """`chaos` answers some requests with 500, 503, 429 + Retry-After or a malformed body."""
-    monkeypatch.setattr(simulator_module, "CHAOS_SLOW_SECONDS", 0.01)
+    # The chaos faults read it from `fireworks_sim.faults`: patch it there.
+    monkeypatch.setattr(faults, "CHAOS_SLOW_SECONDS", 0.01)
 
     def run(seed: int) -> list[tuple[int, str | None, bool]]:
         sim = Simulator(clock=clock)
@@ -885,10 +887,10 @@ async def test_simulator_works_through_asgi_transport() -> None:
 
 
 def test_module_runs_as_a_process_and_stops_on_sigterm() -> None:
-    """`python -m watcher.simulator` prints where it listens, serves, and exits 0 on SIGTERM."""
+    """`python -m fireworks_sim` prints where it listens, serves, and exits 0 on SIGTERM."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
     with subprocess.Popen(
-        [sys.executable, "-m", "watcher.simulator", "--port", "0", "--jobs", "3"],
+        [sys.executable, "-m", "fireworks_sim", "--port", "0", "--jobs", "3"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -909,9 +911,9 @@ def test_module_runs_as_a_process_and_stops_on_sigterm() -> None:
 
 
 def test_module_serves_the_busy_scenario() -> None:
-    """`python -m watcher.simulator --scenario busy` serves every collection."""
+    """`python -m fireworks_sim --scenario busy` serves every collection."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
-    command = [sys.executable, "-m", "watcher.simulator", "--port", "0", "--scenario", "busy"]
+    command = [sys.executable, "-m", "fireworks_sim", "--port", "0", "--scenario", "busy"]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
         try:
             assert process.stdout is not None

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from watcher.delivery import Delivery, OutboxEntry
-from watcher.errors import StoreError
+from watcher.errors import LeaseLost, StateLocked, StoreError
 from watcher.model import JobKind, JobRef, JobSnapshot
-from watcher.store import StateStore
+from watcher.store import StateStore, exclusive
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SECRET_URL = "slack://hunter2-Secret-Token@T1234/B5678/#ml-alerts"
@@ -196,7 +196,7 @@ class TestRecord:
         """An entry that cannot be written undoes the snapshot upsert of the same call."""
         store.record([snapshot(state="RUNNING")], [], now=T0)
 
-        with pytest.raises(TypeError, match="must be str"):
+        with pytest.raises(StoreError, match="must be str"):
             store.record(
                 [snapshot(state="COMPLETED"), snapshot(job_id="new")],
                 [entry(), entry(**bad)],
@@ -224,7 +224,7 @@ class TestRecord:
 
     def test_naive_datetime_rejected(self, store: StateStore) -> None:
         """A naive created_at is refused rather than guessed, and nothing is written."""
-        with pytest.raises(ValueError, match="naive"):
+        with pytest.raises(StoreError, match="naive"):
             store.record([snapshot()], [entry(created_at=datetime(2025, 1, 1))], now=T0)
 
         assert {} == store.last_all()
@@ -280,8 +280,8 @@ class TestOutbox:
         )
 
     def test_unknown_id(self, store: StateStore) -> None:
-        """Marking a row that does not exist is a bug and says so."""
-        with pytest.raises(KeyError, match="42"):
+        """Marking a row that does not exist is a StoreError naming it, like every store error."""
+        with pytest.raises(LeaseLost, match="42"):
             store.mark_delivered(42, now=T0)
 
     def test_due_filters_and_orders(self, store: StateStore) -> None:
@@ -422,7 +422,7 @@ class TestFile:
         """A database written by a newer version is refused, naming the path."""
         with StateStore.open(db_path):
             pass
-        raw_sql(db_path, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        raw_sql(db_path, "UPDATE meta SET value = '3' WHERE key = 'schema_version'")
 
         with pytest.raises(StoreError, match="newer fireworks-watcher") as info:
             StateStore.open(db_path)
@@ -500,7 +500,7 @@ class TestFlagsAndStats:
 
     def test_flags_roll_back_with_the_transaction(self, store: StateStore) -> None:
         """A record that fails writes no flag either."""
-        with pytest.raises(TypeError):
+        with pytest.raises(StoreError):
             store.record([], [entry(title=7)], now=T0, flags={"f": "1"})
 
         assert store.flag("f") is None
@@ -514,3 +514,160 @@ class TestFlagsAndStats:
         store.mark_dead(second.id, now=T0, error="gone")
 
         assert (1, T0 + timedelta(minutes=3)) == store.outbox_stats()
+
+
+LEASE = timedelta(seconds=60)
+OTHER_URL = hashlib.sha256(b"json://other").hexdigest()
+
+
+def ids(deliveries: list[Delivery]) -> list[int]:
+    return [d.id for d in deliveries]
+
+
+class TestClaims:
+    """Deliveries are claimed with a lease; one job's rows reach a target in order."""
+
+    def test_claim_takes_due_rows_once(self, store: StateStore) -> None:
+        """A claimed row is not offered again while its lease runs; marks name the claim."""
+        store.record([], [entry("dpo/a"), entry("dpo/b")], now=T0)
+
+        first = store.claim(T0, holder="d1", lease=LEASE)
+        again = store.claim(T0 + timedelta(seconds=1), holder="d2", lease=LEASE)
+
+        assert ([1, 2], []) == (ids(first), ids(again))
+        assert {"d1"} == {d.claim for d in first}
+
+    def test_a_jobs_later_row_waits_for_the_earlier_one(self, store: StateStore) -> None:
+        """CREATING→PENDING must reach a target before PENDING→RUNNING, even after retries."""
+        store.record([], [entry("dpo/a", new_state="PENDING")], now=T0)
+        store.record([], [entry("dpo/a", minutes=1, new_state="RUNNING")], now=T0)
+        store.record([], [entry("dpo/a", url_key=OTHER_URL, new_state="PENDING")], now=T0)
+        later = T0 + timedelta(minutes=2)
+
+        (first, other) = store.claim(later, holder="d", lease=LEASE)
+        store.mark_retry(
+            first.id, next_attempt_at=later + timedelta(minutes=5), error="503", claim="d"
+        )
+        while_retrying = store.claim(later, holder="d", lease=LEASE)
+        store.mark_delivered(other.id, now=later, claim="d")
+        store.mark_delivered(
+            store.claim(later + timedelta(minutes=6), holder="d", lease=LEASE)[0].id,
+            now=later,
+            claim="d",
+        )
+        after = store.claim(later + timedelta(minutes=6), holder="d", lease=LEASE)
+
+        assert ([1, 3], [], [2]) == ([first.id, other.id], ids(while_retrying), ids(after))
+
+    def test_a_dead_row_unblocks_the_next(self, store: StateStore) -> None:
+        """A given-up row no longer holds the job's later messages back."""
+        store.record([], [entry("dpo/a"), entry("dpo/a", minutes=1)], now=T0)
+        (first,) = store.claim(T0 + timedelta(minutes=1), holder="d", lease=LEASE)
+        store.mark_dead(first.id, now=T0, error="gone", claim="d")
+
+        assert [2] == ids(store.claim(T0 + timedelta(minutes=1), holder="d", lease=LEASE))
+
+    def test_busy_targets_are_skipped(self, store: StateStore) -> None:
+        """Rows of a target with a send in flight are left for its own lane."""
+        store.record([], [entry("dpo/a"), entry("dpo/b", url_key=OTHER_URL)], now=T0)
+
+        claimed = store.claim(T0, holder="d", lease=LEASE, busy=[entry().url_key])
+
+        assert [2] == ids(claimed)
+
+    def test_an_expired_lease_is_claimed_again_and_the_old_mark_refused(
+        self, store: StateStore
+    ) -> None:
+        """A holder presumed dead loses its rows: a new claim takes them, a late mark fails."""
+        store.record([], [entry("dpo/a")], now=T0)
+        (mine,) = store.claim(T0, holder="old", lease=LEASE)
+
+        (theirs,) = store.claim(T0 + LEASE + timedelta(seconds=1), holder="new", lease=LEASE)
+        with pytest.raises(LeaseLost):
+            store.mark_delivered(mine.id, now=T0, claim="old")
+        store.mark_delivered(theirs.id, now=T0, claim="new")
+
+        assert [] == store.undelivered()
+
+    def test_release_claims_at_start(self, store: StateStore) -> None:
+        """The lock holder voids claims left by a dead process: the row is due again at once."""
+        store.record([], [entry("dpo/a")], now=T0)
+        store.claim(T0, holder="dead", lease=LEASE)
+
+        released = store.release_claims()
+
+        assert (1, [1]) == (released, ids(store.claim(T0, holder="alive", lease=LEASE)))
+
+    def test_next_due_waits_for_a_claim(self, store: StateStore) -> None:
+        """A claimed row is next due when its lease ends, not at its retry time."""
+        store.record([], [entry("dpo/a")], now=T0)
+        store.claim(T0, holder="d", lease=LEASE)
+
+        assert T0 + LEASE == store.next_due_at()
+
+
+class TestMigration:
+    """A state file of schema 1 (the previous release) upgrades in place, nothing lost."""
+
+    SCHEMA_1 = """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+    INSERT INTO meta VALUES ('schema_version', '1'), ('flag:api_down_announced', '1');
+    CREATE TABLE jobs (job_key TEXT PRIMARY KEY, snapshot TEXT NOT NULL, updated_at TEXT);
+    INSERT INTO jobs VALUES ('dpo/a', '{"kind": "dpo", "job_id": "a", "account_id": "acme",
+        "state": "RUNNING", "status_code": "OK", "status_message": "", "display_name": "A",
+        "base_model": "", "output_model": "", "dataset": "", "created_by": "",
+        "create_time": "", "completed_time": "", "wandb_url": ""}', '2025-03-01');
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, job_key TEXT NOT NULL, channel TEXT NOT NULL,
+        url_key TEXT NOT NULL, url_display TEXT NOT NULL, title TEXT NOT NULL,
+        body TEXT NOT NULL, old_state TEXT NOT NULL, new_state TEXT NOT NULL,
+        created_at TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL, last_error TEXT NOT NULL DEFAULT '', delivered_at TEXT
+    );
+    CREATE INDEX outbox_status_next ON outbox (status, next_attempt_at);
+    INSERT INTO outbox (job_key, channel, url_key, url_display, title, body, old_state,
+        new_state, created_at, status, attempts, next_attempt_at, last_error) VALUES
+        ('dpo/a', 'team', 'k1', 'json://x', 'a: PENDING → RUNNING', 'b', 'PENDING', 'RUNNING',
+         '2025-03-01T12:00:00.000000+00:00', 'pending', 2,
+         '2025-03-01T12:00:00.000000+00:00', '503'),
+        ('dpo/a', 'team', 'k1', 'json://x', 'a: done', 'b', 'RUNNING', 'COMPLETED',
+         '2025-03-01T11:00:00.000000+00:00', 'delivered', 1,
+         '2025-03-01T11:00:00.000000+00:00', '');
+    """
+
+    def test_schema_1_upgrades_with_nothing_lost(self, db_path: Path) -> None:
+        """Jobs, flags and both outbox rows survive; the pending one is claimable."""
+        with sqlite3.connect(db_path) as db:
+            db.executescript(self.SCHEMA_1)
+
+        with StateStore.open(db_path) as store:
+            snapshot = store.last_all()["dpo/a"]
+            pending = store.claim(T0, holder="d", lease=LEASE)
+            flag = store.flag("api_down_announced")
+        with sqlite3.connect(db_path) as db:
+            version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            rows = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+
+        assert ("RUNNING", "A", "1") == (snapshot.state, snapshot.display_name, flag)
+        assert [("a: PENDING → RUNNING", 2)] == [(d.entry.title, d.attempts) for d in pending]
+        assert (str(StateStore.SCHEMA_VERSION), 2) == (version[0], rows[0])
+
+
+class TestExclusive:
+    """One daemon per state file."""
+
+    def test_second_holder_is_refused_naming_the_pid(self, db_path: Path) -> None:
+        """While one holds the lock, another gets StateLocked with the holder's pid."""
+        with (
+            exclusive(db_path),
+            pytest.raises(StateLocked, match=f"pid {os.getpid()}"),
+            exclusive(db_path),
+        ):
+            pass  # pragma: no cover
+
+    def test_released_on_exit(self, db_path: Path) -> None:
+        """After the holder is done, the next one gets the lock."""
+        with exclusive(db_path):
+            pass
+        with exclusive(db_path):
+            pass

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import anyio
 import httpx
@@ -25,7 +26,7 @@ from watcher.loop import Watcher, WatchPlan
 from watcher.model import Transition
 from watcher.notify import AppriseNotifier, register_console_scheme
 from watcher.sdnotify import SystemdNotifier
-from watcher.store import StateStore
+from watcher.store import AsyncStore, StateStore, exclusive
 from watcher.transitions import ChannelRules
 
 log = structlog.get_logger("watcher")
@@ -72,6 +73,7 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
         api_down_after=w.api_down_after,
         unreadable_after=w.unreadable_after,
         api_label=settings.fireworks.base_url,
+        notify_timeout=w.notify_timeout,
     )
 
 
@@ -125,6 +127,15 @@ async def fireworks_client(
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """A watcher with the adapters whose settings a reload changes in place."""
+
+    watcher: Watcher
+    client: FireworksClient
+    budget: RequestBudget
+
+
 @asynccontextmanager
 async def open_watcher(
     settings: Settings,
@@ -134,13 +145,36 @@ async def open_watcher(
     health: Health | None = None,
 ) -> AsyncIterator[Watcher]:
     """A Watcher on the real API client, state store and notifier; everything closed on exit."""
+    async with open_runtime(
+        settings, on_transition=on_transition, notifier=notifier, health=health
+    ) as runtime:
+        yield runtime.watcher
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    on_transition: Callable[[Transition], None] | None = None,
+    notifier: AppriseNotifier | None = None,
+    health: Health | None = None,
+) -> AsyncIterator[Runtime]:
+    """`open_watcher`, also handing out the client and the budget (for SIGHUP).
+
+    Raises:
+        StateLocked: another process runs on this state file.
+    """
     notifier = notifier if notifier is not None else build_notifier(settings)
     plan = build_plan(settings, notifier)
     # One budget for every request: the client pays for each, the loop plans with it.
     budget = RequestBudget(settings.watcher.max_requests_per_minute)
     async with fireworks_client(settings, health=health, budget=budget) as client:
-        with StateStore.open(settings.watcher.state_path) as store:
-            yield Watcher(
+        path = settings.watcher.state_path
+        with StateStore.open(path) as sync_store, exclusive(path):
+            store = AsyncStore(sync_store)
+            # Only this process holds the file: a claim left by a dead one is void.
+            await store.release_claims()
+            watcher = Watcher(
                 plan,
                 source=client,
                 store=store,
@@ -149,6 +183,7 @@ async def open_watcher(
                 on_transition=on_transition,
                 budget=budget,
             )
+            yield Runtime(watcher, client, budget)
 
 
 async def run_daemon(
@@ -172,10 +207,12 @@ async def run_daemon(
         systemd.watchdog()
 
     stop = anyio.Event()
+    running = [settings]  # the settings in force, replaced by each accepted reload
     async with (
-        open_watcher(settings, notifier=notifier, health=health) as watcher,
+        open_runtime(settings, notifier=notifier, health=health) as runtime,
         anyio.create_task_group() as tg,
     ):
+        watcher = runtime.watcher
         address = settings.watcher.health_address
         if address is not None:
             port = await tg.start(serve_health, health.app(), *address)
@@ -188,7 +225,7 @@ async def run_daemon(
                 async for signum in signals:
                     if signum == signal.SIGHUP:
                         systemd.reloading()
-                        _reload(watcher, health, settings, reload)
+                        running[0] = _reload(runtime, health, running[0], reload)
                         systemd.ready()
                         continue
                     log.info("watcher.stopping", signal=signal.Signals(signum).name)
@@ -205,9 +242,14 @@ async def run_daemon(
 
 
 def _reload(
-    watcher: Watcher, health: Health, current: Settings, load: Callable[[], Settings]
-) -> None:
-    """Apply a re-read config, or keep the running one when the new one is invalid."""
+    runtime: Runtime, health: Health, current: Settings, load: Callable[[], Settings]
+) -> Settings:
+    """Apply a re-read config and return it, or keep (and return) the running one when the
+    new one is invalid.
+
+    Everything that can change live does: intervals, the request budget and timeout, retry
+    and notify timeouts, watches and channels. The rest is named, one log line per key.
+    """
     try:
         new = load()
         new.require_watches()
@@ -215,17 +257,22 @@ def _reload(
         plan = build_plan(new, notifier)
     except WatcherError as exc:
         log.error("config.reload_rejected", error=str(exc))
-        return
-    # The API client, state file and health listener are built once; changing them needs a
-    # restart, and saying so beats silently ignoring the edit.
+        return current
+    # The API client's account, key and URL, the state file and the health listener are
+    # bound once; changing them needs a restart, and saying so beats ignoring the edit.
     for key, old_value, new_value in (
-        ("fireworks", current.fireworks, new.fireworks),
+        ("fireworks.account_id", current.fireworks.account_id, new.fireworks.account_id),
+        ("fireworks.base_url", current.fireworks.base_url, new.fireworks.base_url),
+        ("fireworks.api_key", current.fireworks.api_key, new.fireworks.api_key),
         ("watcher.state_path", current.watcher.state_path, new.watcher.state_path),
         ("watcher.health_listen", current.watcher.health_listen, new.watcher.health_listen),
     ):
         if old_value != new_value:
             log.warning("config.reload_needs_restart", key=key)
-    watcher.reload(plan, notifier)
+    runtime.budget.set_rate(new.watcher.max_requests_per_minute)
+    runtime.client.set_request_timeout(new.watcher.request_timeout)
+    runtime.watcher.reload(plan, notifier)
     health.set_poll_interval(
         new.watcher.poll_interval, terminal_poll_interval=new.watcher.terminal_poll_interval
     )
+    return new

@@ -30,12 +30,27 @@ class RequestBudget:
         if per_minute <= 0:
             msg = "per_minute must be > 0"
             raise ValueError(msg)
-        self.per_minute = per_minute
         self._rate = per_minute / 60.0
         self.capacity = max(1.0, self._rate * BURST_SECONDS)
         self._clock = clock
         self._tokens = self.capacity
         self._at = clock()
+
+    @property
+    def per_minute(self) -> float:
+        """The rate, in requests per minute."""
+        return self._rate * 60.0
+
+    def set_rate(self, per_minute: float) -> None:
+        """Change the rate from now on (SIGHUP); tokens already earned are kept, up to the
+        new burst."""
+        if per_minute <= 0:
+            msg = "per_minute must be > 0"
+            raise ValueError(msg)
+        self._refill()
+        self._rate = per_minute / 60.0
+        self.capacity = max(1.0, self._rate * BURST_SECONDS)
+        self._tokens = min(self._tokens, self.capacity)
 
     def _refill(self) -> None:
         now = self._clock()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from watcher import __version__
-from watcher.errors import ConfigError, NotifyError, StoreError, WatcherError
+from watcher.errors import ConfigError, ListenError, NotifyError, StoreError, WatcherError
 from watcher.kinds import JobKind
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (ConfigError, NotifyError, StoreError) as exc:
+    except (ConfigError, NotifyError, StoreError, ListenError) as exc:
         _error(str(exc))
         return EXIT_USAGE
     except WatcherError as exc:
@@ -157,9 +157,27 @@ def _load(args: argparse.Namespace) -> Settings:
 
 
 def _run_async(func: Callable[[], Awaitable[T]]) -> T:
+    """Run `func` on asyncio; a task group's failure that is one WatcherError (a port in use,
+    a locked state file) is raised as that error, so it gets its one line and exit code."""
     import anyio
 
-    return anyio.run(func)
+    try:
+        return anyio.run(func)
+    except BaseExceptionGroup as group:
+        errors = _leaves(group)
+        if len(errors) == 1 and isinstance(errors[0], WatcherError):
+            raise errors[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            found += _leaves(error)
+        else:
+            found.append(error)
+    return found
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -279,10 +297,11 @@ def _probe(settings: Settings, plan: WatchPlan) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
+    from watcher import config
     from watcher.store import StateStore
 
-    settings = _load(args)
-    path = settings.watcher.state_path
+    # The state file only: no channel secret (`${VAR}`), account or key is needed to read it.
+    path = config.load_watcher(args.config, os.environ).state_path
     if not path.exists():
         if args.json:
             empty = {"state_path": str(path), "jobs": [], "unreadable": [], "undelivered": []}
@@ -508,10 +527,10 @@ async def _follow(watcher: Watcher, ref: JobRef, *, account: str) -> int:
         if code is not None:
             # Give the last notifications a fair chance before exiting.
             with anyio.move_on_after(30):
-                pending = (await watcher.deliver_due()).failed
+                pending = (await watcher.dispatch_once()).failed
                 while pending:
                     await anyio.sleep(await watcher.next_wake())
-                    pending = (await watcher.deliver_due()).failed
+                    pending = (await watcher.dispatch_once()).failed
             return code
         await anyio.sleep(await watcher.next_wake())
 
@@ -555,7 +574,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from watcher import simulator
+    import fireworks_sim as simulator
 
     argv = ["--host", args.host, "--port", str(args.port), "--jobs", str(args.jobs)]
     argv += ["--scenario", args.scenario]

@@ -33,9 +33,10 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from watcher.errors import ConfigError
-from watcher.kinds import ALL_STATES, JobKind, short_state
+from watcher.kinds import ALL_STATES, DEFAULT_BASE_URL, JobKind, short_state
 from watcher.messages import MESSAGE_FIELDS
 from watcher.model import JobRef
+from watcher.text import one_line
 
 #: Names the config file may have when no path is given, in search order. `$FIREWORKS_WATCHER_CONFIG`,
 #: when set, comes before them all.
@@ -52,7 +53,6 @@ HEALTH_LISTEN_ENV: Final = "FIREWORKS_WATCHER_HEALTH_LISTEN"  # e.g. 0.0.0.0:946
 CREDENTIALS_DIRECTORY_ENV: Final = "CREDENTIALS_DIRECTORY"  # set by systemd's LoadCredential=
 #: The credential name the systemd unit loads the API key under.
 API_KEY_CREDENTIAL: Final = "fireworks_api_key"
-DEFAULT_BASE_URL: Final = "https://api.fireworks.ai"
 
 _TOP_LEVEL_KEYS: Final = ("fireworks", "watcher", "watch", "channel")
 _SECRET_KEYS: Final = frozenset({"urls", "api_key", "api_key_file"})
@@ -436,6 +436,34 @@ def load(path: Path | None, env: Mapping[str, str]) -> Settings:
     Raises:
         ConfigError: no file, unreadable file, bad TOML (with line and column), or invalid settings.
     """
+    document, source = _read(path, env)
+    return parse(document, env, source=source)
+
+
+def load_watcher(path: Path | None, env: Mapping[str, str]) -> WatcherSettings:
+    """Only the `[watcher]` table of a config file (where the state lives), for commands that
+    read the state: no channel URL is resolved, so their `${VAR}` secrets need not be set,
+    and no account or key is needed.
+
+    Raises:
+        ConfigError: as `load`, for the file and its `[watcher]` table.
+    """
+    document, source = _read(path, env)
+    origins = _Origins()
+    table = document.get("watcher", {})
+    raw = _interpolate({"watcher": table}, (), env, origins, source)
+    prepared = {
+        "fireworks": {"account_id": "unused"},
+        "watcher": _watcher_table(raw.get("watcher", {}), env, origins),
+    }
+    try:
+        return Settings.model_validate(prepared).watcher
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, origins)) from None
+
+
+def _read(path: Path | None, env: Mapping[str, str]) -> tuple[dict[str, Any], str]:
+    """The decoded TOML document of the config file, and its name for messages."""
     if path is None:
         path = default_config_path(env)
         if path is None:
@@ -452,8 +480,8 @@ def load(path: Path | None, env: Mapping[str, str]) -> Settings:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_one_line(f"{path}: invalid TOML: {exc}")) from None
-    return parse(document, env, source=str(path))
+        raise ConfigError(one_line(f"{path}: invalid TOML: {exc}")) from None
+    return document, str(path)
 
 
 def _interpolate(
@@ -603,7 +631,7 @@ def _describe(exc: ValidationError, source: str, origins: _Origins) -> str:
     text = "; ".join(problems[:_MAX_SHOWN_ERRORS])
     if len(problems) > _MAX_SHOWN_ERRORS:
         text += f"; and {len(problems) - _MAX_SHOWN_ERRORS} more"
-    return _one_line(f"{source}: {text}")
+    return one_line(f"{source}: {text}")
 
 
 def _below(loc: tuple[str | int, ...], parent: tuple[str | int, ...]) -> bool:
@@ -688,8 +716,4 @@ def _render(loc: tuple[Any, ...], *, fields: bool = False) -> str:
 
 
 def _fail(source: str, path: str, problem: str) -> ConfigError:
-    return ConfigError(_one_line(f"{source}: {path}: {problem}"))
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.splitlines())
+    return ConfigError(one_line(f"{source}: {path}: {problem}"))

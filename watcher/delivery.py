@@ -62,6 +62,7 @@ class Delivery:
     next_attempt_at: datetime
     last_error: str
     status: str  # "pending" | "delivered" | "dead"
+    claim: str | None = None  # the dispatcher that claimed it, while it does
 
 
 class SendOutcome(StrEnum):
@@ -115,3 +116,51 @@ def next_attempt(
         return None
     nominal = doubling(policy.first_delay, policy.max_delay, attempts)
     return now + timedelta(seconds=nominal * (0.5 + rand() / 2))
+
+
+class MarkKind(StrEnum):
+    """What becomes of a delivery after one send."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """The settled outcome of one send: `at` is when it was delivered or died, or when to
+    try again."""
+
+    kind: MarkKind
+    at: datetime
+    error: str = ""
+    attempts: int = 0  # attempts made so far, this one included
+
+
+def settle(
+    delivery: Delivery,
+    result: SendResult,
+    policy: RetryPolicy,
+    *,
+    now: datetime,
+    rand: Callable[[], float],
+) -> Mark:
+    """Decide what one send's result makes of its delivery.
+
+    Delivered is final. A failure (or a send that timed out and may have arrived) is retried
+    on the backoff schedule until `give_up_after` has passed since the transition; a target
+    the config no longer has is given up at once.
+    """
+    attempts = delivery.attempts + 1
+    if result.outcome is SendOutcome.DELIVERED:
+        return Mark(MarkKind.DELIVERED, now, attempts=attempts)
+    retry_at = (
+        None
+        if result.outcome is SendOutcome.UNKNOWN_TARGET
+        else next_attempt(
+            policy, attempts=attempts, created_at=delivery.entry.created_at, now=now, rand=rand
+        )
+    )
+    if retry_at is None:
+        return Mark(MarkKind.DEAD, now, result.detail, attempts)
+    return Mark(MarkKind.RETRY, retry_at, result.detail, attempts)

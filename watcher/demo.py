@@ -13,7 +13,8 @@ from pathlib import Path
 
 import anyio
 
-from watcher import app, config, logs, simulator
+import fireworks_sim as simulator
+from watcher import app, config, logs
 from watcher.model import JobKind, JobRef, is_settled
 
 _KEY = "demo-key"

@@ -5,10 +5,13 @@ WatcherError
 ├── ConfigError          bad config file, value or missing secret; the CLI exits 2
 ├── ApiError             the Fireworks API did not give a usable answer
 │   ├── ApiUnavailable   transient: timeout, connection error, 429, 5xx; retried with backoff
-│   ├── ApiRejected      401/403 and other 4xx: retrying soon will not help
+│   ├── ApiRejected      401/403, other 4xx, a redirect loop: retrying soon will not help
 │   └── PayloadError     the answer is not the JSON we expect; skipped for this cycle
 ├── StoreError           the state database cannot be opened or written
-└── NotifyError          a channel URL cannot be used
+│   ├── LeaseLost        a mark came too late: the outbox row is no longer this claim's
+│   └── StateLocked      another daemon holds the state file
+├── NotifyError          a channel URL cannot be used
+└── ListenError          the health server cannot listen where it is told; the CLI exits 2
 ```
 
 Every message is one line and never contains a secret.
@@ -58,5 +61,17 @@ class StoreError(WatcherError):
     """The state database cannot be opened or written."""
 
 
+class LeaseLost(StoreError):
+    """A delivery's mark came too late: its row is settled or claimed by someone else."""
+
+
+class StateLocked(StoreError):
+    """Another process holds the state file's lock (one daemon per state file)."""
+
+
 class NotifyError(WatcherError):
     """A notification channel URL cannot be used."""
+
+
+class ListenError(WatcherError):
+    """The health server cannot listen on its address (in use, not local, ...)."""

@@ -30,14 +30,14 @@ import structlog
 
 from watcher import __version__
 from watcher.budget import RequestBudget
-from watcher.errors import ApiRejected, ApiUnavailable, ConfigError, PayloadError
-from watcher.kinds import KINDS, JobKind, short_state
+from watcher.errors import ApiRejected, ApiUnavailable, PayloadError
+from watcher.kinds import DEFAULT_BASE_URL, KINDS, JobKind, short_state
 from watcher.model import JobRef, JobSnapshot, JobState
 from watcher.schedule import doubling
+from watcher.text import one_line, scrub
 
 log = structlog.get_logger("watcher")
 
-DEFAULT_BASE_URL: Final = "https://api.fireworks.ai"
 USER_AGENT: Final = f"fireworks-watcher/{__version__}"
 #: The API caps pages at 200 and coerces larger values down.
 MAX_PAGE_SIZE: Final = 200
@@ -134,7 +134,7 @@ def status_reason(status: Mapping[str, object]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
+class RequestRetry:
     """How often and how patiently one request is retried after a transient failure.
 
     Attributes:
@@ -154,18 +154,18 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         """Reject a policy that could never send or would wait a negative time."""
         if self.attempts < 1:
-            msg = f"RetryPolicy.attempts must be at least 1, got {self.attempts}"
+            msg = f"RequestRetry.attempts must be at least 1, got {self.attempts}"
             raise ValueError(msg)
         if min(self.base_delay, self.max_delay, self.max_retry_after) < 0:
-            msg = "RetryPolicy delays must not be negative"
+            msg = "RequestRetry delays must not be negative"
             raise ValueError(msg)
 
 
-DEFAULT_RETRY: Final = RetryPolicy()
+DEFAULT_RETRY: Final = RequestRetry()
 
 
 def backoff_delay(
-    attempt: int, policy: RetryPolicy, *, retry_after: float | None, rand: Callable[[], float]
+    attempt: int, policy: RequestRetry, *, retry_after: float | None, rand: Callable[[], float]
 ) -> float:
     """Seconds to wait after failed try number `attempt` (1-based): exponential, full jitter.
 
@@ -229,9 +229,7 @@ def _utcnow() -> datetime:
 
 
 def _one_line(text: str, limit: int = MAX_SERVER_MESSAGE) -> str:
-    """Collapse whitespace so a message stays on one line, then cut it to `limit` chars."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 #: google.rpc.Code names by number, as grpc-gateway puts them in an error body's `code`.
@@ -385,8 +383,8 @@ class FireworksClient:
     `httpx.AsyncClient(timeout=httpx.Timeout(10.0))`); a timeout is then retried like any
     transport error and ends as `ApiUnavailable`. Every method raises only
     `watcher.errors.ApiError` subclasses: `ApiUnavailable` (transient, after the retries of
-    `retry`), `ApiRejected` (4xx, not retried) or `PayloadError` (an answer that is not the
-    expected JSON).
+    `retry`), `ApiRejected` (4xx, or no HTTP answer another try could fix, with status 0;
+    not retried) or `PayloadError` (an answer that is not the expected JSON).
 
     Args:
         http: The HTTP client; its transport, timeout and limits are the caller's choice.
@@ -410,7 +408,7 @@ class FireworksClient:
         account_id: str,
         api_key: str,
         base_url: str = DEFAULT_BASE_URL,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RequestRetry = DEFAULT_RETRY,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rand: Callable[[], float] = random.random,
         now: Callable[[], datetime] = _utcnow,
@@ -419,11 +417,12 @@ class FireworksClient:
         try:
             url = httpx.URL(base_url)
         except httpx.InvalidURL as exc:
+            # A programming error: the config has validated fireworks.base_url already.
             msg = f"invalid Fireworks base URL: {exc}"
-            raise ConfigError(msg) from None
+            raise ValueError(msg) from None
         if url.scheme not in ("http", "https") or not url.host:
             msg = "invalid Fireworks base URL: expected http(s)://host[:port]"
-            raise ConfigError(msg)
+            raise ValueError(msg)
         self._http = http
         self._account_id = account_id
         self._api_key = api_key
@@ -446,6 +445,10 @@ class FireworksClient:
             "User-Agent": USER_AGENT,
         }
         self.requests_sent = 0
+
+    def set_request_timeout(self, seconds: float) -> None:
+        """Give every request from now on `seconds` (SIGHUP)."""
+        self._http.timeout = httpx.Timeout(seconds)
 
     def __repr__(self) -> str:
         # Spelled out so the API key can never show up in a repr.
@@ -641,7 +644,7 @@ class FireworksClient:
             raise PayloadError(msg) from None
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "[redacted]") if self._api_key else text
+        return scrub(text, [self._api_key])
 
     async def _send(
         self,
@@ -696,9 +699,9 @@ class FireworksClient:
             except httpx.DecodingError as exc:
                 msg = f"GET {path}: undecodable body ({type(exc).__name__})"
                 raise PayloadError(msg) from None
-            except httpx.HTTPError as exc:  # e.g. TooManyRedirects: not transient
+            except httpx.HTTPError as exc:  # e.g. TooManyRedirects: another try will not help
                 msg = f"GET {path}: {type(exc).__name__}"
-                raise ApiUnavailable(msg) from None
+                raise ApiRejected(msg, status_code=0) from None
             else:
                 status = response.status_code
                 if 200 <= status < 300 or (allow_404 and status == 404):
@@ -724,4 +727,4 @@ class FireworksClient:
             await self._sleep(
                 backoff_delay(attempt, policy, retry_after=retry_after, rand=self._rand)
             )
-        raise AssertionError("unreachable: RetryPolicy.attempts >= 1")  # pragma: no cover
+        raise AssertionError("unreachable: RequestRetry.attempts >= 1")  # pragma: no cover

@@ -20,7 +20,7 @@ import prometheus_client
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from watcher.errors import ConfigError
+from watcher.errors import ListenError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -349,14 +349,14 @@ async def serve_health(
     port actually bound (useful with port 0) once the server accepts connections.
 
     Raises:
-        ConfigError: the address cannot be bound (in use, not local, ...).
+        ListenError: the address cannot be bound (in use, not local, ...).
     """
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         sock = _listen(host, port)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ConfigError(f"watcher.health_listen: cannot listen on {shown}: {reason}") from None
+        raise ListenError(f"watcher.health_listen: cannot listen on {shown}: {reason}") from None
     config = uvicorn.Config(
         app,
         interface="asgi3",

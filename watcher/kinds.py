@@ -21,6 +21,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
 
+#: The Fireworks control-plane API's root (without `/v1`).
+DEFAULT_BASE_URL: Final = "https://api.fireworks.ai"
+
 
 class JobKind(StrEnum):
     """A kind of Fireworks resource, named as in the config file (`kind = "sft"`)."""

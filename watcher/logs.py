@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
-_MASK = "****"
+from watcher.text import scrub
+
 _secrets: set[str] = set()
 
 
@@ -26,22 +27,28 @@ def add_secrets(secrets: Iterable[str]) -> None:
 
 def redact(text: str) -> str:
     """`text` with every registered secret masked."""
-    for secret in sorted(_secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, _MASK)
-    return text
+    return scrub(text, _secrets)
+
+
+def _redacted(value: Any) -> Any:
+    """`value` with secrets masked, keeping lists and mappings as such (so JSON logs render
+    them as JSON, not as Python reprs); any other object becomes its redacted text."""
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted(item) for item in value]
+    if isinstance(value, Mapping):
+        return {redact(str(key)): _redacted(item) for key, item in value.items()}
+    return redact(str(value))
 
 
 def _redact_event(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    if not _secrets:
-        return event_dict
     for key, value in event_dict.items():
-        if isinstance(value, str):
-            event_dict[key] = redact(value)
-        elif not isinstance(value, int | float | bool | type(None)):
-            event_dict[key] = redact(str(value))
+        event_dict[key] = _redacted(value)
     return event_dict
 
 

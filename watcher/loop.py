@@ -1,37 +1,32 @@
-"""The daemon's cycle: fetch each job, diff it, record state and outbox together, deliver.
+"""The poller: fetch each resource, diff it, record state and outbox rows together.
 
-`Watcher.run_once()` is one cycle; `run_forever()` repeats it until asked to stop. The loop
-reaches the API, the store, the notifier and the metrics only through the Protocols below,
-so tests can hand it real adapters or small fakes alike.
+`Watcher.poll_once()` is one poll cycle; the `Dispatcher` it owns sends what the cycles
+record, in its own task, so polling never waits for a channel. `run_once()` is one poll and
+one dispatch, waited for (the `once` command); `run_forever()` runs both tasks until asked to
+stop. The poller reaches the API, the store, the notifier and the metrics only through
+`watcher.ports`, so tests can hand it real adapters or small fakes alike.
 """
 
 from __future__ import annotations
 
 import functools
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
 import anyio
-import anyio.to_thread
 import structlog
 
 from watcher import messages, transitions
 from watcher.budget import effective_interval, requests_per_cycle
-from watcher.delivery import (
-    Channel,
-    Delivery,
-    OutboxEntry,
-    RetryPolicy,
-    SendOutcome,
-    SendResult,
-    next_attempt,
-)
+from watcher.delivery import Channel, OutboxEntry, RetryPolicy
+from watcher.dispatcher import Dispatcher, DispatchReport
 from watcher.errors import ApiError, ApiRejected, ApiUnavailable, StoreError
 from watcher.model import JobKind, JobRef, JobSnapshot, JobState, Transition, is_settled
+from watcher.ports import Budget, NullObserver, Observer, Outbox, Sender, Source, StateRepo
 from watcher.schedule import PollSchedule
 
 log = structlog.get_logger("watcher")
@@ -51,112 +46,6 @@ KEEP_DELIVERED = timedelta(days=7)
 PRUNE_EVERY = timedelta(hours=1)
 #: Jobs per LIST page the API client asks for (the API's maximum).
 LIST_PAGE_SIZE = 200
-
-
-class JobSource(Protocol):
-    """Where job snapshots come from (the Fireworks API client)."""
-
-    async def get_job(self, ref: JobRef) -> JobSnapshot:
-        """One job; a vanished job comes back in state NOT_FOUND."""
-        ...
-
-    def pages(self, kind: JobKind, *, max_pages: int | None = None) -> AsyncGenerator[Page, None]:
-        """LIST a kind page by page; stops early (incomplete) past `max_pages` pages."""
-        ...
-
-
-class Page(Protocol):
-    """A LIST page as the loop reads it."""
-
-    @property
-    def jobs(self) -> list[JobSnapshot]: ...
-    @property
-    def complete(self) -> bool: ...
-    @property
-    def total_size(self) -> int | None: ...
-
-
-class Store(Protocol):
-    """Durable last-seen state and outbox; blocking calls, run in a worker thread."""
-
-    def last_all(self) -> dict[str, JobSnapshot]: ...
-    def record(
-        self,
-        snapshots: Sequence[JobSnapshot],
-        entries: Sequence[OutboxEntry],
-        *,
-        now: datetime,
-        flags: Mapping[str, str] | None = None,
-    ) -> None: ...
-    def flag(self, key: str) -> str | None: ...
-    def flags(self, prefix: str) -> dict[str, str]: ...
-    def forget(self, keys: Sequence[str]) -> None: ...
-    def due(self, now: datetime, *, limit: int = 100) -> list[Delivery]: ...
-    def next_due_at(self) -> datetime | None: ...
-    def outbox_stats(self) -> tuple[int, datetime | None]: ...
-    def mark_delivered(self, delivery_id: int, *, now: datetime) -> None: ...
-    def mark_retry(self, delivery_id: int, *, next_attempt_at: datetime, error: str) -> None: ...
-    def mark_dead(self, delivery_id: int, *, now: datetime, error: str) -> None: ...
-    def prune(self, *, delivered_before: datetime) -> int: ...
-
-
-class Budget(Protocol):
-    """The API request budget shared with the client (`watcher.budget.RequestBudget`)."""
-
-    @property
-    def per_minute(self) -> float: ...
-    def available(self) -> int: ...
-    def seconds_until_available(self) -> float: ...
-
-
-class Sender(Protocol):
-    """Sends one rendered message to one target (the apprise notifier)."""
-
-    async def send(self, key: str, *, title: str, body: str, notify_type: str) -> SendResult: ...
-
-
-class Observer(Protocol):
-    """Told what happens, for health checks and metrics; every method must be cheap."""
-
-    def api_call(self, outcome: str) -> None:
-        """One API call ended: ok, unavailable, rejected, auth or payload."""
-
-    def transition(self, kind: str, new_state: str) -> None:
-        """A job moved (first sightings excluded)."""
-
-    def notification(self, channel: str, outcome: str) -> None:
-        """A send ended: sent, failed or dead."""
-
-    def cycle_done(self, report: CycleReport, *, at: datetime) -> None:
-        """A cycle finished."""
-
-    def outbox(self, pending: int, oldest: datetime | None) -> None:
-        """The outbox now holds `pending` deliveries, the oldest created at `oldest`."""
-
-    def unreadable(self, targets: Mapping[str, str]) -> None:
-        """These targets (job key or `list:KIND`) cannot be read, with the last error."""
-
-
-class NullObserver:
-    """Observes nothing."""
-
-    def api_call(self, outcome: str) -> None:
-        """Ignore it."""
-
-    def transition(self, kind: str, new_state: str) -> None:
-        """Ignore it."""
-
-    def notification(self, channel: str, outcome: str) -> None:
-        """Ignore it."""
-
-    def cycle_done(self, report: CycleReport, *, at: datetime) -> None:
-        """Ignore it."""
-
-    def outbox(self, pending: int, oldest: datetime | None) -> None:
-        """Ignore it."""
-
-    def unreadable(self, targets: Mapping[str, str]) -> None:
-        """Ignore it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +68,7 @@ class WatchPlan:
     api_down_after: int = 3
     unreadable_after: int = 3
     api_label: str = "the Fireworks API"
+    notify_timeout: float = 30.0
 
 
 @dataclass(slots=True)
@@ -216,14 +106,18 @@ def _listed_flag(kind: JobKind) -> str:
     return f"listed:{kind}"
 
 
+class Store(StateRepo, Outbox, Protocol):
+    """The state database: both ports in one (SQLite keeps them in one file)."""
+
+
 class Watcher:
-    """Polls jobs, announces their transitions, and keeps the guarantees of design.md.
+    """Polls jobs, records their transitions, and keeps the guarantees of design.md.
 
     Args:
         plan: jobs, channels and intervals.
         source: the API.
         store: the state database.
-        sender: the notifier.
+        sender: the notifier (used by the dispatcher, `self.dispatcher`).
         observer: health and metrics.
         clock: wall-clock time (injectable for tests).
         rand: jitter source in [0, 1).
@@ -235,7 +129,7 @@ class Watcher:
         self,
         plan: WatchPlan,
         *,
-        source: JobSource,
+        source: Source,
         store: Store,
         sender: Sender,
         observer: Observer | None = None,
@@ -254,8 +148,15 @@ class Watcher:
         self._rand = rand
         self._on_transition = on_transition
         self._poll_limiter = anyio.CapacityLimiter(max_parallel_polls)
-        # One connection, one writer: every store call runs in this one-slot lane.
-        self._db_limiter = anyio.CapacityLimiter(1)
+        self.dispatcher = Dispatcher(
+            store,
+            sender,
+            policy=plan.retry,
+            send_timeout=plan.notify_timeout,
+            observer=self._observer,
+            clock=clock,
+            rand=rand,
+        )
         self._last: dict[str, JobSnapshot] | None = None
         self._schedule = PollSchedule(plan.poll_interval, plan.terminal_poll_interval)
         self._api_down_announced = False
@@ -278,21 +179,16 @@ class Watcher:
         """The last recorded snapshot of a job (after `start` or a cycle)."""
         return (self._last or {}).get(ref.key)
 
-    async def _db(self, call: Callable[..., T], *args: object, **kwargs: object) -> T:
-        return await anyio.to_thread.run_sync(
-            functools.partial(call, *args, **kwargs), limiter=self._db_limiter
-        )
-
     async def start(self) -> None:
         """Load the last seen states; called once before the first cycle."""
         if self._last is None:
-            self._last = await self._db(self._store.last_all)
-            self._api_down_announced = await self._db(self._store.flag, API_DOWN_FLAG) == "1"
-            flags = await self._db(self._store.flags, UNREADABLE_FLAG)
+            self._last = await self._store.last_all()
+            self._api_down_announced = await self._store.flag(API_DOWN_FLAG) == "1"
+            flags = await self._store.flags(UNREADABLE_FLAG)
             self._unreadable = {key: text for key, text in flags.items() if text}
             self._observer.unreadable(self._unreadable)
             self._listed_kinds = {
-                kind for kind in JobKind if await self._db(self._store.flag, _listed_flag(kind))
+                kind for kind in JobKind if await self._store.flag(_listed_flag(kind))
             }
 
     # -- reload ----------------------------------------------------------------------------
@@ -319,7 +215,7 @@ class Watcher:
             if key not in new_keys and (key in old_keys or snap.ref.kind not in kept_kinds)
         ]
         try:
-            await self._db(self._store.forget, dropped)
+            await self._store.forget(dropped)
         except StoreError as exc:
             log.error("store.error", error=str(exc))
         else:
@@ -329,6 +225,7 @@ class Watcher:
         self._schedule.poll_interval = plan.poll_interval
         self._schedule.slow_interval = plan.terminal_poll_interval
         self.plan, self._sender = plan, sender
+        self.dispatcher.reload(sender, plan.retry, send_timeout=plan.notify_timeout)
         self._index_plan()
         await self._forget_unwatched_unreadable()
         log.info(
@@ -353,7 +250,7 @@ class Watcher:
             return
         flags = {UNREADABLE_FLAG + t: "" for t in stale if t in self._unreadable}
         try:
-            await self._db(self._store.record, [], [], now=self._clock(), flags=flags)
+            await self._store.record([], [], now=self._clock(), flags=flags)
         except StoreError as exc:
             log.error("store.error", error=str(exc))
             return
@@ -366,7 +263,21 @@ class Watcher:
     # -- one cycle -------------------------------------------------------------------------
 
     async def run_once(self, *, force: bool = False) -> CycleReport:
-        """Poll what is due (with `force`, every job), record what changed, deliver what is owed."""
+        """One poll cycle, then one dispatch round, each waited for (the `once` command)."""
+        report = await self.poll_once(force=force)
+        sent = await self.dispatch_once()
+        report.sent, report.failed, report.dead = sent.sent, sent.failed, sent.dead
+        report.store_failed |= sent.store_failed
+        return report
+
+    async def dispatch_once(self) -> DispatchReport:
+        """Send every delivery due now and wait for them (see `Dispatcher.dispatch_once`)."""
+        await self.start()
+        return await self.dispatcher.dispatch_once()
+
+    async def poll_once(self, *, force: bool = False) -> CycleReport:
+        """Poll what is due (with `force`, every job) and record what changed; the dispatcher
+        is woken for whatever that queued."""
         await self.start()
         await self._apply_reload()
         report = CycleReport()
@@ -383,7 +294,6 @@ class Watcher:
             api_notice=self._api_notice(report, now),
             unreadable=self._unreadable_notices(),
         )
-        await self.deliver_due(report)
         await self._prune(now)
         self._observer.cycle_done(report, at=self._clock())
         self._check_budget()
@@ -395,7 +305,7 @@ class Watcher:
             return
         self._next_prune = now + PRUNE_EVERY
         try:
-            await self._db(self._store.prune, delivered_before=now - KEEP_DELIVERED)
+            await self._store.prune(delivered_before=now - KEEP_DELIVERED)
         except StoreError as exc:
             log.error("store.error", error=str(exc))
 
@@ -496,8 +406,7 @@ class Watcher:
                     report.polled += len(jobs)
                     # Each page is recorded and announced as it arrives: under a tight budget
                     # the last page of a big account comes long after the first.
-                    if await self._record(jobs, report):
-                        await self.deliver_due(report)
+                    await self._record(jobs, report)
                     complete = page.complete
             return complete
 
@@ -645,9 +554,7 @@ class Watcher:
         # State and outbox in one transaction: a crash after this line loses nothing, and a
         # crash before it means the next start sees the change again.
         try:
-            await self._db(
-                self._store.record, list(changed.values()), entries, now=now, flags=flags
-            )
+            await self._store.record(list(changed.values()), entries, now=now, flags=flags)
         except StoreError as exc:
             # Nothing was written, so the next cycle sees the same changes again.
             report.store_failed = True
@@ -671,6 +578,8 @@ class Watcher:
         report.transitions += moved
         for transition in moved:
             self._announce(transition)
+        if entries:
+            self.dispatcher.wake()
         return len(entries)
 
     def _outbox_entries(self, transition: Transition) -> list[OutboxEntry]:
@@ -741,96 +650,6 @@ class Watcher:
         if self._on_transition is not None:
             self._on_transition(transition)
 
-    # -- delivery --------------------------------------------------------------------------
-
-    async def deliver_due(self, report: CycleReport | None = None) -> CycleReport:
-        """Send every outbox row that is due, and record each outcome."""
-        report = report if report is not None else CycleReport()
-        try:
-            due = await self._db(self._store.due, self._clock())
-        except StoreError as exc:
-            report.store_failed = True
-            log.error("store.error", error=str(exc))
-            return report
-        async with anyio.create_task_group() as tg:
-            for delivery in due:
-                tg.start_soon(self._deliver, delivery, report)
-        try:
-            self._observer.outbox(*await self._db(self._store.outbox_stats))
-        except StoreError as exc:
-            log.error("store.error", error=str(exc))
-        return report
-
-    async def _deliver(self, delivery: Delivery, report: CycleReport) -> None:
-        entry = delivery.entry
-        result = await self._sender.send(
-            entry.url_key,
-            title=entry.title,
-            body=entry.body,
-            notify_type=messages.notify_type(entry.new_state),
-        )
-        now = self._clock()
-        fields = {
-            "delivery": delivery.id,
-            "job": entry.job_key,
-            "channel": entry.channel,
-            "url": entry.url_display,
-        }
-        # Shielded: a send that went out must be marked, or a restart would repeat it.
-        with anyio.CancelScope(shield=True):
-            try:
-                await self._settle(delivery, result, now, report, fields)
-            except StoreError as exc:
-                report.store_failed = True
-                log.error("store.error", error=str(exc), **fields)
-
-    async def _settle(
-        self,
-        delivery: Delivery,
-        result: SendResult,
-        now: datetime,
-        report: CycleReport,
-        fields: dict[str, object],
-    ) -> None:
-        entry = delivery.entry
-        if result.outcome is SendOutcome.DELIVERED:
-            await self._db(self._store.mark_delivered, delivery.id, now=now)
-            report.sent += 1
-            self._observer.notification(entry.channel, "sent")
-            log.info("notify.sent", new_state=entry.new_state, **fields)
-            return
-        attempts = delivery.attempts + 1
-        retry_at = (
-            None
-            if result.outcome is SendOutcome.UNKNOWN_TARGET
-            else next_attempt(
-                self.plan.retry,
-                attempts=attempts,
-                created_at=entry.created_at,
-                now=now,
-                rand=self._rand,
-            )
-        )
-        if retry_at is None:
-            await self._db(self._store.mark_dead, delivery.id, now=now, error=result.detail)
-            report.dead += 1
-            self._observer.notification(entry.channel, "dead")
-            log.error("notify.dead", attempts=attempts, error=result.detail, **fields)
-            return
-        await self._db(
-            self._store.mark_retry, delivery.id, next_attempt_at=retry_at, error=result.detail
-        )
-        report.failed += 1
-        self._observer.notification(entry.channel, "failed")
-        log.warning(
-            "notify.failed",
-            attempts=attempts,
-            outcome=str(result.outcome),
-            error=result.detail,
-            retry_at=retry_at.isoformat(timespec="seconds"),
-            **fields,
-        )
-
     # -- forever ---------------------------------------------------------------------------
 
     def cycle_cost(self) -> int:
@@ -853,25 +672,31 @@ class Watcher:
                 effective_interval=round(interval, 1),
             )
 
-    async def next_wake(self) -> float:
-        """Seconds until the next poll or retry is due (at least a short pause)."""
+    def next_poll(self) -> float:
+        """Seconds until the next poll is due (at least a short pause)."""
         now = self._clock()
         wake = self._schedule.next_at(self._targets, now)
         if self._budget is not None:
             # Due polls the budget cannot pay for yet wait for it to refill.
             ready = now + timedelta(seconds=self._budget.seconds_until_available())
             wake = max(wake, ready)
+        return max(0.05, (wake - now).total_seconds())
+
+    async def next_wake(self) -> float:
+        """Seconds until the next poll or delivery retry is due (for callers that run both
+        one at a time, like `watch`)."""
+        pause = self.next_poll()
         try:
-            due = await self._db(self._store.next_due_at)
+            due = await self._store.next_due_at()
         except StoreError:
             due = None
         if due is not None:
-            wake = min(wake, due)
-        return max(0.05, (wake - now).total_seconds())
+            pause = min(pause, (due - self._clock()).total_seconds())
+        return max(0.05, pause)
 
-    async def _run_cycle_safely(self) -> None:
+    async def _poll_safely(self) -> None:
         try:
-            await self.run_once()
+            await self.poll_once()
         except Exception:
             # A bug must not end monitoring for good: log it with its traceback and carry
             # on; state is only written in whole transactions, so nothing half-done remains.
@@ -885,12 +710,15 @@ class Watcher:
         on_cycle: Callable[[], None] | None = None,
         max_sleep: float | None = None,
     ) -> None:
-        """Run cycles until `stop` is set, then let in-flight work finish for up to `grace` s.
+        """Poll and dispatch, as two tasks, until `stop` is set.
+
+        The poll in progress at `stop` is abandoned (nothing is half-written: records are
+        transactions); sends in flight get up to `grace` seconds, then are left pending.
 
         Args:
             stop: set to stop.
             grace: seconds in-flight sends may take after `stop`.
-            on_cycle: called after every cycle (systemd's READY and WATCHDOG pings).
+            on_cycle: called after every poll cycle (systemd's READY and WATCHDOG pings).
             max_sleep: the longest pause between cycles, so `on_cycle` keeps its beat.
         """
         await self.start()
@@ -904,22 +732,21 @@ class Watcher:
             max_requests_per_minute=self._budget.per_minute if self._budget else None,
         )
         self._check_budget()
-        with anyio.CancelScope() as cycles:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(self.dispatcher.run, stop, grace=grace))
+            with anyio.CancelScope() as polling:
 
-            async def limit_grace() -> None:
-                await stop.wait()
-                self._wake.set()
-                cycles.deadline = anyio.current_time() + grace
+                async def stop_polling() -> None:
+                    await stop.wait()
+                    polling.cancel()
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(limit_grace)
-                while not stop.is_set():
-                    await self._run_cycle_safely()
+                tg.start_soon(stop_polling)
+                while True:
+                    await self._poll_safely()
                     if on_cycle is not None:
                         on_cycle()
-                    pause = await self.next_wake()
+                    pause = self.next_poll()
                     with anyio.move_on_after(min(pause, max_sleep or pause)):
                         await self._wake.wait()
                     self._wake = anyio.Event()
-                tg.cancel_scope.cancel()
         log.info("watcher.stopped")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from watcher.kinds import JobKind, Meaning, meaning_of
 from watcher.model import JobSnapshot, Transition
+from watcher.text import one_line
 
 #: The names a channel's `title` and `body` templates may use, as `{job_id}`.
 MESSAGE_FIELDS: tuple[str, ...] = (
@@ -173,10 +174,9 @@ def default_title(fields: Mapping[str, str], *, first: str = _FIRST_SIGHT) -> st
         name = f"{fields['display_name']} ({name})"
     old = fields["old_state"] or first
     title = f"{name}: {old} → {fields['new_state']}"
-    reason = fields["reason"] or " ".join(fields["status_message"].split())
+    reason = fields["reason"] or fields["status_message"]
     if reason and notify_type(fields["new_state"]) == "failure":
-        cut = reason if len(reason) <= TITLE_REASON else reason[: TITLE_REASON - 1] + "…"
-        title += f": {cut}"
+        title += f": {one_line(reason, TITLE_REASON)}"
     return title
 
 
@@ -269,8 +269,7 @@ def _short(error: str, limit: int = 120) -> str:
     # "GET /v1/accounts/a/x/y: HTTP 400 ...": the request line is in the body; the title
     # keeps what the API said, cut for a phone's notification.
     _, sep, rest = error.partition(": ")
-    text = rest if sep and error.startswith("GET ") else error
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(rest if sep and error.startswith("GET ") else error, limit)
 
 
 def api_message(*, down: bool, detail: str, base_url: str) -> Message:

@@ -21,6 +21,7 @@ from apprise.decorators import notify
 
 from watcher.delivery import SendOutcome, SendResult, Target
 from watcher.errors import NotifyError
+from watcher.text import one_line, scrub
 
 CONSOLE_SCHEME = "console"
 _console_registered = False
@@ -140,7 +141,7 @@ def _outcome(result: apprise.AppriseResult, secrets: frozenset[str]) -> SendResu
         return SendResult(SendOutcome.DELIVERED)
     if result.status == AppriseResultStatus.TIMEOUT:
         return SendResult(SendOutcome.MAYBE_DELIVERED, "timed out; it may have arrived")
-    return SendResult(SendOutcome.FAILED, _scrub(_last_problem(result), secrets))
+    return SendResult(SendOutcome.FAILED, scrub(_last_problem(result), secrets))
 
 
 def _last_problem(result: apprise.AppriseResult) -> str:
@@ -150,10 +151,4 @@ def _last_problem(result: apprise.AppriseResult) -> str:
         for entry in per_url.logs():
             if entry.level in ("WARNING", "ERROR"):
                 problem = entry.message
-    return " ".join(problem.split())[:200]
-
-
-def _scrub(text: str, secrets: frozenset[str]) -> str:
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "****")
-    return text
+    return one_line(problem, 200)

@@ -13,20 +13,27 @@ one-line `StoreError` naming the database path.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import functools
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
+
+import anyio
+import anyio.to_thread
 
 from watcher.delivery import Delivery, OutboxEntry
-from watcher.errors import StoreError
+from watcher.errors import LeaseLost, StateLocked, StoreError
 from watcher.model import JobKind, JobRef, JobSnapshot
+
+T = TypeVar("T")
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -59,11 +66,31 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_status_next ON outbox (status, next_attempt_at);
     """,
+    # 2: claims with a lease, so a dispatcher owns the rows it sends; and an index for the
+    # per-target, per-job ordering of deliveries.
+    """
+    ALTER TABLE outbox ADD COLUMN claim TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN claimed_until TEXT NOT NULL DEFAULT '';
+    CREATE INDEX outbox_target_job ON outbox (url_key, job_key, status, id);
+    """,
 )
 
 _OUTBOX_COLUMNS = (
     "id, job_key, channel, url_key, url_display, title, body, old_state, new_state, "
-    "created_at, attempts, next_attempt_at, last_error, status"
+    "created_at, attempts, next_attempt_at, last_error, status, claim"
+)
+
+
+# A pending row is claimable when due, not under another live claim, and the oldest pending
+# row of its (target, job): one job's messages reach a target in the order they happened.
+def _prefixed(prefix: str) -> str:
+    return ", ".join(prefix + column.strip() for column in _OUTBOX_COLUMNS.split(","))
+
+
+_CLAIMABLE = (
+    "o.status = 'pending' AND o.next_attempt_at <= ? AND o.claimed_until < ? "
+    "AND NOT EXISTS (SELECT 1 FROM outbox AS e WHERE e.url_key = o.url_key "
+    "AND e.job_key = o.job_key AND e.status = 'pending' AND e.id < o.id)"
 )
 
 
@@ -74,7 +101,7 @@ class StateStore:
     cannot be read or written.
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_VERSION: ClassVar[int] = 2
 
     def __init__(self, path: Path) -> None:
         """Open (creating if needed, mode 0600) the database at `path` and bring its schema up to date.
@@ -222,11 +249,46 @@ class StateStore:
             (PENDING, _ts(now), limit),
         )
 
+    def claim(
+        self,
+        now: datetime,
+        *,
+        holder: str,
+        lease: timedelta,
+        busy: Collection[str] = (),
+        limit: int = 100,
+    ) -> list[Delivery]:
+        """Claim the claimable deliveries (see `_CLAIMABLE`) of targets not in `busy` until
+        `now + lease`, oldest first; their marks must then name the claim (`holder`)."""
+        skip = f" AND o.url_key NOT IN ({', '.join('?' for _ in busy)})" if busy else ""
+        query = (
+            f"SELECT {_prefixed('o.')} FROM outbox AS o WHERE {_CLAIMABLE}{skip} "
+            "ORDER BY o.id LIMIT ?"
+        )
+        stamp = _ts(now)
+        with self._write("claim in") as conn:
+            found = conn.execute(query, (stamp, stamp, *busy, limit)).fetchall()
+            conn.executemany(
+                "UPDATE outbox SET claim = ?, claimed_until = ? WHERE id = ?",
+                ((holder, _ts(now + lease), row[0]) for row in found),
+            )
+        return [dataclasses.replace(_delivery(row), claim=holder) for row in found]
+
+    def release_claims(self) -> int:
+        """Drop every claim: at start, by the one process that holds the state file's lock,
+        so that sends cut short by a crash are retried at once."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET claim = '', claimed_until = '' WHERE claim != ''"
+            )
+        return cursor.rowcount
+
     def next_due_at(self) -> datetime | None:
         """When the earliest pending delivery is due, or None if nothing is pending."""
         with self._lock, self._errors("read"):
             row = self._conn.execute(
-                "SELECT MIN(next_attempt_at) FROM outbox WHERE status = ?", (PENDING,)
+                "SELECT MIN(MAX(next_attempt_at, claimed_until)) FROM outbox WHERE status = ?",
+                (PENDING,),
             ).fetchone()
         return None if row[0] is None else datetime.fromisoformat(row[0])
 
@@ -242,26 +304,37 @@ class StateStore:
         """Pending and dead deliveries (for the `status` command), oldest first."""
         return self._deliveries("WHERE status IN (?, ?) ORDER BY id", (PENDING, DEAD))
 
-    def mark_delivered(self, delivery_id: int, *, now: datetime) -> None:
-        """Record that the delivery was sent."""
+    def mark_delivered(self, delivery_id: int, *, now: datetime, claim: str | None = None) -> None:
+        """Record that the delivery was sent (under `claim`, when it was claimed)."""
         self._update(
-            delivery_id, "status = ?, delivered_at = ?, last_error = ''", (DELIVERED, _ts(now))
+            delivery_id,
+            "status = ?, delivered_at = ?, last_error = '', claim = '', claimed_until = ''",
+            (DELIVERED, _ts(now)),
+            claim=claim,
         )
 
-    def mark_retry(self, delivery_id: int, *, next_attempt_at: datetime, error: str) -> None:
+    def mark_retry(
+        self, delivery_id: int, *, next_attempt_at: datetime, error: str, claim: str | None = None
+    ) -> None:
         """Record a failed send to be tried again at `next_attempt_at`."""
         self._update(
             delivery_id,
-            "attempts = attempts + 1, next_attempt_at = ?, last_error = ?",
+            "attempts = attempts + 1, next_attempt_at = ?, last_error = ?, claim = '', "
+            "claimed_until = ''",
             (_ts(next_attempt_at), error),
+            claim=claim,
         )
 
-    def mark_dead(self, delivery_id: int, *, now: datetime, error: str) -> None:
+    def mark_dead(
+        self, delivery_id: int, *, now: datetime, error: str, claim: str | None = None
+    ) -> None:
         """Give the delivery up after a failed send; its `next_attempt_at` becomes `now`."""
         self._update(
             delivery_id,
-            "attempts = attempts + 1, status = ?, next_attempt_at = ?, last_error = ?",
+            "attempts = attempts + 1, status = ?, next_attempt_at = ?, last_error = ?, "
+            "claim = '', claimed_until = ''",
             (DEAD, _ts(now), error),
+            claim=claim,
         )
 
     def prune(self, *, delivered_before: datetime) -> int:
@@ -282,13 +355,22 @@ class StateStore:
             ).fetchall()
         return [_delivery(row) for row in rows]
 
-    def _update(self, delivery_id: int, assignments: str, params: tuple[Any, ...]) -> None:
+    def _update(
+        self,
+        delivery_id: int,
+        assignments: str,
+        params: tuple[Any, ...],
+        *,
+        claim: str | None,
+    ) -> None:
+        # A mark under a claim applies only while the claim is still the row's own: a
+        # dispatcher whose lease was taken over must not settle what another one sends.
+        where = "id = ? AND status = 'pending'" + (" AND claim = ?" if claim is not None else "")
+        args = (*params, delivery_id, *(() if claim is None else (claim,)))
         with self._write() as conn:
-            cursor = conn.execute(
-                f"UPDATE outbox SET {assignments} WHERE id = ?", (*params, delivery_id)
-            )
-            if cursor.rowcount == 0:
-                raise KeyError(f"no outbox row with id {delivery_id}")
+            cursor = conn.execute(f"UPDATE outbox SET {assignments} WHERE {where}", args)
+        if cursor.rowcount == 0:
+            raise LeaseLost(f"outbox row {delivery_id} is no longer pending under this claim")
 
     def _migrate(self) -> None:
         """Create or upgrade the schema; refuse a database from a newer version."""
@@ -334,12 +416,142 @@ class StateStore:
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
+        # The one translation to the error tree: nothing but StoreError leaves the store, so a
+        # bad value in one row is a skipped write, never a crashed delivery batch.
         try:
             yield
         except sqlite3.Error as exc:
             raise StoreError(
                 f"cannot {action} state database {self._path}: {_reason(exc)}"
             ) from exc
+        except (TypeError, ValueError, KeyError) as exc:
+            raise StoreError(f"cannot {action} state database {self._path}: {exc}") from exc
+
+
+class AsyncStore:
+    """The `StateRepo` and `Outbox` ports over a `StateStore`: each call runs in a worker
+    thread, one at a time (one connection, one writer), so the event loop never blocks."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.sync = store
+        self._limiter = anyio.CapacityLimiter(1)
+
+    async def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(
+            functools.partial(call, *args, **kwargs), limiter=self._limiter
+        )
+
+    async def last_all(self) -> dict[str, JobSnapshot]:
+        """See `StateStore.last_all`."""
+        return await self._run(self.sync.last_all)
+
+    async def record(
+        self,
+        snapshots: Sequence[JobSnapshot],
+        entries: Sequence[OutboxEntry],
+        *,
+        now: datetime,
+        flags: Mapping[str, str] | None = None,
+    ) -> None:
+        """See `StateStore.record`."""
+        await self._run(self.sync.record, snapshots, entries, now=now, flags=flags)
+
+    async def flag(self, key: str) -> str | None:
+        """See `StateStore.flag`."""
+        return await self._run(self.sync.flag, key)
+
+    async def flags(self, prefix: str) -> dict[str, str]:
+        """See `StateStore.flags`."""
+        return await self._run(self.sync.flags, prefix)
+
+    async def forget(self, keys: Sequence[str]) -> None:
+        """See `StateStore.forget`."""
+        await self._run(self.sync.forget, keys)
+
+    async def claim(
+        self,
+        now: datetime,
+        *,
+        holder: str,
+        lease: timedelta,
+        busy: Collection[str] = (),
+        limit: int = 100,
+    ) -> list[Delivery]:
+        """See `StateStore.claim`."""
+        return await self._run(
+            self.sync.claim, now, holder=holder, lease=lease, busy=tuple(busy), limit=limit
+        )
+
+    async def release_claims(self) -> int:
+        """See `StateStore.release_claims`."""
+        return await self._run(self.sync.release_claims)
+
+    async def next_due_at(self) -> datetime | None:
+        """See `StateStore.next_due_at`."""
+        return await self._run(self.sync.next_due_at)
+
+    async def outbox_stats(self) -> tuple[int, datetime | None]:
+        """See `StateStore.outbox_stats`."""
+        return await self._run(self.sync.outbox_stats)
+
+    async def mark_delivered(
+        self, delivery_id: int, *, now: datetime, claim: str | None = None
+    ) -> None:
+        """See `StateStore.mark_delivered`."""
+        await self._run(self.sync.mark_delivered, delivery_id, now=now, claim=claim)
+
+    async def mark_retry(
+        self, delivery_id: int, *, next_attempt_at: datetime, error: str, claim: str | None = None
+    ) -> None:
+        """See `StateStore.mark_retry`."""
+        await self._run(
+            self.sync.mark_retry,
+            delivery_id,
+            next_attempt_at=next_attempt_at,
+            error=error,
+            claim=claim,
+        )
+
+    async def mark_dead(
+        self, delivery_id: int, *, now: datetime, error: str, claim: str | None = None
+    ) -> None:
+        """See `StateStore.mark_dead`."""
+        await self._run(self.sync.mark_dead, delivery_id, now=now, error=error, claim=claim)
+
+    async def prune(self, *, delivered_before: datetime) -> int:
+        """See `StateStore.prune`."""
+        return await self._run(self.sync.prune, delivered_before=delivered_before)
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold `<path>.lock` for the block: one daemon per state file.
+
+    An advisory `flock`, released by the kernel when the process dies however it dies, so a
+    SIGKILL leaves no stale lock. The holder's pid is written into the file for the error
+    message of the next one.
+
+    Raises:
+        StateLocked: another process holds it.
+        StoreError: the lock file cannot be created.
+    """
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot create lock file {lock_path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            msg = f"state file {path} is in use by another fireworks-watcher (pid {holder})"
+            raise StateLocked(msg) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
 
 
 def _prepare_file(path: Path) -> None:
@@ -410,7 +622,7 @@ def _entry_params(entry: OutboxEntry) -> tuple[str, ...]:
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
     (id_, job_key, channel, url_key, url_display, title, body, old_state, new_state) = row[:9]
-    created_at, attempts, next_attempt_at, last_error, status = row[9:]
+    created_at, attempts, next_attempt_at, last_error, status, claim = row[9:]
     entry = OutboxEntry(
         job_key=job_key,
         channel=channel,
@@ -429,4 +641,5 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         next_attempt_at=datetime.fromisoformat(next_attempt_at),
         last_error=last_error,
         status=status,
+        claim=claim or None,
     )

@@ -96,7 +96,7 @@ BUDGET_DETECTION = 60.0
 
 
 def job_ids(n: int) -> list[str]:
-    """The ids `watcher.simulator.populate` gives N jobs."""
+    """The ids `fireworks_sim.populate` gives N jobs."""
     return [f"job-{index:05d}" for index in range(n)]
 
 
@@ -734,13 +734,13 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 class SimProcess:
-    """The simulator in its own process (`python -m watcher.simulator`), driven over HTTP."""
+    """The simulator in its own process (`python -m fireworks_sim`), driven over HTTP."""
 
     def __init__(self, n: int, workdir: Path) -> None:
         self.n = n
         self._log_path = workdir / f"simulator-{n}.log"
         self._log = self._log_path.open("w")
-        command = [sys.executable, "-m", "watcher.simulator", "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "fireworks_sim", "--host", "127.0.0.1"]
         command += ["--port", "0", "--jobs", str(n), "--api-key", KEY, "--account", ACCOUNT]
         self.proc = subprocess.Popen(
             command,

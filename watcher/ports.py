@@ -1,0 +1,167 @@
+"""The ports: what the poller and the dispatcher need from the world, as async Protocols.
+
+Adapters implement them (the Fireworks client, the SQLite store, the apprise notifier, the
+health server); a second backend (PostgreSQL) implements the same `StateRepo` and `Outbox`.
+The runtime reaches adapters only through these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from watcher.delivery import Delivery, OutboxEntry, SendResult
+from watcher.kinds import JobKind
+from watcher.model import JobRef, JobSnapshot
+
+
+class Page(Protocol):
+    """A LIST page as the poller reads it."""
+
+    @property
+    def jobs(self) -> list[JobSnapshot]: ...
+    @property
+    def complete(self) -> bool: ...
+    @property
+    def total_size(self) -> int | None: ...
+
+
+class Source(Protocol):
+    """Where snapshots come from (the Fireworks API client)."""
+
+    async def get_job(self, ref: JobRef) -> JobSnapshot:
+        """One resource; a vanished one comes back in state NOT_FOUND."""
+        ...
+
+    def pages(self, kind: JobKind, *, max_pages: int | None = None) -> AsyncGenerator[Page, None]:
+        """LIST a kind page by page; stops early (incomplete) past `max_pages` pages."""
+        ...
+
+
+class StateRepo(Protocol):
+    """The last seen snapshot of every resource, and small named flags.
+
+    `record` writes snapshots, outbox rows and flags in one transaction: the guarantee that a
+    transition is never lost rests on it.
+    """
+
+    async def last_all(self) -> dict[str, JobSnapshot]: ...
+    async def record(
+        self,
+        snapshots: Sequence[JobSnapshot],
+        entries: Sequence[OutboxEntry],
+        *,
+        now: datetime,
+        flags: Mapping[str, str] | None = None,
+    ) -> None: ...
+    async def flag(self, key: str) -> str | None: ...
+    async def flags(self, prefix: str) -> dict[str, str]: ...
+    async def forget(self, keys: Sequence[str]) -> None: ...
+
+
+class Outbox(Protocol):
+    """Deliveries waiting to be sent, claimed with a lease by the one who sends them."""
+
+    async def claim(
+        self,
+        now: datetime,
+        *,
+        holder: str,
+        lease: timedelta,
+        busy: Collection[str] = (),
+        limit: int = 100,
+    ) -> list[Delivery]: ...
+    async def release_claims(self) -> int: ...
+    async def next_due_at(self) -> datetime | None: ...
+    async def outbox_stats(self) -> tuple[int, datetime | None]: ...
+    async def mark_delivered(
+        self, delivery_id: int, *, now: datetime, claim: str | None = None
+    ) -> None: ...
+    async def mark_retry(
+        self, delivery_id: int, *, next_attempt_at: datetime, error: str, claim: str | None = None
+    ) -> None: ...
+    async def mark_dead(
+        self, delivery_id: int, *, now: datetime, error: str, claim: str | None = None
+    ) -> None: ...
+    async def prune(self, *, delivered_before: datetime) -> int: ...
+
+
+class Sender(Protocol):
+    """Sends one rendered message to one target (the apprise notifier)."""
+
+    async def send(self, key: str, *, title: str, body: str, notify_type: str) -> SendResult: ...
+
+
+class Budget(Protocol):
+    """The API request budget shared with the client (`watcher.budget.RequestBudget`)."""
+
+    @property
+    def per_minute(self) -> float: ...
+    def available(self) -> int: ...
+    def seconds_until_available(self) -> float: ...
+
+
+class Clock(Protocol):
+    """The wall clock, timezone-aware (injected so tests can move time)."""
+
+    def __call__(self) -> datetime: ...
+
+
+class Report(Protocol):
+    """What a poll cycle tells the observer."""
+
+    @property
+    def polled(self) -> int: ...
+    @property
+    def calls(self) -> int: ...
+    @property
+    def api_errors(self) -> int: ...
+    @property
+    def auth_failed(self) -> bool: ...
+    @property
+    def store_failed(self) -> bool: ...
+
+
+class Observer(Protocol):
+    """Told what happens, for health checks and metrics; every method must be cheap."""
+
+    def api_call(self, outcome: str) -> None:
+        """One API call ended: ok, unavailable, rejected, auth or payload."""
+
+    def transition(self, kind: str, new_state: str) -> None:
+        """A job moved (first sightings excluded)."""
+
+    def notification(self, channel: str, outcome: str) -> None:
+        """A send ended: sent, failed or dead."""
+
+    def cycle_done(self, report: Report, *, at: datetime) -> None:
+        """A poll cycle finished."""
+
+    def outbox(self, pending: int, oldest: datetime | None) -> None:
+        """The outbox now holds `pending` deliveries, the oldest created at `oldest`."""
+
+    def unreadable(self, targets: Mapping[str, str]) -> None:
+        """These targets (job key or `list:KIND`) cannot be read, with the last error."""
+
+
+class NullObserver:
+    """Observes nothing."""
+
+    def api_call(self, outcome: str) -> None:
+        """Ignore it."""
+
+    def transition(self, kind: str, new_state: str) -> None:
+        """Ignore it."""
+
+    def notification(self, channel: str, outcome: str) -> None:
+        """Ignore it."""
+
+    def cycle_done(self, report: Report, *, at: datetime) -> None:
+        """Ignore it."""
+
+    def outbox(self, pending: int, oldest: datetime | None) -> None:
+        """Ignore it."""
+
+    def unreadable(self, targets: Mapping[str, str]) -> None:
+        """Ignore it."""
