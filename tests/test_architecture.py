@@ -24,6 +24,7 @@ CORE = {
     "schedule",
     "budget",
     "text",
+    "decide",
 }
 ADAPTERS = {"fireworks", "store", "notify", "health", "sdnotify"}
 COMPOSITION = {"app", "cli", "demo", "__main__"}

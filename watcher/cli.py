@@ -310,7 +310,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(f"no state yet at {path}\n")
         return EXIT_OK
-    from watcher.loop import UNREADABLE_FLAG
+    from watcher.decide import UNREADABLE_FLAG
 
     with StateStore.open(path) as store:
         jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)

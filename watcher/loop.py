@@ -20,9 +20,10 @@ from typing import Protocol, TypeVar
 import anyio
 import structlog
 
-from watcher import messages, transitions
+from watcher import decide
 from watcher.budget import effective_interval, requests_per_cycle
-from watcher.delivery import Channel, OutboxEntry, RetryPolicy
+from watcher.decide import API_DOWN_FLAG, UNREADABLE_FLAG, listed_flag
+from watcher.delivery import Channel, RetryPolicy
 from watcher.dispatcher import Dispatcher, DispatchReport
 from watcher.errors import ApiError, ApiRejected, ApiUnavailable, StoreError
 from watcher.model import JobKind, JobRef, JobSnapshot, JobState, Transition, is_settled
@@ -32,11 +33,6 @@ from watcher.schedule import PollSchedule
 log = structlog.get_logger("watcher")
 T = TypeVar("T")
 
-#: The store flag saying an "API unreachable" message went out and "reachable again" is owed.
-API_DOWN_FLAG = "api_down_announced"
-#: Store flags `unreadable:<target>`: the error announced for a target that cannot be read
-#: ("" once "readable again" went out).
-UNREADABLE_FLAG = "unreadable:"
 #: Calls in one cycle that may fail as unavailable, with none succeeding, before the rest of
 #: the cycle is skipped: probing 10,000 jobs against a dead API helps nobody.
 PROBE_CALLS = 3
@@ -99,11 +95,6 @@ def utcnow() -> datetime:
 
 def _list_key(kind: JobKind) -> str:
     return f"list:{kind}"
-
-
-def _listed_flag(kind: JobKind) -> str:
-    """The store flag saying a kind was listed in full before (so later jobs are new)."""
-    return f"listed:{kind}"
 
 
 class Store(StateRepo, Outbox, Protocol):
@@ -188,7 +179,7 @@ class Watcher:
             self._unreadable = {key: text for key, text in flags.items() if text}
             self._observer.unreadable(self._unreadable)
             self._listed_kinds = {
-                kind for kind in JobKind if await self._store.flag(_listed_flag(kind))
+                kind for kind in JobKind if await self._store.flag(listed_flag(kind))
             }
 
     # -- reload ----------------------------------------------------------------------------
@@ -328,27 +319,14 @@ class Watcher:
         for kind in self.plan.discover:
             if _list_key(kind) in due:
                 to_get += await self._list(kind, report, now, discovered=True)
-        due_refs = [r for r in self._polled_refs if r.key in due]
-        for kind in dict.fromkeys(r.kind for r in due_refs):
-            of_kind = [r for r in due_refs if r.kind == kind]
-            if self._listing_is_cheaper(kind, len(of_kind)):
-                to_get += await self._list(kind, report, now, wanted=of_kind)
-            else:
-                to_get += of_kind
-        await self._get_each(self._within_budget(to_get), observed, report, now)
+        plan = decide.plan_fetch([r for r in self._polled_refs if r.key in due], pages=self._pages)
+        for kind, wanted in plan.lists:
+            to_get += await self._list(kind, report, now, wanted=wanted)
+        to_get += plan.gets
+        available = self._budget.available() if self._budget is not None else None
+        await self._get_each(decide.within_budget(to_get, available), observed, report, now)
         report.polled += len(observed)
         return observed
-
-    def _listing_is_cheaper(self, kind: JobKind, wanted: int) -> bool:
-        """One LIST costs its pages; GETs cost one each. Unknown length: try when 2+ wanted."""
-        pages = self._pages.get(kind)
-        return wanted >= 2 and (pages is None or pages < wanted)
-
-    def _within_budget(self, refs: list[JobRef]) -> list[JobRef]:
-        """The GETs this cycle can afford; the rest stay due and are polled when it refills."""
-        if self._budget is None:
-            return refs
-        return refs[: max(1, self._budget.available())]
 
     async def _get_each(
         self,
@@ -521,46 +499,36 @@ class Watcher:
         """
         assert self._last is not None
         now = self._clock()
-        changed: dict[str, JobSnapshot] = {}
-        entries: list[OutboxEntry] = []
-        explicit = self._explicit_keys
-        moved: list[Transition] = []
-        for snapshot in observed:
-            last = self._last.get(snapshot.ref.key)
-            if snapshot is last:  # the client hands back the same object for an unmoved job
-                continue
-            stored = transitions.merge(last, snapshot)
-            if stored == last:
-                continue
-            changed[stored.ref.key] = stored
-            # Unknown in a kind listed before: the job was created since (notify_new).
-            new_job = snapshot.ref.kind in self._listed_kinds and snapshot.ref.key not in explicit
-            transition = transitions.diff(last, snapshot, at=now, new_job=new_job)
-            if transition is not None:
-                moved.append(transition)
-                entries += self._outbox_entries(transition)
-        flags = {_listed_flag(k): "1" for k in report.listed if k not in self._listed_kinds}
+        notices = [decide.unreadable_notice(t, e) for t, e in (unreadable or {}).items()]
         if api_notice is not None:
-            entries += self._api_entries(*api_notice, now=now)
-            flags[API_DOWN_FLAG] = "1" if api_notice[0] == "down" else "0"
-        for target, error in (unreadable or {}).items():
-            message = messages.unreadable_message(target, error)
-            entries += self._broadcast(
-                target, message, messages.UNREADABLE if error else messages.READABLE, now=now
+            down = api_notice[0] == "down"
+            notices.append(
+                decide.api_notice(down=down, detail=api_notice[1], api_label=self.plan.api_label)
             )
-            flags[UNREADABLE_FLAG + target] = error
-        if not changed and not entries and not flags:
+        decision = decide.decide(
+            self._last,
+            observed,
+            channels=self.plan.channels,
+            now=now,
+            explicit=self._explicit_keys,
+            listed_before=frozenset(self._listed_kinds),
+            listed_now=report.listed,
+            notices=notices,
+        )
+        if decision.empty:
             return 0
         # State and outbox in one transaction: a crash after this line loses nothing, and a
         # crash before it means the next start sees the change again.
         try:
-            await self._store.record(list(changed.values()), entries, now=now, flags=flags)
+            await self._store.record(
+                decision.snapshots, decision.entries, now=now, flags=decision.flags
+            )
         except StoreError as exc:
             # Nothing was written, so the next cycle sees the same changes again.
             report.store_failed = True
             log.error("store.error", error=str(exc))
             return 0
-        self._last.update(changed)
+        self._last.update((s.ref.key, s) for s in decision.snapshots)
         self._listed_kinds.update(report.listed)
         if api_notice is not None:
             self._api_down_announced = api_notice[0] == "down"
@@ -575,62 +543,12 @@ class Watcher:
                     del self._unreadable[target]
                     log.info("resource.readable", target=target)
             self._observer.unreadable(self._unreadable)
-        report.transitions += moved
-        for transition in moved:
+        report.transitions += decision.transitions
+        for transition in decision.transitions:
             self._announce(transition)
-        if entries:
+        if decision.entries:
             self.dispatcher.wake()
-        return len(entries)
-
-    def _outbox_entries(self, transition: Transition) -> list[OutboxEntry]:
-        entries: list[OutboxEntry] = []
-        for channel in self.plan.channels:
-            if not transitions.wants(channel.rules, transition):
-                continue
-            message = messages.render(transition, title=channel.title, body=channel.body)
-            entries += [
-                OutboxEntry(
-                    job_key=transition.ref.key,
-                    channel=channel.name,
-                    url_key=target.url_key,
-                    url_display=target.url_display,
-                    title=message.title,
-                    body=message.body,
-                    old_state=transition.old_state,
-                    new_state=transition.new_state,
-                    created_at=transition.observed_at,
-                )
-                for target in channel.targets
-            ]
-        return entries
-
-    def _api_entries(self, direction: str, detail: str, *, now: datetime) -> list[OutboxEntry]:
-        """One "API unreachable" (or "reachable again") message for every channel URL."""
-        message = messages.api_message(
-            down=direction == "down", detail=detail, base_url=self.plan.api_label
-        )
-        state = messages.API_DOWN if direction == "down" else messages.API_UP
-        return self._broadcast(messages.API_JOB_KEY, message, state, now=now)
-
-    def _broadcast(
-        self, job_key: str, message: messages.Message, new_state: str, *, now: datetime
-    ) -> list[OutboxEntry]:
-        """One outbox row of `message` for every URL of every channel."""
-        return [
-            OutboxEntry(
-                job_key=job_key,
-                channel=channel.name,
-                url_key=target.url_key,
-                url_display=target.url_display,
-                title=message.title,
-                body=message.body,
-                old_state="",
-                new_state=new_state,
-                created_at=now,
-            )
-            for channel in self.plan.channels
-            for target in channel.targets
-        ]
+        return len(decision.entries)
 
     def _announce(self, transition: Transition) -> None:
         new = transition.new

@@ -1,0 +1,200 @@
+"""What one poll's answers mean: the pure decision the poller then writes in one transaction.
+
+`decide(last, observed, ...)` takes the last stored snapshots and what the API answered, and
+returns the snapshots to store, the transitions, the outbox rows for every channel URL that
+wants them, and the flags to set: frozen values, no clock, no I/O, no logging. `plan_fetch`
+decides how a cycle reads its due resources (GET each, or LIST) within the request budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from watcher import messages, transitions
+from watcher.delivery import Channel, OutboxEntry
+from watcher.kinds import JobKind
+from watcher.model import JobRef, JobSnapshot, Transition
+
+#: The store flag saying an "API unreachable" message went out and "reachable again" is owed.
+API_DOWN_FLAG = "api_down_announced"
+#: Store flags `unreadable:<target>`: the error announced for a target that cannot be read
+#: ("" once "readable again" went out).
+UNREADABLE_FLAG = "unreadable:"
+
+
+def listed_flag(kind: JobKind) -> str:
+    """The store flag saying a kind was listed in full before (so later jobs are new)."""
+    return f"listed:{kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A message about the watcher itself, for every channel URL, and the flag remembering
+    that it was sent (so a restart neither repeats nor forgets it)."""
+
+    job_key: str
+    message: messages.Message
+    new_state: str
+    flag: str
+    value: str
+
+
+def api_notice(*, down: bool, detail: str, api_label: str) -> Notice:
+    """ "Fireworks API unreachable" (or "reachable again")."""
+    return Notice(
+        job_key=messages.API_JOB_KEY,
+        message=messages.api_message(down=down, detail=detail, base_url=api_label),
+        new_state=messages.API_DOWN if down else messages.API_UP,
+        flag=API_DOWN_FLAG,
+        value="1" if down else "0",
+    )
+
+
+def unreadable_notice(target: str, error: str) -> Notice:
+    """ "cannot read sft/x: ..." (or, with no error, "sft/x is readable again")."""
+    return Notice(
+        job_key=target,
+        message=messages.unreadable_message(target, error),
+        new_state=messages.UNREADABLE if error else messages.READABLE,
+        flag=UNREADABLE_FLAG + target,
+        value=error,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to write, in one transaction, and what it announces."""
+
+    snapshots: tuple[JobSnapshot, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    entries: tuple[OutboxEntry, ...] = ()
+    flags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to write: the store is left alone (an idle cycle writes nothing)."""
+        return not (self.snapshots or self.entries or self.flags)
+
+
+def decide(
+    last: Mapping[str, JobSnapshot],
+    observed: Iterable[JobSnapshot],
+    *,
+    channels: Sequence[Channel],
+    now: datetime,
+    explicit: frozenset[str] = frozenset(),
+    listed_before: frozenset[JobKind] = frozenset(),
+    listed_now: Iterable[JobKind] = (),
+    notices: Iterable[Notice] = (),
+) -> Decision:
+    """Diff what the API answered against the last stored state.
+
+    Args:
+        last: the stored snapshot of every known resource, by `JobRef.key`.
+        observed: this poll's snapshots.
+        channels: who hears what.
+        now: when this was observed.
+        explicit: keys of resources named in the config (never "new" jobs).
+        listed_before: discovered kinds listed in full before: an unknown resource of one
+            was created since, which `notify_new` channels hear about.
+        listed_now: discovered kinds this cycle listed in full for the first time.
+        notices: messages about the watcher itself to queue, with their flags.
+    """
+    changed: dict[str, JobSnapshot] = {}
+    moved: list[Transition] = []
+    entries: list[OutboxEntry] = []
+    for snapshot in observed:
+        previous = last.get(snapshot.ref.key)
+        stored = transitions.merge(previous, snapshot)
+        if stored == previous:
+            continue
+        changed[stored.ref.key] = stored
+        new_job = snapshot.ref.kind in listed_before and snapshot.ref.key not in explicit
+        transition = transitions.diff(previous, snapshot, at=now, new_job=new_job)
+        if transition is not None:
+            moved.append(transition)
+            entries += outbox_entries(channels, transition)
+    flags = {listed_flag(kind): "1" for kind in listed_now if kind not in listed_before}
+    for notice in notices:
+        entries += broadcast(channels, notice, now=now)
+        flags[notice.flag] = notice.value
+    return Decision(tuple(changed.values()), tuple(moved), tuple(entries), flags)
+
+
+def outbox_entries(channels: Sequence[Channel], transition: Transition) -> list[OutboxEntry]:
+    """One row per URL of every channel whose rules want the transition, rendered with the
+    channel's templates."""
+    entries: list[OutboxEntry] = []
+    for channel in channels:
+        if not transitions.wants(channel.rules, transition):
+            continue
+        message = messages.render(transition, title=channel.title, body=channel.body)
+        entries += [
+            OutboxEntry(
+                job_key=transition.ref.key,
+                channel=channel.name,
+                url_key=target.url_key,
+                url_display=target.url_display,
+                title=message.title,
+                body=message.body,
+                old_state=transition.old_state,
+                new_state=transition.new_state,
+                created_at=transition.observed_at,
+            )
+            for target in channel.targets
+        ]
+    return entries
+
+
+def broadcast(channels: Sequence[Channel], notice: Notice, *, now: datetime) -> list[OutboxEntry]:
+    """One row of the notice for every URL of every channel."""
+    return [
+        OutboxEntry(
+            job_key=notice.job_key,
+            channel=channel.name,
+            url_key=target.url_key,
+            url_display=target.url_display,
+            title=notice.message.title,
+            body=notice.message.body,
+            old_state="",
+            new_state=notice.new_state,
+            created_at=now,
+        )
+        for channel in channels
+        for target in channel.targets
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPlan:
+    """How a cycle reads what is due: kinds to LIST for their explicit jobs, and GETs."""
+
+    lists: tuple[tuple[JobKind, tuple[JobRef, ...]], ...]
+    gets: tuple[JobRef, ...]
+
+
+def plan_fetch(due: Sequence[JobRef], *, pages: Mapping[JobKind, int]) -> FetchPlan:
+    """GET each due job, or LIST its kind when that costs fewer requests.
+
+    A LIST costs its pages (known from an earlier `totalSize`); GETs cost one each. When the
+    length is unknown, a LIST is tried once 2 or more jobs of the kind are due.
+    """
+    lists: list[tuple[JobKind, tuple[JobRef, ...]]] = []
+    gets: list[JobRef] = []
+    for kind in dict.fromkeys(ref.kind for ref in due):
+        of_kind = tuple(ref for ref in due if ref.kind == kind)
+        known = pages.get(kind)
+        if len(of_kind) >= 2 and (known is None or known < len(of_kind)):
+            lists.append((kind, of_kind))
+        else:
+            gets += of_kind
+    return FetchPlan(tuple(lists), tuple(gets))
+
+
+def within_budget(refs: Sequence[JobRef], available: int | None) -> list[JobRef]:
+    """The GETs this cycle can afford (at least one); the rest stay due for when it refills."""
+    if available is None:
+        return list(refs)
+    return list(refs[: max(1, available)])
