@@ -72,3 +72,21 @@ def test_percentile_of_nothing_is_nan() -> None:
 def test_peak_window(samples: list[tuple[float, int]], expected: int) -> None:
     """The peak is the largest count increase between samples at most 60 s apart."""
     assert expected == peak_window(samples, 60.0)
+
+
+@pytest.mark.timeout(120)
+def test_hanging_channel_benchmark_prints_both_runs() -> None:
+    """`python -m tests.perf.hang` measures the healthy channel beside a hanging one and with
+    none, and prints a row for each (figures are not judged here)."""
+    command = [sys.executable, "-m", "tests.perf.hang", "--changes", "2", "--poll", "0.3"]
+    command += ["--notify-timeout", "2"]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=100, check=False
+    )
+
+    details = f"{done.stdout}\n{done.stderr[-4000:]}"
+    assert 0 == done.returncode, details
+    rows = [
+        line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ")
+    ]
+    assert ["run", "healthy", "hanging"] == rows, details
