@@ -411,18 +411,21 @@ class _OutboxRow:
 
 
 def _read_outbox(db: Path) -> dict[str, list[_OutboxRow]]:
-    """Outbox rows by the token their body names."""
+    """Outbox rows by the token their body names (rendered from the row's event, as the
+    dispatcher renders it, for rows that keep no text of their own)."""
     rows: dict[str, list[_OutboxRow]] = defaultdict(list)
     if not db.exists():
         return rows
     conn = sqlite3.connect(db, timeout=10)
     try:
         found = conn.execute(
-            "SELECT id, body, status, attempts, last_error FROM outbox ORDER BY id"
+            "SELECT o.id, o.body, e.fields, o.status, o.attempts, o.last_error FROM outbox AS o"
+            " LEFT JOIN events AS e ON e.id = o.event_id ORDER BY o.id"
         ).fetchall()
     finally:
         conn.close()
-    for id_, body, status, attempts, last_error in found:
+    for id_, stored, fields, status, attempts, last_error in found:
+        body = stored or (BODY.format_map(json.loads(fields)) if fields else "")
         parsed = parse_body(body)
         if parsed is not None:
             rows[parsed[3]].append(_OutboxRow(id_, status, attempts, last_error))

@@ -96,6 +96,36 @@ def test_decide(
     assert decision.empty == (not expected[0])
 
 
+@pytest.mark.parametrize(
+    ("last", "observed", "new_job", "history"),
+    [
+        pytest.param({}, snap(A, "RUNNING"), False, [], id="a baseline is no event"),
+        pytest.param({}, snap(B, "PENDING"), True, ["sft/b:>PENDING"], id="a new job is one"),
+        pytest.param(
+            {A.key: snap(A, "RUNNING")},
+            snap(A, "FAILED"),
+            False,
+            ["dpo/a:RUNNING>FAILED"],
+            id="a move",
+        ),
+    ],
+)
+def test_events_are_the_history(
+    last: dict[str, JobSnapshot], observed: JobSnapshot, new_job: bool, history: list[str]
+) -> None:
+    """Moves and newly created jobs are events, heard by a channel or not; rows point at them."""
+    decision = decide(
+        last,
+        [observed],
+        channels=[NEWS],
+        now=NOW,
+        listed_before=frozenset({JobKind.SFT}) if new_job else frozenset(),
+    )
+
+    assert history == [f"{e.job_key}:{e.old_state}>{e.new_state}" for e in decision.events]
+    assert all(entry.event in decision.events for entry in decision.entries)
+
+
 def test_a_vanished_job_keeps_its_display_name() -> None:
     """A 404 carries no details; the stored snapshot keeps the ones known before."""
     decision = decide(
@@ -161,7 +191,8 @@ def test_notices_reach_every_url_with_their_flag() -> None:
     } == dict(decision.flags)
     assert 9 == len(decision.entries)
     assert {"API_UNREACHABLE", "UNREADABLE", "READABLE"} == {e.new_state for e in decision.entries}
-    titles = {e.title for e in decision.entries}
+    assert 3 == len(decision.events)  # one event each, however many URLs hear it
+    titles = {e.event.field_map()["title"] for e in decision.entries if e.event}
     assert "dpo/y is readable again" in titles
     assert any(t.startswith("cannot read sft/x: HTTP 400") for t in titles)
 

@@ -70,7 +70,7 @@ async def test_a_hanging_channel_holds_up_neither_polling_nor_other_channels(
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
     receiver.delay = 4.0  # the hanging channel: it answers only after notify_timeout
-    with JsonReceiver() as healthy:
+    async with JsonReceiver() as healthy:
         settings = settings_for(
             server,
             tmp_path,
@@ -137,6 +137,38 @@ async def test_after_an_outage_a_jobs_messages_arrive_in_order(
         "Sim job job-a (job-a): PENDING → RUNNING",
         "Sim job job-a (job-a): RUNNING → COMPLETED",
     ] == [m["title"] for m in receiver.messages]
+
+
+async def test_text_is_rendered_at_send_time_from_the_event(
+    server: ServedApp, sim: Simulator, receiver: JsonReceiver, tmp_path: Path
+) -> None:
+    """A message queued while its channel is down is rendered when sent: a template changed
+    by a reload meanwhile applies, and the event keeps the fields of the observation."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    settings = settings_for(server, tmp_path, [{"name": "team", "urls": [receiver.url()]}])
+    receiver.status = 503
+    async with app.open_watcher(settings) as watcher:
+        await watcher.run_once(force=True)
+        sim.set_state("job-a", "FAILED", status_code="INTERNAL", status_message="OOM")
+        await watcher.run_once(force=True)
+        channel = settings.channels[0].model_copy(
+            update={"title": "{job_id} is {new_state} ({status_message})"}
+        )
+        changed = settings.model_copy(update={"channels": (channel,)})
+        notifier = app.build_notifier(changed)
+        watcher.reload(app.build_plan(changed, notifier), notifier)
+        receiver.status = 200
+        await watcher.poll_once()  # the reload takes effect at the next poll
+        with anyio.fail_after(DEADLINE):
+            while not receiver.messages:
+                await watcher.dispatch_once()
+                await anyio.sleep(0.2)
+
+    assert ["job-a is FAILED (OOM)"] == [m["title"] for m in receiver.messages]
+    assert ["Sim job job-a (job-a): RUNNING → FAILED: OOM"] == [
+        m["title"] for m in receiver.rejected
+    ][:1]
 
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

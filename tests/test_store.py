@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from watcher.delivery import Delivery, OutboxEntry
+from watcher.delivery import Delivery, Event, OutboxEntry
 from watcher.errors import LeaseLost, StateLocked, StoreError
 from watcher.model import JobKind, JobRef, JobSnapshot
 from watcher.store import StateStore, exclusive
@@ -422,7 +422,8 @@ class TestFile:
         """A database written by a newer version is refused, naming the path."""
         with StateStore.open(db_path):
             pass
-        raw_sql(db_path, "UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        newer = StateStore.SCHEMA_VERSION + 1
+        raw_sql(db_path, f"UPDATE meta SET value = '{newer}' WHERE key = 'schema_version'")
 
         with pytest.raises(StoreError, match="newer fireworks-watcher") as info:
             StateStore.open(db_path)
@@ -649,7 +650,10 @@ class TestMigration:
             rows = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
 
         assert ("RUNNING", "A", "1") == (snapshot.state, snapshot.display_name, flag)
-        assert [("a: PENDING → RUNNING", 2)] == [(d.entry.title, d.attempts) for d in pending]
+        # A row from before events existed keeps its text: it is sent as written.
+        assert [("a: PENDING → RUNNING", 2, None)] == [
+            (d.entry.title, d.attempts, d.entry.event) for d in pending
+        ]
         assert (str(StateStore.SCHEMA_VERSION), 2) == (version[0], rows[0])
 
 
@@ -671,3 +675,28 @@ class TestExclusive:
             pass
         with exclusive(db_path):
             pass
+
+
+class TestEvents:
+    """Events are stored once, however many rows point at them, and come back with them."""
+
+    def test_an_event_shared_by_rows_is_stored_once(self, store: StateStore, db_path: Path) -> None:
+        """Two URLs hearing one transition: one event row, two outbox rows pointing at it."""
+        event = Event("dpo/a", "RUNNING", "FAILED", T0, (("job_id", "a"), ("kind", "dpo")))
+        history = Event("dpo/b", "PENDING", "RUNNING", T0, (("job_id", "b"),))
+        store.record(
+            [],
+            [entry("dpo/a", event=event), entry("dpo/a", url_key=OTHER_URL, event=event)],
+            now=T0,
+            events=[event, history],
+        )
+
+        claimed = store.claim(T0, holder="d", lease=LEASE)
+        with sqlite3.connect(db_path) as db:
+            events = db.execute("SELECT job_key FROM events ORDER BY id").fetchall()
+
+        assert [("dpo/a",), ("dpo/b",)] == events
+        assert [event.field_map()] * 2 == [
+            d.entry.event.field_map() for d in claimed if d.entry.event
+        ]
+        assert {"FAILED"} == {d.entry.event.new_state for d in claimed if d.entry.event}

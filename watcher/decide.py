@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from watcher import messages, transitions
-from watcher.delivery import Channel, OutboxEntry
+from watcher.delivery import Channel, Event, OutboxEntry
 from watcher.kinds import JobKind
 from watcher.model import JobRef, JobSnapshot, Transition
 
@@ -71,11 +71,13 @@ class Decision:
     transitions: tuple[Transition, ...] = ()
     entries: tuple[OutboxEntry, ...] = ()
     flags: Mapping[str, str] = field(default_factory=dict)
+    #: Every transition (heard by a channel or not) and notice, for the history.
+    events: tuple[Event, ...] = ()
 
     @property
     def empty(self) -> bool:
         """Nothing to write: the store is left alone (an idle cycle writes nothing)."""
-        return not (self.snapshots or self.entries or self.flags)
+        return not (self.snapshots or self.entries or self.flags or self.events)
 
 
 def decide(
@@ -105,6 +107,7 @@ def decide(
     changed: dict[str, JobSnapshot] = {}
     moved: list[Transition] = []
     entries: list[OutboxEntry] = []
+    events: list[Event] = []
     for snapshot in observed:
         previous = last.get(snapshot.ref.key)
         stored = transitions.merge(previous, snapshot)
@@ -113,54 +116,81 @@ def decide(
         changed[stored.ref.key] = stored
         new_job = snapshot.ref.kind in listed_before and snapshot.ref.key not in explicit
         transition = transitions.diff(previous, snapshot, at=now, new_job=new_job)
-        if transition is not None:
-            moved.append(transition)
-            entries += outbox_entries(channels, transition)
+        if transition is None:
+            continue
+        moved.append(transition)
+        event = transition_event(transition)
+        # The history holds moves and jobs created since; not the baseline of what existed.
+        if transition.old is not None or transition.new_job:
+            events.append(event)
+        entries += outbox_entries(channels, transition, event)
     flags = {listed_flag(kind): "1" for kind in listed_now if kind not in listed_before}
     for notice in notices:
+        events.append(notice_event(notice, now=now))
         entries += broadcast(channels, notice, now=now)
         flags[notice.flag] = notice.value
-    return Decision(tuple(changed.values()), tuple(moved), tuple(entries), flags)
+    return Decision(tuple(changed.values()), tuple(moved), tuple(entries), flags, tuple(events))
 
 
-def outbox_entries(channels: Sequence[Channel], transition: Transition) -> list[OutboxEntry]:
-    """One row per URL of every channel whose rules want the transition, rendered with the
-    channel's templates."""
+def outbox_entries(
+    channels: Sequence[Channel], transition: Transition, event: Event
+) -> list[OutboxEntry]:
+    """One row per URL of every channel whose rules want the transition, pointing at its
+    event (rendered with the channel's templates when sent)."""
     entries: list[OutboxEntry] = []
     for channel in channels:
         if not transitions.wants(channel.rules, transition):
             continue
-        message = messages.render(transition, title=channel.title, body=channel.body)
         entries += [
             OutboxEntry(
                 job_key=transition.ref.key,
                 channel=channel.name,
                 url_key=target.url_key,
                 url_display=target.url_display,
-                title=message.title,
-                body=message.body,
+                title="",
+                body="",
                 old_state=transition.old_state,
                 new_state=transition.new_state,
                 created_at=transition.observed_at,
+                event=event,
             )
             for target in channel.targets
         ]
     return entries
 
 
+def transition_event(transition: Transition) -> Event:
+    """The stored form of a transition: rendered for each channel when sent."""
+    return Event(
+        job_key=transition.ref.key,
+        old_state=transition.old_state,
+        new_state=transition.new_state,
+        observed_at=transition.observed_at,
+        fields=tuple(messages.event_fields(transition).items()),
+    )
+
+
+def notice_event(notice: Notice, *, now: datetime) -> Event:
+    """The stored form of a notice about the watcher itself."""
+    fields = (("title", notice.message.title), ("body", notice.message.body))
+    return Event(notice.job_key, "", notice.new_state, now, fields, notice=True)
+
+
 def broadcast(channels: Sequence[Channel], notice: Notice, *, now: datetime) -> list[OutboxEntry]:
     """One row of the notice for every URL of every channel."""
+    event = notice_event(notice, now=now)
     return [
         OutboxEntry(
             job_key=notice.job_key,
             channel=channel.name,
             url_key=target.url_key,
             url_display=target.url_display,
-            title=notice.message.title,
-            body=notice.message.body,
+            title="",
+            body="",
             old_state="",
             new_state=notice.new_state,
             created_at=now,
+            event=event,
         )
         for channel in channels
         for target in channel.targets

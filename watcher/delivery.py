@@ -38,8 +38,33 @@ class Channel:
 
 
 @dataclass(frozen=True, slots=True)
+class Event:
+    """What happened, as stored once in the events table (the history) and rendered at send
+    time for each target that hears of it.
+
+    A transition keeps its message fields as of the observation; a notice about the watcher
+    itself (API unreachable, cannot read) keeps its `title` and `body`.
+    """
+
+    job_key: str
+    old_state: str
+    new_state: str
+    observed_at: datetime
+    fields: tuple[tuple[str, str], ...]
+    notice: bool = False
+
+    def field_map(self) -> dict[str, str]:
+        """The fields as a mapping."""
+        return dict(self.fields)
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """A notification to deliver to one target, written with the transition that caused it."""
+    """A notification to deliver to one target, written with the transition that caused it.
+
+    Entries with an `event` are rendered from it when sent (with the channel's templates then
+    in force); `title` and `body` are the text of older rows written before events existed.
+    """
 
     job_key: str
     channel: str
@@ -50,6 +75,7 @@ class OutboxEntry:
     old_state: str
     new_state: str
     created_at: datetime
+    event: Event | None = None
 
 
 @dataclass(frozen=True, slots=True)

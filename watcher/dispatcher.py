@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,7 +22,7 @@ import anyio
 import structlog
 
 from watcher import messages
-from watcher.delivery import Delivery, MarkKind, RetryPolicy, settle
+from watcher.delivery import Channel, Delivery, MarkKind, OutboxEntry, RetryPolicy, settle
 from watcher.errors import LeaseLost, StoreError
 from watcher.ports import NullObserver, Observer, Outbox, Sender
 
@@ -64,6 +64,7 @@ class Dispatcher:
         outbox: Outbox,
         sender: Sender,
         *,
+        channels: Sequence[Channel] = (),
         policy: RetryPolicy,
         send_timeout: float = 30.0,
         observer: Observer | None = None,
@@ -73,6 +74,7 @@ class Dispatcher:
     ) -> None:
         self._outbox = outbox
         self._sender = sender
+        self._channels = {channel.name: channel for channel in channels}
         self._policy = policy
         self._lease = timedelta(seconds=send_timeout + LEASE_MARGIN)
         self._observer: Observer = observer if observer is not None else NullObserver()
@@ -84,9 +86,17 @@ class Dispatcher:
         self._idle = anyio.Event()
         self._idle.set()
 
-    def reload(self, sender: Sender, policy: RetryPolicy, *, send_timeout: float) -> None:
-        """Use a new notifier and retry policy from the next claim on (SIGHUP)."""
+    def reload(
+        self,
+        sender: Sender,
+        policy: RetryPolicy,
+        *,
+        send_timeout: float,
+        channels: Sequence[Channel],
+    ) -> None:
+        """Use a new notifier, retry policy and channel templates from now on (SIGHUP)."""
         self._sender, self._policy = sender, policy
+        self._channels = {channel.name: channel for channel in channels}
         self._lease = timedelta(seconds=send_timeout + LEASE_MARGIN)
         self.wake()
 
@@ -182,10 +192,11 @@ class Dispatcher:
 
     async def _deliver(self, delivery: Delivery, report: DispatchReport) -> None:
         entry = delivery.entry
+        message = self.render(entry)
         result = await self._sender.send(
             entry.url_key,
-            title=entry.title,
-            body=entry.body,
+            title=message.title,
+            body=message.body,
             notify_type=messages.notify_type(entry.new_state),
         )
         now = self._clock()
@@ -227,6 +238,20 @@ class Dispatcher:
                 retry_at=mark.at.isoformat(timespec="seconds"),
                 **fields,
             )
+
+    def render(self, entry: OutboxEntry) -> messages.Message:
+        """The text of a delivery, rendered now from its event with the channel's templates
+        in force (a row from before events existed keeps its stored text)."""
+        event = entry.event
+        if event is None:
+            return messages.Message(entry.title, entry.body)
+        fields = event.field_map()
+        if event.notice:
+            return messages.Message(fields.get("title", ""), fields.get("body", ""))
+        channel = self._channels.get(entry.channel)
+        if channel is None:  # removed by a reload: its URLs are unknown targets anyway
+            return messages.render_fields(fields)
+        return messages.render_fields(fields, title=channel.title, body=channel.body)
 
     async def _mark(self, delivery: Delivery, kind: MarkKind, at: datetime, error: str) -> None:
         claim = delivery.claim

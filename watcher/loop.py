@@ -142,6 +142,7 @@ class Watcher:
         self.dispatcher = Dispatcher(
             store,
             sender,
+            channels=plan.channels,
             policy=plan.retry,
             send_timeout=plan.notify_timeout,
             observer=self._observer,
@@ -216,7 +217,9 @@ class Watcher:
         self._schedule.poll_interval = plan.poll_interval
         self._schedule.slow_interval = plan.terminal_poll_interval
         self.plan, self._sender = plan, sender
-        self.dispatcher.reload(sender, plan.retry, send_timeout=plan.notify_timeout)
+        self.dispatcher.reload(
+            sender, plan.retry, send_timeout=plan.notify_timeout, channels=plan.channels
+        )
         self._index_plan()
         await self._forget_unwatched_unreadable()
         log.info(
@@ -521,7 +524,11 @@ class Watcher:
         # crash before it means the next start sees the change again.
         try:
             await self._store.record(
-                decision.snapshots, decision.entries, now=now, flags=decision.flags
+                decision.snapshots,
+                decision.entries,
+                now=now,
+                flags=decision.flags,
+                events=decision.events,
             )
         except StoreError as exc:
             # Nothing was written, so the next cycle sees the same changes again.

@@ -180,10 +180,13 @@ def default_title(fields: Mapping[str, str], *, first: str = _FIRST_SIGHT) -> st
     return title
 
 
-def default_body(fields: Mapping[str, str], kind: JobKind, *, first: str = _FIRST_SIGHT) -> str:
+def default_body(
+    fields: Mapping[str, str], kind: JobKind | None, *, first: str = _FIRST_SIGHT
+) -> str:
     """A Markdown body: the move, the status message when there is one, then the job's details."""
     old = fields["old_state"] or first
-    job = f"**{fields['display_name']}** ({kind.spec.label} `{fields['job_id']}`)"
+    label = kind.spec.label if kind is not None else "resource"
+    job = f"**{fields['display_name']}** ({label} `{fields['job_id']}`)"
     lines = [f"{job} moved **{old} → {fields['new_state']}**."]
     if fields["status_message"]:
         code = fields["status_code"]
@@ -216,19 +219,41 @@ def _seconds(text: str) -> str:
         return ""
 
 
-def render(transition: Transition, *, title: str | None = None, body: str | None = None) -> Message:
-    """Render a transition with a channel's templates, or the defaults where it has none.
+#: The event field (beside MESSAGE_FIELDS) that says a first sighting is a job created since.
+NEW_JOB_FIELD = "new_job"
 
-    Templates are validated against `MESSAGE_FIELDS` when the config is loaded.
+
+def event_fields(transition: Transition) -> dict[str, str]:
+    """What an event keeps of a transition: its message fields as of the observation (so
+    `duration` never grows), and whether it is a newly created job."""
+    return message_fields(transition) | {NEW_JOB_FIELD: "1" if transition.new_job else ""}
+
+
+def render(transition: Transition, *, title: str | None = None, body: str | None = None) -> Message:
+    """Render a transition with a channel's templates, or the defaults where it has none."""
+    return render_fields(event_fields(transition), title=title, body=body)
+
+
+def render_fields(
+    fields: Mapping[str, str], *, title: str | None = None, body: str | None = None
+) -> Message:
+    """Render a stored event's fields with a channel's templates, or the defaults.
+
+    Templates are validated against `MESSAGE_FIELDS` when the config is loaded; a field an
+    older event lacks renders as "".
     """
-    fields = message_fields(transition)
-    first = _NEW_JOB if transition.new_job else _FIRST_SIGHT
+    values = {name: fields.get(name, "") for name in MESSAGE_FIELDS}
+    first = _NEW_JOB if fields.get(NEW_JOB_FIELD) else _FIRST_SIGHT
+    kind = JobKind(values["kind"]) if values["kind"] in _KINDS else None
     return Message(
-        title=title.format_map(fields) if title is not None else default_title(fields, first=first),
-        body=body.format_map(fields)
+        title=title.format_map(values) if title is not None else default_title(values, first=first),
+        body=body.format_map(values)
         if body is not None
-        else default_body(fields, transition.new.ref.kind, first=first),
+        else default_body(values, kind, first=first),
     )
+
+
+_KINDS = frozenset(kind.value for kind in JobKind)
 
 
 #: The outbox's job key and states for messages about the API itself, not about one job.

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from watcher.delivery import Delivery, OutboxEntry, SendResult
+from watcher.delivery import Delivery, Event, OutboxEntry, SendResult
 from watcher.kinds import JobKind
 from watcher.model import JobRef, JobSnapshot
 
@@ -42,8 +42,8 @@ class Source(Protocol):
 class StateRepo(Protocol):
     """The last seen snapshot of every resource, and small named flags.
 
-    `record` writes snapshots, outbox rows and flags in one transaction: the guarantee that a
-    transition is never lost rests on it.
+    `record` writes snapshots, events, outbox rows and flags in one transaction: the guarantee
+    that a transition is never lost rests on it.
     """
 
     async def last_all(self) -> dict[str, JobSnapshot]: ...
@@ -54,6 +54,7 @@ class StateRepo(Protocol):
         *,
         now: datetime,
         flags: Mapping[str, str] | None = None,
+        events: Sequence[Event] = (),
     ) -> None: ...
     async def flag(self, key: str) -> str | None: ...
     async def flags(self, prefix: str) -> dict[str, str]: ...

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Self, TypeVar
 import anyio
 import anyio.to_thread
 
-from watcher.delivery import Delivery, OutboxEntry
+from watcher.delivery import Delivery, Event, OutboxEntry
 from watcher.errors import LeaseLost, StateLocked, StoreError
 from watcher.model import JobKind, JobRef, JobSnapshot
 
@@ -73,6 +73,21 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN claimed_until TEXT NOT NULL DEFAULT '';
     CREATE INDEX outbox_target_job ON outbox (url_key, job_key, status, id);
     """,
+    # 3: events, one row per transition or notice (the history); an outbox row points at its
+    # event and is rendered from it when sent. Rows from before keep their stored text.
+    """
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_key     TEXT NOT NULL,
+        old_state   TEXT NOT NULL,
+        new_state   TEXT NOT NULL,
+        observed_at TEXT NOT NULL,
+        notice      INTEGER NOT NULL DEFAULT 0,
+        fields      TEXT NOT NULL
+    );
+    CREATE INDEX events_job ON events (job_key, id);
+    ALTER TABLE outbox ADD COLUMN event_id INTEGER REFERENCES events (id);
+    """,
 )
 
 _OUTBOX_COLUMNS = (
@@ -85,6 +100,13 @@ _OUTBOX_COLUMNS = (
 # row of its (target, job): one job's messages reach a target in the order they happened.
 def _prefixed(prefix: str) -> str:
     return ", ".join(prefix + column.strip() for column in _OUTBOX_COLUMNS.split(","))
+
+
+# An outbox row with its event (NULLs for rows written before events existed).
+_SELECT_DELIVERIES = (
+    f"SELECT {_prefixed('o.')}, e.job_key, e.old_state, e.new_state, e.observed_at, e.notice, "
+    "e.fields FROM outbox AS o LEFT JOIN events AS e ON e.id = o.event_id"
+)
 
 
 _CLAIMABLE = (
@@ -101,7 +123,7 @@ class StateStore:
     cannot be read or written.
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 2
+    SCHEMA_VERSION: ClassVar[int] = 3
 
     def __init__(self, path: Path) -> None:
         """Open (creating if needed, mode 0600) the database at `path` and bring its schema up to date.
@@ -180,19 +202,23 @@ class StateStore:
         *,
         now: datetime,
         flags: Mapping[str, str] | None = None,
+        events: Sequence[Event] = (),
     ) -> None:
         """Save snapshots as their jobs' last seen state and queue notifications, atomically.
 
         Args:
             snapshots: each becomes its job's last seen state.
-            entries: new outbox rows: pending, no attempts, due at their `created_at`.
+            entries: new outbox rows: pending, no attempts, due at their `created_at`; each
+                entry's event is stored too (once, however many entries share it).
             now: stored as the jobs' update time.
             flags: small named values kept with them (e.g. that an outage was announced).
+            events: events to keep in the history even when no entry points at them.
 
         Either everything is written or nothing is; with nothing to write, no transaction.
         """
-        if not snapshots and not entries and not flags:
+        if not snapshots and not entries and not flags and not events:
             return
+        every_event = dict.fromkeys([*events, *(e.event for e in entries if e.event)])
         updated_at = _ts(now)
         with self._write() as conn:
             conn.executemany(
@@ -206,11 +232,20 @@ class StateStore:
                 "SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
                 ((s.ref.key, _encode_snapshot(s), updated_at) for s in snapshots),
             )
+            ids = {
+                event: conn.execute(
+                    "INSERT INTO events (job_key, old_state, new_state, observed_at, notice, "
+                    "fields) VALUES (?, ?, ?, ?, ?, ?)",
+                    _event_params(event),
+                ).lastrowid
+                for event in every_event
+            }
             conn.executemany(
                 "INSERT INTO outbox (job_key, channel, url_key, url_display, title, body, "
-                "old_state, new_state, created_at, status, attempts, next_attempt_at, last_error) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{PENDING}', 0, ?, '')",
-                (_entry_params(e) for e in entries),
+                "old_state, new_state, created_at, status, attempts, next_attempt_at, "
+                f"last_error, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{PENDING}', 0, ?, "
+                "'', ?)",
+                ((*_entry_params(e), ids[e.event] if e.event else None) for e in entries),
             )
 
     def flag(self, key: str) -> str | None:
@@ -245,7 +280,7 @@ class StateStore:
     def due(self, now: datetime, *, limit: int = 100) -> list[Delivery]:
         """Pending deliveries whose next attempt is at or before `now`, oldest first."""
         return self._deliveries(
-            "WHERE status = ? AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            "WHERE o.status = ? AND o.next_attempt_at <= ? ORDER BY o.id LIMIT ?",
             (PENDING, _ts(now), limit),
         )
 
@@ -261,10 +296,7 @@ class StateStore:
         """Claim the claimable deliveries (see `_CLAIMABLE`) of targets not in `busy` until
         `now + lease`, oldest first; their marks must then name the claim (`holder`)."""
         skip = f" AND o.url_key NOT IN ({', '.join('?' for _ in busy)})" if busy else ""
-        query = (
-            f"SELECT {_prefixed('o.')} FROM outbox AS o WHERE {_CLAIMABLE}{skip} "
-            "ORDER BY o.id LIMIT ?"
-        )
+        query = f"{_SELECT_DELIVERIES} WHERE {_CLAIMABLE}{skip} ORDER BY o.id LIMIT ?"
         stamp = _ts(now)
         with self._write("claim in") as conn:
             found = conn.execute(query, (stamp, stamp, *busy, limit)).fetchall()
@@ -302,7 +334,7 @@ class StateStore:
 
     def undelivered(self) -> list[Delivery]:
         """Pending and dead deliveries (for the `status` command), oldest first."""
-        return self._deliveries("WHERE status IN (?, ?) ORDER BY id", (PENDING, DEAD))
+        return self._deliveries("WHERE o.status IN (?, ?) ORDER BY o.id", (PENDING, DEAD))
 
     def mark_delivered(self, delivery_id: int, *, now: datetime, claim: str | None = None) -> None:
         """Record that the delivery was sent (under `claim`, when it was claimed)."""
@@ -350,9 +382,7 @@ class StateStore:
 
     def _deliveries(self, where: str, params: tuple[Any, ...]) -> list[Delivery]:
         with self._lock, self._errors("read"):
-            rows = self._conn.execute(
-                f"SELECT {_OUTBOX_COLUMNS} FROM outbox {where}", params
-            ).fetchall()
+            rows = self._conn.execute(f"{_SELECT_DELIVERIES} {where}", params).fetchall()
         return [_delivery(row) for row in rows]
 
     def _update(
@@ -452,9 +482,10 @@ class AsyncStore:
         *,
         now: datetime,
         flags: Mapping[str, str] | None = None,
+        events: Sequence[Event] = (),
     ) -> None:
         """See `StateStore.record`."""
-        await self._run(self.sync.record, snapshots, entries, now=now, flags=flags)
+        await self._run(self.sync.record, snapshots, entries, now=now, flags=flags, events=events)
 
     async def flag(self, key: str) -> str | None:
         """See `StateStore.flag`."""
@@ -585,8 +616,38 @@ def _ts(value: datetime) -> str:
 
 _SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(JobSnapshot) if f.name != "ref")
 _ENTRY_TEXT_FIELDS = tuple(
-    f.name for f in dataclasses.fields(OutboxEntry) if f.name != "created_at"
+    f.name for f in dataclasses.fields(OutboxEntry) if f.name not in ("created_at", "event")
 )
+
+
+def _event_params(event: Event) -> tuple[object, ...]:
+    fields = dict(event.fields)
+    if not all(isinstance(v, str) for v in fields.values()):
+        raise TypeError("Event.fields must map names to strings")
+    return (
+        event.job_key,
+        event.old_state,
+        event.new_state,
+        _ts(event.observed_at),
+        int(event.notice),
+        json.dumps(fields, ensure_ascii=False, sort_keys=True),
+    )
+
+
+def _event(row: Sequence[Any]) -> Event | None:
+    """The event columns of a delivery row, or None for a row without one."""
+    job_key, old_state, new_state, observed_at, notice, fields = row
+    if job_key is None:
+        return None
+    decoded = json.loads(fields)
+    return Event(
+        job_key=job_key,
+        old_state=old_state,
+        new_state=new_state,
+        observed_at=datetime.fromisoformat(observed_at),
+        fields=tuple(sorted((str(k), str(v)) for k, v in decoded.items())),
+        notice=bool(notice),
+    )
 
 
 def _encode_snapshot(snapshot: JobSnapshot) -> str:
@@ -622,7 +683,7 @@ def _entry_params(entry: OutboxEntry) -> tuple[str, ...]:
 
 def _delivery(row: tuple[Any, ...]) -> Delivery:
     (id_, job_key, channel, url_key, url_display, title, body, old_state, new_state) = row[:9]
-    created_at, attempts, next_attempt_at, last_error, status, claim = row[9:]
+    created_at, attempts, next_attempt_at, last_error, status, claim = row[9:15]
     entry = OutboxEntry(
         job_key=job_key,
         channel=channel,
@@ -633,6 +694,7 @@ def _delivery(row: tuple[Any, ...]) -> Delivery:
         old_state=old_state,
         new_state=new_state,
         created_at=datetime.fromisoformat(created_at),
+        event=_event(row[15:]),
     )
     return Delivery(
         id=id_,
