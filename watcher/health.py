@@ -12,7 +12,7 @@ import contextlib
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -21,6 +21,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from watcher.errors import ListenError
+from watcher.ports import Report
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,21 +38,6 @@ STARTUP_TIMEOUT = 10.0
 
 AUTH_REASON = "API rejected the credentials (401/403)"
 STORE_REASON = "state database not writable"
-
-
-class Report(Protocol):
-    """The parts of `loop.CycleReport` that health reads."""
-
-    @property
-    def polled(self) -> int: ...
-    @property
-    def calls(self) -> int: ...
-    @property
-    def api_errors(self) -> int: ...
-    @property
-    def auth_failed(self) -> bool: ...
-    @property
-    def store_failed(self) -> bool: ...
 
 
 def _utcnow() -> datetime:
