@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 
 from fireworks_sim import Simulator
 from tests.servers import JsonReceiver, ServedApp
@@ -18,6 +19,27 @@ ACCOUNT = "acme"
 def anyio_backend() -> str:
     """Run async tests on asyncio, the backend the daemon runs on."""
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any blocking call made on an event loop thread from our code (the test's loop, or
+    uvicorn's loop serving the simulator), as anyio's own suite does.
+
+    BlockBuster only looks at threads running an event loop, so worker threads (sqlite3 and
+    apprise run via `anyio.to_thread`) may block as designed. Each exception below is narrow:
+    one function on one call path, with the reason it is not the loop blocking by mistake.
+    """
+    with blockbuster_ctx(["watcher", "fireworks_sim", "tests"]) as bb:
+        # apprise scans its plugin folder once, lazily, when the first notifier is built.
+        bb.functions["os.listdir"].can_block_in("apprise/manager.py", "load_modules")
+        # Every `apprise.Apprise()` looks for its gettext catalogue (a few stats, no reads).
+        for func in ("os.stat", "os.path.abspath"):
+            bb.functions[func].can_block_in("apprise/locale.py", "add")
+        # /metrics: prometheus_client's ProcessCollector reads /proc/self (memory, not disk).
+        for func in ("io.BufferedReader.read", "os.listdir"):
+            bb.functions[func].can_block_in("prometheus_client/process_collector.py", "collect")
+        yield bb
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self, cast
 
+import anyio.to_thread
 import uvicorn
 
 from fireworks_sim import listen_tcp
@@ -236,6 +237,15 @@ class JsonReceiver:
                 )
             return list(self._messages)
 
+    async def wait_for_async(
+        self,
+        count: int,
+        timeout: float = 10.0,  # noqa: ASYNC109 (the same signature as `wait_for`)
+    ) -> list[dict[str, Any]]:
+        """`wait_for` for async code: the wait runs in a worker thread, so the event loop (and
+        the code under test on it) keeps running; a cancelled caller does not wait for it."""
+        return await anyio.to_thread.run_sync(self.wait_for, count, timeout, abandon_on_cancel=True)
+
     def _record(self, record: dict[str, Any]) -> int:
         with self._condition:
             status = self._status
@@ -252,6 +262,11 @@ class JsonReceiver:
         self._server.server_close()
         self._thread.join(timeout=10)
 
+    async def aclose(self) -> None:
+        """`close` for async code: the server's shutdown waits for its thread, so wait in a
+        worker thread instead of on the event loop."""
+        await anyio.to_thread.run_sync(self.close)
+
     def __enter__(self) -> Self:
         return self
 
@@ -262,3 +277,14 @@ class JsonReceiver:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

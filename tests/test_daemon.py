@@ -32,6 +32,36 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLI
         time.sleep(0.02)
 
 
+LAST_CYCLE = "fireworks_watcher_last_cycle_timestamp_seconds"
+
+
+def serve_health(config: Path) -> None:
+    """Turn on the daemon's health endpoint (a free port, given by `health.listening`)."""
+    config.write_text(
+        config.read_text().replace('health_listen = ""', 'health_listen = "127.0.0.1:0"')
+    )
+
+
+def last_cycle(base: str) -> float:
+    """When the daemon's last poll cycle finished, from its /metrics (0 before the first)."""
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith(f"{LAST_CYCLE} "):
+            return float(line.split()[1])
+    pytest.fail(f"no {LAST_CYCLE} in /metrics")
+
+
+def wait_cycles(base: str, count: int) -> None:
+    """Wait (with the deadline) until the daemon has finished `count` more poll cycles."""
+    stamps = [last_cycle(base)]
+
+    def advanced() -> bool:
+        if (stamp := last_cycle(base)) != stamps[-1]:
+            stamps.append(stamp)
+        return len(stamps) > count
+
+    wait_until(advanced, f"{count} more poll cycles")
+
+
 class Daemon:
     """`fireworks-watcher run` in a subprocess, with its JSON log lines collected."""
 
@@ -149,11 +179,12 @@ def test_sigkill_and_restart_loses_and_repeats_nothing(
     first.kill()
     sim.set_state("job-b", "FAILED", status_code="INTERNAL", status_message="node lost")
 
+    serve_health(config_path)
     second = start()
+    health = f"http://127.0.0.1:{second.wait_event('health.listening')[0]['port']}"
     second.wait_event("notify.sent")
-    polled = sim.request_count
     # Several more cycles: nothing may be sent again.
-    wait_until(lambda: sim.request_count >= polled + 6, "three more poll cycles")
+    wait_cycles(health, 3)
 
     titles = [m["title"] for m in receiver.messages]
     assert [
@@ -289,9 +320,10 @@ def test_sigterm_lets_an_in_flight_send_finish(
     assert any('"notify.sent"' in line for line in daemon.lines)
 
     receiver.delay = 0.0
+    serve_health(config_path)
     again = start()
-    polled = sim.request_count
-    wait_until(lambda: sim.request_count >= polled + 6, "three poll cycles after the restart")
+    health = f"http://127.0.0.1:{again.wait_event('health.listening')[0]['port']}"
+    wait_cycles(health, 3)
     assert 1 == len(receiver.messages)
     assert 0 == again.stop()
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import pytest
 from structlog.testing import capture_logs
 
@@ -103,7 +104,7 @@ async def test_a_transition_of_every_kind_reaches_the_receiver(
         moved = await watcher.run_once(force=True)
         again = await watcher.run_once(force=True)
 
-    got = receiver.wait_for(len(MOVES))
+    got = await receiver.wait_for_async(len(MOVES))
     assert (len(MOVES), 0) == (baseline.polled, len(receiver.messages) - len(got))
     assert (0, 0) == (baseline.api_errors, moved.api_errors)
     assert len(MOVES) == len(moved.transitions)
@@ -336,7 +337,7 @@ class TestUnreadable:
             assert [] == receiver.messages
             sim.set_state("healthy", "COMPLETED")
             third = await watcher.run_once(force=True)
-            got = receiver.wait_for(2)
+            got = await receiver.wait_for_async(2)
             for _ in range(3):
                 await watcher.run_once(force=True)
 
@@ -347,7 +348,10 @@ class TestUnreadable:
         assert 2 == len(receiver.messages)
 
         capsys.readouterr()  # before any command configured logging, structlog printed here
-        code = main(["status", "--json", "-c", self.config_file(tmp_path, settings)])
+        # The command is synchronous (files, sqlite3): run it off the event loop.
+        config_file = await anyio.to_thread.run_sync(self.config_file, tmp_path, settings)
+        status_argv = ["status", "--json", "-c", config_file]
+        code = await anyio.to_thread.run_sync(main, status_argv)
         status = json.loads(capsys.readouterr().out)
         assert 0 == code
         assert ["sft/broken"] == [u["target"] for u in status["unreadable"]]
@@ -360,12 +364,12 @@ class TestUnreadable:
             await restarted.run_once(force=True)
             await restarted.run_once(force=True)
 
-        again = receiver.wait_for(3)[2]
+        again = (await receiver.wait_for_async(3))[2]
         assert "sft/broken is readable again" == again["title"]
         assert "success" == again["type"]
         assert 3 == len(receiver.messages)
         capsys.readouterr()
-        main(["status", "--json", "-c", self.config_file(tmp_path, settings)])
+        await anyio.to_thread.run_sync(main, status_argv)
         assert [] == json.loads(capsys.readouterr().out)["unreadable"]
 
     @staticmethod
@@ -385,14 +389,17 @@ class TestUnreadable:
         async with app.open_watcher(settings) as watcher:
             for _ in range(3):
                 await watcher.run_once(force=True)
-            receiver.wait_for(1)
+            await receiver.wait_for_async(1)
             smaller = settings.model_copy(update={"watches": settings.watches[1:]})
             notifier = app.build_notifier(smaller)
             watcher.reload(app.build_plan(smaller, notifier), notifier)
             await watcher.run_once(force=True)
 
-        with StateStore.open(settings.watcher.state_path) as store:
-            assert {"sft/broken": ""} == store.flags("unreadable:")
+        def unreadable_flags() -> dict[str, str]:
+            with StateStore.open(settings.watcher.state_path) as store:
+                return store.flags("unreadable:")
+
+        assert {"sft/broken": ""} == await anyio.to_thread.run_sync(unreadable_flags)
         assert 1 == len(receiver.messages)
 
     async def test_unparsable_answers_count_too(
@@ -404,7 +411,7 @@ class TestUnreadable:
             for _ in range(3):
                 await watcher.run_once(force=True)
 
-        (message,) = receiver.wait_for(1)
+        (message,) = await receiver.wait_for_async(1)
         assert message["title"].startswith("cannot read sft/broken: ")
         assert "not JSON" in message["message"]
 
@@ -428,7 +435,10 @@ async def test_read_mask_drift_is_survived_end_to_end(
     assert ["dataset/dataset-1"] == [t.ref.key for t in moved.transitions]
     dropped = [e for e in logs if e["event"] == "api.read_mask_dropped"]
     assert [["dataset"]] == [[e["kind"]] for e in dropped]
-    assert "Sim job dataset-1 (dataset-1): UPLOADING → READY" == receiver.wait_for(1)[0]["title"]
+    assert (
+        "Sim job dataset-1 (dataset-1): UPLOADING → READY"
+        == (await receiver.wait_for_async(1))[0]["title"]
+    )
 
 
 @pytest.fixture
@@ -502,7 +512,7 @@ async def test_chaos_never_hides_a_healthy_job(
     assert cycles <= 3
     assert polled > len(JobKind)  # every kind was really listed, spawned runs included
     assert ["Sim job healthy (healthy): RUNNING → COMPLETED"] == [
-        m["title"] for m in receiver.wait_for(1)
+        m["title"] for m in await receiver.wait_for_async(1)
     ]
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from fireworks_sim import Simulator
@@ -24,7 +23,7 @@ from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.fireworks import FireworksClient, RequestRetry
 from watcher.loop import PROBE_CALLS, CycleReport, Watcher
-from watcher.store import AsyncStore, StateStore
+from watcher.store import AsyncStore
 
 FAST_RETRY = RequestRetry(attempts=3, base_delay=0.01, max_delay=0.02)
 
@@ -67,12 +66,13 @@ async def fast_watcher(
             base_url=base_url or settings.fireworks.base_url,
             retry=FAST_RETRY,
         )
-        with StateStore.open(settings.watcher.state_path) as store:
+        store = await AsyncStore.open(settings.watcher.state_path)
+        with store.sync:
             extra = {"clock": clock} if clock is not None else {}
             yield Watcher(
                 app.build_plan(settings, notifier),
                 source=client,
-                store=AsyncStore(store),
+                store=store,
                 sender=notifier,
                 **extra,  # type: ignore[arg-type]
             )
@@ -114,7 +114,7 @@ async def test_transient_5xx_is_retried_within_the_poll(
     faulty, _ = await cycle_after_fault(settings, jobs, receiver, status=status)
 
     assert (0, 1) == (faulty.api_errors, len(faulty.transitions))
-    assert "RUNNING → COMPLETED" in receiver.wait_for(1)[0]["title"]
+    assert "RUNNING → COMPLETED" in (await receiver.wait_for_async(1))[0]["title"]
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ async def test_a_bad_answer_skips_the_job_for_one_cycle(
 
     assert (1, []) == (faulty.api_errors, faulty.transitions)
     assert ["RUNNING → COMPLETED"] == [f"{t.old_state} → {t.new_state}" for t in clean.transitions]
-    assert 1 == len(receiver.wait_for(1))
+    assert 1 == len(await receiver.wait_for_async(1))
     assert {"api.error", "api.bad_answer"} & {e["event"] for e in logs}
 
 
@@ -184,7 +184,7 @@ async def test_missing_fields_and_unknown_states_pass(
     )
 
     assert ["RUNNING → WARPING"] == [f"{t.old_state} → {t.new_state}" for t in faulty.transitions]
-    assert "RUNNING → WARPING" in receiver.wait_for(1)[0]["title"]
+    assert "RUNNING → WARPING" in (await receiver.wait_for_async(1))[0]["title"]
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -234,13 +234,13 @@ async def test_api_outage_is_announced_once_then_recovery_once(
         for _ in range(6):
             now[0] += timedelta(seconds=await watcher.next_wake())
             await watcher.run_once()
-        titles_during = [m["title"] for m in receiver.wait_for(1)]
+        titles_during = [m["title"] for m in await receiver.wait_for_async(1)]
         jobs.clear_faults()
         jobs.set_state("job-a", "FAILED")
         now[0] += timedelta(seconds=await watcher.next_wake())
         await watcher.run_once()
 
-    titles = [m["title"] for m in receiver.wait_for(3)]
+    titles = [m["title"] for m in await receiver.wait_for_async(3)]
     assert ["Fireworks API unreachable"] == titles_during
     assert [
         "Fireworks API unreachable",
@@ -273,10 +273,3 @@ async def test_outage_probing_is_bounded(
     bound = PROBE_CALLS + 4 - 1
     assert 40 > bound >= report.calls
     assert bound * FAST_RETRY.attempts >= sim.request_count
-
-
-def test_logs_in_this_module_use_structlog() -> None:
-    """capture_logs only sees structlog events: guard that the loop logs through structlog."""
-    with capture_logs() as logs:
-        structlog.get_logger("watcher").info("probe")
-    assert ["probe"] == [e["event"] for e in logs]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,7 @@ async def test_first_sight_is_a_silent_baseline(
 
     assert 3 == report.polled
     assert [] == receiver.messages
-    with sqlite3.connect(state_path) as db:
-        assert 3 == db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    assert [(3,)] == await query(state_path, "SELECT COUNT(*) FROM jobs")
 
 
 async def test_transitions_are_announced_with_their_reason(
@@ -89,7 +89,7 @@ async def test_transitions_are_announced_with_their_reason(
     sim.set_state("job-c", "FAILED", status_code="INTERNAL", status_message="CUDA OOM at step 7")
 
     report = await watcher.run_once(force=True)
-    got = receiver.wait_for(3)
+    got = await receiver.wait_for_async(3)
     await watcher.run_once(force=True)
 
     assert 3 == len(report.transitions)
@@ -113,14 +113,14 @@ async def test_restart_reports_what_changed_while_down_and_repeats_nothing(
         await first.run_once(force=True)
         sim.set_state("job-a", "COMPLETED")
         await first.run_once(force=True)
-    receiver.wait_for(1)
+    await receiver.wait_for_async(1)
     sim.set_state("job-b", "RUNNING")
 
     async with app.open_watcher(settings) as second:
         report = await second.run_once(force=True)
         await second.run_once(force=True)
 
-    got = receiver.wait_for(2)
+    got = await receiver.wait_for_async(2)
     assert ["job-b"] == [t.ref.job_id for t in report.transitions]
     assert 2 == len(got)
 
@@ -152,7 +152,7 @@ async def test_only_the_failed_url_is_retried(
 ) -> None:
     """With two URLs in a channel and one failing, the healthy one is not sent twice."""
     sim.add_job("job-a", state="RUNNING")
-    with JsonReceiver() as good, JsonReceiver() as bad:
+    async with JsonReceiver() as good, JsonReceiver() as bad:
         settings = settings_for(
             server, state_path, ["job-a"], [{"name": "both", "urls": [good.url(), bad.url()]}]
         )
@@ -181,7 +181,7 @@ async def test_vanished_job_is_reported_once(
     await watcher.run_once(force=True)
     watcher_last = [await watcher.run_once(force=True) for _ in range(2)]
 
-    got = receiver.wait_for(1)
+    got = await receiver.wait_for_async(1)
     assert ["Sim job job-a (job-a): RUNNING → NOT_FOUND"] == [m["title"] for m in got]
     assert all(not r.transitions for r in watcher_last)
 
@@ -197,7 +197,7 @@ async def test_resumed_job_is_a_transition(
     report = await watcher.run_once(force=True)
 
     assert ["FAILED → RUNNING"] == [f"{t.old_state} → {t.new_state}" for t in report.transitions]
-    receiver.wait_for(1)
+    await receiver.wait_for_async(1)
 
 
 async def test_status_change_within_a_state_is_a_transition(
@@ -209,7 +209,7 @@ async def test_status_change_within_a_state_is_a_transition(
 
     await watcher.run_once(force=True)
 
-    assert "re-queued on new node" in receiver.wait_for(1)[0]["message"]
+    assert "re-queued on new node" in (await receiver.wait_for_async(1))[0]["message"]
 
 
 async def test_channel_rules_route_messages(
@@ -218,7 +218,7 @@ async def test_channel_rules_route_messages(
     """`to_states` and `jobs` globs decide which channel hears which transition."""
     sim.add_job("prod-1", state="RUNNING")
     sim.add_job("dev-1", state="RUNNING")
-    with JsonReceiver() as outcomes, JsonReceiver() as prod:
+    async with JsonReceiver() as outcomes, JsonReceiver() as prod:
         settings = settings_for(
             server,
             state_path,
@@ -235,10 +235,10 @@ async def test_channel_rules_route_messages(
             await watcher.run_once(force=True)
 
         assert ["Sim job dev-1 (dev-1): RUNNING → COMPLETED"] == [
-            m["title"] for m in outcomes.wait_for(1)
+            m["title"] for m in await outcomes.wait_for_async(1)
         ]
         assert ["Sim job prod-1 (prod-1): RUNNING → FAILED"] == [
-            m["title"] for m in prod.wait_for(1)
+            m["title"] for m in await prod.wait_for_async(1)
         ]
 
 
@@ -286,7 +286,7 @@ async def test_run_forever_announces_within_one_interval_and_stops(
             await baselined.wait()
         changed_at = anyio.current_time()
         sim.set_state("job-a", "COMPLETED")
-        await anyio.to_thread.run_sync(receiver.wait_for, 1, 10.0)
+        await receiver.wait_for_async(1, 10.0)
         latency = anyio.current_time() - changed_at
         stop.set()
 
@@ -326,7 +326,7 @@ async def test_discover_watches_every_job_of_the_kind(
         "found-3: - → PENDING",
     ] == moves
     assert [] == third.transitions
-    titles = sorted(m["title"] for m in receiver.wait_for(2))
+    titles = sorted(m["title"] for m in await receiver.wait_for_async(2))
     assert [
         "Sim job found-1 (found-1): RUNNING → COMPLETED",
         "Sim job found-2 (found-2): RUNNING → NOT_FOUND",
@@ -343,7 +343,7 @@ async def test_reload_baselines_added_jobs_drops_removed_ones_and_rebuilds_chann
     before = settings_for(
         server, state_path, ["job-a", "job-b"], [{"name": "t", "urls": [receiver.url()]}]
     )
-    with JsonReceiver() as second:
+    async with JsonReceiver() as second:
         after = settings_for(
             server, state_path, ["job-a", "job-c"], [{"name": "t2", "urls": [second.url()]}]
         )
@@ -366,15 +366,14 @@ async def test_reload_baselines_added_jobs_drops_removed_ones_and_rebuilds_chann
         assert ["dpo/job-a", "dpo/job-c"] == sorted(t.ref.key for t in report.transitions)
         assert [None] == [t.old for t in report.transitions if t.ref.job_id == "job-c"]
         assert ["Sim job job-a (job-a): PENDING → RUNNING"] == [
-            m["title"] for m in second.wait_for(1)
+            m["title"] for m in await second.wait_for_async(1)
         ]
-    with sqlite3.connect(state_path) as db:
-        assert [("dead", "t"), ("delivered", "t2")] == db.execute(
-            "SELECT status, channel FROM outbox ORDER BY id"
-        ).fetchall()
-        assert [("dpo/job-a",), ("dpo/job-c",)] == db.execute(
-            "SELECT job_key FROM jobs ORDER BY job_key"
-        ).fetchall()
+    assert [("dead", "t"), ("delivered", "t2")] == await query(
+        state_path, "SELECT status, channel FROM outbox ORDER BY id"
+    )
+    assert [("dpo/job-a",), ("dpo/job-c",)] == await query(
+        state_path, "SELECT job_key FROM jobs ORDER BY job_key"
+    )
 
 
 async def test_undeliverable_messages_die_after_retry_for(
@@ -401,8 +400,7 @@ async def test_undeliverable_messages_die_after_retry_for(
                 dead = (await watcher.dispatch_once()).dead
 
     assert 1 == report.failed
-    with sqlite3.connect(state_path) as db:
-        assert [("dead",)] == db.execute("SELECT status FROM outbox").fetchall()
+    assert [("dead",)] == await query(state_path, "SELECT status FROM outbox")
 
 
 async def test_timed_out_send_is_retried_as_maybe_delivered(
@@ -429,8 +427,7 @@ async def test_timed_out_send_is_retried_as_maybe_delivered(
     assert ["maybe_delivered"] == [e["outcome"] for e in logs if e["event"] == "notify.failed"]
     first, second = receiver.messages
     assert first["title"] == second["title"]
-    with sqlite3.connect(state_path) as db:
-        assert [("delivered",)] == db.execute("SELECT status FROM outbox").fetchall()
+    assert [("delivered",)] == await query(state_path, "SELECT status FROM outbox")
 
 
 async def test_notify_new_announces_jobs_created_later(
@@ -439,7 +436,7 @@ async def test_notify_new_announces_jobs_created_later(
     """Jobs that exist at the first listing are a silent baseline, even after a restart; a job
     created later reaches channels with `notify_new`, and only those."""
     sim.add_job("old-1", state="RUNNING")
-    with JsonReceiver() as wants_new, JsonReceiver() as plain:
+    async with JsonReceiver() as wants_new, JsonReceiver() as plain:
         settings = config.parse(
             {
                 "fireworks": {"account_id": ACCOUNT, "base_url": server.url},
@@ -460,7 +457,7 @@ async def test_notify_new_announces_jobs_created_later(
 
         assert [("fresh-1", True)] == [(t.ref.job_id, t.new_job) for t in report.transitions]
         assert ["Sim job fresh-1 (fresh-1): (new job) → PENDING"] == [
-            m["title"] for m in wants_new.wait_for(1)
+            m["title"] for m in await wants_new.wait_for_async(1)
         ]
         assert [] == plain.messages
 
@@ -485,16 +482,25 @@ async def test_delivered_rows_are_pruned_after_a_week(
         await watcher.run_once(force=True)
         sim.set_state("job-a", "COMPLETED")
         await watcher.run_once(force=True)
-        receiver.wait_for(1)
-        rows_after_a_day = outbox_rows(state_path)  # delivered, kept for now
+        await receiver.wait_for_async(1)
+        rows_after_a_day = await outbox_rows(state_path)  # delivered, kept for now
         now[0] += timedelta(days=8)
         await watcher.run_once(force=True)
 
     assert 1 == rows_after_a_day
-    assert 0 == outbox_rows(state_path)
+    assert 0 == await outbox_rows(state_path)
 
 
-def outbox_rows(state_path: Path) -> int:
+async def outbox_rows(state_path: Path) -> int:
     """How many outbox rows the state file holds."""
-    with sqlite3.connect(state_path) as db:
-        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+    return int((await query(state_path, "SELECT COUNT(*) FROM outbox"))[0][0])
+
+
+async def query(state_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """The rows `sql` selects from the state file, read in a worker thread (sqlite3 blocks)."""
+
+    def read() -> list[tuple[Any, ...]]:
+        with closing(sqlite3.connect(state_path)) as db:
+            return db.execute(sql).fetchall()
+
+    return await anyio.to_thread.run_sync(read)

@@ -80,12 +80,14 @@ urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}"]
         receiver.wait_for(2 + len(MOVES))
     finally:
         daemon.close()
+    notify_url = receiver.url(user="bot", password=URL_PASSWORD)
     outputs += [
         cli("check", "--probe", "-c", str(config)),
         cli("once", "-c", str(config)),
         cli("test-notify", "-c", str(config)),
         cli("check", "--probe", "-c", str(config), key="fw-SECRET-wrongkey-00"),
-        cli("watch", "job-a", "--interval", "0.1", "--notify", receiver.url(password=URL_PASSWORD)),
+        # A user is needed: without one, `url()` leaves the password out of the URL.
+        cli("watch", "job-a", "--interval", "0.1", "--notify", notify_url),
     ]
     database = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
     notifications = [f"{m['title']} {m['message']}" for m in receiver.messages]

@@ -26,7 +26,7 @@ from watcher.loop import Watcher, WatchPlan
 from watcher.model import Transition
 from watcher.notify import AppriseNotifier, register_console_scheme
 from watcher.sdnotify import SystemdNotifier
-from watcher.store import AsyncStore, StateStore, exclusive
+from watcher.store import AsyncStore, exclusive
 from watcher.transitions import ChannelRules
 
 log = structlog.get_logger("watcher")
@@ -170,8 +170,8 @@ async def open_runtime(
     budget = RequestBudget(settings.watcher.max_requests_per_minute)
     async with fireworks_client(settings, health=health, budget=budget) as client:
         path = settings.watcher.state_path
-        with StateStore.open(path) as sync_store, exclusive(path):
-            store = AsyncStore(sync_store)
+        store = await AsyncStore.open(path)
+        with store.sync, exclusive(path):
             # Only this process holds the file: a claim left by a dead one is void.
             await store.release_claims()
             watcher = Watcher(

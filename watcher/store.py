@@ -466,6 +466,13 @@ class AsyncStore:
         self.sync = store
         self._limiter = anyio.CapacityLimiter(1)
 
+    @classmethod
+    async def open(cls, path: Path) -> AsyncStore:
+        """Open the database at `path` in a worker thread: connecting and migrating block,
+        and the event loop must not. Close it with `store.sync.close()` (or `with store.sync`).
+        """
+        return cls(await anyio.to_thread.run_sync(StateStore.open, path))
+
     async def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(
             functools.partial(call, *args, **kwargs), limiter=self._limiter
