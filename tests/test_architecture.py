@@ -1,4 +1,15 @@
-"""The import rules of style.md (c): a pure core, one I/O library per adapter, one composition root.
+"""The architecture, in code: a pure core, ports, a runtime that reaches adapters only through
+them, one I/O library per adapter, one composition root, small modules.
+
+```
+watcher/core/      pure: model, kinds, transitions, messages, delivery, decide, schedule, ...
+watcher/ports.py   the Protocols the runtime needs
+watcher/runtime/   the poller and the dispatcher (and systemd's notifications)
+watcher/sources/   the Fireworks API client      watcher/stores/  the SQLite store
+watcher/notify/    apprise                        watcher/web/     health and metrics
+watcher/config.py  settings                       watcher/logs.py  structlog set-up
+watcher/app.py, cli.py, demo.py, __main__.py      the composition root
+```
 
 The simulator, `fireworks_sim`, is a package of its own: it shares no code with the daemon, and
 only the composition root (`demo`, `cli`) starts it.
@@ -12,100 +23,164 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "watcher"
-SIMULATOR = PACKAGE.parent / "fireworks_sim"
-CORE = {
-    "model",
-    "kinds",
-    "transitions",
-    "messages",
-    "errors",
-    "delivery",
-    "schedule",
-    "budget",
-    "text",
-    "decide",
-}
-ADAPTERS = {"fireworks", "store", "notify", "health", "sdnotify"}
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "watcher"
+SIMULATOR = ROOT / "fireworks_sim"
+
+ADAPTERS = {"sources", "stores", "notify", "web"}
 COMPOSITION = {"app", "cli", "demo", "__main__"}
-# Third-party libraries each module may use beside the standard library.
-ALLOWED_LIBRARIES: dict[str, set[str]] = {
-    "config": {"pydantic", "pydantic_core"},
-    "fireworks": {"httpx", "anyio", "orjson", "structlog"},
-    "store": {"anyio"},
-    "sdnotify": set(),
+#: Standard-library modules that do I/O: the core may not import them.
+STDLIB_IO = {
+    "sqlite3",
+    "socket",
+    "http",
+    "urllib",
+    "subprocess",
+    "asyncio",
+    "io",
+    "os",
+    "shutil",
+    "threading",
+    "select",
+    "selectors",
+    "ssl",
+    "logging",
+}
+#: Third-party libraries each part may use beside the standard library.
+LIBRARIES: dict[str, set[str]] = {
+    "core": set(),
+    "ports": set(),
+    "runtime": {"anyio", "structlog"},
+    "sources": {"httpx", "anyio", "orjson", "structlog"},
+    "stores": {"anyio"},
     "notify": {"apprise", "anyio"},
-    "health": {"anyio", "prometheus_client", "uvicorn"},
-    "loop": {"anyio", "structlog"},
-    "dispatcher": {"anyio", "structlog"},
+    "web": {"anyio", "prometheus_client", "uvicorn"},
+    "config": {"pydantic", "pydantic_core"},
     "logs": {"structlog"},
 }
-# watcher modules each module may import.
-ALLOWED_INTERNAL: dict[str, set[str]] = {
-    **{name: CORE | {"__init__"} for name in CORE},
-    "config": CORE | {"__init__"},
-    "ports": CORE | {"__init__"},
-    **{name: CORE | {"ports", "config", "__init__"} for name in ADAPTERS},
-    "loop": CORE | {"ports", "dispatcher", "config", "__init__"},
-    "dispatcher": CORE | {"ports", "__init__"},
-    "logs": {"text"},
+#: Parts of watcher each part may import.
+INTERNAL: dict[str, set[str]] = {
+    "core": {"core"},
+    "ports": {"core"},
+    "runtime": {"core", "ports", "runtime"},
+    **{adapter: {"core", "ports", adapter} for adapter in ADAPTERS},
+    "config": {"core"},
+    "logs": {"core"},
 }
+#: Modules still over the size limit, with the size they may not grow past; each is to be
+#: split by role (see the closing note of the runtime issue).
+OVERSIZE: dict[str, int] = {
+    "watcher/config.py": 720,
+    "watcher/sources/fireworks.py": 730,
+    "watcher/stores/sqlite.py": 720,
+    "watcher/runtime/poller.py": 680,
+    "watcher/cli.py": 590,
+    "watcher/core/kinds.py": 460,
+}
+MAX_LINES = 400
 
 
 def imports(path: Path) -> set[str]:
+    """Every absolute module name `path` imports (a `from watcher import x` counts x)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module == "watcher":
-                # `from watcher import config` is a module; `from watcher import __version__` is not.
-                found.update(
-                    f"watcher.{a.name}" if (PACKAGE / f"{a.name}.py").exists() else "watcher"
-                    for a in node.names
-                )
-            else:
-                found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
+def part_of(path: Path) -> str:
+    """`core`, `runtime`, an adapter, or the module's own name for top-level modules."""
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def internal_part(name: str) -> str | None:
+    """The part of watcher a module name points into, or None for `watcher` itself."""
+    parts = name.split(".")
+    if parts[0] != "watcher" or len(parts) < 2:
+        return None
+    candidate = parts[1]
+    if (PACKAGE / candidate).is_dir() or (PACKAGE / f"{candidate}.py").exists():
+        return candidate
+    return None  # `from watcher import __version__`
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+RULED = [m for m in MODULES if part_of(m) in INTERNAL]
 
 
 def test_every_module_has_a_rule() -> None:
     """A new module must be placed in the architecture before it can land."""
-    ruled = set(ALLOWED_INTERNAL) | COMPOSITION | {"__init__"}
+    ruled = set(INTERNAL) | COMPOSITION | {"__init__"}
 
-    assert [] == [m for m in MODULES if m not in ruled]
+    assert [] == [str(m.relative_to(ROOT)) for m in MODULES if part_of(m) not in ruled]
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if m in ALLOWED_INTERNAL])
-def test_imports_follow_the_rules(module: str) -> None:
-    """Each module imports only the standard library, its own I/O library and allowed siblings."""
+@pytest.mark.parametrize("path", RULED, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_follow_the_rules(path: Path) -> None:
+    """Each part imports only the standard library, its own libraries and allowed parts."""
+    part = part_of(path)
     broken = []
-    for name in imports(PACKAGE / f"{module}.py"):
+    for name in imports(path):
         top = name.split(".")[0]
         if top == "watcher":
-            sibling = name.split(".")[1] if "." in name else "__init__"
-            if sibling not in ALLOWED_INTERNAL[module]:
+            target = internal_part(name)
+            if target is not None and target not in INTERNAL[part]:
                 broken.append(name)
-        elif top not in sys.stdlib_module_names and top not in ALLOWED_LIBRARIES.get(module, set()):
+        elif top in sys.stdlib_module_names:
+            if part == "core" and top in STDLIB_IO:
+                broken.append(name)
+        elif top not in LIBRARIES[part]:
             broken.append(name)
 
     assert [] == broken
 
 
+def test_only_the_composition_root_builds_adapters() -> None:
+    """The runtime gets its adapters from app.py; nothing else outside them imports one."""
+    importers = {
+        str(path.relative_to(ROOT))
+        for path in MODULES
+        for name in imports(path)
+        if internal_part(name) in ADAPTERS and part_of(path) not in ADAPTERS | COMPOSITION
+    }
+
+    assert set() == importers
+
+
 def test_nothing_imports_the_cli() -> None:
     """The command line is the top: only `python -m watcher` imports it."""
     importers = [
-        m for m in MODULES if m != "__main__" and "watcher.cli" in imports(PACKAGE / f"{m}.py")
+        str(m.relative_to(ROOT))
+        for m in MODULES
+        if m.stem != "__main__" and any(n.startswith("watcher.cli") for n in imports(m))
     ]
 
     assert [] == importers
 
 
-SIMULATOR_MODULES = sorted(p.stem for p in SIMULATOR.glob("*.py"))
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_stay_small(path: Path) -> None:
+    """No module grows past about 400 lines (the few still over it may not grow)."""
+    lines = len(path.read_text().splitlines())
+
+    assert lines <= OVERSIZE.get(str(path.relative_to(ROOT)), MAX_LINES)
+
+
+def test_the_oversize_list_is_current() -> None:
+    """A module split below the limit leaves the list, so the list only ever shrinks."""
+    assert [] == [
+        name
+        for name in OVERSIZE
+        if not (ROOT / name).exists() or len((ROOT / name).read_text().splitlines()) <= MAX_LINES
+    ]
+
+
+SIMULATOR_MODULES = sorted(SIMULATOR.glob("*.py"))
 # What the simulator may import beside the standard library and itself (uvicorn, lazily).
 SIMULATOR_LIBRARIES = {"uvicorn"}
 # The watcher modules that may start the simulator: the composition root.
@@ -114,15 +189,15 @@ SIMULATOR_IMPORTERS = {"demo", "cli"}
 
 def test_the_simulator_has_modules() -> None:
     """The rules below walk the package: they must find it."""
-    assert {"__init__", "api", "cli", "serve"} <= set(SIMULATOR_MODULES)
+    assert {"__init__", "api", "cli", "serve"} <= {p.stem for p in SIMULATOR_MODULES}
 
 
-@pytest.mark.parametrize("module", SIMULATOR_MODULES)
-def test_the_simulator_imports_only_the_stdlib_and_uvicorn(module: str) -> None:
+@pytest.mark.parametrize("path", SIMULATOR_MODULES, ids=lambda p: p.name)
+def test_the_simulator_imports_only_the_stdlib_and_uvicorn(path: Path) -> None:
     """`fireworks_sim` imports nothing from `watcher`, so the two cannot share a wire-format bug."""
     broken = [
         name
-        for name in imports(SIMULATOR / f"{module}.py")
+        for name in imports(path)
         if name.split(".")[0] != "fireworks_sim"
         and name.split(".")[0] not in sys.stdlib_module_names
         and name.split(".")[0] not in SIMULATOR_LIBRARIES
@@ -134,17 +209,13 @@ def test_the_simulator_imports_only_the_stdlib_and_uvicorn(module: str) -> None:
 def test_only_the_composition_root_imports_the_simulator() -> None:
     """The daemon never depends on the simulator; `demo` and `cli` start it."""
     importers = [
-        m
-        for m in MODULES
-        if any(name.split(".")[0] == "fireworks_sim" for name in imports(PACKAGE / f"{m}.py"))
+        m.stem for m in MODULES if any(name.split(".")[0] == "fireworks_sim" for name in imports(m))
     ]
 
     assert [] == [m for m in importers if m not in SIMULATOR_IMPORTERS]
 
 
-@pytest.mark.parametrize("module", SIMULATOR_MODULES)
-def test_simulator_modules_stay_small(module: str) -> None:
+@pytest.mark.parametrize("path", SIMULATOR_MODULES, ids=lambda p: p.name)
+def test_simulator_modules_stay_small(path: Path) -> None:
     """No module of the simulator grows past 450 lines: split it by role instead."""
-    lines = len((SIMULATOR / f"{module}.py").read_text().splitlines())
-
-    assert lines <= 450
+    assert len(path.read_text().splitlines()) <= 450

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.budget import RequestBudget, effective_interval, requests_per_cycle
-from watcher.model import JobKind, JobRef
+from watcher.core.budget import RequestBudget, effective_interval, requests_per_cycle
+from watcher.core.model import JobKind, JobRef
 
 
 class Clock:

@@ -24,8 +24,8 @@ from watcher.config import (
     load,
     parse,
 )
-from watcher.errors import ConfigError
-from watcher.model import JobKind, JobRef
+from watcher.core.errors import ConfigError
+from watcher.core.model import JobKind, JobRef
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "watcher.example.toml"
 ENV: dict[str, str] = {"FIREWORKS_API_KEY": "fw-test-key"}

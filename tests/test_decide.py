@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from watcher.decide import (
+from watcher.core.decide import (
     API_DOWN_FLAG,
     Decision,
     api_notice,
@@ -16,10 +16,10 @@ from watcher.decide import (
     unreadable_notice,
     within_budget,
 )
-from watcher.delivery import Channel, Target
-from watcher.kinds import JobKind
-from watcher.model import JobRef, JobSnapshot
-from watcher.transitions import ChannelRules
+from watcher.core.delivery import Channel, Target
+from watcher.core.kinds import JobKind
+from watcher.core.model import JobRef, JobSnapshot
+from watcher.core.transitions import ChannelRules
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 A = JobRef(JobKind.DPO, "a")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from watcher.delivery import RetryPolicy, next_attempt
+from watcher.core.delivery import RetryPolicy, next_attempt
 
 CREATED = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
-from watcher.delivery import (
+from watcher.core.delivery import (
     Delivery,
     Mark,
     MarkKind,
@@ -25,9 +25,9 @@ from watcher.delivery import (
     SendResult,
     settle,
 )
-from watcher.kinds import JobKind
-from watcher.loop import Watcher
-from watcher.model import JobRef
+from watcher.core.kinds import JobKind
+from watcher.core.model import JobRef
+from watcher.runtime.poller import Watcher
 
 DEADLINE = 20.0
 

@@ -24,8 +24,8 @@ from tests.servers import FakeClock, JsonReceiver, ServedApp
 from tests.test_daemon import Daemon
 from watcher import app, config
 from watcher.cli import main
-from watcher.kinds import JobKind
-from watcher.store import StateStore
+from watcher.core.kinds import JobKind
+from watcher.stores.sqlite import StateStore
 
 #: (kind, state it starts in, state it moves to, the exit code `watch` ends with there).
 MOVES: list[tuple[JobKind, str, str, int]] = [

@@ -21,9 +21,9 @@ from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
-from watcher.fireworks import FireworksClient, RequestRetry
-from watcher.loop import PROBE_CALLS, CycleReport, Watcher
-from watcher.store import AsyncStore
+from watcher.runtime.poller import PROBE_CALLS, CycleReport, Watcher
+from watcher.sources.fireworks import FireworksClient, RequestRetry
+from watcher.stores.sqlite import AsyncStore
 
 FAST_RETRY = RequestRetry(attempts=3, base_delay=0.01, max_delay=0.02)
 

@@ -20,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watcher import __version__
-from watcher.errors import ApiRejected, ApiUnavailable, PayloadError
-from watcher.fireworks import (
+from watcher.core.errors import ApiRejected, ApiUnavailable, PayloadError
+from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState
+from watcher.sources.fireworks import (
     FireworksClient,
     RequestRetry,
     backoff_delay,
@@ -29,7 +30,6 @@ from watcher.fireworks import (
     parse_job,
     parse_retry_after,
 )
-from watcher.model import JobKind, JobRef, JobSnapshot, JobState
 
 
 @pytest.fixture

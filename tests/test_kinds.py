@@ -14,8 +14,7 @@ from fireworks import types as sdk
 from fireworks.types.shared import DeployedModel
 from pydantic import BaseModel
 
-from watcher.fireworks import parse_job
-from watcher.kinds import (
+from watcher.core.kinds import (
     ALL_STATES,
     KINDS,
     SNAPSHOT_FIELDS,
@@ -26,7 +25,8 @@ from watcher.kinds import (
     short_state,
     watch_exit,
 )
-from watcher.model import JobSnapshot
+from watcher.core.model import JobSnapshot
+from watcher.sources.fireworks import parse_job
 
 #: Each kind's SDK model: what a GET answers.
 SDK_MODELS: dict[JobKind, type[BaseModel]] = {

@@ -18,7 +18,7 @@ from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
-from watcher.loop import Watcher
+from watcher.runtime.poller import Watcher
 
 
 def settings_for(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from watcher.messages import (
+from watcher.core.messages import (
     MESSAGE_FIELDS,
     console_url,
     format_duration,
@@ -14,7 +14,7 @@ from watcher.messages import (
     notify_type,
     render,
 )
-from watcher.model import JobKind, JobRef, JobSnapshot, Transition
+from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
 
 AT = datetime(2026, 11, 27, 13, 2, 5, tzinfo=UTC)
 

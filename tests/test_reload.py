@@ -12,7 +12,7 @@ from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
-from watcher.health import Health
+from watcher.web.health import Health
 
 
 def settings_with(server: ServedApp, tmp_path: Path, url: str, **watcher: Any) -> config.Settings:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from watcher.schedule import PollSchedule
+from watcher.core.schedule import PollSchedule
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -34,8 +34,8 @@ from tests.sdk_oracle import (
     validate,
 )
 from tests.servers import FakeClock, ServedApp
-from watcher.fireworks import parse_job
-from watcher.kinds import JobKind, short_state
+from watcher.core.kinds import JobKind, short_state
+from watcher.sources.fireworks import parse_job
 
 ACCOUNT = "sim-account"
 KEY = "sim-key"

@@ -1,4 +1,4 @@
-"""Tests for watcher.store: real SQLite files in tmp_path, no mocks."""
+"""Tests for watcher.stores.sqlite: real SQLite files in tmp_path, no mocks."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from watcher.delivery import Delivery, Event, OutboxEntry
-from watcher.errors import LeaseLost, StateLocked, StoreError
-from watcher.model import JobKind, JobRef, JobSnapshot
-from watcher.store import StateStore, exclusive
+from watcher.core.delivery import Delivery, Event, OutboxEntry
+from watcher.core.errors import LeaseLost, StateLocked, StoreError
+from watcher.core.model import JobKind, JobRef, JobSnapshot
+from watcher.stores.sqlite import StateStore, exclusive
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SECRET_URL = "slack://hunter2-Secret-Token@T1234/B5678/#ml-alerts"

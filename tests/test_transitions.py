@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from watcher.model import JobKind, JobRef, JobSnapshot, Transition
-from watcher.transitions import ChannelRules, diff, merge, wants
+from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
+from watcher.core.transitions import ChannelRules, diff, merge, wants
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 REF = JobRef(JobKind.DPO, "my-job")

@@ -16,18 +16,18 @@ import httpx
 import structlog
 
 from watcher import logs
-from watcher.budget import RequestBudget
 from watcher.config import Settings
-from watcher.delivery import Channel, RetryPolicy
-from watcher.errors import WatcherError
-from watcher.fireworks import FireworksClient
-from watcher.health import Health, serve_health
-from watcher.loop import Watcher, WatchPlan
-from watcher.model import Transition
-from watcher.notify import AppriseNotifier, register_console_scheme
-from watcher.sdnotify import SystemdNotifier
-from watcher.store import AsyncStore, exclusive
-from watcher.transitions import ChannelRules
+from watcher.core.budget import RequestBudget
+from watcher.core.delivery import Channel, RetryPolicy
+from watcher.core.errors import WatcherError
+from watcher.core.model import Transition
+from watcher.core.transitions import ChannelRules
+from watcher.notify.apprise_sender import AppriseNotifier, register_console_scheme
+from watcher.runtime.poller import Watcher, WatchPlan
+from watcher.runtime.sdnotify import SystemdNotifier
+from watcher.sources.fireworks import FireworksClient
+from watcher.stores.sqlite import AsyncStore, exclusive
+from watcher.web.health import Health, serve_health
 
 log = structlog.get_logger("watcher")
 

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from watcher import __version__
-from watcher.errors import ConfigError, ListenError, NotifyError, StoreError, WatcherError
-from watcher.kinds import JobKind
+from watcher.core.errors import ConfigError, ListenError, NotifyError, StoreError, WatcherError
+from watcher.core.kinds import JobKind
 
 if TYPE_CHECKING:
     from watcher.config import Settings
-    from watcher.loop import Watcher, WatchPlan
-    from watcher.model import JobRef, Transition
+    from watcher.core.model import JobRef, Transition
+    from watcher.runtime.poller import Watcher, WatchPlan
 
 T = TypeVar("T")
 
@@ -196,7 +196,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_once(args: argparse.Namespace) -> int:
     from watcher import app
-    from watcher.loop import CycleReport
+    from watcher.runtime.poller import CycleReport
 
     settings = _load(args)
     settings.require_watches()
@@ -240,7 +240,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _write_budget(settings: Settings, plan: WatchPlan, *, pages: dict[JobKind, int]) -> None:
     """Say what a full cycle costs against the request budget, and the interval it allows."""
-    from watcher.budget import effective_interval, requests_per_cycle
+    from watcher.core.budget import effective_interval, requests_per_cycle
 
     cost = requests_per_cycle(plan.refs, plan.discover, pages)
     per_minute = settings.watcher.max_requests_per_minute
@@ -260,9 +260,9 @@ def _write_budget(settings: Settings, plan: WatchPlan, *, pages: dict[JobKind, i
 
 def _probe(settings: Settings, plan: WatchPlan) -> int:
     from watcher import app
-    from watcher.budget import RequestBudget
-    from watcher.errors import ApiError
-    from watcher.model import JobState
+    from watcher.core.budget import RequestBudget
+    from watcher.core.errors import ApiError
+    from watcher.core.model import JobState
 
     async def probe() -> int:
         problems = 0
@@ -298,7 +298,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from watcher import config
-    from watcher.store import StateStore
+    from watcher.stores.sqlite import StateStore
 
     # The state file only: no channel secret (`${VAR}`), account or key is needed to read it.
     path = config.load_watcher(args.config, os.environ).state_path
@@ -310,7 +310,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(f"no state yet at {path}\n")
         return EXIT_OK
-    from watcher.decide import UNREADABLE_FLAG
+    from watcher.core.decide import UNREADABLE_FLAG
 
     with StateStore.open(path) as store:
         jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)
@@ -381,7 +381,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_test_notify(args: argparse.Namespace) -> int:
     from watcher import app
-    from watcher.delivery import SendOutcome
+    from watcher.core.delivery import SendOutcome
 
     settings = _load(args)
     notifier = app.build_notifier(settings)
@@ -507,7 +507,7 @@ async def _follow(watcher: Watcher, ref: JobRef, *, account: str) -> int:
     """Poll until the resource reaches an outcome; returns the exit code it means."""
     import anyio
 
-    from watcher.kinds import watch_exit
+    from watcher.core.kinds import watch_exit
 
     rejections = 0
     while True:

@@ -32,11 +32,11 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from watcher.errors import ConfigError
-from watcher.kinds import ALL_STATES, DEFAULT_BASE_URL, JobKind, short_state
-from watcher.messages import MESSAGE_FIELDS
-from watcher.model import JobRef
-from watcher.text import one_line
+from watcher.core.errors import ConfigError
+from watcher.core.kinds import ALL_STATES, DEFAULT_BASE_URL, JobKind, short_state
+from watcher.core.messages import MESSAGE_FIELDS
+from watcher.core.model import JobRef
+from watcher.core.text import one_line
 
 #: Names the config file may have when no path is given, in search order. `$FIREWORKS_WATCHER_CONFIG`,
 #: when set, comes before them all.

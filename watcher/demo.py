@@ -15,7 +15,7 @@ import anyio
 
 import fireworks_sim as simulator
 from watcher import app, config, logs
-from watcher.model import JobKind, JobRef, is_settled
+from watcher.core.model import JobKind, JobRef, is_settled
 
 _KEY = "demo-key"
 _ACCOUNT = "demo-account"

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from watcher.text import scrub
+from watcher.core.text import scrub
 
 _secrets: set[str] = set()
 

@@ -11,9 +11,9 @@ from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from watcher.delivery import Delivery, Event, OutboxEntry, SendResult
-from watcher.kinds import JobKind
-from watcher.model import JobRef, JobSnapshot
+from watcher.core.delivery import Delivery, Event, OutboxEntry, SendResult
+from watcher.core.kinds import JobKind
+from watcher.core.model import JobRef, JobSnapshot
 
 
 class Page(Protocol):
@@ -95,7 +95,7 @@ class Sender(Protocol):
 
 
 class Budget(Protocol):
-    """The API request budget shared with the client (`watcher.budget.RequestBudget`)."""
+    """The API request budget shared with the client (`watcher.core.budget.RequestBudget`)."""
 
     @property
     def per_minute(self) -> float: ...

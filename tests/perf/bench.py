@@ -64,9 +64,9 @@ import httpx
 from tests.servers import JsonReceiver
 from watcher import config, logs
 from watcher.app import open_watcher
-from watcher.health import Health
-from watcher.kinds import SETTLED, JobKind
-from watcher.model import JobState, short_state
+from watcher.core.kinds import SETTLED, JobKind
+from watcher.core.model import JobState, short_state
+from watcher.web.health import Health
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "sim-account"

@@ -28,8 +28,8 @@ import anyio.to_thread
 from fireworks_sim import Simulator
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config, logs
-from watcher.kinds import JobKind
-from watcher.model import JobRef
+from watcher.core.kinds import JobKind
+from watcher.core.model import JobRef
 
 KEY = "bench-key"
 ACCOUNT = "bench"

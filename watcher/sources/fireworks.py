@@ -5,7 +5,7 @@ Two layers:
 * pure functions (`parse_job`, `backoff_delay`, `parse_retry_after`, `error_message`) that
   turn API JSON, retry hints and error bodies into watcher values, with no I/O;
 * `FireworksClient`, which sends the requests, retries transient failures and translates
-  every httpx exception and unusable answer into the `watcher.errors.ApiError` tree.
+  every httpx exception and unusable answer into the `watcher.core.errors.ApiError` tree.
 
 The snapshot keeps only the fields the watcher uses, so secrets in a job payload
 (`wandbConfig.apiKey`, `*SignedUrl`, cloud credentials) never leave this module.
@@ -29,12 +29,12 @@ import orjson
 import structlog
 
 from watcher import __version__
-from watcher.budget import RequestBudget
-from watcher.errors import ApiRejected, ApiUnavailable, PayloadError
-from watcher.kinds import DEFAULT_BASE_URL, KINDS, JobKind, short_state
-from watcher.model import JobRef, JobSnapshot, JobState
-from watcher.schedule import doubling
-from watcher.text import one_line, scrub
+from watcher.core.budget import RequestBudget
+from watcher.core.errors import ApiRejected, ApiUnavailable, PayloadError
+from watcher.core.kinds import DEFAULT_BASE_URL, KINDS, JobKind, short_state
+from watcher.core.model import JobRef, JobSnapshot, JobState
+from watcher.core.schedule import doubling
+from watcher.core.text import one_line, scrub
 
 log = structlog.get_logger("watcher")
 
@@ -106,7 +106,7 @@ def parse_job(
         raise PayloadError(msg)
     status = _dict(get("status"))
     raw_state = get("state")
-    # Each kind reads its own fields (watcher.kinds); the snapshot keeps nothing else.
+    # Each kind reads its own fields (watcher.core.kinds); the snapshot keeps nothing else.
     fields = {name: field.convert(get(field.key)) for name, field in kind.spec.fields.items()}
     return JobSnapshot(
         ref=ref,
@@ -382,7 +382,7 @@ class FireworksClient:
     No timeout is set here: build the client with one (e.g.
     `httpx.AsyncClient(timeout=httpx.Timeout(10.0))`); a timeout is then retried like any
     transport error and ends as `ApiUnavailable`. Every method raises only
-    `watcher.errors.ApiError` subclasses: `ApiUnavailable` (transient, after the retries of
+    `watcher.core.errors.ApiError` subclasses: `ApiUnavailable` (transient, after the retries of
     `retry`), `ApiRejected` (4xx, or no HTTP answer another try could fix, with status 0;
     not retried) or `PayloadError` (an answer that is not the expected JSON).
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from watcher.schedule import doubling
-from watcher.transitions import ChannelRules
+from watcher.core.schedule import doubling
+from watcher.core.transitions import ChannelRules
 
 
 @dataclass(frozen=True, slots=True)

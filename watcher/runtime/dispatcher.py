@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 import anyio
 import structlog
 
-from watcher import messages
-from watcher.delivery import Channel, Delivery, MarkKind, OutboxEntry, RetryPolicy, settle
-from watcher.errors import LeaseLost, StoreError
+from watcher.core import messages
+from watcher.core.delivery import Channel, Delivery, MarkKind, OutboxEntry, RetryPolicy, settle
+from watcher.core.errors import LeaseLost, StoreError
 from watcher.ports import NullObserver, Observer, Outbox, Sender
 
 log = structlog.get_logger("watcher")

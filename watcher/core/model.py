@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from watcher.kinds import SETTLED, JobKind, Meaning, short_state
+from watcher.core.kinds import SETTLED, JobKind, Meaning, short_state
 
 __all__ = [
     "JobKind",

@@ -29,9 +29,9 @@ from typing import Any, ClassVar, Self, TypeVar
 import anyio
 import anyio.to_thread
 
-from watcher.delivery import Delivery, Event, OutboxEntry
-from watcher.errors import LeaseLost, StateLocked, StoreError
-from watcher.model import JobKind, JobRef, JobSnapshot
+from watcher.core.delivery import Delivery, Event, OutboxEntry
+from watcher.core.errors import LeaseLost, StateLocked, StoreError
+from watcher.core.model import JobKind, JobRef, JobSnapshot
 
 T = TypeVar("T")
 

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from watcher import messages, transitions
-from watcher.delivery import Channel, Event, OutboxEntry
-from watcher.kinds import JobKind
-from watcher.model import JobRef, JobSnapshot, Transition
+from watcher.core import messages, transitions
+from watcher.core.delivery import Channel, Event, OutboxEntry
+from watcher.core.kinds import JobKind
+from watcher.core.model import JobRef, JobSnapshot, Transition
 
 #: The store flag saying an "API unreachable" message went out and "reachable again" is owed.
 API_DOWN_FLAG = "api_down_announced"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from fnmatch import fnmatchcase
 
-from watcher.model import JobSnapshot, JobState, Transition
+from watcher.core.model import JobSnapshot, JobState, Transition
 
 
 def diff(

@@ -20,15 +20,15 @@ from typing import Protocol, TypeVar
 import anyio
 import structlog
 
-from watcher import decide
-from watcher.budget import effective_interval, requests_per_cycle
-from watcher.decide import API_DOWN_FLAG, UNREADABLE_FLAG, listed_flag
-from watcher.delivery import Channel, RetryPolicy
-from watcher.dispatcher import Dispatcher, DispatchReport
-from watcher.errors import ApiError, ApiRejected, ApiUnavailable, StoreError
-from watcher.model import JobKind, JobRef, JobSnapshot, JobState, Transition, is_settled
+from watcher.core import decide
+from watcher.core.budget import effective_interval, requests_per_cycle
+from watcher.core.decide import API_DOWN_FLAG, UNREADABLE_FLAG, listed_flag
+from watcher.core.delivery import Channel, RetryPolicy
+from watcher.core.errors import ApiError, ApiRejected, ApiUnavailable, StoreError
+from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState, Transition, is_settled
+from watcher.core.schedule import PollSchedule
 from watcher.ports import Budget, NullObserver, Observer, Outbox, Sender, Source, StateRepo
-from watcher.schedule import PollSchedule
+from watcher.runtime.dispatcher import Dispatcher, DispatchReport
 
 log = structlog.get_logger("watcher")
 T = TypeVar("T")

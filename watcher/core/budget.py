@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 
-from watcher.model import JobKind, JobRef
+from watcher.core.model import JobKind, JobRef
 
 #: Seconds of budget that may be spent at once: small, so requests are spread, not burst.
 BURST_SECONDS = 5.0

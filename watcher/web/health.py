@@ -20,7 +20,7 @@ import prometheus_client
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from watcher.errors import ListenError
+from watcher.core.errors import ListenError
 from watcher.ports import Report
 
 Scope = MutableMapping[str, Any]

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from watcher.kinds import JobKind, Meaning, meaning_of
-from watcher.model import JobSnapshot, Transition
-from watcher.text import one_line
+from watcher.core.kinds import JobKind, Meaning, meaning_of
+from watcher.core.model import JobSnapshot, Transition
+from watcher.core.text import one_line
 
 #: The names a channel's `title` and `body` templates may use, as `{job_id}`.
 MESSAGE_FIELDS: tuple[str, ...] = (

@@ -19,9 +19,9 @@ import apprise
 from apprise import AppriseResultStatus, NotifyFormat
 from apprise.decorators import notify
 
-from watcher.delivery import SendOutcome, SendResult, Target
-from watcher.errors import NotifyError
-from watcher.text import one_line, scrub
+from watcher.core.delivery import SendOutcome, SendResult, Target
+from watcher.core.errors import NotifyError
+from watcher.core.text import one_line, scrub
 
 CONSOLE_SCHEME = "console"
 _console_registered = False

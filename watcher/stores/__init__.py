@@ -1,0 +1,1 @@
+"""Where state lives: the SQLite store (the ports `StateRepo` and `Outbox`)."""
