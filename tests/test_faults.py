@@ -22,8 +22,9 @@ from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.runtime.poller import PROBE_CALLS, CycleReport, Watcher
-from watcher.sources.fireworks import FireworksClient, RequestRetry
-from watcher.stores.sqlite import AsyncStore
+from watcher.sources.fireworks import FireworksClient
+from watcher.sources.retry import RequestRetry
+from watcher.stores.aio import AsyncStore
 
 FAST_RETRY = RequestRetry(attempts=3, base_delay=0.01, max_delay=0.02)
 

@@ -22,14 +22,10 @@ from hypothesis import strategies as st
 from watcher import __version__
 from watcher.core.errors import ApiRejected, ApiUnavailable, PayloadError
 from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState
-from watcher.sources.fireworks import (
-    FireworksClient,
-    RequestRetry,
-    backoff_delay,
-    error_message,
-    parse_job,
-    parse_retry_after,
-)
+from watcher.sources.answers import error_message
+from watcher.sources.fireworks import FireworksClient
+from watcher.sources.parse import parse_job
+from watcher.sources.retry import RequestRetry, backoff_delay, parse_retry_after
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from watcher.core.kinds import (
     watch_exit,
 )
 from watcher.core.model import JobSnapshot
-from watcher.sources.fireworks import parse_job
+from watcher.sources.parse import parse_job
 
 #: Each kind's SDK model: what a GET answers.
 SDK_MODELS: dict[JobKind, type[BaseModel]] = {

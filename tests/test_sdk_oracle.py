@@ -35,7 +35,7 @@ from tests.sdk_oracle import (
 )
 from tests.servers import FakeClock, ServedApp
 from watcher.core.kinds import JobKind, short_state
-from watcher.sources.fireworks import parse_job
+from watcher.sources.parse import parse_job
 
 ACCOUNT = "sim-account"
 KEY = "sim-key"

@@ -17,7 +17,8 @@ import pytest
 from watcher.core.delivery import Delivery, Event, OutboxEntry
 from watcher.core.errors import LeaseLost, StateLocked, StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot
-from watcher.stores.sqlite import StateStore, exclusive
+from watcher.stores.lock import exclusive
+from watcher.stores.sqlite import StateStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SECRET_URL = "slack://hunter2-Secret-Token@T1234/B5678/#ml-alerts"

@@ -26,7 +26,8 @@ from watcher.notify.apprise_sender import AppriseNotifier, register_console_sche
 from watcher.runtime.poller import Watcher, WatchPlan
 from watcher.runtime.sdnotify import SystemdNotifier
 from watcher.sources.fireworks import FireworksClient
-from watcher.stores.sqlite import AsyncStore, exclusive
+from watcher.stores.aio import AsyncStore
+from watcher.stores.lock import exclusive
 from watcher.web.health import Health, serve_health
 
 log = structlog.get_logger("watcher")

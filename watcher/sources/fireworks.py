@@ -1,11 +1,9 @@
 """The Fireworks jobs API adapter: HTTP GET/LIST over an injected `httpx.AsyncClient`.
 
-Two layers:
-
-* pure functions (`parse_job`, `backoff_delay`, `parse_retry_after`, `error_message`) that
-  turn API JSON, retry hints and error bodies into watcher values, with no I/O;
-* `FireworksClient`, which sends the requests, retries transient failures and translates
-  every httpx exception and unusable answer into the `watcher.core.errors.ApiError` tree.
+`FireworksClient` sends the requests, retries transient failures and translates every httpx
+exception and unusable answer into the `watcher.core.errors.ApiError` tree. The pure parts
+are beside it: `parse` (JSON into snapshots), `retry` (when to try again) and `answers`
+(error answers as one-line messages).
 
 The snapshot keeps only the fields the watcher uses, so secrets in a job payload
 (`wandbConfig.apiKey`, `*SignedUrl`, cloud credentials) never leave this module.
@@ -13,13 +11,11 @@ The snapshot keeps only the fields the watcher uses, so secrets in a job payload
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Final
 from urllib.parse import quote
 
@@ -31,10 +27,24 @@ import structlog
 from watcher import __version__
 from watcher.core.budget import RequestBudget
 from watcher.core.errors import ApiRejected, ApiUnavailable, PayloadError
-from watcher.core.kinds import DEFAULT_BASE_URL, KINDS, JobKind, short_state
+from watcher.core.kinds import DEFAULT_BASE_URL, KINDS, JobKind
 from watcher.core.model import JobRef, JobSnapshot, JobState
-from watcher.core.schedule import doubling
-from watcher.core.text import one_line, scrub
+from watcher.core.text import scrub
+from watcher.sources.answers import (
+    error_message,
+    is_api_error_body,
+    request_line,
+    short,
+)
+from watcher.sources.parse import parse_job
+from watcher.sources.retry import (
+    DEFAULT_RETRY,
+    RequestRetry,
+    backoff_delay,
+    is_retryable,
+    retry_hint,
+    utcnow,
+)
 
 log = structlog.get_logger("watcher")
 
@@ -43,266 +53,9 @@ USER_AGENT: Final = f"fireworks-watcher/{__version__}"
 MAX_PAGE_SIZE: Final = 200
 #: A server that keeps handing out new page tokens is stopped after this many pages.
 MAX_PAGES: Final = 10_000
-#: Server messages quoted in errors are cut to this many characters.
-MAX_SERVER_MESSAGE: Final = 200
 
-#: Statuses worth another try inside one call, as the official SDK retries them: request
-#: timeout, conflict (lock contention), rate limit and every server error.
-RETRY_STATUSES: Final = frozenset({408, 409, 429})
 #: Words by which a 400 names the `readMask` (the API's schema may drop a field we ask for).
 _MASK_WORDS: Final = ("readmask", "read_mask", "field mask", "fieldmask")
-
-
-def is_retryable(status: int) -> bool:
-    """True for the statuses the official SDK retries: 408, 409, 429 and every 5xx."""
-    return status in RETRY_STATUSES or status >= 500
-
-
-# --- parsing -------------------------------------------------------------------------------
-
-
-def _str(value: object) -> str:
-    """`value` if it is a string, else "" (a wrong-typed optional field counts as absent)."""
-    return value if type(value) is str else ""
-
-
-def _dict(value: object) -> dict[str, object]:
-    """`value` if it is a JSON object, else an empty one."""
-    return value if type(value) is dict else _EMPTY
-
-
-_EMPTY: Final[dict[str, object]] = {}
-
-
-def parse_job(
-    payload: object, *, kind: JobKind, account_id: str, ref: JobRef | None = None
-) -> JobSnapshot:
-    """Build a `JobSnapshot` from one job's JSON, keeping only the fields the watcher uses.
-
-    Missing and extra fields are fine, and an optional field of the wrong type counts as
-    absent, because the API schema grows and proto3 JSON omits default values. This runs
-    once per job per LIST page, so it is written flat: plain lookups, no helper layers.
-
-    Args:
-        payload: The decoded JSON of one job (a GET body or one LIST item).
-        kind: The job kind the payload was fetched as.
-        account_id: The account the job belongs to.
-        ref: The job's identity when the payload carries no `name` (e.g. a GET whose
-            answer lacks it); the `name` wins when both are there.
-
-    Raises:
-        PayloadError: The payload is not a JSON object, or neither `name` nor `ref`
-            identifies the job.
-    """
-    if type(payload) is not dict:
-        msg = f"{kind} job payload is not a JSON object (got {type(payload).__name__})"
-        raise PayloadError(msg)
-    get = payload.get
-    job_id = _str(get("name")).rpartition("/")[2].strip()
-    if job_id:
-        ref = JobRef(kind=kind, job_id=job_id)
-    elif ref is None:
-        msg = f"{kind} job payload has no usable name"
-        raise PayloadError(msg)
-    status = _dict(get("status"))
-    raw_state = get("state")
-    # Each kind reads its own fields (watcher.core.kinds); the snapshot keeps nothing else.
-    fields = {name: field.convert(get(field.key)) for name, field in kind.spec.fields.items()}
-    return JobSnapshot(
-        ref=ref,
-        account_id=account_id,
-        state=short_state(raw_state) if type(raw_state) is str else JobState.UNSPECIFIED,
-        status_code=_str(status.get("code")),
-        status_message=_str(status.get("message")),
-        reason=status_reason(status),
-        **fields,
-    )
-
-
-def status_reason(status: Mapping[str, object]) -> str:
-    """The `reason` of the first google.rpc ErrorInfo in `status.details`, or ""."""
-    details = status.get("details")
-    if type(details) is not list:
-        return ""
-    for detail in details:
-        if type(detail) is dict and _str(detail.get("@type")).endswith("ErrorInfo"):
-            return _one_line(_str(detail.get("reason")), 80)
-    return ""
-
-
-# --- retries -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRetry:
-    """How often and how patiently one request is retried after a transient failure.
-
-    Attributes:
-        attempts: Total tries per request (1 means no retry).
-        base_delay: The first backoff ceiling in seconds; it doubles on each try.
-        max_delay: The largest backoff ceiling in seconds.
-        max_retry_after: The longest server `Retry-After` waited for inside one call; a
-            longer one ends the call with `ApiUnavailable(retry_after=...)` so the caller
-            can reschedule instead of blocking a poll cycle.
-    """
-
-    attempts: int = 3
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-    max_retry_after: float = 60.0
-
-    def __post_init__(self) -> None:
-        """Reject a policy that could never send or would wait a negative time."""
-        if self.attempts < 1:
-            msg = f"RequestRetry.attempts must be at least 1, got {self.attempts}"
-            raise ValueError(msg)
-        if min(self.base_delay, self.max_delay, self.max_retry_after) < 0:
-            msg = "RequestRetry delays must not be negative"
-            raise ValueError(msg)
-
-
-DEFAULT_RETRY: Final = RequestRetry()
-
-
-def backoff_delay(
-    attempt: int, policy: RequestRetry, *, retry_after: float | None, rand: Callable[[], float]
-) -> float:
-    """Seconds to wait after failed try number `attempt` (1-based): exponential, full jitter.
-
-    The jitter ceiling is `base_delay * 2 ** (attempt - 1)`, capped at `max_delay`; the wait is
-    a uniform share of it (`rand()` in [0, 1)). A server hint wins when it is longer, and the
-    result never exceeds `max_retry_after`.
-    """
-    ceiling = doubling(policy.base_delay, policy.max_delay, attempt)
-    delay = ceiling * min(max(rand(), 0.0), 1.0)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return min(delay, policy.max_retry_after)
-
-
-def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
-    """Read a `Retry-After` header: delay-seconds or an HTTP-date, as seconds from `now`.
-
-    Returns None when the header is absent or unreadable (including a negative or
-    non-finite number); a date in the past gives 0.0. Never raises.
-    """
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = parsedate_to_datetime(text)
-        if when.tzinfo is None:  # "-0000" means UTC of unknown origin
-            when = when.replace(tzinfo=UTC)
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=UTC)
-        return max((when - now).total_seconds(), 0.0)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def retry_hint(headers: Mapping[str, str], *, now: datetime) -> float | None:
-    """The server's retry hint in seconds: `retry-after-ms` first, then `Retry-After`, as the
-    official SDK reads them; None when neither is usable."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis)
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(value) and value >= 0:
-                return value / 1000
-    return parse_retry_after(headers.get("retry-after"), now=now)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-# --- error messages ------------------------------------------------------------------------
-
-
-def _one_line(text: str, limit: int = MAX_SERVER_MESSAGE) -> str:
-    return one_line(text, limit)
-
-
-#: google.rpc.Code names by number, as grpc-gateway puts them in an error body's `code`.
-GRPC_CODE_NAMES: Final = (
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-)
-
-
-def _error_body(response: httpx.Response) -> dict[str, object]:
-    """The error object of a grpc-gateway (`{"code", "message"}`) or `{"error": {...}}` body."""
-    try:
-        body = orjson.loads(response.content)
-    except (ValueError, RecursionError):
-        return {}
-    if not isinstance(body, dict):
-        return {}
-    error = body.get("error")
-    if isinstance(error, dict):
-        return error
-    if isinstance(error, str) and error:
-        return {"message": error}
-    return body
-
-
-def _server_message(body: Mapping[str, object]) -> str:
-    message = body.get("message")
-    return _one_line(message) if isinstance(message, str) else ""
-
-
-def _server_code(body: Mapping[str, object]) -> str:
-    """The google.rpc code name (`INVALID_ARGUMENT`) of an error body, or ""."""
-    code, status = body.get("code"), body.get("status")
-    if type(code) is int and 0 < code < len(GRPC_CODE_NAMES):
-        return GRPC_CODE_NAMES[code]
-    for value in (status, code):
-        if isinstance(value, str) and value in GRPC_CODE_NAMES:
-            return value
-    return ""
-
-
-def _request_line(response: httpx.Response) -> str:
-    """`GET /v1/...`: the method and path only; the query, headers and host stay out."""
-    try:
-        request = response.request
-    except RuntimeError:  # a Response built by hand has no request
-        return "HTTP"
-    return f"{request.method} {request.url.path}"
-
-
-def _is_api_error_body(response: httpx.Response) -> bool:
-    """True for an empty body or a JSON object, the shapes the API's own errors take."""
-    if not response.content.strip():
-        return True
-    try:
-        return isinstance(response.json(), dict)
-    except ValueError:
-        return False
 
 
 #: A job's raw fields that a transition or a message depends on at the last LIST, and the
@@ -357,22 +110,6 @@ def _pages_needed(total: int | None, page_size: int, pages_so_far: int) -> int:
     return max(pages_so_far, -(-total // page_size))
 
 
-def error_message(response: httpx.Response) -> str:
-    """A one-line description of an HTTP error answer, safe to log and notify.
-
-    Names the method, path, status (with the google.rpc code name when the body gives one) and
-    the server's own `message` (cut to 200 characters); never the query string, headers or
-    body otherwise.
-    """
-    body = _error_body(response)
-    line = f"{_request_line(response)}: HTTP {response.status_code}"
-    # The API's own code name says more than the HTTP reason phrase (400 is many things).
-    if label := _server_code(body) or response.reason_phrase:
-        line += f" {label}"
-    server = _server_message(body)
-    return f"{line}: {server}" if server else line
-
-
 # --- client --------------------------------------------------------------------------------
 
 
@@ -411,7 +148,7 @@ class FireworksClient:
         retry: RequestRetry = DEFAULT_RETRY,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rand: Callable[[], float] = random.random,
-        now: Callable[[], datetime] = _utcnow,
+        now: Callable[[], datetime] = utcnow,
         budget: RequestBudget | None = None,
     ) -> None:
         try:
@@ -468,14 +205,14 @@ class FireworksClient:
         if response.status_code == 404:
             # Only the API's own "not found" means the job is gone: an HTML 404 from a proxy or
             # a wrong base_url must not turn every watched job into NOT_FOUND.
-            if not _is_api_error_body(response):
+            if not is_api_error_body(response):
                 raise ApiRejected(error_message(response), status_code=404)
             return JobSnapshot(ref=ref, account_id=self._account_id, state=JobState.NOT_FOUND)
         body = self._json(response)
-        snapshot = self._parse(body, kind=ref.kind, ref=ref, where=_request_line(response))
+        snapshot = self._parse(body, kind=ref.kind, ref=ref, where=request_line(response))
         if snapshot.ref != ref:
-            msg = f"{_request_line(response)}: answered for job {snapshot.ref.job_id!r}"
-            raise PayloadError(_one_line(msg))
+            msg = f"{request_line(response)}: answered for job {snapshot.ref.job_id!r}"
+            raise PayloadError(short(msg))
         return snapshot
 
     async def list_jobs(
@@ -542,7 +279,7 @@ class FireworksClient:
             if number == 1:
                 total = page.total_size
             token = page.token
-            where = _request_line(response)
+            where = request_line(response)
             if token is None or token == "":
                 self._listed[kind] = fresh  # vanished jobs leave the cache with the list
                 for key in [k for k in self._page_memos if k[0] == kind and k[1] > number]:
@@ -574,7 +311,7 @@ class FireworksClient:
         memo = self._page_memos.get((kind, number))
         if memo is not None and memo.content == response.content:
             return memo
-        where = _request_line(response)
+        where = request_line(response)
         body = self._json(response)
         if not isinstance(body, dict):
             msg = f"{where}: list body is not a JSON object (got {type(body).__name__})"
@@ -640,7 +377,7 @@ class FireworksClient:
             # ValueError covers JSONDecodeError and UnicodeDecodeError. The body itself is
             # never quoted: it may hold the very secrets the parser drops.
             reason = type(exc).__name__ if isinstance(exc, RecursionError) else str(exc)
-            msg = f"{error_message(response)}: body is not JSON ({_one_line(reason, 80)})"
+            msg = f"{error_message(response)}: body is not JSON ({short(reason, 80)})"
             raise PayloadError(msg) from None
 
     def _redact(self, text: str) -> str:
@@ -695,7 +432,7 @@ class FireworksClient:
                 # reached the server, and another try is the cure.
                 detail = f"GET {path}: {type(exc).__name__}"
                 if str(exc):
-                    detail += f": {_one_line(str(exc))}"
+                    detail += f": {short(str(exc))}"
             except httpx.DecodingError as exc:
                 msg = f"GET {path}: undecodable body ({type(exc).__name__})"
                 raise PayloadError(msg) from None

@@ -1,0 +1,84 @@
+"""Reading the API's JSON: one resource's payload into a snapshot. Pure functions, no I/O.
+
+The snapshot keeps only the fields its kind reads (`watcher.core.kinds`), so secrets in a
+payload (`wandbConfig.apiKey`, `*SignedUrl`, route keys, cloud credentials) never go further.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from watcher.core.errors import PayloadError
+from watcher.core.kinds import JobKind, short_state
+from watcher.core.model import JobRef, JobSnapshot, JobState
+from watcher.core.text import one_line
+
+
+def _str(value: object) -> str:
+    """`value` if it is a string, else "" (a wrong-typed optional field counts as absent)."""
+    return value if type(value) is str else ""
+
+
+def _dict(value: object) -> dict[str, object]:
+    """`value` if it is a JSON object, else an empty one."""
+    return value if type(value) is dict else _EMPTY
+
+
+_EMPTY: Final[dict[str, object]] = {}
+
+
+def parse_job(
+    payload: object, *, kind: JobKind, account_id: str, ref: JobRef | None = None
+) -> JobSnapshot:
+    """Build a `JobSnapshot` from one job's JSON, keeping only the fields the watcher uses.
+
+    Missing and extra fields are fine, and an optional field of the wrong type counts as
+    absent, because the API schema grows and proto3 JSON omits default values. This runs
+    once per job per LIST page, so it is written flat: plain lookups, no helper layers.
+
+    Args:
+        payload: The decoded JSON of one job (a GET body or one LIST item).
+        kind: The job kind the payload was fetched as.
+        account_id: The account the job belongs to.
+        ref: The job's identity when the payload carries no `name` (e.g. a GET whose
+            answer lacks it); the `name` wins when both are there.
+
+    Raises:
+        PayloadError: The payload is not a JSON object, or neither `name` nor `ref`
+            identifies the job.
+    """
+    if type(payload) is not dict:
+        msg = f"{kind} job payload is not a JSON object (got {type(payload).__name__})"
+        raise PayloadError(msg)
+    get = payload.get
+    job_id = _str(get("name")).rpartition("/")[2].strip()
+    if job_id:
+        ref = JobRef(kind=kind, job_id=job_id)
+    elif ref is None:
+        msg = f"{kind} job payload has no usable name"
+        raise PayloadError(msg)
+    status = _dict(get("status"))
+    raw_state = get("state")
+    # Each kind reads its own fields (watcher.core.kinds); the snapshot keeps nothing else.
+    fields = {name: field.convert(get(field.key)) for name, field in kind.spec.fields.items()}
+    return JobSnapshot(
+        ref=ref,
+        account_id=account_id,
+        state=short_state(raw_state) if type(raw_state) is str else JobState.UNSPECIFIED,
+        status_code=_str(status.get("code")),
+        status_message=_str(status.get("message")),
+        reason=status_reason(status),
+        **fields,
+    )
+
+
+def status_reason(status: Mapping[str, object]) -> str:
+    """The `reason` of the first google.rpc ErrorInfo in `status.details`, or ""."""
+    details = status.get("details")
+    if type(details) is not list:
+        return ""
+    for detail in details:
+        if type(detail) is dict and _str(detail.get("@type")).endswith("ErrorInfo"):
+            return one_line(_str(detail.get("reason")), 80)
+    return ""

@@ -1,0 +1,121 @@
+"""The `StateRepo` and `Outbox` ports over the SQLite store, for the async runtime."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from watcher.core.delivery import Delivery, Event, OutboxEntry
+from watcher.core.model import JobSnapshot
+from watcher.stores.sqlite import StateStore
+
+T = TypeVar("T")
+
+
+class AsyncStore:
+    """The `StateRepo` and `Outbox` ports over a `StateStore`: each call runs in a worker
+    thread, one at a time (one connection, one writer), so the event loop never blocks."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.sync = store
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(cls, path: Path) -> AsyncStore:
+        """Open the database at `path` in a worker thread: connecting and migrating block,
+        and the event loop must not. Close it with `store.sync.close()` (or `with store.sync`).
+        """
+        return cls(await anyio.to_thread.run_sync(StateStore.open, path))
+
+    async def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(
+            functools.partial(call, *args, **kwargs), limiter=self._limiter
+        )
+
+    async def last_all(self) -> dict[str, JobSnapshot]:
+        """See `StateStore.last_all`."""
+        return await self._run(self.sync.last_all)
+
+    async def record(
+        self,
+        snapshots: Sequence[JobSnapshot],
+        entries: Sequence[OutboxEntry],
+        *,
+        now: datetime,
+        flags: Mapping[str, str] | None = None,
+        events: Sequence[Event] = (),
+    ) -> None:
+        """See `StateStore.record`."""
+        await self._run(self.sync.record, snapshots, entries, now=now, flags=flags, events=events)
+
+    async def flag(self, key: str) -> str | None:
+        """See `StateStore.flag`."""
+        return await self._run(self.sync.flag, key)
+
+    async def flags(self, prefix: str) -> dict[str, str]:
+        """See `StateStore.flags`."""
+        return await self._run(self.sync.flags, prefix)
+
+    async def forget(self, keys: Sequence[str]) -> None:
+        """See `StateStore.forget`."""
+        await self._run(self.sync.forget, keys)
+
+    async def claim(
+        self,
+        now: datetime,
+        *,
+        holder: str,
+        lease: timedelta,
+        busy: Collection[str] = (),
+        limit: int = 100,
+    ) -> list[Delivery]:
+        """See `StateStore.claim`."""
+        return await self._run(
+            self.sync.claim, now, holder=holder, lease=lease, busy=tuple(busy), limit=limit
+        )
+
+    async def release_claims(self) -> int:
+        """See `StateStore.release_claims`."""
+        return await self._run(self.sync.release_claims)
+
+    async def next_due_at(self) -> datetime | None:
+        """See `StateStore.next_due_at`."""
+        return await self._run(self.sync.next_due_at)
+
+    async def outbox_stats(self) -> tuple[int, datetime | None]:
+        """See `StateStore.outbox_stats`."""
+        return await self._run(self.sync.outbox_stats)
+
+    async def mark_delivered(
+        self, delivery_id: int, *, now: datetime, claim: str | None = None
+    ) -> None:
+        """See `StateStore.mark_delivered`."""
+        await self._run(self.sync.mark_delivered, delivery_id, now=now, claim=claim)
+
+    async def mark_retry(
+        self, delivery_id: int, *, next_attempt_at: datetime, error: str, claim: str | None = None
+    ) -> None:
+        """See `StateStore.mark_retry`."""
+        await self._run(
+            self.sync.mark_retry,
+            delivery_id,
+            next_attempt_at=next_attempt_at,
+            error=error,
+            claim=claim,
+        )
+
+    async def mark_dead(
+        self, delivery_id: int, *, now: datetime, error: str, claim: str | None = None
+    ) -> None:
+        """See `StateStore.mark_dead`."""
+        await self._run(self.sync.mark_dead, delivery_id, now=now, error=error, claim=claim)
+
+    async def prune(self, *, delivered_before: datetime) -> int:
+        """See `StateStore.prune`."""
+        return await self._run(self.sync.prune, delivered_before=delivered_before)
