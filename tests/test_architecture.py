@@ -64,16 +64,15 @@ INTERNAL: dict[str, set[str]] = {
     "ports": {"core"},
     "runtime": {"core", "ports", "runtime"},
     **{adapter: {"core", "ports", adapter} for adapter in ADAPTERS},
-    "config": {"core"},
+    "config": {"core", "config"},
     "logs": {"core"},
 }
 #: Modules still over the size limit, with the size they may not grow past; each is to be
 #: split by role (see the closing note of the runtime issue).
 OVERSIZE: dict[str, int] = {
-    "watcher/config.py": 720,
     "watcher/sources/fireworks.py": 470,
     "watcher/stores/sqlite.py": 415,
-    "watcher/runtime/poller.py": 680,
+    "watcher/runtime/poller.py": 610,
     "watcher/cli.py": 590,
 }
 MAX_LINES = 400

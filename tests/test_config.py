@@ -21,8 +21,10 @@ from watcher.config import (
     WatcherSettings,
     WatchSettings,
     default_config_path,
+    describe,
     load,
     parse,
+    schema,
 )
 from watcher.core.errors import ConfigError
 from watcher.core.model import JobKind, JobRef
@@ -255,7 +257,7 @@ class TestInvalid:
     @pytest.mark.parametrize(
         ("path", "value", "expected"),
         INVALID,
-        ids=[f"{config._render(path)}={value!r}" for path, value, _ in INVALID],
+        ids=[f"{describe._render(path)}={value!r}" for path, value, _ in INVALID],
     )
     def test_invalid_value(self, path: tuple[str | int, ...], value: Any, expected: str) -> None:
         """The message names the key path and the problem."""
@@ -859,7 +861,7 @@ class TestExample:
 # --- property: parse never raises anything but ConfigError -------------------------------------
 
 _KEYS = [
-    *config._TOP_LEVEL_KEYS,
+    *schema._TOP_LEVEL_KEYS,
     *FireworksSettings.model_fields,
     "api_key_file",
     *WatcherSettings.model_fields,

@@ -16,7 +16,7 @@ from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
-from watcher.runtime.poller import CycleReport
+from watcher.runtime.plan import CycleReport
 
 
 def settings_for(

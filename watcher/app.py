@@ -23,7 +23,8 @@ from watcher.core.errors import WatcherError
 from watcher.core.model import Transition
 from watcher.core.transitions import ChannelRules
 from watcher.notify.apprise_sender import AppriseNotifier, register_console_scheme
-from watcher.runtime.poller import Watcher, WatchPlan
+from watcher.runtime.plan import WatchPlan
+from watcher.runtime.poller import Watcher
 from watcher.runtime.sdnotify import SystemdNotifier
 from watcher.sources.fireworks import FireworksClient
 from watcher.stores.aio import AsyncStore

@@ -22,7 +22,8 @@ from watcher.core.kinds import JobKind
 if TYPE_CHECKING:
     from watcher.config import Settings
     from watcher.core.model import JobRef, Transition
-    from watcher.runtime.poller import Watcher, WatchPlan
+    from watcher.runtime.plan import WatchPlan
+    from watcher.runtime.poller import Watcher
 
 T = TypeVar("T")
 
@@ -196,7 +197,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_once(args: argparse.Namespace) -> int:
     from watcher import app
-    from watcher.runtime.poller import CycleReport
+    from watcher.runtime.plan import CycleReport
 
     settings = _load(args)
     settings.require_watches()

@@ -13,7 +13,6 @@ import functools
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -23,12 +22,13 @@ import structlog
 from watcher.core import decide
 from watcher.core.budget import effective_interval, requests_per_cycle
 from watcher.core.decide import API_DOWN_FLAG, UNREADABLE_FLAG, listed_flag
-from watcher.core.delivery import Channel, RetryPolicy
 from watcher.core.errors import ApiError, ApiRejected, ApiUnavailable, StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState, Transition, is_settled
 from watcher.core.schedule import PollSchedule
+from watcher.core.unreadable import UnreadableLedger
 from watcher.ports import Budget, NullObserver, Observer, Outbox, Sender, Source, StateRepo
 from watcher.runtime.dispatcher import Dispatcher, DispatchReport
+from watcher.runtime.plan import CycleReport, WatchPlan
 
 log = structlog.get_logger("watcher")
 T = TypeVar("T")
@@ -42,50 +42,6 @@ KEEP_DELIVERED = timedelta(days=7)
 PRUNE_EVERY = timedelta(hours=1)
 #: Jobs per LIST page the API client asks for (the API's maximum).
 LIST_PAGE_SIZE = 200
-
-
-@dataclass(frozen=True, slots=True)
-class WatchPlan:
-    """What to watch and whom to tell, as the composition root resolved it from the config.
-
-    Attributes:
-        api_down_after: consecutive cycles in which every API call failed before channels
-            are told the API is unreachable.
-        unreadable_after: consecutive polls of one target that the API refused (a 4xx other
-            than 404) or answered unparsably before channels are told; 0 never tells.
-    """
-
-    refs: tuple[JobRef, ...]
-    channels: tuple[Channel, ...]
-    discover: tuple[JobKind, ...] = ()
-    poll_interval: float = 30.0
-    terminal_poll_interval: float = 300.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    api_down_after: int = 3
-    unreadable_after: int = 3
-    api_label: str = "the Fireworks API"
-    notify_timeout: float = 30.0
-
-
-@dataclass(slots=True)
-class CycleReport:
-    """What one cycle did."""
-
-    polled: int = 0
-    calls: int = 0
-    answered: int = 0  # calls the API answered, well or not (not timeouts, 5xx, 429)
-    transitions: list[Transition] = field(default_factory=list)
-    api_errors: int = 0
-    unavailable: int = 0
-    auth_failed: bool = False
-    # (target, HTTP status, error) of every call the API refused (4xx), in order
-    rejected: list[tuple[str, int, str]] = field(default_factory=list)
-    store_failed: bool = False
-    retry_after: float | None = None
-    listed: list[JobKind] = field(default_factory=list)  # discovered kinds listed in full
-    sent: int = 0
-    failed: int = 0
-    dead: int = 0
 
 
 def utcnow() -> datetime:
@@ -152,11 +108,7 @@ class Watcher:
         self._last: dict[str, JobSnapshot] | None = None
         self._schedule = PollSchedule(plan.poll_interval, plan.terminal_poll_interval)
         self._api_down_announced = False
-        # Targets announced as unreadable (with the error), and consecutive unreadable polls
-        # of each target with the last error.
-        self._unreadable: dict[str, str] = {}
-        self._unreadable_runs: dict[str, tuple[int, str]] = {}
-        self._readable_again: set[str] = set()
+        self._unreadable = UnreadableLedger()
         self._pending_reload: tuple[WatchPlan, Sender] | None = None
         self._wake = anyio.Event()
         self._budget = budget
@@ -177,8 +129,8 @@ class Watcher:
             self._last = await self._store.last_all()
             self._api_down_announced = await self._store.flag(API_DOWN_FLAG) == "1"
             flags = await self._store.flags(UNREADABLE_FLAG)
-            self._unreadable = {key: text for key, text in flags.items() if text}
-            self._observer.unreadable(self._unreadable)
+            self._unreadable.announced = {key: text for key, text in flags.items() if text}
+            self._observer.unreadable(self._unreadable.announced)
             self._listed_kinds = {
                 kind for kind in JobKind if await self._store.flag(listed_flag(kind))
             }
@@ -239,20 +191,17 @@ class Watcher:
         def still_watched(target: str) -> bool:
             return target in watched or target.split("/")[0] in plan.discover
 
-        stale = [t for t in {*self._unreadable, *self._unreadable_runs} if not still_watched(t)]
+        stale = self._unreadable.stale(still_watched)
         if not stale:
             return
-        flags = {UNREADABLE_FLAG + t: "" for t in stale if t in self._unreadable}
+        flags = {UNREADABLE_FLAG + t: "" for t in stale if t in self._unreadable.announced}
         try:
             await self._store.record([], [], now=self._clock(), flags=flags)
         except StoreError as exc:
             log.error("store.error", error=str(exc))
             return
-        for target in stale:
-            self._unreadable.pop(target, None)
-            self._unreadable_runs.pop(target, None)
-            self._readable_again.discard(target)
-        self._observer.unreadable(self._unreadable)
+        self._unreadable.forget(stale)
+        self._observer.unreadable(self._unreadable.announced)
 
     # -- one cycle -------------------------------------------------------------------------
 
@@ -286,7 +235,7 @@ class Watcher:
             observed,
             report,
             api_notice=self._api_notice(report, now),
-            unreadable=self._unreadable_notices(),
+            unreadable=self._unreadable.notices(self.plan.unreadable_after),
         )
         await self._prune(now)
         self._observer.cycle_done(report, at=self._clock())
@@ -431,7 +380,7 @@ class Watcher:
                 self._observer.api_call("rejected")
                 log.warning("api.error", target=target, error=str(exc), status=exc.status_code)
                 if exc.status_code != 404:  # an HTML 404 is a proxy's, not the resource's
-                    self._unreadable_poll(target, str(exc))
+                    self._unreadable.failed(target, str(exc))
             self._schedule.failed(target, now, slow=exc.is_auth)
             return None
         except ApiUnavailable as exc:
@@ -448,33 +397,13 @@ class Watcher:
             report.answered += 1
             self._observer.api_call("payload")
             log.warning("api.bad_answer", target=target, error=str(exc))
-            self._unreadable_poll(target, str(exc))
+            self._unreadable.failed(target, str(exc))
             self._schedule.failed(target, now)
             return None
         report.answered += 1
         self._observer.api_call("ok")
-        self._unreadable_runs.pop(target, None)
-        if target in self._unreadable:
-            self._readable_again.add(target)
+        self._unreadable.succeeded(target)
         return result
-
-    def _unreadable_poll(self, target: str, error: str) -> None:
-        runs, _ = self._unreadable_runs.get(target, (0, ""))
-        self._unreadable_runs[target] = (runs + 1, error)
-        self._readable_again.discard(target)
-
-    def _unreadable_notices(self) -> dict[str, str]:
-        """Targets to announce: unreadable for `unreadable_after` polls -> the error; readable
-        again after an announcement -> ""."""
-        threshold = self.plan.unreadable_after
-        notices = dict.fromkeys(self._readable_again, "")
-        if threshold > 0:
-            notices |= {
-                target: error
-                for target, (runs, error) in self._unreadable_runs.items()
-                if runs >= threshold and target not in self._unreadable
-            }
-        return notices
 
     def _api_notice(self, report: CycleReport, now: datetime) -> tuple[str, str] | None:
         """("down" | "up", text) when channels must hear about the API's reachability."""
@@ -541,15 +470,13 @@ class Watcher:
             self._api_down_announced = api_notice[0] == "down"
             log.warning("api.unreachable" if api_notice[0] == "down" else "api.reachable")
         if unreadable:
+            self._unreadable.announced_now(unreadable)
             for target, error in unreadable.items():
-                self._readable_again.discard(target)
                 if error:
-                    self._unreadable[target] = error
                     log.error("resource.unreadable", target=target, error=error)
                 else:
-                    del self._unreadable[target]
                     log.info("resource.readable", target=target)
-            self._observer.unreadable(self._unreadable)
+            self._observer.unreadable(self._unreadable.announced)
         report.transitions += decision.transitions
         for transition in decision.transitions:
             self._announce(transition)

@@ -1,0 +1,349 @@
+"""The settings' schema: frozen pydantic models whose validators name each problem.
+
+The keys, their types, bounds and defaults; `watcher.config` parses a file into them.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from watcher.core.errors import ConfigError
+from watcher.core.kinds import ALL_STATES, DEFAULT_BASE_URL, JobKind, short_state
+from watcher.core.messages import MESSAGE_FIELDS
+from watcher.core.model import JobRef
+
+#: Names the config file may have when no path is given, in search order. `$FIREWORKS_WATCHER_CONFIG`,
+#: when set, comes before them all.
+DEFAULT_CONFIG_NAMES: tuple[Path, ...] = (
+    Path("watcher.toml"),
+    Path("/etc/fireworks-watcher/watcher.toml"),
+)
+CONFIG_ENV: Final = "FIREWORKS_WATCHER_CONFIG"
+ACCOUNT_ENV: Final = "FIREWORKS_ACCOUNT_ID"
+API_KEY_ENV: Final = "FIREWORKS_API_KEY"
+BASE_URL_ENV: Final = "FIREWORKS_BASE_URL"
+STATE_DIRECTORY_ENV: Final = "STATE_DIRECTORY"  # set by systemd's StateDirectory=
+HEALTH_LISTEN_ENV: Final = "FIREWORKS_WATCHER_HEALTH_LISTEN"  # e.g. 0.0.0.0:9464 in the image
+CREDENTIALS_DIRECTORY_ENV: Final = "CREDENTIALS_DIRECTORY"  # set by systemd's LoadCredential=
+#: The credential name the systemd unit loads the API key under.
+API_KEY_CREDENTIAL: Final = "fireworks_api_key"
+
+_TOP_LEVEL_KEYS: Final = ("fireworks", "watcher", "watch", "channel")
+_SECRET_KEYS: Final = frozenset({"urls", "api_key", "api_key_file"})
+_MAX_KEY_FILE_BYTES: Final = 64 * 1024
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_RESOURCE_NAME = re.compile(r"accounts/([^/]+)/([^/]+)/([^/]+)")
+_HTTP_URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
+_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):([0-9]{1,5})")
+_VAR_REF = re.compile(r"\$\$\{|\$\{(?P<name>[^}]*)(?P<close>\}?)")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_STATE_NAMES: Final = ALL_STATES
+# The context key under which `parse` passes the account, so full job names can be checked.
+_ACCOUNT: Final = "account_id"
+
+
+class _Invalid(ValueError):
+    """A validation problem found below the location pydantic reports (e.g. `name` in a channel)."""
+
+    def __init__(self, where: tuple[str | int, ...], problem: str) -> None:
+        super().__init__(problem)
+        self.where = where
+        self.problem = problem
+
+
+# --- field validators ----------------------------------------------------------------------------
+
+
+def _non_blank(value: str) -> str:
+    if not value.strip():
+        msg = "must not be empty"
+        raise ValueError(msg)
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not _ID.fullmatch(value):
+        msg = "must be an id of letters, digits, '.', '_' and '-'"
+        raise ValueError(msg)
+    return value
+
+
+def _http_url(value: str) -> str:
+    value = value.rstrip("/")
+    if not _HTTP_URL.fullmatch(value):
+        msg = "must be an http:// or https:// URL"
+        raise ValueError(msg)
+    return value
+
+
+def _secret_non_blank(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        msg = "must not be empty"
+        raise ValueError(msg)
+    return value
+
+
+def _listen_address(value: str) -> str:
+    if value and parse_listen(value) is None:
+        msg = 'must be "host:port" (port 0-65535), e.g. "127.0.0.1:9464", or "" to disable'
+        raise ValueError(msg)
+    return value
+
+
+def _path(value: object) -> object:
+    # pydantic turns "" into Path("."), which would silently mean "the current directory".
+    if isinstance(value, str) and not value.strip():
+        msg = "must not be empty"
+        raise ValueError(msg)
+    if isinstance(value, str):
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:  # no home directory to expand "~" into: keep the path as written
+            return Path(value)
+    return value
+
+
+def _job_kind(value: object) -> object:
+    # Be forgiving about case and "_" vs "-": `kind = "Batch_Inference"` is not a typo worth failing.
+    return value.strip().lower().replace("_", "-") if isinstance(value, str) else value
+
+
+def _job_id(value: str, info: ValidationInfo) -> str:
+    """Normalise one `[[watch]].jobs` entry (an id or a full resource name) to the job id."""
+    if match := _RESOURCE_NAME.fullmatch(value):
+        account, collection, value = match.groups()
+        kind = info.data.get("kind")
+        if isinstance(kind, JobKind) and collection != kind.collection:
+            msg = f'names another collection than {kind.collection} (kind = "{kind}")'
+            raise ValueError(msg)
+        expected = (info.context or {}).get(_ACCOUNT)
+        if isinstance(expected, str) and account != expected:
+            msg = "names another account than fireworks.account_id"
+            raise ValueError(msg)
+    if not _ID.fullmatch(value):
+        msg = "must be a job id (my-dpo-job) or a resource name (accounts/ACCOUNT/dpoJobs/ID)"
+        raise ValueError(msg)
+    return value
+
+
+def _state_name(value: str) -> str:
+    """`completed` or `JOB_STATE_COMPLETED` -> `COMPLETED`; a typo is an error, not a silent no-match."""
+    short = short_state(value) if value.strip() else ""
+    if short not in _STATE_NAMES:
+        msg = "unknown state; use a name like COMPLETED, FAILED, RUNNING or READY"
+        raise ValueError(msg)
+    return short
+
+
+def _template(value: str) -> str:
+    """Accept a `str.format` template that uses only the message fields."""
+    try:
+        _check_template_fields(value)
+        # Formatting with strings catches what `parse` lets through: bad conversions and specs.
+        value.format_map(dict.fromkeys(MESSAGE_FIELDS, ""))
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+        if isinstance(exc, _Invalid):
+            raise
+        msg = f"not a valid template: {exc}"
+        raise ValueError(msg) from None
+    return value
+
+
+def _check_template_fields(template: str) -> None:
+    for _literal, field, spec, _conversion in string.Formatter().parse(template):
+        if field is None:
+            continue
+        if field not in MESSAGE_FIELDS:
+            problem = (
+                "positional {} is not allowed"
+                if field == ""
+                else f"unknown field {{{field}}}"
+                if _BARE_KEY.fullmatch(field)
+                else f"unknown field {field!r}"
+            )
+            raise _Invalid((), f"{problem}; use one of {', '.join(MESSAGE_FIELDS)}")
+        if spec:  # a spec may hold nested fields: "{job_id:>{width}}"
+            _check_template_fields(spec)
+
+
+# --- value types -------------------------------------------------------------------------------
+
+_Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+_Text = Annotated[str, Field(strict=True), AfterValidator(_non_blank)]
+_Template = Annotated[str, Field(strict=True), AfterValidator(_template)]
+_JobId = Annotated[str, Field(strict=True), AfterValidator(_job_id)]
+_StateName = Annotated[str, Field(strict=True), AfterValidator(_state_name)]
+_Url = Annotated[SecretStr, AfterValidator(_secret_non_blank)]
+
+
+class _Frozen(BaseModel):
+    # hide_input_in_errors keeps secrets out of str(ValidationError) for code that builds these
+    # models directly; `parse` writes its own messages.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class FireworksSettings(_Frozen):
+    """The `[fireworks]` table: which account to watch and how to reach the API.
+
+    The TOML keys are `account_id`, `api_key_file` and `base_url`; `parse` reads the key file (or
+    `$FIREWORKS_API_KEY`) into `api_key`. The key itself never goes in a config file.
+    """
+
+    account_id: Annotated[str, Field(strict=True), AfterValidator(_identifier)]
+    api_key: SecretStr | None = None
+    base_url: Annotated[str, Field(strict=True), AfterValidator(_http_url)] = DEFAULT_BASE_URL
+
+
+class WatcherSettings(_Frozen):
+    """The `[watcher]` table: polling pace, API budget, where state lives, the health endpoint.
+
+    `terminal_poll_interval` is always a number after validation: when not given it is
+    `min(10 * poll_interval, 600)`, but never less than `poll_interval`.
+    """
+
+    poll_interval: _Seconds = 30.0
+    terminal_poll_interval: _Seconds = 300.0
+    max_requests_per_minute: Annotated[int, Field(strict=True, ge=1)] = 60
+    state_path: Annotated[Path, BeforeValidator(_path)] = Path("state.db")
+    health_listen: Annotated[str, Field(strict=True), AfterValidator(_listen_address)] = (
+        "127.0.0.1:9464"
+    )
+    request_timeout: _Seconds = 10.0
+    retry_max_delay: _Seconds = 60.0
+    retry_for: _Seconds = 86400.0
+    notify_timeout: _Seconds = 30.0
+    api_down_after: Annotated[int, Field(strict=True, ge=1)] = 3
+    unreadable_after: Annotated[int, Field(strict=True, ge=0)] = 3
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_terminal_interval(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("terminal_poll_interval") is None:
+            poll = data.get("poll_interval", 30.0)
+            # An invalid poll_interval is reported by its own field; the default then does not matter.
+            if isinstance(poll, int | float) and not isinstance(poll, bool) and 0 < poll < 1e300:
+                data = {**data, "terminal_poll_interval": max(poll, min(10 * poll, 600.0))}
+        return data
+
+    @model_validator(mode="after")
+    def _terminal_not_faster(self) -> Self:
+        if self.terminal_poll_interval < self.poll_interval:
+            problem = f"must be >= poll_interval ({self.poll_interval:g})"
+            raise _Invalid(("terminal_poll_interval",), problem)
+        return self
+
+    @property
+    def health_address(self) -> tuple[str, int] | None:
+        """`health_listen` as `(host, port)` (IPv6 without brackets), or None when disabled."""
+        return parse_listen(self.health_listen) if self.health_listen else None
+
+
+class WatchSettings(_Frozen):
+    """One `[[watch]]`: a job kind and either explicit jobs or `discover = true` (or both).
+
+    `jobs` holds job ids: full resource names are normalised to the id after checking that they
+    name this watch's kind and the configured account.
+    """
+
+    kind: Annotated[JobKind, BeforeValidator(_job_kind)] = JobKind.DPO
+    jobs: tuple[_JobId, ...] = ()
+    discover: Annotated[bool, Field(strict=True)] = False
+
+    @model_validator(mode="after")
+    def _something_to_watch(self) -> Self:
+        if not self.jobs and not self.discover:
+            raise _Invalid((), "give jobs or discover = true")
+        return self
+
+    def refs(self) -> tuple[JobRef, ...]:
+        """The explicit jobs of this watch (discovered ones are found at run time)."""
+        return tuple(JobRef(self.kind, job_id) for job_id in dict.fromkeys(self.jobs))
+
+
+class ChannelSettings(_Frozen):
+    """One `[[channel]]`: where to send notifications and which transitions to send.
+
+    Attributes:
+        name: unique across channels; used by `test-notify NAME` and in logs.
+        urls: apprise URLs; secrets, since they often embed tokens.
+        to_states: short upper-case state names; None means every transition.
+        jobs: globs on job id or display name; empty means every job.
+        title: `str.format` template over `messages.MESSAGE_FIELDS`; None for the default.
+        body: as `title`.
+        notify_initial: also notify the first sight of a job.
+        notify_new: also notify jobs that appear in a discovered kind after its first listing.
+    """
+
+    name: _Text
+    urls: Annotated[tuple[_Url, ...], Field(min_length=1)]
+    to_states: Annotated[frozenset[_StateName], Field(min_length=1)] | None = None
+    jobs: tuple[_Text, ...] = ()
+    title: _Template | None = None
+    body: _Template | None = None
+    notify_initial: Annotated[bool, Field(strict=True)] = False
+    notify_new: Annotated[bool, Field(strict=True)] = False
+
+
+class Settings(_Frozen):
+    """The whole validated configuration; `source` names where it came from, for messages."""
+
+    fireworks: FireworksSettings
+    watcher: WatcherSettings = Field(default_factory=WatcherSettings)
+    watches: tuple[WatchSettings, ...] = ()
+    channels: tuple[ChannelSettings, ...] = ()
+    source: str = "<config>"
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channel_names(
+        cls, channels: tuple[ChannelSettings, ...]
+    ) -> tuple[ChannelSettings, ...]:
+        first: dict[str, int] = {}
+        for index, channel in enumerate(channels):
+            if channel.name in first:
+                problem = f"same name as channel[{first[channel.name]}]; names must be unique"
+                raise _Invalid((index, "name"), problem)
+            first[channel.name] = index
+        return channels
+
+    def refs(self) -> tuple[JobRef, ...]:
+        """Every explicit job of every watch, without duplicates, in config order."""
+        return tuple(dict.fromkeys(ref for watch in self.watches for ref in watch.refs()))
+
+    def require_api_key(self) -> str:
+        """The API key, or a ConfigError saying how to provide one."""
+        if self.fireworks.api_key is None:
+            msg = f"{self.source}: missing API key: set {API_KEY_ENV} or fireworks.api_key_file"
+            raise ConfigError(msg)
+        return self.fireworks.api_key.get_secret_value()
+
+    def require_watches(self) -> None:
+        """Raise ConfigError unless at least one `[[watch]]` is configured (`run` and `once` need one)."""
+        if not self.watches:
+            msg = f"no [[watch]] in {self.source}"
+            raise ConfigError(msg)
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """`"127.0.0.1:9464"` -> `("127.0.0.1", 9464)`, `"[::1]:0"` -> `("::1", 0)`; None if malformed."""
+    match = _LISTEN.fullmatch(value)
+    if match is None or int(match[2]) > 65535:
+        return None
+    return match[1].removeprefix("[").removesuffix("]"), int(match[2])

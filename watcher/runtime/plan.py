@@ -1,0 +1,53 @@
+"""What the poller is told to do, and what one poll cycle did: plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from watcher.core.delivery import Channel, RetryPolicy
+from watcher.core.kinds import JobKind
+from watcher.core.model import JobRef, Transition
+
+
+@dataclass(frozen=True, slots=True)
+class WatchPlan:
+    """What to watch and whom to tell, as the composition root resolved it from the config.
+
+    Attributes:
+        api_down_after: consecutive cycles in which every API call failed before channels
+            are told the API is unreachable.
+        unreadable_after: consecutive polls of one target that the API refused (a 4xx other
+            than 404) or answered unparsably before channels are told; 0 never tells.
+    """
+
+    refs: tuple[JobRef, ...]
+    channels: tuple[Channel, ...]
+    discover: tuple[JobKind, ...] = ()
+    poll_interval: float = 30.0
+    terminal_poll_interval: float = 300.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    api_down_after: int = 3
+    unreadable_after: int = 3
+    api_label: str = "the Fireworks API"
+    notify_timeout: float = 30.0
+
+
+@dataclass(slots=True)
+class CycleReport:
+    """What one cycle did."""
+
+    polled: int = 0
+    calls: int = 0
+    answered: int = 0  # calls the API answered, well or not (not timeouts, 5xx, 429)
+    transitions: list[Transition] = field(default_factory=list)
+    api_errors: int = 0
+    unavailable: int = 0
+    auth_failed: bool = False
+    # (target, HTTP status, error) of every call the API refused (4xx), in order
+    rejected: list[tuple[str, int, str]] = field(default_factory=list)
+    store_failed: bool = False
+    retry_after: float | None = None
+    listed: list[JobKind] = field(default_factory=list)  # discovered kinds listed in full
+    sent: int = 0
+    failed: int = 0
+    dead: int = 0
