@@ -73,7 +73,6 @@ OVERSIZE: dict[str, int] = {
     "watcher/sources/fireworks.py": 470,
     "watcher/stores/sqlite.py": 415,
     "watcher/runtime/poller.py": 610,
-    "watcher/cli.py": 590,
 }
 MAX_LINES = 400
 
@@ -155,7 +154,9 @@ def test_nothing_imports_the_cli() -> None:
     importers = [
         str(m.relative_to(ROOT))
         for m in MODULES
-        if m.stem != "__main__" and any(n.startswith("watcher.cli") for n in imports(m))
+        if m.stem != "__main__"
+        and part_of(m) != "cli"
+        and any(n.startswith("watcher.cli") for n in imports(m))
     ]
 
     assert [] == importers
@@ -207,7 +208,9 @@ def test_the_simulator_imports_only_the_stdlib_and_uvicorn(path: Path) -> None:
 def test_only_the_composition_root_imports_the_simulator() -> None:
     """The daemon never depends on the simulator; `demo` and `cli` start it."""
     importers = [
-        m.stem for m in MODULES if any(name.split(".")[0] == "fireworks_sim" for name in imports(m))
+        part_of(m)
+        for m in MODULES
+        if any(name.split(".")[0] == "fireworks_sim" for name in imports(m))
     ]
 
     assert [] == [m for m in importers if m not in SIMULATOR_IMPORTERS]

@@ -1,0 +1,293 @@
+"""The commands but `watch`: run, once, check, status, test-notify, healthcheck, demo, simulate."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from watcher.core.errors import ConfigError
+from watcher.core.kinds import JobKind
+
+if TYPE_CHECKING:
+    from watcher.config import Settings
+    from watcher.runtime.plan import WatchPlan
+
+from watcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _error, _load, _run_async
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from watcher import app
+
+    settings = _load(args)
+    settings.require_watches()
+    app.api_key(settings)
+    notifier = app.build_notifier(settings)
+    _run_async(lambda: app.run_daemon(settings, notifier, reload=lambda: _load(args)))
+    return EXIT_OK
+
+
+def _cmd_once(args: argparse.Namespace) -> int:
+    from watcher import app
+    from watcher.runtime.plan import CycleReport
+
+    settings = _load(args)
+    settings.require_watches()
+    app.api_key(settings)
+    notifier = app.build_notifier(settings)
+
+    async def once() -> CycleReport:
+        async with app.open_watcher(settings, notifier=notifier) as watcher:
+            return await watcher.run_once()
+
+    report = _run_async(once)
+    failed = report.api_errors or report.failed or report.dead
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from watcher import app
+
+    settings = _load(args)
+    settings.require_watches()
+    app.api_key(settings)
+    plan = app.build_plan(settings, app.build_notifier(settings))
+    out = sys.stdout
+    out.write(f"config {settings.source}: ok\n")
+    out.write(f"  account: {settings.fireworks.account_id} at {settings.fireworks.base_url}\n")
+    out.write(f"  jobs: {len(plan.refs)} listed")
+    out.write(f", discover: {', '.join(plan.discover)}\n" if plan.discover else "\n")
+    out.write(f"  poll every {plan.poll_interval:g} s, ")
+    out.write(f"outcome states every {plan.terminal_poll_interval:g} s\n")
+    out.write(f"  state: {settings.watcher.state_path}\n")
+    for channel in plan.channels:
+        out.write(f"  channel {channel.name}:\n")
+        out.writelines(f"    {target.url_display}\n" for target in channel.targets)
+    if not plan.channels:
+        out.write("  no [[channel]]: transitions will be recorded but not announced\n")
+    if args.probe:
+        return _probe(settings, plan)
+    _write_budget(settings, plan, pages={})
+    return EXIT_OK
+
+
+def _write_budget(settings: Settings, plan: WatchPlan, *, pages: dict[JobKind, int]) -> None:
+    """Say what a full cycle costs against the request budget, and the interval it allows."""
+    from watcher.core.budget import effective_interval, requests_per_cycle
+
+    cost = requests_per_cycle(plan.refs, plan.discover, pages)
+    per_minute = settings.watcher.max_requests_per_minute
+    unknown = [kind for kind in plan.discover if kind not in pages]
+    out = sys.stdout
+    out.write(f"  API budget: {per_minute} requests/min; a full cycle costs {cost} request(s)")
+    out.write(
+        " (+1 per 200 jobs of each discovered kind; --probe counts them)\n" if unknown else "\n"
+    )
+    interval = effective_interval(cost, per_minute, plan.poll_interval)
+    if interval > plan.poll_interval:
+        out.write(
+            f"  warning: the budget cannot poll every {plan.poll_interval:g} s; "
+            f"the effective interval is {interval:g} s\n"
+        )
+
+
+def _probe(settings: Settings, plan: WatchPlan) -> int:
+    from watcher import app
+    from watcher.core.budget import RequestBudget
+    from watcher.core.errors import ApiError
+    from watcher.core.model import JobState
+
+    async def probe() -> int:
+        problems = 0
+        pages: dict[JobKind, int] = {}
+        budget = RequestBudget(settings.watcher.max_requests_per_minute)
+        async with app.fireworks_client(settings, budget=budget) as client:
+            try:
+                for kind in plan.discover:
+                    listing = await client.listing(kind)
+                    pages[kind] = listing.pages
+                    sys.stdout.write(
+                        f"  probe {kind}: {len(listing.jobs)} jobs listed "
+                        f"in {listing.pages} page(s)\n"
+                    )
+                for ref in plan.refs:
+                    snapshot = await client.get_job(ref)
+                    sys.stdout.write(f"  probe {ref.key}: {snapshot.state}\n")
+                    if snapshot.state == JobState.NOT_FOUND:
+                        problems += 1
+            except ApiError as exc:
+                _error(f"probe failed: {exc}")
+                return EXIT_USAGE
+        _write_budget(settings, plan, pages=pages)
+        if problems:
+            _error(f"{problems} watched job(s) not found")
+            return EXIT_USAGE
+        return EXIT_OK
+
+    return _run_async(probe)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from watcher import config
+    from watcher.stores.sqlite import StateStore
+
+    # The state file only: no channel secret (`${VAR}`), account or key is needed to read it.
+    path = config.load_watcher(args.config, os.environ).state_path
+    if not path.exists():
+        if args.json:
+            empty = {"state_path": str(path), "jobs": [], "unreadable": [], "undelivered": []}
+            sys.stdout.write(json.dumps(empty))
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(f"no state yet at {path}\n")
+        return EXIT_OK
+    from watcher.core.decide import UNREADABLE_FLAG
+
+    with StateStore.open(path) as store:
+        jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)
+        undelivered = store.undelivered()
+        unreadable = sorted((t, e) for t, e in store.flags(UNREADABLE_FLAG).items() if e)
+    if args.json:
+        document = {
+            "state_path": str(path),
+            "jobs": [
+                {
+                    "job": s.ref.key,
+                    "kind": str(s.ref.kind),
+                    "job_id": s.ref.job_id,
+                    "display_name": s.display_name,
+                    "state": s.state,
+                    "status_code": s.status_code,
+                    "status_message": s.status_message,
+                    "reason": s.reason,
+                    "progress": s.progress,
+                    "update_time": s.update_time,
+                }
+                for s in jobs
+            ],
+            "unreadable": [{"target": target, "error": error} for target, error in unreadable],
+            "undelivered": [
+                {
+                    "id": d.id,
+                    "status": d.status,
+                    "job": d.entry.job_key,
+                    "channel": d.entry.channel,
+                    "url": d.entry.url_display,
+                    "old_state": d.entry.old_state,
+                    "new_state": d.entry.new_state,
+                    "created_at": d.entry.created_at.isoformat(),
+                    "attempts": d.attempts,
+                    "next_attempt_at": d.next_attempt_at.isoformat(),
+                    "last_error": d.last_error,
+                }
+                for d in undelivered
+            ],
+        }
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return EXIT_OK
+    out = sys.stdout
+    out.write(f"state: {path}\n")
+    width = max([len(s.ref.key) for s in jobs] + [3])
+    out.write(f"{'JOB':<{width}}  {'STATE':<16}  STATUS\n")
+    for s in jobs:
+        status = f"{s.status_code}: {s.status_message}" if s.status_message else s.status_code
+        out.write(f"{s.ref.key:<{width}}  {s.state:<16}  {status}\n")
+    if unreadable:
+        out.write(f"\n{len(unreadable)} resource(s) the watcher cannot read:\n")
+        for target, error in unreadable:
+            out.write(f"  {target}: {error}\n")
+    if not undelivered:
+        out.write("\nevery notification delivered\n")
+        return EXIT_OK
+    out.write(f"\n{len(undelivered)} undelivered notification(s):\n")
+    for d in undelivered:
+        e = d.entry
+        when = "dead" if d.status == "dead" else f"next try {d.next_attempt_at:%Y-%m-%d %H:%M:%S}Z"
+        out.write(
+            f"  {e.job_key} {e.old_state or '-'} → {e.new_state} to {e.channel} ({e.url_display}): "
+            f"{d.attempts} attempt(s), {when}; {d.last_error}\n"
+        )
+    return EXIT_OK
+
+
+def _cmd_test_notify(args: argparse.Namespace) -> int:
+    from watcher import app
+    from watcher.core.delivery import SendOutcome
+
+    settings = _load(args)
+    notifier = app.build_notifier(settings)
+    plan = app.build_plan(settings, notifier)
+    channels = [c for c in plan.channels if args.channel in (None, c.name)]
+    if not channels:
+        known = ", ".join(c.name for c in plan.channels) or "none"
+        _error(f"no channel named {args.channel!r} (channels: {known})")
+        return EXIT_USAGE
+
+    async def send_all() -> int:
+        failures = 0
+        for channel in channels:
+            for target in channel.targets:
+                result = await notifier.send(
+                    target.url_key,
+                    title="fireworks-watcher test",
+                    body=f"Test message for channel **{channel.name}**: it works.",
+                    notify_type="info",
+                )
+                ok = result.outcome is SendOutcome.DELIVERED
+                failures += not ok
+                verdict = "delivered" if ok else f"{result.outcome}: {result.detail}"
+                sys.stdout.write(f"{channel.name} {target.url_display}: {verdict}\n")
+        return EXIT_FAILED if failures else EXIT_OK
+
+    return _run_async(send_all)
+
+
+def _cmd_healthcheck(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from watcher import config
+
+    try:
+        address = _load(args).watcher.health_address
+    except ConfigError:
+        # No usable config: the daemon's own default (or the image's variable) still applies.
+        listen = os.environ.get(config.HEALTH_LISTEN_ENV, "127.0.0.1:9464")
+        address = config.parse_listen(listen) if listen else None
+    if address is None:
+        _error("the health server is disabled (watcher.health_listen is empty)")
+        return EXIT_FAILED
+    host, port = address
+    # A wildcard listen address is reached through loopback.
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    url = f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+    try:
+        with opener.open(url, timeout=args.timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError as exc:
+        _error(f"{url}: {getattr(exc, 'reason', exc)}")
+        return EXIT_FAILED
+    sys.stdout.write(f"{url}: {status}\n")
+    return EXIT_OK if status == 200 else EXIT_FAILED
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from watcher.demo import run_demo
+
+    return run_demo(duration=args.duration)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import fireworks_sim as simulator
+
+    argv = ["--host", args.host, "--port", str(args.port), "--jobs", str(args.jobs)]
+    argv += ["--scenario", args.scenario]
+    if args.api_key is not None:
+        argv += ["--api-key", args.api_key]
+    return simulator.main(argv)

@@ -1,0 +1,61 @@
+"""What every command shares: exit codes, the one-line error, loading the config, and running
+async code with a lone WatcherError unwrapped from its task group."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from watcher.core.errors import WatcherError
+
+if TYPE_CHECKING:
+    from watcher.config import Settings
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+
+
+def _error(message: str) -> None:
+    from watcher.logs import redact
+
+    sys.stderr.write(f"fireworks-watcher: error: {redact(message)}\n")
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    from watcher import config
+
+    return config.load(args.config, os.environ)
+
+
+def _run_async(func: Callable[[], Awaitable[T]]) -> T:
+    """Run `func` on asyncio; a task group's failure that is one WatcherError (a port in use,
+    a locked state file) is raised as that error, so it gets its one line and exit code."""
+    import anyio
+
+    try:
+        return anyio.run(func)
+    except BaseExceptionGroup as group:
+        errors = _leaves(group)
+        if len(errors) == 1 and isinstance(errors[0], WatcherError):
+            raise errors[0] from None
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            found += _leaves(error)
+        else:
+            found.append(error)
+    return found
+
+
+# -- commands --------------------------------------------------------------------------------
