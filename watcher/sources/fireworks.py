@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 from urllib.parse import quote
@@ -27,7 +26,7 @@ import structlog
 from watcher import __version__
 from watcher.core.budget import RequestBudget
 from watcher.core.errors import ApiRejected, ApiUnavailable, PayloadError
-from watcher.core.kinds import DEFAULT_BASE_URL, KINDS, JobKind
+from watcher.core.kinds import DEFAULT_BASE_URL, JobKind
 from watcher.core.model import JobRef, JobSnapshot, JobState
 from watcher.core.text import scrub
 from watcher.sources.answers import (
@@ -36,6 +35,7 @@ from watcher.sources.answers import (
     request_line,
     short,
 )
+from watcher.sources.pages import COMPARED, JobListing, JobPage, PageMemo, Seen, pages_needed
 from watcher.sources.parse import parse_job
 from watcher.sources.retry import (
     DEFAULT_RETRY,
@@ -56,61 +56,6 @@ MAX_PAGES: Final = 10_000
 
 #: Words by which a 400 names the `readMask` (the API's schema may drop a field we ask for).
 _MASK_WORDS: Final = ("readmask", "read_mask", "field mask", "fieldmask")
-
-
-#: A job's raw fields that a transition or a message depends on at the last LIST, and the
-#: snapshot parsed from them (a plain tuple: one is made per job per LIST page).
-_Seen = tuple[tuple[object, ...], JobSnapshot]
-# `wandbConfig` carries the W&B API key: it is never kept, so a change of its URL alone waits
-# for the next change of anything else.
-_UNCOMPARED: Final = frozenset({"wandbConfig"})
-_COMPARED: Final[Mapping[JobKind, tuple[str, ...]]] = {
-    kind: tuple(k for k in spec.read_mask.split(",") if k not in _UNCOMPARED and k != "name")
-    for kind, spec in KINDS.items()
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _PageMemo:
-    """A LIST page as decoded: its raw body, its jobs and what the page says about paging."""
-
-    content: bytes
-    jobs: list[JobSnapshot]
-    seen: dict[str, _Seen]
-    total_size: int | None
-    token: object
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    """One LIST page: its jobs, its number (from 1), the list's `totalSize` when sent, and
-    whether it is the last page and the list was read in full."""
-
-    jobs: list[JobSnapshot]
-    number: int
-    total_size: int | None
-    last: bool
-    complete: bool
-
-
-@dataclass(frozen=True, slots=True)
-class JobListing:
-    """What a LIST returned: the jobs, whether that is all of them, and the list's size."""
-
-    jobs: list[JobSnapshot]
-    complete: bool
-    total_size: int | None
-    pages: int
-
-
-def _pages_needed(total: int | None, page_size: int, pages_so_far: int) -> int:
-    """Pages the whole list takes, from `totalSize`; unknown means at least one more."""
-    if total is None:
-        return pages_so_far + 1
-    return max(pages_so_far, -(-total // page_size))
-
-
-# --- client --------------------------------------------------------------------------------
 
 
 class FireworksClient:
@@ -171,9 +116,9 @@ class FireworksClient:
         self._budget = budget
         # Per kind, what the last LIST said of each job (by name): lets a LIST skip parsing
         # jobs whose state and status did not change.
-        self._listed: dict[JobKind, dict[str, _Seen]] = {}
+        self._listed: dict[JobKind, dict[str, Seen]] = {}
         # The last body and jobs of each LIST page, to skip decoding a page that did not change.
-        self._page_memos: dict[tuple[JobKind, int], _PageMemo] = {}
+        self._page_memos: dict[tuple[JobKind, int], PageMemo] = {}
         # Kinds whose `readMask` the API refused: they are read whole (and parsed the same).
         self.unmasked: set[JobKind] = set()
         self._headers = {
@@ -268,7 +213,7 @@ class FireworksClient:
         size = min(max(page_size, 1), MAX_PAGE_SIZE)
         params = {"pageSize": str(size)}
         known = self._listed.get(kind, {})
-        fresh: dict[str, _Seen] = {}
+        fresh: dict[str, Seen] = {}
         seen_tokens: set[str] = set()
         total: int | None = None
         for number in range(1, MAX_PAGES + 1):
@@ -292,7 +237,7 @@ class FireworksClient:
             if token in seen_tokens:
                 msg = f"{where}: server repeated a page token; stopped paging"
                 raise PayloadError(msg)
-            if max_pages is not None and _pages_needed(total, size, number) > max_pages:
+            if max_pages is not None and pages_needed(total, size, number) > max_pages:
                 known.update(fresh)
                 self._listed[kind] = known
                 yield JobPage(jobs, number, total, last=True, complete=False)
@@ -304,8 +249,8 @@ class FireworksClient:
         raise PayloadError(msg)
 
     def _decode_page(
-        self, kind: JobKind, number: int, response: httpx.Response, known: Mapping[str, _Seen]
-    ) -> _PageMemo:
+        self, kind: JobKind, number: int, response: httpx.Response, known: Mapping[str, Seen]
+    ) -> PageMemo:
         """The jobs of one LIST page; a page whose bytes are the same as last time is not
         decoded again (on a quiet account that is nearly every page)."""
         memo = self._page_memos.get((kind, number))
@@ -320,13 +265,13 @@ class FireworksClient:
         if not isinstance(items, list):
             msg = f"{where}: {kind.collection!r} is not a list"
             raise PayloadError(msg)
-        seen: dict[str, _Seen] = {}
+        seen: dict[str, Seen] = {}
         jobs = [
             self._reuse_or_parse(item, kind, known, seen, f"{where} item {i}")
             for i, item in enumerate(items)
         ]
         total = body.get("totalSize")
-        memo = _PageMemo(
+        memo = PageMemo(
             content=response.content,
             jobs=jobs,
             seen=seen,
@@ -340,8 +285,8 @@ class FireworksClient:
         self,
         item: object,
         kind: JobKind,
-        known: Mapping[str, _Seen],
-        fresh: dict[str, _Seen],
+        known: Mapping[str, Seen],
+        fresh: dict[str, Seen],
         where: str,
     ) -> JobSnapshot:
         """The job's snapshot; reused from the last LIST when the fields it reads are unchanged.
@@ -351,7 +296,7 @@ class FireworksClient:
         if type(item) is not dict:
             return self._parse(item, kind=kind, ref=None, where=where)
         name = item.get("name")
-        raw = tuple(map(item.get, _COMPARED[kind]))
+        raw = tuple(map(item.get, COMPARED[kind]))
         seen = known.get(name) if type(name) is str else None
         if seen is not None and seen[0] == raw:
             snapshot = seen[1]
