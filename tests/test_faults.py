@@ -21,8 +21,9 @@ from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
+from watcher.runtime.fetcher import PROBE_CALLS
 from watcher.runtime.plan import CycleReport
-from watcher.runtime.poller import PROBE_CALLS, Watcher
+from watcher.runtime.poller import Watcher
 from watcher.sources.fireworks import FireworksClient
 from watcher.sources.retry import RequestRetry
 from watcher.stores.aio import AsyncStore

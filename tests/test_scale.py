@@ -126,7 +126,7 @@ async def test_budget_paces_gets_across_cycles(
     settings = settings_for(server, tmp_path, {"jobs": wanted}, max_requests_per_minute=60)
     async with app.open_watcher(settings) as watcher:
         # As in an account of 10,000 jobs: 50 pages cost more than 8 GETs.
-        watcher._pages[next(iter(watcher.plan.refs)).kind] = 50
+        watcher._fetcher.pages[next(iter(watcher.plan.refs)).kind] = 50
         before = sim.request_count
         report = await watcher.run_once()
         wake = await watcher.next_wake()

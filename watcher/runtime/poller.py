@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -22,35 +21,27 @@ import structlog
 from watcher.core import decide
 from watcher.core.budget import effective_interval, requests_per_cycle
 from watcher.core.decide import API_DOWN_FLAG, UNREADABLE_FLAG, listed_flag
-from watcher.core.errors import ApiError, ApiRejected, ApiUnavailable, StoreError
-from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState, Transition, is_settled
+from watcher.core.errors import StoreError
+from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
 from watcher.core.schedule import PollSchedule
 from watcher.core.unreadable import UnreadableLedger
 from watcher.ports import Budget, NullObserver, Observer, Outbox, Sender, Source, StateRepo
 from watcher.runtime.dispatcher import Dispatcher, DispatchReport
+from watcher.runtime.fetcher import Fetcher, list_key
 from watcher.runtime.plan import CycleReport, WatchPlan
 
 log = structlog.get_logger("watcher")
 T = TypeVar("T")
 
-#: Calls in one cycle that may fail as unavailable, with none succeeding, before the rest of
-#: the cycle is skipped: probing 10,000 jobs against a dead API helps nobody.
-PROBE_CALLS = 3
 #: Delivered outbox rows are kept this long (for `status` and debugging), then deleted.
 KEEP_DELIVERED = timedelta(days=7)
 #: How often the delivered rows are pruned.
 PRUNE_EVERY = timedelta(hours=1)
-#: Jobs per LIST page the API client asks for (the API's maximum).
-LIST_PAGE_SIZE = 200
 
 
 def utcnow() -> datetime:
     """The wall clock, timezone-aware."""
     return datetime.now(UTC)
-
-
-def _list_key(kind: JobKind) -> str:
-    return f"list:{kind}"
 
 
 class Store(StateRepo, Outbox, Protocol):
@@ -94,7 +85,6 @@ class Watcher:
         self._clock = clock
         self._rand = rand
         self._on_transition = on_transition
-        self._poll_limiter = anyio.CapacityLimiter(max_parallel_polls)
         self.dispatcher = Dispatcher(
             store,
             sender,
@@ -112,12 +102,20 @@ class Watcher:
         self._pending_reload: tuple[WatchPlan, Sender] | None = None
         self._wake = anyio.Event()
         self._budget = budget
-        # Pages a full LIST of each kind takes, learned from `totalSize`.
-        self._pages: dict[JobKind, int] = {}
         self._listed_kinds: set[JobKind] = set()
         self._budget_warned_at = 0
         self._next_prune = datetime.min.replace(tzinfo=UTC)
-        self._index_plan()
+        self._fetcher = Fetcher(
+            source,
+            schedule=self._schedule,
+            observer=self._observer,
+            unreadable=self._unreadable,
+            last=lambda: self._last or {},
+            record=self._record,
+            budget=budget,
+            max_parallel_polls=max_parallel_polls,
+        )
+        self._fetcher.index(plan)
 
     def last(self, ref: JobRef) -> JobSnapshot | None:
         """The last recorded snapshot of a job (after `start` or a cycle)."""
@@ -165,14 +163,14 @@ class Watcher:
         else:
             for key in dropped:
                 del self._last[key]
-        self._schedule.forget([*dropped, *(_list_key(k) for k in self.plan.discover)])
+        self._schedule.forget([*dropped, *(list_key(k) for k in self.plan.discover)])
         self._schedule.poll_interval = plan.poll_interval
         self._schedule.slow_interval = plan.terminal_poll_interval
         self.plan, self._sender = plan, sender
         self.dispatcher.reload(
             sender, plan.retry, send_timeout=plan.notify_timeout, channels=plan.channels
         )
-        self._index_plan()
+        self._fetcher.index(plan)
         await self._forget_unwatched_unreadable()
         log.info(
             "watcher.reloaded",
@@ -185,8 +183,8 @@ class Watcher:
     async def _forget_unwatched_unreadable(self) -> None:
         """A target no longer watched is no longer news: its unreadable flag goes, silently."""
         plan = self.plan
-        watched = {r.key for r in plan.refs} | {_list_key(k) for k in plan.discover}
-        watched |= {f"{_list_key(r.kind)}:explicit" for r in plan.refs}
+        watched = {r.key for r in plan.refs} | {list_key(k) for k in plan.discover}
+        watched |= {f"{list_key(r.kind)}:explicit" for r in plan.refs}
 
         def still_watched(target: str) -> bool:
             return target in watched or target.split("/")[0] in plan.discover
@@ -226,7 +224,7 @@ class Watcher:
         report = CycleReport()
         if force:
             self._schedule.force()
-        observed = await self._fetch(report)
+        observed = await self._fetcher.fetch(report, self._clock())
         now = self._clock()
         self._schedule.cycle_done(
             now, calls=report.calls, unavailable=report.unavailable, retry_after=report.retry_after
@@ -251,159 +249,6 @@ class Watcher:
             await self._store.prune(delivered_before=now - KEEP_DELIVERED)
         except StoreError as exc:
             log.error("store.error", error=str(exc))
-
-    def _index_plan(self) -> None:
-        """Views of the plan the loop consults per page and per cycle, computed once per plan."""
-        plan = self.plan
-        # Explicit jobs polled on their own; those of a discovered kind come with its LIST.
-        self._polled_refs = [r for r in plan.refs if r.kind not in plan.discover]
-        self._targets = [r.key for r in self._polled_refs] + [_list_key(k) for k in plan.discover]
-        self._explicit: dict[JobKind, dict[str, JobRef]] = {}
-        for ref in plan.refs:
-            self._explicit.setdefault(ref.kind, {})[ref.key] = ref
-        self._explicit_keys = frozenset(r.key for r in plan.refs)
-
-    async def _fetch(self, report: CycleReport) -> list[JobSnapshot]:
-        now = self._clock()
-        observed: list[JobSnapshot] = []
-        due = set(self._schedule.due(self._targets, now))
-        to_get: list[JobRef] = []
-        for kind in self.plan.discover:
-            if _list_key(kind) in due:
-                to_get += await self._list(kind, report, now, discovered=True)
-        plan = decide.plan_fetch([r for r in self._polled_refs if r.key in due], pages=self._pages)
-        for kind, wanted in plan.lists:
-            to_get += await self._list(kind, report, now, wanted=wanted)
-        to_get += plan.gets
-        available = self._budget.available() if self._budget is not None else None
-        await self._get_each(decide.within_budget(to_get, available), observed, report, now)
-        report.polled += len(observed)
-        return observed
-
-    async def _get_each(
-        self,
-        refs: Sequence[JobRef],
-        observed: list[JobSnapshot],
-        report: CycleReport,
-        now: datetime,
-    ) -> None:
-        async def poll(ref: JobRef) -> None:
-            async with self._poll_limiter:
-                if report.unavailable >= PROBE_CALLS and report.answered == 0:
-                    return  # the API is down: leave the rest due, probe again later
-                snapshot = await self._call(ref.key, self._source.get_job(ref), report, now)
-            if snapshot is not None:
-                observed.append(snapshot)
-                self._schedule.succeeded(ref.key, now, settled=is_settled(snapshot))
-
-        async with anyio.create_task_group() as tg:
-            for ref in refs:
-                tg.start_soon(poll, ref)
-
-    async def _list(
-        self,
-        kind: JobKind,
-        report: CycleReport,
-        now: datetime,
-        *,
-        discovered: bool = False,
-        wanted: Sequence[JobRef] = (),
-    ) -> list[JobRef]:
-        """LIST a kind, recording and announcing page by page; returns the jobs still to GET:
-        vanished ones to confirm, or wanted ones the list did not hold.
-
-        For a discovered kind every listed job is observed. For explicit jobs the LIST stands
-        in for their GETs and stops early when it would cost more pages than GETs.
-        """
-        assert self._last is not None
-        target = _list_key(kind) if discovered else f"{_list_key(kind)}:explicit"
-        max_pages = None if discovered else len(wanted) - 1
-        explicit = self._explicit.get(kind, {})
-        listed: set[str] = set()
-
-        async def read_pages() -> bool:
-            complete = False
-            async with aclosing(self._source.pages(kind, max_pages=max_pages)) as pages:
-                async for page in pages:
-                    if page.total_size is not None:
-                        self._pages[kind] = max(1, -(-page.total_size // LIST_PAGE_SIZE))
-                    listed.update(s.ref.key for s in page.jobs)
-                    jobs = page.jobs
-                    if not discovered:
-                        jobs = [s for s in jobs if s.ref.key in explicit]
-                        for snap in jobs:
-                            self._schedule.succeeded(snap.ref.key, now, settled=is_settled(snap))
-                    report.polled += len(jobs)
-                    # Each page is recorded and announced as it arrives: under a tight budget
-                    # the last page of a big account comes long after the first.
-                    await self._record(jobs, report)
-                    complete = page.complete
-            return complete
-
-        complete = await self._call(target, read_pages(), report, now)
-        if complete is None:
-            # The failed LIST's backoff holds for the jobs it stood in for.
-            self._schedule.follow(target, [r.key for r in wanted if r.key not in listed])
-            return []
-        if not discovered:
-            # Missing from the list: unlisted (incomplete list) or gone; either way, GET it.
-            return [r for r in wanted if r.key not in listed]
-        self._schedule.succeeded(_list_key(kind), now)
-        report.listed.append(kind)
-        # A job missing from the whole list is confirmed with one GET before it is called
-        # NOT_FOUND; one already known to be gone is not asked about again.
-        gone = (JobState.NOT_FOUND, JobState.DELETED)
-        # Set arithmetic on keys: this runs over every job of the account each cycle.
-        missing = (self._last.keys() | explicit.keys()) - listed
-        confirm = [self._last[key].ref for key in missing if key in self._last]
-        confirm = [r for r in confirm if r.kind == kind and self._last[r.key].state not in gone]
-        return confirm + [
-            r for key, r in explicit.items() if key in missing and key not in self._last
-        ]
-
-    async def _call(
-        self, target: str, call: Awaitable[T], report: CycleReport, now: datetime
-    ) -> T | None:
-        """Await one API call; on failure log it, back the target off and return None."""
-        report.calls += 1
-        try:
-            result = await call
-        except ApiRejected as exc:
-            report.api_errors += 1
-            report.answered += 1
-            report.rejected.append((target, exc.status_code, str(exc)))
-            if exc.is_auth:
-                report.auth_failed = True
-                self._observer.api_call("auth")
-                log.error("api.auth_failed", target=target, error=str(exc), status=exc.status_code)
-            else:
-                self._observer.api_call("rejected")
-                log.warning("api.error", target=target, error=str(exc), status=exc.status_code)
-                if exc.status_code != 404:  # an HTML 404 is a proxy's, not the resource's
-                    self._unreadable.failed(target, str(exc))
-            self._schedule.failed(target, now, slow=exc.is_auth)
-            return None
-        except ApiUnavailable as exc:
-            report.api_errors += 1
-            report.unavailable += 1
-            if exc.retry_after is not None:
-                report.retry_after = max(report.retry_after or 0.0, exc.retry_after)
-            self._observer.api_call("unavailable")
-            log.warning("api.error", target=target, error=str(exc))
-            self._schedule.failed(target, now, retry_after=exc.retry_after)
-            return None
-        except ApiError as exc:  # a malformed answer: skipped for this cycle
-            report.api_errors += 1
-            report.answered += 1
-            self._observer.api_call("payload")
-            log.warning("api.bad_answer", target=target, error=str(exc))
-            self._unreadable.failed(target, str(exc))
-            self._schedule.failed(target, now)
-            return None
-        report.answered += 1
-        self._observer.api_call("ok")
-        self._unreadable.succeeded(target)
-        return result
 
     def _api_notice(self, report: CycleReport, now: datetime) -> tuple[str, str] | None:
         """("down" | "up", text) when channels must hear about the API's reachability."""
@@ -442,7 +287,7 @@ class Watcher:
             observed,
             channels=self.plan.channels,
             now=now,
-            explicit=self._explicit_keys,
+            explicit=self._fetcher.explicit_keys,
             listed_before=frozenset(self._listed_kinds),
             listed_now=report.listed,
             notices=notices,
@@ -506,7 +351,7 @@ class Watcher:
 
     def cycle_cost(self) -> int:
         """Requests a full cycle costs, as far as the list lengths are known."""
-        return requests_per_cycle(self.plan.refs, self.plan.discover, self._pages)
+        return requests_per_cycle(self.plan.refs, self.plan.discover, self._fetcher.pages)
 
     def _check_budget(self) -> None:
         """Say once (per change) when the budget cannot poll everything every interval."""
@@ -527,7 +372,7 @@ class Watcher:
     def next_poll(self) -> float:
         """Seconds until the next poll is due (at least a short pause)."""
         now = self._clock()
-        wake = self._schedule.next_at(self._targets, now)
+        wake = self._schedule.next_at(self._fetcher.targets, now)
         if self._budget is not None:
             # Due polls the budget cannot pay for yet wait for it to refill.
             ready = now + timedelta(seconds=self._budget.seconds_until_available())

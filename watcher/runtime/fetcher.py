@@ -1,0 +1,234 @@
+"""Fetching: what a poll cycle reads from the API, and how each call's outcome is taken.
+
+Discovered kinds are LISTed page by page (each page recorded as it arrives); explicit jobs are
+read by LIST where that costs fewer requests, else by GET, within the request budget. Every
+call's failure is classified once here: it backs its target off, counts toward the cycle's
+report, the metrics and the unreadable ledger, and is logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import aclosing
+from datetime import datetime
+from typing import TypeVar
+
+import anyio
+import structlog
+
+from watcher.core import decide
+from watcher.core.errors import ApiError, ApiRejected, ApiUnavailable
+from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState, is_settled
+from watcher.core.schedule import PollSchedule
+from watcher.core.unreadable import UnreadableLedger
+from watcher.ports import Budget, Observer, Source
+from watcher.runtime.plan import CycleReport, WatchPlan
+
+log = structlog.get_logger("watcher")
+T = TypeVar("T")
+
+#: Calls in one cycle that may fail as unavailable, with none succeeding, before the rest of
+#: the cycle is skipped: probing 10,000 jobs against a dead API helps nobody.
+PROBE_CALLS = 3
+#: Jobs per LIST page the API client asks for (the API's maximum).
+LIST_PAGE_SIZE = 200
+
+
+def list_key(kind: JobKind) -> str:
+    """The schedule's target for LISTing a kind."""
+    return f"list:{kind}"
+
+
+class Fetcher:
+    """Reads what is due from the source, for the poller.
+
+    Args:
+        source: the API.
+        schedule: when each target is due; told of every success and failure.
+        observer: metrics.
+        unreadable: the ledger of targets that cannot be read.
+        last: the last stored snapshots (to confirm jobs a LIST no longer shows).
+        record: records a LIST page's snapshots as it arrives (the poller's `_record`).
+        budget: the request budget, for the GETs one cycle can afford.
+        max_parallel_polls: GETs in flight at once.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        schedule: PollSchedule,
+        observer: Observer,
+        unreadable: UnreadableLedger,
+        last: Callable[[], Mapping[str, JobSnapshot]],
+        record: Callable[[Sequence[JobSnapshot], CycleReport], Awaitable[object]],
+        budget: Budget | None,
+        max_parallel_polls: int = 4,
+    ) -> None:
+        self._source = source
+        self._schedule = schedule
+        self._observer = observer
+        self._unreadable = unreadable
+        self._last = last
+        self._record = record
+        self._budget = budget
+        self._poll_limiter = anyio.CapacityLimiter(max_parallel_polls)
+        #: Pages a full LIST of each kind takes, learned from `totalSize`.
+        self.pages: dict[JobKind, int] = {}
+        self._discover: tuple[JobKind, ...] = ()
+        self._polled_refs: list[JobRef] = []
+        self.targets: list[str] = []
+        self._explicit: dict[JobKind, dict[str, JobRef]] = {}
+        self.explicit_keys: frozenset[str] = frozenset()
+
+    def index(self, plan: WatchPlan) -> None:
+        """Views of the plan consulted per page and per cycle, computed once per plan."""
+        self._discover = plan.discover
+        # Explicit jobs polled on their own; those of a discovered kind come with its LIST.
+        self._polled_refs = [r for r in plan.refs if r.kind not in plan.discover]
+        self.targets = [r.key for r in self._polled_refs] + [list_key(k) for k in plan.discover]
+        self._explicit = {}
+        for ref in plan.refs:
+            self._explicit.setdefault(ref.kind, {})[ref.key] = ref
+        self.explicit_keys = frozenset(r.key for r in plan.refs)
+
+    async def fetch(self, report: CycleReport, now: datetime) -> list[JobSnapshot]:
+        """Poll what is due: LISTs of discovered kinds, LISTs standing in for GETs where that
+        is cheaper, then the GETs the budget can pay for now; every call is classified."""
+        observed: list[JobSnapshot] = []
+        due = set(self._schedule.due(self.targets, now))
+        to_get: list[JobRef] = []
+        for kind in self._discover:
+            if list_key(kind) in due:
+                to_get += await self._list(kind, report, now, discovered=True)
+        plan = decide.plan_fetch([r for r in self._polled_refs if r.key in due], pages=self.pages)
+        for kind, wanted in plan.lists:
+            to_get += await self._list(kind, report, now, wanted=wanted)
+        to_get += plan.gets
+        available = self._budget.available() if self._budget is not None else None
+        await self._get_each(decide.within_budget(to_get, available), observed, report, now)
+        report.polled += len(observed)
+        return observed
+
+    async def _get_each(
+        self,
+        refs: Sequence[JobRef],
+        observed: list[JobSnapshot],
+        report: CycleReport,
+        now: datetime,
+    ) -> None:
+        async def poll(ref: JobRef) -> None:
+            async with self._poll_limiter:
+                if report.unavailable >= PROBE_CALLS and report.answered == 0:
+                    return  # the API is down: leave the rest due, probe again later
+                snapshot = await self._call(ref.key, self._source.get_job(ref), report, now)
+            if snapshot is not None:
+                observed.append(snapshot)
+                self._schedule.succeeded(ref.key, now, settled=is_settled(snapshot))
+
+        async with anyio.create_task_group() as tg:
+            for ref in refs:
+                tg.start_soon(poll, ref)
+
+    async def _list(
+        self,
+        kind: JobKind,
+        report: CycleReport,
+        now: datetime,
+        *,
+        discovered: bool = False,
+        wanted: Sequence[JobRef] = (),
+    ) -> list[JobRef]:
+        """LIST a kind, recording and announcing page by page; returns the jobs still to GET:
+        vanished ones to confirm, or wanted ones the list did not hold.
+
+        For a discovered kind every listed job is observed. For explicit jobs the LIST stands
+        in for their GETs and stops early when it would cost more pages than GETs.
+        """
+        last = self._last()
+        target = list_key(kind) if discovered else f"{list_key(kind)}:explicit"
+        max_pages = None if discovered else len(wanted) - 1
+        explicit = self._explicit.get(kind, {})
+        listed: set[str] = set()
+
+        async def read_pages() -> bool:
+            complete = False
+            async with aclosing(self._source.pages(kind, max_pages=max_pages)) as pages:
+                async for page in pages:
+                    if page.total_size is not None:
+                        self.pages[kind] = max(1, -(-page.total_size // LIST_PAGE_SIZE))
+                    listed.update(s.ref.key for s in page.jobs)
+                    jobs = page.jobs
+                    if not discovered:
+                        jobs = [s for s in jobs if s.ref.key in explicit]
+                        for snap in jobs:
+                            self._schedule.succeeded(snap.ref.key, now, settled=is_settled(snap))
+                    report.polled += len(jobs)
+                    # Each page is recorded and announced as it arrives: under a tight budget
+                    # the last page of a big account comes long after the first.
+                    await self._record(jobs, report)
+                    complete = page.complete
+            return complete
+
+        complete = await self._call(target, read_pages(), report, now)
+        if complete is None:
+            # The failed LIST's backoff holds for the jobs it stood in for.
+            self._schedule.follow(target, [r.key for r in wanted if r.key not in listed])
+            return []
+        if not discovered:
+            # Missing from the list: unlisted (incomplete list) or gone; either way, GET it.
+            return [r for r in wanted if r.key not in listed]
+        self._schedule.succeeded(list_key(kind), now)
+        report.listed.append(kind)
+        # A job missing from the whole list is confirmed with one GET before it is called
+        # NOT_FOUND; one already known to be gone is not asked about again.
+        gone = (JobState.NOT_FOUND, JobState.DELETED)
+        # Set arithmetic on keys: this runs over every job of the account each cycle.
+        missing = (last.keys() | explicit.keys()) - listed
+        confirm = [last[key].ref for key in missing if key in last]
+        confirm = [r for r in confirm if r.kind == kind and last[r.key].state not in gone]
+        return confirm + [r for key, r in explicit.items() if key in missing and key not in last]
+
+    async def _call(
+        self, target: str, call: Awaitable[T], report: CycleReport, now: datetime
+    ) -> T | None:
+        """Await one API call; on failure log it, back the target off and return None."""
+        report.calls += 1
+        try:
+            result = await call
+        except ApiRejected as exc:
+            report.api_errors += 1
+            report.answered += 1
+            report.rejected.append((target, exc.status_code, str(exc)))
+            if exc.is_auth:
+                report.auth_failed = True
+                self._observer.api_call("auth")
+                log.error("api.auth_failed", target=target, error=str(exc), status=exc.status_code)
+            else:
+                self._observer.api_call("rejected")
+                log.warning("api.error", target=target, error=str(exc), status=exc.status_code)
+                if exc.status_code != 404:  # an HTML 404 is a proxy's, not the resource's
+                    self._unreadable.failed(target, str(exc))
+            self._schedule.failed(target, now, slow=exc.is_auth)
+            return None
+        except ApiUnavailable as exc:
+            report.api_errors += 1
+            report.unavailable += 1
+            if exc.retry_after is not None:
+                report.retry_after = max(report.retry_after or 0.0, exc.retry_after)
+            self._observer.api_call("unavailable")
+            log.warning("api.error", target=target, error=str(exc))
+            self._schedule.failed(target, now, retry_after=exc.retry_after)
+            return None
+        except ApiError as exc:  # a malformed answer: skipped for this cycle
+            report.api_errors += 1
+            report.answered += 1
+            self._observer.api_call("payload")
+            log.warning("api.bad_answer", target=target, error=str(exc))
+            self._unreadable.failed(target, str(exc))
+            self._schedule.failed(target, now)
+            return None
+        report.answered += 1
+        self._observer.api_call("ok")
+        self._unreadable.succeeded(target)
+        return result
