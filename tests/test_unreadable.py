@@ -1,10 +1,17 @@
-"""The unreadable-resource ledger, table-tested: when "cannot read" and "readable again" are owed."""
+"""The unreadable-resource ledger, table-tested: when "cannot read" and "readable again" are
+owed, and which targets a reload leaves watched."""
 
 from __future__ import annotations
 
 import pytest
 
+from watcher.core.kinds import JobKind
+from watcher.core.model import JobRef
+from watcher.core.schedule import PollSchedule
 from watcher.core.unreadable import UnreadableLedger
+from watcher.ports import NullObserver
+from watcher.runtime.fetcher import Fetcher
+from watcher.runtime.plan import WatchPlan
 
 ERROR = "HTTP 400 INVALID_ARGUMENT: bad"
 
@@ -70,3 +77,36 @@ def test_stale_targets_are_forgotten() -> None:
     ledger.forget(stale)
 
     assert ({"rft/z", "sft/x"}, {"dpo/y": ERROR}, {}) == (set(stale), ledger.announced, ledger.runs)
+
+
+@pytest.mark.parametrize(
+    ("target", "watched"),
+    [
+        ("dpo/a", True),  # named in the config
+        ("dpo/zzz", False),  # a dpo job neither named nor discovered
+        ("sft/anything", True),  # sft is discovered
+        ("list:sft", True),
+        ("list:dpo", False),  # dpo is not discovered...
+        ("list:dpo:explicit", True),  # ...but its named jobs may be LISTed
+        ("list:rft:explicit", False),
+        ("rft/x", False),
+    ],
+)
+def test_which_targets_are_still_watched(target: str, watched: bool) -> None:
+    """After a reload, a target is still watched when the new plan still polls it."""
+
+    async def record(*_: object) -> None:
+        return None
+
+    fetcher = Fetcher(
+        source=None,  # type: ignore[arg-type]  # never called here
+        schedule=PollSchedule(1.0, 10.0),
+        observer=NullObserver(),
+        unreadable=UnreadableLedger(),
+        last=dict,
+        record=record,
+        budget=None,
+    )
+    fetcher.index(WatchPlan(refs=(JobRef(JobKind.DPO, "a"),), channels=(), discover=(JobKind.SFT,)))
+
+    assert watched == fetcher.watches(target)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 import anyio
 import structlog
 
 from watcher.core import decide
+from watcher.core.budget import effective_interval, requests_per_cycle
 from watcher.core.errors import ApiError, ApiRejected, ApiUnavailable
 from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState, is_settled
 from watcher.core.schedule import PollSchedule
@@ -80,6 +81,7 @@ class Fetcher:
         self.targets: list[str] = []
         self._explicit: dict[JobKind, dict[str, JobRef]] = {}
         self.explicit_keys: frozenset[str] = frozenset()
+        self._budget_warned_at = 0
 
     def index(self, plan: WatchPlan) -> None:
         """Views of the plan consulted per page and per cycle, computed once per plan."""
@@ -91,6 +93,48 @@ class Fetcher:
         for ref in plan.refs:
             self._explicit.setdefault(ref.kind, {})[ref.key] = ref
         self.explicit_keys = frozenset(r.key for r in plan.refs)
+
+    def watches(self, target: str) -> bool:
+        """Whether `target` (a job key, `list:KIND` or `list:KIND:explicit`) is still polled."""
+        if target in self.explicit_keys or target.split("/")[0] in self._discover:
+            return True
+        if not target.startswith("list:"):
+            return False
+        _, kind, *explicit = target.split(":")
+        return kind in self._explicit if explicit else kind in self._discover
+
+    # -- pacing ----------------------------------------------------------------------------
+
+    def cycle_cost(self, plan: WatchPlan) -> int:
+        """Requests a full cycle costs, as far as the list lengths are known."""
+        return requests_per_cycle(plan.refs, plan.discover, self.pages)
+
+    def check_budget(self, plan: WatchPlan) -> None:
+        """Say once (per change) when the budget cannot poll everything every interval."""
+        if self._budget is None:
+            return
+        cost = self.cycle_cost(plan)
+        interval = effective_interval(cost, self._budget.per_minute, plan.poll_interval)
+        if interval > plan.poll_interval and cost != self._budget_warned_at:
+            self._budget_warned_at = cost
+            log.warning(
+                "budget.short",
+                requests_per_cycle=cost,
+                max_requests_per_minute=self._budget.per_minute,
+                poll_interval=plan.poll_interval,
+                effective_interval=round(interval, 1),
+            )
+
+    def next_poll(self, now: datetime) -> float:
+        """Seconds until the next poll is due (at least a short pause)."""
+        wake = self._schedule.next_at(self.targets, now)
+        if self._budget is not None:
+            # Due polls the budget cannot pay for yet wait for it to refill.
+            ready = now + timedelta(seconds=self._budget.seconds_until_available())
+            wake = max(wake, ready)
+        return max(0.05, (wake - now).total_seconds())
+
+    # -- fetching --------------------------------------------------------------------------
 
     async def fetch(self, report: CycleReport, now: datetime) -> list[JobSnapshot]:
         """Poll what is due: LISTs of discovered kinds, LISTs standing in for GETs where that

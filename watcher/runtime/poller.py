@@ -19,7 +19,6 @@ import anyio
 import structlog
 
 from watcher.core import decide
-from watcher.core.budget import effective_interval, requests_per_cycle
 from watcher.core.decide import API_DOWN_FLAG, UNREADABLE_FLAG, listed_flag
 from watcher.core.errors import StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
@@ -103,7 +102,6 @@ class Watcher:
         self._wake = anyio.Event()
         self._budget = budget
         self._listed_kinds: set[JobKind] = set()
-        self._budget_warned_at = 0
         self._next_prune = datetime.min.replace(tzinfo=UTC)
         self._fetcher = Fetcher(
             source,
@@ -182,14 +180,7 @@ class Watcher:
 
     async def _forget_unwatched_unreadable(self) -> None:
         """A target no longer watched is no longer news: its unreadable flag goes, silently."""
-        plan = self.plan
-        watched = {r.key for r in plan.refs} | {list_key(k) for k in plan.discover}
-        watched |= {f"{list_key(r.kind)}:explicit" for r in plan.refs}
-
-        def still_watched(target: str) -> bool:
-            return target in watched or target.split("/")[0] in plan.discover
-
-        stale = self._unreadable.stale(still_watched)
+        stale = self._unreadable.stale(self._fetcher.watches)
         if not stale:
             return
         flags = {UNREADABLE_FLAG + t: "" for t in stale if t in self._unreadable.announced}
@@ -237,7 +228,7 @@ class Watcher:
         )
         await self._prune(now)
         self._observer.cycle_done(report, at=self._clock())
-        self._check_budget()
+        self._fetcher.check_budget(self.plan)
         return report
 
     async def _prune(self, now: datetime) -> None:
@@ -351,33 +342,11 @@ class Watcher:
 
     def cycle_cost(self) -> int:
         """Requests a full cycle costs, as far as the list lengths are known."""
-        return requests_per_cycle(self.plan.refs, self.plan.discover, self._fetcher.pages)
-
-    def _check_budget(self) -> None:
-        """Say once (per change) when the budget cannot poll everything every interval."""
-        if self._budget is None:
-            return
-        cost = self.cycle_cost()
-        interval = effective_interval(cost, self._budget.per_minute, self.plan.poll_interval)
-        if interval > self.plan.poll_interval and cost != self._budget_warned_at:
-            self._budget_warned_at = cost
-            log.warning(
-                "budget.short",
-                requests_per_cycle=cost,
-                max_requests_per_minute=self._budget.per_minute,
-                poll_interval=self.plan.poll_interval,
-                effective_interval=round(interval, 1),
-            )
+        return self._fetcher.cycle_cost(self.plan)
 
     def next_poll(self) -> float:
         """Seconds until the next poll is due (at least a short pause)."""
-        now = self._clock()
-        wake = self._schedule.next_at(self._fetcher.targets, now)
-        if self._budget is not None:
-            # Due polls the budget cannot pay for yet wait for it to refill.
-            ready = now + timedelta(seconds=self._budget.seconds_until_available())
-            wake = max(wake, ready)
-        return max(0.05, (wake - now).total_seconds())
+        return self._fetcher.next_poll(self._clock())
 
     async def next_wake(self) -> float:
         """Seconds until the next poll or delivery retry is due (for callers that run both
@@ -428,7 +397,7 @@ class Watcher:
             requests_per_cycle=self.cycle_cost(),
             max_requests_per_minute=self._budget.per_minute if self._budget else None,
         )
-        self._check_budget()
+        self._fetcher.check_budget(self.plan)
         async with anyio.create_task_group() as tg:
             tg.start_soon(functools.partial(self.dispatcher.run, stop, grace=grace))
             with anyio.CancelScope() as polling:
