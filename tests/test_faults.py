@@ -160,7 +160,11 @@ async def test_a_bad_answer_skips_the_job_for_one_cycle(
 async def test_429_retry_after_is_honoured(
     settings: config.Settings, jobs: Simulator, as_date: bool
 ) -> None:
-    """A Retry-After longer than the client waits backs the job off at least that long."""
+    """A Retry-After longer than the client waits backs the job off at least that long (up
+    to `terminal_poll_interval`, here 600 s)."""
+    settings = settings.model_copy(
+        update={"watcher": settings.watcher.model_copy(update={"terminal_poll_interval": 600.0})}
+    )
     retry_after = (
         format_datetime(datetime.now(UTC) + timedelta(seconds=125), usegmt=True)
         if as_date
@@ -173,6 +177,31 @@ async def test_429_retry_after_is_honoured(
 
         assert 1 == report.unavailable
         assert 110 <= await watcher.next_wake()
+
+
+@pytest.mark.parametrize("retry_after", ["86400", "1e20", "1e308"])
+async def test_a_huge_retry_after_costs_at_most_one_slow_interval(
+    settings: config.Settings, jobs: Simulator, receiver: JsonReceiver, retry_after: str
+) -> None:
+    """A blip of 429s asking to wait a day (or 1e20 s) never crashes a cycle and holds the
+    API back at most `terminal_poll_interval`; the change made meanwhile is then announced."""
+    now = [datetime.now(UTC)]
+    slow = settings.watcher.terminal_poll_interval
+    async with fast_watcher(settings, clock=lambda: now[0]) as watcher:
+        await watcher.run_once(force=True)
+        jobs.add_fault(status=429, retry_after=retry_after, times=50)
+        now[0] += timedelta(seconds=settings.watcher.poll_interval)
+        blip = await watcher.run_once()
+        waits = await watcher.next_wake()
+        jobs.clear_faults()
+        jobs.set_state("job-a", "COMPLETED")
+        now[0] += timedelta(seconds=slow)
+        after = await watcher.run_once()
+
+    assert (1, []) == (blip.unavailable, blip.transitions)
+    assert 0 < waits <= slow
+    assert ["RUNNING → COMPLETED"] == [f"{t.old_state} → {t.new_state}" for t in after.transitions]
+    assert 1 == len(await receiver.wait_for_async(1))
 
 
 async def test_missing_fields_and_unknown_states_pass(

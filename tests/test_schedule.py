@@ -72,6 +72,11 @@ def test_success_resets_the_backoff() -> None:
         pytest.param(True, None, 300, id="rejected credentials wait the slow interval"),
         pytest.param(False, 90.0, 90, id="retry-after longer than the backoff"),
         pytest.param(False, 5.0, 30, id="retry-after shorter than the backoff"),
+        pytest.param(False, 86400.0, 300, id="a day's retry-after waits the slow interval"),
+        pytest.param(False, 1e20, 300, id="1e20 s neither overflows nor stalls"),
+        pytest.param(False, float("inf"), 30, id="infinity is no hint"),
+        pytest.param(False, float("nan"), 30, id="nan is no hint"),
+        pytest.param(False, -5.0, 30, id="a negative hint is none"),
     ],
 )
 def test_failure_kinds(slow: bool, retry_after: float | None, delay: float) -> None:
@@ -80,6 +85,18 @@ def test_failure_kinds(slow: bool, retry_after: float | None, delay: float) -> N
     s.failed("a", T0, slow=slow, retry_after=retry_after)
 
     assert at(delay) == s.next_at(["a"], T0)
+
+
+@pytest.mark.parametrize("retry_after", [86400.0, 1e20, 1e308], ids=["a day", "1e20 s", "1e308 s"])
+def test_a_huge_retry_after_holds_the_api_back_one_slow_interval(retry_after: float) -> None:
+    """The whole API waits at most the slow interval however long the server asks, and each
+    such cycle still counts as down, so the outage is announced after `api_down_after`."""
+    s = schedule()
+    for cycle in range(3):
+        s.cycle_done(at(300 * cycle), calls=1, unavailable=1, retry_after=retry_after)
+
+    assert 3 == s.failed_cycles
+    assert at(600 + 300) == s.next_at(["a"], at(600))
 
 
 def test_a_dead_api_holds_every_target_back() -> None:

@@ -91,6 +91,9 @@ def _describe_one(error: ErrorDetails, origins: _Origins) -> str:
     elif kind in ("greater_than", "greater_than_equal"):
         bound = ctx.get("gt", ctx.get("ge"))
         problem = f"must be {'>' if kind == 'greater_than' else '>='} {bound:g}"
+    elif kind in ("less_than", "less_than_equal"):
+        bound = ctx.get("lt", ctx.get("le"))
+        problem = f"must be {'<' if kind == 'less_than' else '<='} {bound:g}"
     elif kind == "enum":
         problem = f"must be one of {ctx.get('expected')}"
     else:

@@ -185,7 +185,12 @@ def _check_template_fields(template: str) -> None:
 
 # --- value types -------------------------------------------------------------------------------
 
-_Seconds = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+# Upper bounds: a value past them is a typo (or 1e12), not a wish, and would overflow the
+# schedule's arithmetic at run time; `check` refuses it with one line instead.
+_DAY: Final = 86400.0
+_Interval = Annotated[float, Field(strict=True, gt=0, le=_DAY, allow_inf_nan=False)]
+_Timeout = Annotated[float, Field(strict=True, gt=0, le=600, allow_inf_nan=False)]
+_Count = Annotated[int, Field(strict=True, le=10_000)]
 _Text = Annotated[str, Field(strict=True), AfterValidator(_non_blank)]
 _Template = Annotated[str, Field(strict=True), AfterValidator(_template)]
 _JobId = Annotated[str, Field(strict=True), AfterValidator(_job_id)]
@@ -218,19 +223,22 @@ class WatcherSettings(_Frozen):
     `min(10 * poll_interval, 600)`, but never less than `poll_interval`.
     """
 
-    poll_interval: _Seconds = 30.0
-    terminal_poll_interval: _Seconds = 300.0
-    max_requests_per_minute: Annotated[int, Field(strict=True, ge=1)] = 60
+    poll_interval: _Interval = 30.0
+    terminal_poll_interval: _Interval = 300.0
+    # A sanity bound (the API's own ceiling is 6,000 a minute for the whole account).
+    max_requests_per_minute: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 60
     state_path: Annotated[Path, BeforeValidator(_path)] = Path("state.db")
     health_listen: Annotated[str, Field(strict=True), AfterValidator(_listen_address)] = (
         "127.0.0.1:9464"
     )
-    request_timeout: _Seconds = 10.0
-    retry_max_delay: _Seconds = 60.0
-    retry_for: _Seconds = 86400.0
-    notify_timeout: _Seconds = 30.0
-    api_down_after: Annotated[int, Field(strict=True, ge=1)] = 3
-    unreadable_after: Annotated[int, Field(strict=True, ge=0)] = 3
+    request_timeout: _Timeout = 10.0
+    retry_max_delay: _Interval = 60.0
+    retry_for: Annotated[float, Field(strict=True, gt=0, le=30 * _DAY, allow_inf_nan=False)] = (
+        86400.0
+    )
+    notify_timeout: _Timeout = 30.0
+    api_down_after: Annotated[_Count, Field(ge=1)] = 3
+    unreadable_after: Annotated[_Count, Field(ge=0)] = 3
 
     @model_validator(mode="before")
     @classmethod

@@ -6,6 +6,7 @@ A poll target is a string key: a job's `JobRef.key`, or `list:<kind>` for a disc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -78,7 +79,7 @@ class PollSchedule:
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
         delay = self.slow_interval if slow else self._backoff(failures)
-        self._next[key] = now + timedelta(seconds=max(delay, retry_after or 0.0))
+        self._next[key] = now + timedelta(seconds=max(delay, self._hint(retry_after)))
 
     def follow(self, leader: str, keys: Iterable[str]) -> None:
         """Give `keys` the next poll time of `leader` (jobs whose LIST failed wait with it)."""
@@ -102,8 +103,15 @@ class PollSchedule:
             self._resume_at = _EPOCH
             return
         self.failed_cycles += 1
-        delay = max(self._backoff(self.failed_cycles), retry_after or 0.0)
+        delay = max(self._backoff(self.failed_cycles), self._hint(retry_after))
         self._resume_at = now + timedelta(seconds=delay)
 
     def _backoff(self, failures: int) -> float:
         return doubling(self.poll_interval, self.slow_interval, failures)
+
+    def _hint(self, retry_after: float | None) -> float:
+        """A server's `Retry-After`, bounded: never past the slow interval (an API asking to
+        wait a day is polled, and counted as down, every slow interval), never negative."""
+        if retry_after is None or not math.isfinite(retry_after):
+            return 0.0
+        return min(max(retry_after, 0.0), self.slow_interval)
