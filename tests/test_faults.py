@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 from structlog.testing import capture_logs
@@ -305,3 +307,66 @@ async def test_outage_probing_is_bounded(
     bound = PROBE_CALLS + 4 - 1
     assert 40 > bound >= report.calls
     assert bound * FAST_RETRY.attempts >= sim.request_count
+
+
+class Drip:
+    """An ASGI app that answers the SFT list with honest headers, then one byte every 0.1 s
+    (each read arrives well within the per-read timeout), and hands every other request to
+    the simulator."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.dripped = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or "supervisedFineTuningJobs" not in scope["path"]:
+            await self.sim(scope, receive, send)
+            return
+        body = b'{"supervisedFineTuningJobs": [], "totalSize": 0}' + b" " * 400
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for index in range(len(body)):
+            self.dripped += 1
+            await send(
+                {"type": "http.response.body", "body": body[index : index + 1], "more_body": True}
+            )
+            await anyio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def test_a_dripping_answer_costs_its_kind_one_deadline_not_the_daemon(
+    server: ServedApp, sim: Simulator, receiver: JsonReceiver, tmp_path: Path
+) -> None:
+    """A LIST whose bytes trickle in is cut at `request_timeout` for the whole answer (not
+    per read), retried and skipped; a healthy DPO job's move in the same cycle is announced."""
+    drip = Drip(sim)
+    server.app = drip
+    sim.add_job("job-a", state="RUNNING")
+    settings = config.parse(
+        {
+            "fireworks": {"account_id": ACCOUNT, "base_url": server.url},
+            "watcher": {
+                "poll_interval": 1,
+                "state_path": str(tmp_path / "state.db"),
+                "request_timeout": 0.5,
+                "max_requests_per_minute": 6000,
+            },
+            "watch": [{"kind": "sft", "discover": True}, {"kind": "dpo", "jobs": ["job-a"]}],
+            "channel": [{"name": "team", "urls": [receiver.url()]}],
+        },
+        {"FIREWORKS_API_KEY": KEY},
+    )
+    async with app.open_watcher(settings) as watcher:
+        started = anyio.current_time()
+        await watcher.run_once(force=True)
+        sim.set_state("job-a", "COMPLETED")
+        with capture_logs() as logs:
+            report = await watcher.run_once(force=True)
+        took = anyio.current_time() - started
+
+    assert ["dpo/job-a"] == [t.ref.key for t in report.transitions]
+    assert 1 == report.unavailable
+    errors = [e["error"] for e in logs if e["event"] == "api.error"]
+    assert ["no whole answer within 0.5 s" in e for e in errors] == [True]
+    assert took < 15  # two cycles of three 0.5 s tries each, not 2 x 3 x 45 s of dripping
+    assert 1 == len(await receiver.wait_for_async(1))

@@ -126,6 +126,8 @@ async def fireworks_client(
             api_key=key,
             base_url=settings.fireworks.base_url,
             budget=budget,
+            # httpx bounds each read; this bounds the whole answer, however it trickles in.
+            deadline=settings.watcher.request_timeout,
         )
 
 
