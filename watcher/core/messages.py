@@ -45,11 +45,21 @@ _FIRST_SIGHT = "(first seen)"
 _NEW_JOB = "(new job)"
 _CONSOLE = "https://app.fireworks.ai/dashboard"
 # Messages about the watcher itself, not about one resource.
+#: The outbox's job key and states for messages about the API itself, not about one job.
+API_JOB_KEY = "api"
+API_DOWN = "API_UNREACHABLE"
+API_UP = "API_REACHABLE"
+
+
+#: Outbox states for messages about a resource the watcher cannot read (or can again).
+UNREADABLE = "UNREADABLE"
+READABLE = "READABLE"
+
 _OWN_STATES: dict[str, str] = {
-    "API_UNREACHABLE": "failure",
-    "UNREADABLE": "failure",
-    "API_REACHABLE": "success",
-    "READABLE": "success",
+    API_DOWN: "failure",
+    UNREADABLE: "failure",
+    API_UP: "success",
+    READABLE: "success",
 }
 #: A failure outcome that a person chose: a warning, not an alarm.
 _WARNING_STATES = frozenset({"CANCELLED", "CANCELLING"})
@@ -254,17 +264,6 @@ def render_fields(
 
 
 _KINDS = frozenset(kind.value for kind in JobKind)
-
-
-#: The outbox's job key and states for messages about the API itself, not about one job.
-API_JOB_KEY = "api"
-API_DOWN = "API_UNREACHABLE"
-API_UP = "API_REACHABLE"
-
-
-#: Outbox states for messages about a resource the watcher cannot read (or can again).
-UNREADABLE = "UNREADABLE"
-READABLE = "READABLE"
 
 
 def target_label(target: str) -> str:
