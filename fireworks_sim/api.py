@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 from fireworks_sim.control import _Control
 from fireworks_sim.faults import _take_fault
+from fireworks_sim.hostile import Attack, serve_attack
 from fireworks_sim.model import COLLECTIONS, _Resource, full_state
 from fireworks_sim.shapes import FIELDS
 from fireworks_sim.wire import (
@@ -75,9 +76,56 @@ class Simulator(_Control):
         if path.startswith("/_sim/"):
             body = await _read_body(receive)
             reply = self._control(method, path, body)
+        elif (attack := self._attack_on(path)) is not None:
+            await self._serve_attacked(attack, method, path, query, _headers(scope), receive, send)
+            return
         else:
             reply = await self._serve_api(method, path, query, _headers(scope))
         await _send_reply(send, reply)
+
+    def _attack_on(self, path: str) -> Attack | None:
+        parts = path.split("/")
+        if len(parts) < 5 or parts[:3] != ["", "v1", "accounts"]:
+            return None
+        with self._lock:
+            return self._attacks.get(parts[4])
+
+    async def _serve_attacked(
+        self,
+        attack: Attack,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        collection = path.split("/")[4]
+        with self._lock:
+            self._requests.append((method, path))
+
+        def make(index: int) -> dict[str, Any]:
+            with self._lock:
+                job = self._build(f"flood-{index}", collection=collection, at=self._clock())
+                return self._render(job)
+
+        await serve_attack(
+            attack,
+            collection=collection,
+            account=self.account_id,
+            is_list=len(path.rstrip("/").split("/")) == 5,
+            real=lambda: self._answer(method, path, query, headers),
+            make=make,
+            receive=receive,
+            send=send,
+        )
+
+    def _answer(self, method: str, path: str, query: str, headers: dict[str, str]) -> _Reply:
+        with self._lock:
+            try:
+                return self._api(method, path, query, headers)
+            except _HttpError as error:
+                return _error_reply(error.status, error.message)
 
     async def _serve_api(
         self, method: str, path: str, query: str, headers: dict[str, str]
@@ -93,11 +141,7 @@ class Simulator(_Control):
             else:
                 reply = _Reply(fault.status, fault.body.encode(), fault.content_type)
         else:
-            with self._lock:
-                try:
-                    reply = self._api(method, path, query, headers)
-                except _HttpError as error:
-                    reply = _error_reply(error.status, error.message)
+            reply = self._answer(method, path, query, headers)
             if fault is not None and fault.malformed:
                 reply = _Reply(200, b'{"name": ', fault.content_type)
             elif fault is not None and fault.truncated:

@@ -18,7 +18,7 @@ from fireworks_sim.serve import serve
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulator alone: `python -m fireworks_sim [--port P] [--jobs N] [--scenario S]`.
 
-    `--scenario` loads `demo` (the default), `busy` or `chaos` (faults drawn from `--seed`);
+    `--scenario` loads `demo` (the default), `busy`, `chaos` (faults drawn from `--seed`) or `hostile`;
     `--jobs N` adds N generated DPO jobs instead of the demo, or beside busy and chaos.
     """
     parser = argparse.ArgumentParser(
@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scenario",
         choices=SCENARIOS,
         default=None,
-        help="demo (default; replaced by --jobs N), busy (every kind, forever) or chaos",
+        help="demo (default; replaced by --jobs N), busy (every kind, forever), chaos or hostile",
     )
     parser.add_argument("--seed", type=int, default=0, help="the chaos scenario's fault seed")
     env_key = os.environ.get("FIREWORKS_API_KEY")

@@ -11,8 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fireworks_sim.faults import _Fault
+from fireworks_sim.hostile import Attack
 from fireworks_sim.model import (
     ARCHIVED_STATE,
+    COLLECTIONS,
     DEFAULT_BASE_MODEL,
     PROGRESS_COLLECTIONS,
     Step,
@@ -277,6 +279,36 @@ class _Control(_State):
         with self._lock:
             self._faults.append(fault)
 
+    def attack(
+        self,
+        collection: str,
+        kind: str,
+        *,
+        pace: float = 0.05,
+        size: int = 200_000_000,
+        per_page: int = 200,
+        retry_after: str = "1e20",
+    ) -> None:
+        """Answer every request of `collection` as a hostile peer would, until `calm()`.
+
+        `kind` is one of `hostile.ATTACKS`: drip (a byte every `pace` s), gzip-bomb and huge
+        (`size` decoded bytes), endless-pages, new-job-flood (`per_page` new resources a page),
+        duplicate-names, retry-after (429 with `retry_after`).
+        """
+        if collection not in COLLECTIONS:
+            raise ValueError(f"unknown collection {collection!r}")
+        attack = Attack(kind, pace=pace, size=size, per_page=per_page, retry_after=retry_after)
+        with self._lock:
+            self._attacks[collection] = attack
+
+    def calm(self, collection: str | None = None) -> None:
+        """Lift the attack on `collection`, or on every collection."""
+        with self._lock:
+            if collection is None:
+                self._attacks.clear()
+            else:
+                self._attacks.pop(collection, None)
+
     def clear_faults(self) -> None:
         """Drop every pending fault (and stop the `chaos` scenario's random ones)."""
         with self._lock:
@@ -356,6 +388,12 @@ class _Control(_State):
                 return {}
             case "DELETE", ["faults"]:
                 self.clear_faults()
+                return {}
+            case "POST", ["attacks"]:
+                self.attack(**payload)
+                return {}
+            case "DELETE", ["attacks"]:
+                self.calm(**payload)
                 return {}
             case "POST", ["scenario"]:
                 return {"resources": scenario(self, **payload)}

@@ -309,8 +309,33 @@ def _busy(sim: _Control) -> list[str]:
     return added
 
 
+#: The `hostile` scenario's attacks: (collection, attack, parameters); see `hostile.ATTACKS`.
+HOSTILE_ATTACKS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("supervisedFineTuningJobs", "drip", {"pace": 0.05}),
+    ("reinforcementFineTuningJobs", "gzip-bomb", {"size": 200_000_000}),
+    ("deployments", "huge", {"size": 50_000_000}),
+    ("rlorTrainerJobs", "endless-pages", {}),
+    ("datasets", "new-job-flood", {"per_page": 200}),
+    ("batchInferenceJobs", "duplicate-names", {}),
+    ("evaluationJobs", "retry-after", {"retry_after": "1e20"}),
+)
+
+
+def _hostile(sim: _Control) -> list[str]:
+    """A real resource in every attacked collection, the attacks, and a DPO job `steady` that
+    completes and resumes every 10 s, untouched by any attack."""
+    added: list[str] = []
+    for collection, attack, params in HOSTILE_ATTACKS:
+        sim.add_job(f"real-{attack}", collection=collection)
+        sim.attack(collection, attack, **params)
+        added.append(f"{collection}/real-{attack}")
+    sim.add_job("steady", state="RUNNING", display_name="Steady job")
+    sim.repeat("steady", [(0.0, "RUNNING", "OK", ""), (10.0, "COMPLETED", "OK", "")], period=20)
+    return [*added, "dpoJobs/steady"]
+
+
 #: The scenarios `scenario()` (and `--scenario`) know.
-SCENARIOS: tuple[str, ...] = ("demo", "busy", "chaos")
+SCENARIOS: tuple[str, ...] = ("demo", "busy", "chaos", "hostile")
 
 
 def scenario(sim: _Control, name: str, *, seed: int = 0) -> list[str]:
@@ -325,6 +350,9 @@ def scenario(sim: _Control, name: str, *, seed: int = 0) -> list[str]:
     - `chaos`: `busy`, plus faults on about one API answer in eight, drawn from `seed`:
       500, 503, 429 with `Retry-After: 1`, a slow answer (`CHAOS_SLOW_SECONDS`) and a
       malformed body. `clear_faults()` stops them.
+    - `hostile`: `HOSTILE_ATTACKS` on seven collections (a drip, a gzip bomb, a 50 MB body,
+      endless pages, a flood of new resources, impostor names, a huge `Retry-After`) beside a
+      healthy DPO job `steady`; `calm()` lifts them.
 
     Returns `collection/id` entries (`collection/prefix-*` for spawned runs).
     """
@@ -332,6 +360,8 @@ def scenario(sim: _Control, name: str, *, seed: int = 0) -> list[str]:
         return [f"dpoJobs/{job_id}" for job_id in demo_timeline(sim)]
     if name == "busy":
         return _busy(sim)
+    if name == "hostile":
+        return _hostile(sim)
     if name == "chaos":
         added = _busy(sim)
         with sim._lock:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fireworks_sim.faults import _Chaos, _Fault
+from fireworks_sim.hostile import Attack
 from fireworks_sim.model import (
     _CHANGEABLE,
     _RUNNING,
@@ -75,6 +76,7 @@ class _State:
         self._requests: list[tuple[str, str]] = []
         self._spawners: list[_Spawner] = []
         self._chaos: _Chaos | None = None
+        self._attacks: dict[str, Attack] = {}
 
     def now(self) -> datetime:
         """The simulated wall time: `start_time` plus the clock's progress since construction."""
