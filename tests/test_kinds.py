@@ -101,7 +101,10 @@ class TestTable:
             if nested is None:
                 continue
             probe = parse_job(
-                {"name": "accounts/a/x/y", field.key: dict.fromkeys(aliases(nested), "1")},
+                {
+                    "name": f"accounts/a/{kind.collection}/y",
+                    field.key: dict.fromkeys(aliases(nested), "1"),
+                },
                 kind=kind,
                 account_id="a",
             )

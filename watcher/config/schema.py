@@ -27,6 +27,7 @@ from watcher.core.errors import ConfigError
 from watcher.core.kinds import ALL_STATES, DEFAULT_BASE_URL, JobKind, short_state
 from watcher.core.messages import MESSAGE_FIELDS
 from watcher.core.model import JobRef
+from watcher.core.names import ID_RULE, is_valid_id
 
 #: Names the config file may have when no path is given, in search order. `$FIREWORKS_WATCHER_CONFIG`,
 #: when set, comes before them all.
@@ -137,8 +138,11 @@ def _job_id(value: str, info: ValidationInfo) -> str:
         if isinstance(expected, str) and account != expected:
             msg = "names another account than fireworks.account_id"
             raise ValueError(msg)
-    if not _ID.fullmatch(value):
-        msg = "must be a job id (my-dpo-job) or a resource name (accounts/ACCOUNT/dpoJobs/ID)"
+    if not is_valid_id(value):  # the rule LIST items are held to (watcher.core.names)
+        msg = (
+            f"must be a job id (my-dpo-job; {ID_RULE})"
+            " or a resource name (accounts/ACCOUNT/dpoJobs/ID)"
+        )
         raise ValueError(msg)
     return value
 

@@ -201,8 +201,10 @@ class Fetcher:
                 async for page in pages:
                     if page.total_size is not None:
                         self.pages[kind] = max(1, -(-page.total_size // LIST_PAGE_SIZE))
-                    listed.update(s.ref.key for s in page.jobs)
-                    jobs = page.jobs
+                    # A job a shifted page repeats keeps its first sighting: two answers for
+                    # one job in one listing would be announced back and forth on every poll.
+                    jobs = [s for s in page.jobs if s.ref.key not in listed]
+                    listed.update(s.ref.key for s in jobs)
                     if not discovered:
                         jobs = [s for s in jobs if s.ref.key in explicit]
                         for snap in jobs:

@@ -28,6 +28,7 @@ from watcher.core.budget import RequestBudget
 from watcher.core.errors import ApiRejected, ApiUnavailable, PayloadError
 from watcher.core.kinds import DEFAULT_BASE_URL, JobKind
 from watcher.core.model import JobRef, JobSnapshot, JobState
+from watcher.core.names import shown_name
 from watcher.core.text import scrub
 from watcher.sources.answers import (
     decode_json,
@@ -36,7 +37,8 @@ from watcher.sources.answers import (
     request_line,
     short,
 )
-from watcher.sources.pages import COMPARED, JobListing, JobPage, PageMemo, Seen, pages_needed
+from watcher.sources.items import ItemReader
+from watcher.sources.pages import JobListing, JobPage, PageMemo, Seen, pages_needed
 from watcher.sources.parse import parse_job
 from watcher.sources.retry import (
     DEFAULT_RETRY,
@@ -125,6 +127,7 @@ class FireworksClient:
         self._listed: dict[JobKind, dict[str, Seen]] = {}
         # The last body and jobs of each LIST page, to skip decoding a page that did not change.
         self._page_memos: dict[tuple[JobKind, int], PageMemo] = {}
+        self._items = ItemReader(account_id, self._redact)
         # Kinds whose `readMask` the API refused: they are read whole (and parsed the same).
         self.unmasked: set[JobKind] = set()
         self._headers = {
@@ -151,7 +154,12 @@ class FireworksClient:
 
         Raises:
             PayloadError: The answer is not a job, or a job other than `ref`.
+            ApiRejected: `ref`'s id is no path segment (status 0; nothing is sent).
         """
+        if ref.job_id in ("", ".", ".."):
+            # `quote` keeps dots, and the URL would resolve to the collection (or above it).
+            msg = f"{ref.kind} job {shown_name(ref.job_id)} is not a resource id; not requested"
+            raise ApiRejected(msg, status_code=0)
         path = f"{self._collection_path(ref.kind)}/{quote(ref.job_id, safe='')}"
         response = await self._send(path, {}, kind=ref.kind, allow_404=True)
         if response.status_code == 404:
@@ -273,9 +281,11 @@ class FireworksClient:
             msg = f"{where}: {kind.collection!r} is not a list"
             raise PayloadError(msg)
         seen: dict[str, Seen] = {}
+        read = self._items.read  # a bad item costs only itself (watcher.sources.items)
         jobs = [
-            self._reuse_or_parse(item, kind, known, seen, f"{where} item {i}")
+            job
             for i, item in enumerate(items)
+            if (job := read(item, kind, known, seen, f"{where} item {i}")) is not None
         ]
         total = body.get("totalSize")
         memo = PageMemo(
@@ -287,31 +297,6 @@ class FireworksClient:
         )
         self._page_memos[(kind, number)] = memo
         return memo
-
-    def _reuse_or_parse(
-        self,
-        item: object,
-        kind: JobKind,
-        known: Mapping[str, Seen],
-        fresh: dict[str, Seen],
-        where: str,
-    ) -> JobSnapshot:
-        """The job's snapshot; reused from the last LIST when the fields it reads are unchanged.
-
-        Most jobs do not move between two LISTs, and parsing is most of a cycle's CPU.
-        """
-        if type(item) is not dict:
-            return self._parse(item, kind=kind, ref=None, where=where)
-        name = item.get("name")
-        raw = tuple(map(item.get, COMPARED[kind]))
-        seen = known.get(name) if type(name) is str else None
-        if seen is not None and seen[0] == raw:
-            snapshot = seen[1]
-        else:
-            snapshot = self._parse(item, kind=kind, ref=None, where=where)
-        if type(name) is str:
-            fresh[name] = (raw, snapshot)
-        return snapshot
 
     def _parse(self, item: object, *, kind: JobKind, ref: JobRef | None, where: str) -> JobSnapshot:
         try:

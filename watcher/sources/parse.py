@@ -12,6 +12,7 @@ from typing import Final
 from watcher.core.errors import PayloadError
 from watcher.core.kinds import JobKind, short_state
 from watcher.core.model import JobRef, JobSnapshot, JobState
+from watcher.core.names import job_id_of
 from watcher.core.text import one_line
 
 
@@ -45,19 +46,18 @@ def parse_job(
             answer lacks it); the `name` wins when both are there.
 
     Raises:
-        PayloadError: The payload is not a JSON object, or neither `name` nor `ref`
-            identifies the job.
+        PayloadError: The payload is not a JSON object, its `name` is not a resource name of
+            a `kind` job of `account_id` (`watcher.core.names`), or it has no name and no
+            `ref` is given.
     """
     if type(payload) is not dict:
         msg = f"{kind} job payload is not a JSON object (got {type(payload).__name__})"
         raise PayloadError(msg)
     get = payload.get
-    job_id = _str(get("name")).rpartition("/")[2].strip()
-    if job_id:
-        ref = JobRef(kind=kind, job_id=job_id)
-    elif ref is None:
-        msg = f"{kind} job payload has no usable name"
-        raise PayloadError(msg)
+    name = get("name")
+    if ref is None or (name is not None and name != ""):
+        # The whole name, checked: never a guess from its last segment (watcher.core.names).
+        ref = JobRef(kind=kind, job_id=job_id_of(name, kind=kind, account_id=account_id))
     status = _dict(get("status"))
     raw_state = get("state")
     # Each kind reads its own fields (watcher.core.kinds); the snapshot keeps nothing else.
