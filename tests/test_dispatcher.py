@@ -119,6 +119,7 @@ async def test_after_an_outage_a_jobs_messages_arrive_in_order(
             store=real._store,
             sender=real._sender,
             clock=lambda: now[0],
+            monotonic=lambda: now[0].timestamp(),
         )
         await watcher.run_once(force=True)
         for state in ("PENDING", "RUNNING", "COMPLETED"):

@@ -256,6 +256,7 @@ async def test_settled_jobs_are_polled_slowly_but_still_polled(
             store=real._store,
             sender=real._sender,
             clock=lambda: now[0],
+            monotonic=lambda: now[0].timestamp(),
         )
 
         first = await watcher.run_once()
@@ -478,6 +479,7 @@ async def test_delivered_rows_are_pruned_after_a_week(
             store=real._store,
             sender=real._sender,
             clock=lambda: now[0],
+            monotonic=lambda: now[0].timestamp(),
         )
         await watcher.run_once(force=True)
         sim.set_state("job-a", "COMPLETED")

@@ -1,18 +1,19 @@
-"""When targets are polled: intervals, slow polling, per-target and whole-API backoff."""
+"""When targets are polled: intervals, slow polling, per-target and whole-API backoff.
+
+Times are monotonic seconds (any origin: a boot-time clock of a few seconds or of a year).
+"""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from watcher.core.schedule import PollSchedule
 
-T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+T0 = 12_345.5
 
 
-def at(seconds: float) -> datetime:
-    return T0 + timedelta(seconds=seconds)
+def at(seconds: float) -> float:
+    return T0 + seconds
 
 
 def schedule() -> PollSchedule:
@@ -149,3 +150,29 @@ def test_force_and_forget() -> None:
 def test_nothing_watched_wakes_after_an_interval() -> None:
     """With no targets the loop still wakes once per poll interval."""
     assert at(30) == schedule().next_at([], T0)
+
+
+@pytest.mark.parametrize("origin", [0.0, 3.25, 86_400.0 * 365])
+@pytest.mark.parametrize(
+    ("events", "now", "due"),
+    [
+        pytest.param([("ok", 0)], 29.999, [], id="answered: not before the interval"),
+        pytest.param([("ok", 0)], 30, ["a"], id="answered: due at the interval"),
+        pytest.param([("settled", 0)], 299, [], id="settled: not before the slow interval"),
+        pytest.param([("fail", 0), ("fail", 30)], 89, [], id="second failure waits 60 s"),
+        pytest.param([("fail", 0), ("fail", 30)], 90, ["a"], id="then due"),
+        pytest.param([("ok", 0), ("ok", 30), ("ok", 60)], 90, ["a"], id="a steady beat"),
+    ],
+)
+def test_schedule_table_on_monotonic_seconds(
+    origin: float, events: list[tuple[str, float]], now: float, due: list[str]
+) -> None:
+    """Due times are offsets on the monotonic clock, whatever its origin: no wall time enters."""
+    s = schedule()
+    for what, when in events:
+        if what == "fail":
+            s.failed("a", origin + when)
+        else:
+            s.succeeded("a", origin + when, settled=what == "settled")
+
+    assert due == s.due(["a"], origin + now)

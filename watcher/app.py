@@ -18,11 +18,13 @@ import structlog
 from watcher import logs
 from watcher.config import Settings
 from watcher.core.budget import RequestBudget
+from watcher.core.clock import SteadyClock
 from watcher.core.delivery import Channel, RetryPolicy
 from watcher.core.errors import WatcherError
 from watcher.core.model import Transition
 from watcher.core.transitions import ChannelRules
 from watcher.notify.apprise_sender import AppriseNotifier, register_console_scheme
+from watcher.runtime.clocks import monotonic, utcnow
 from watcher.runtime.plan import WatchPlan
 from watcher.runtime.poller import Watcher
 from watcher.runtime.sdnotify import SystemdNotifier
@@ -162,8 +164,12 @@ async def open_runtime(
     on_transition: Callable[[Transition], None] | None = None,
     notifier: AppriseNotifier | None = None,
     health: Health | None = None,
+    clock: SteadyClock | None = None,
 ) -> AsyncIterator[Runtime]:
     """`open_watcher`, also handing out the client and the budget (for SIGHUP).
+
+    `clock` is the time the watcher stamps and compares stored times with (one the health
+    checks share, so a step of the host clock moves neither).
 
     Raises:
         StateLocked: another process runs on this state file.
@@ -186,6 +192,8 @@ async def open_runtime(
                 observer=health,
                 on_transition=on_transition,
                 budget=budget,
+                clock=clock if clock is not None else SteadyClock(utcnow, monotonic),
+                monotonic=monotonic,
             )
             yield Runtime(watcher, client, budget)
 
@@ -196,9 +204,13 @@ async def run_daemon(
     """The daemon: cycles until SIGTERM/SIGINT; SIGHUP re-reads the config through `reload`."""
     if not settings.channels:
         log.warning("config.no_channels", source=settings.source)
+    # One clock for the watcher and its health checks: a step of the host clock changes
+    # neither what is due nor how old the last cycle looks.
+    clock = SteadyClock(utcnow, monotonic)
     health = Health(
         poll_interval=settings.watcher.poll_interval,
         terminal_poll_interval=settings.watcher.terminal_poll_interval,
+        clock=clock,
     )
     systemd = SystemdNotifier()
     started: list[bool] = []
@@ -213,7 +225,7 @@ async def run_daemon(
     stop = anyio.Event()
     running = [settings]  # the settings in force, replaced by each accepted reload
     async with (
-        open_runtime(settings, notifier=notifier, health=health) as runtime,
+        open_runtime(settings, notifier=notifier, health=health, clock=clock) as runtime,
         anyio.create_task_group() as tg,
     ):
         watcher = runtime.watcher

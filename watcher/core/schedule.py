@@ -2,6 +2,8 @@
 
 Pure bookkeeping over explicit times: the loop tells it what happened and asks what is due.
 A poll target is a string key: a job's `JobRef.key`, or `list:<kind>` for a discover LIST.
+Times are monotonic seconds, never the wall clock: a host clock set a day ahead and back must
+not stop polling for a day (nor fire every backoff at once).
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
-_EPOCH = datetime.min.replace(tzinfo=UTC)
+#: Before any time: a target never polled is due at once.
+_EPOCH = -math.inf
 
 
 def doubling(first: float, cap: float, step: int) -> float:
@@ -27,6 +29,8 @@ def doubling(first: float, cap: float, step: int) -> float:
 class PollSchedule:
     """Next poll time per target, and the backoff state of the API as a whole.
 
+    Every `now` is monotonic seconds (`time.monotonic()` or an injected test clock).
+
     Attributes:
         poll_interval: seconds between polls of an active job.
         slow_interval: seconds between polls of a settled job, and the longest backoff.
@@ -34,21 +38,21 @@ class PollSchedule:
 
     poll_interval: float
     slow_interval: float
-    _next: dict[str, datetime] = field(default_factory=dict)
+    _next: dict[str, float] = field(default_factory=dict)
     _failures: dict[str, int] = field(default_factory=dict)
-    _resume_at: datetime = _EPOCH
+    _resume_at: float = _EPOCH
     failed_cycles: int = 0
 
-    def due(self, keys: Iterable[str], now: datetime) -> list[str]:
+    def due(self, keys: Iterable[str], now: float) -> list[str]:
         """The targets to poll now; none while the whole API is backed off."""
         if now < self._resume_at:
             return []
         return [k for k in keys if self._next.get(k, _EPOCH) <= now]
 
-    def next_at(self, keys: Iterable[str], now: datetime) -> datetime:
+    def next_at(self, keys: Iterable[str], now: float) -> float:
         """When the next target falls due (a poll interval from now when nothing is watched)."""
         times = [self._next.get(k, _EPOCH) for k in keys]
-        soonest = min(times) if times else now + timedelta(seconds=self.poll_interval)
+        soonest = min(times) if times else now + self.poll_interval
         return max(soonest, self._resume_at)
 
     def force(self) -> None:
@@ -62,14 +66,14 @@ class PollSchedule:
             self._next.pop(key, None)
             self._failures.pop(key, None)
 
-    def succeeded(self, key: str, now: datetime, *, settled: bool = False) -> None:
+    def succeeded(self, key: str, now: float, *, settled: bool = False) -> None:
         """A poll answered: next time after the normal (or, when settled, the slow) interval."""
         self._failures.pop(key, None)
         interval = self.slow_interval if settled else self.poll_interval
-        self._next[key] = now + timedelta(seconds=interval)
+        self._next[key] = now + interval
 
     def failed(
-        self, key: str, now: datetime, *, slow: bool = False, retry_after: float | None = None
+        self, key: str, now: float, *, slow: bool = False, retry_after: float | None = None
     ) -> None:
         """A poll failed: back off, doubling from the poll interval up to the slow interval.
 
@@ -79,7 +83,7 @@ class PollSchedule:
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
         delay = self.slow_interval if slow else self._backoff(failures)
-        self._next[key] = now + timedelta(seconds=max(delay, self._hint(retry_after)))
+        self._next[key] = now + max(delay, self._hint(retry_after))
 
     def follow(self, leader: str, keys: Iterable[str]) -> None:
         """Give `keys` the next poll time of `leader` (jobs whose LIST failed wait with it)."""
@@ -89,7 +93,7 @@ class PollSchedule:
                 self._next[key] = at
 
     def cycle_done(
-        self, now: datetime, *, calls: int, unavailable: int, retry_after: float | None = None
+        self, now: float, *, calls: int, unavailable: int, retry_after: float | None = None
     ) -> None:
         """Account for one cycle: when every call failed as unavailable, the API is down.
 
@@ -104,7 +108,7 @@ class PollSchedule:
             return
         self.failed_cycles += 1
         delay = max(self._backoff(self.failed_cycles), self._hint(retry_after))
-        self._resume_at = now + timedelta(seconds=delay)
+        self._resume_at = now + delay
 
     def _backoff(self, failures: int) -> float:
         return doubling(self.poll_interval, self.slow_interval, failures)

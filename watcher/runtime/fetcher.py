@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
-from datetime import datetime, timedelta
 from typing import TypeVar
 
 import anyio
@@ -125,18 +124,17 @@ class Fetcher:
                 effective_interval=round(interval, 1),
             )
 
-    def next_poll(self, now: datetime) -> float:
-        """Seconds until the next poll is due (at least a short pause)."""
+    def next_poll(self, now: float) -> float:
+        """Seconds until the next poll is due (at least a short pause); `now` is monotonic."""
         wake = self._schedule.next_at(self.targets, now)
         if self._budget is not None:
             # Due polls the budget cannot pay for yet wait for it to refill.
-            ready = now + timedelta(seconds=self._budget.seconds_until_available())
-            wake = max(wake, ready)
-        return max(0.05, (wake - now).total_seconds())
+            wake = max(wake, now + self._budget.seconds_until_available())
+        return max(0.05, wake - now)
 
     # -- fetching --------------------------------------------------------------------------
 
-    async def fetch(self, report: CycleReport, now: datetime) -> list[JobSnapshot]:
+    async def fetch(self, report: CycleReport, now: float) -> list[JobSnapshot]:
         """Poll what is due: LISTs of discovered kinds, LISTs standing in for GETs where that
         is cheaper, then the GETs the budget can pay for now; every call is classified."""
         observed: list[JobSnapshot] = []
@@ -159,7 +157,7 @@ class Fetcher:
         refs: Sequence[JobRef],
         observed: list[JobSnapshot],
         report: CycleReport,
-        now: datetime,
+        now: float,
     ) -> None:
         async def poll(ref: JobRef) -> None:
             async with self._poll_limiter:
@@ -178,7 +176,7 @@ class Fetcher:
         self,
         kind: JobKind,
         report: CycleReport,
-        now: datetime,
+        now: float,
         *,
         discovered: bool = False,
         wanted: Sequence[JobRef] = (),
@@ -236,7 +234,7 @@ class Fetcher:
         return confirm + [r for key, r in explicit.items() if key in missing and key not in last]
 
     async def _call(
-        self, target: str, call: Awaitable[T], report: CycleReport, now: datetime
+        self, target: str, call: Awaitable[T], report: CycleReport, now: float
     ) -> T | None:
         """Await one API call; on failure log it, back the target off and return None."""
         report.calls += 1

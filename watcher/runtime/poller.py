@@ -19,12 +19,14 @@ import anyio
 import structlog
 
 from watcher.core import decide
+from watcher.core.clock import SteadyClock
 from watcher.core.decide import API_DOWN_FLAG, UNREADABLE_FLAG, listed_flag
 from watcher.core.errors import StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
 from watcher.core.schedule import PollSchedule
 from watcher.core.unreadable import UnreadableLedger
 from watcher.ports import Budget, NullObserver, Observer, Outbox, Sender, Source, StateRepo
+from watcher.runtime.clocks import StepNotice, monotonic, utcnow
 from watcher.runtime.dispatcher import Dispatcher, DispatchReport
 from watcher.runtime.fetcher import Fetcher, list_key
 from watcher.runtime.plan import CycleReport, WatchPlan
@@ -36,11 +38,6 @@ T = TypeVar("T")
 KEEP_DELIVERED = timedelta(days=7)
 #: How often the delivered rows are pruned.
 PRUNE_EVERY = timedelta(hours=1)
-
-
-def utcnow() -> datetime:
-    """The wall clock, timezone-aware."""
-    return datetime.now(UTC)
 
 
 class Store(StateRepo, Outbox, Protocol):
@@ -56,7 +53,8 @@ class Watcher:
         store: the state database.
         sender: the notifier (used by the dispatcher, `self.dispatcher`).
         observer: health and metrics.
-        clock: wall-clock time (injectable for tests).
+        clock: wall-clock time, read through a `SteadyClock`: a step of the host clock moves
+            no stored time. monotonic: the seconds polls are scheduled on (both injectable).
         rand: jitter source in [0, 1).
         on_transition: called for every transition, first sightings included (the `watch`
             command prints them).
@@ -71,6 +69,7 @@ class Watcher:
         sender: Sender,
         observer: Observer | None = None,
         clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = monotonic,
         rand: Callable[[], float] = random.random,
         on_transition: Callable[[Transition], None] | None = None,
         max_parallel_polls: int = 4,
@@ -81,7 +80,9 @@ class Watcher:
         self._store = store
         self._sender = sender
         self._observer: Observer = observer if observer is not None else NullObserver()
-        self._clock = clock
+        self._clock = clock if isinstance(clock, SteadyClock) else SteadyClock(clock, monotonic)
+        self._monotonic = monotonic
+        self._clock_steps = StepNotice()
         self._rand = rand
         self._on_transition = on_transition
         self.dispatcher = Dispatcher(
@@ -91,7 +92,7 @@ class Watcher:
             policy=plan.retry,
             send_timeout=plan.notify_timeout,
             observer=self._observer,
-            clock=clock,
+            clock=self._clock,
             rand=rand,
         )
         self._last: dict[str, JobSnapshot] | None = None
@@ -215,11 +216,12 @@ class Watcher:
         report = CycleReport()
         if force:
             self._schedule.force()
-        observed = await self._fetcher.fetch(report, self._clock())
-        now = self._clock()
+        observed = await self._fetcher.fetch(report, self._monotonic())
+        at = self._monotonic()
         self._schedule.cycle_done(
-            now, calls=report.calls, unavailable=report.unavailable, retry_after=report.retry_after
+            at, calls=report.calls, unavailable=report.unavailable, retry_after=report.retry_after
         )
+        now = self._clock_steps.read(self._clock)
         await self._record(
             observed,
             report,
@@ -346,7 +348,7 @@ class Watcher:
 
     def next_poll(self) -> float:
         """Seconds until the next poll is due (at least a short pause)."""
-        return self._fetcher.next_poll(self._clock())
+        return self._fetcher.next_poll(self._monotonic())
 
     async def next_wake(self) -> float:
         """Seconds until the next poll or delivery retry is due (for callers that run both

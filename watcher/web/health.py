@@ -2,24 +2,30 @@
 
 `Health` is the loop's `Observer`: it counts what the loop reports into Prometheus metrics
 (its own registry, never the global one) and keeps the facts that liveness and readiness are
-judged on. `Health.app()` is a plain ASGI 3 app, and `serve_health` runs it under uvicorn inside
-the daemon's own event loop, leaving signal handling to the daemon.
+judged on. `Health.app()` is a plain ASGI 3 app; `serve_health` runs it under uvicorn in a
+thread with its own event loop (leaving signals to the daemon), so a flood of scrapes never
+queues the poller's tasks: beyond `MAX_CONNECTIONS` it answers 503 at once, `/metrics` is
+rendered at most once per `METRICS_MAX_AGE`, and labels come from bounded sets.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import prometheus_client
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from watcher.core import labels
 from watcher.core.errors import ListenError
 from watcher.ports import Report
 
@@ -35,6 +41,12 @@ MIN_LIVENESS_WINDOW = 60.0
 REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: How long `serve_health` waits for uvicorn to report it is serving.
 STARTUP_TIMEOUT = 10.0
+#: Health connections served at once (probes and a scraper or two); beyond it, 503 at once.
+MAX_CONNECTIONS = 32
+#: Connections the kernel queues before they are accepted.
+BACKLOG = 64
+#: The longest `/metrics` serves the same rendering: a flood of scrapes costs one render a second.
+METRICS_MAX_AGE = 1.0
 
 AUTH_REASON = "API rejected the credentials (401/403)"
 STORE_REASON = "state database not writable"
@@ -54,6 +66,7 @@ class Health:
             allow for it; None means the same as `poll_interval`.
         clock: wall-clock time (injectable for tests).
         registry: where the metrics are registered; a fresh one by default.
+        metrics_max_age: seconds one rendering of `/metrics` is served for.
     """
 
     def __init__(
@@ -63,8 +76,12 @@ class Health:
         terminal_poll_interval: float | None = None,
         clock: Callable[[], datetime] = _utcnow,
         registry: CollectorRegistry | None = None,
+        metrics_max_age: float = METRICS_MAX_AGE,
     ) -> None:
         self._clock = clock
+        self._metrics_max_age = metrics_max_age
+        # (monotonic time, bytes) of the last rendering; read and written by the server only.
+        self._rendered: tuple[float, bytes] | None = None
         self._poll_interval = poll_interval
         self._terminal_interval = terminal_poll_interval or poll_interval
         self._started_at = clock()
@@ -138,15 +155,16 @@ class Health:
 
     def api_call(self, outcome: str) -> None:
         """One API call ended: ok, unavailable, rejected, auth or payload."""
-        self._api_calls.labels(outcome).inc()
+        self._api_calls.labels(labels.one_of(outcome, labels.API_OUTCOMES)).inc()
 
     def transition(self, kind: str, new_state: str) -> None:
         """A job moved (first sightings excluded)."""
-        self._transitions.labels(kind, new_state).inc()
+        # The state comes from the API: an unknown one is `other`, never a new series.
+        self._transitions.labels(labels.kind_label(kind), labels.state_label(kind, new_state)).inc()
 
     def notification(self, channel: str, outcome: str) -> None:
-        """A send ended: sent, failed or dead."""
-        self._notifications.labels(channel, outcome).inc()
+        """A send ended: sent, failed or dead (channel names come from the config: bounded)."""
+        self._notifications.labels(channel, labels.one_of(outcome, labels.SEND_OUTCOMES)).inc()
 
     def cycle_done(self, report: Report, *, at: datetime) -> None:
         """A cycle finished: count its polls and update the readiness facts."""
@@ -183,7 +201,7 @@ class Health:
 
     def observe_request(self, seconds: float, *, status: str) -> None:
         """One HTTP request to the API took `seconds`; `status` is its code, or "error"."""
-        self._requests.labels(status).observe(seconds)
+        self._requests.labels(labels.status_label(status)).observe(seconds)
 
     def set_poll_interval(
         self, seconds: float, *, terminal_poll_interval: float | None = None
@@ -227,6 +245,13 @@ class Health:
             reasons.append(STORE_REASON)
         return not reasons, reasons
 
+    def metrics(self) -> bytes:
+        """The text exposition, rendered anew at most once per `metrics_max_age` seconds."""
+        now = time.monotonic()
+        if self._rendered is None or now - self._rendered[0] >= self._metrics_max_age:
+            self._rendered = (now, prometheus_client.generate_latest(self.registry))
+        return self._rendered[1]
+
     # -- HTTP ------------------------------------------------------------------------------
 
     def app(self) -> AsgiApp:
@@ -249,8 +274,8 @@ class Health:
             status, headers, body = _text(405, "method not allowed\n")
             return status, [*headers, (b"allow", allowed[path].encode())], body
         if path == "/metrics":
-            metrics = prometheus_client.generate_latest(self.registry)
-            return 200, [(b"content-type", prometheus_client.CONTENT_TYPE_LATEST.encode())], metrics
+            content_type = prometheus_client.CONTENT_TYPE_LATEST.encode()
+            return 200, [(b"content-type", content_type)], self.metrics()
         if path == "/healthz":
             alive, reason = self.liveness()
             return _text(200, "ok\n") if alive else _text(503, f"{reason}\n")
@@ -288,17 +313,24 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signals alone (the daemon owns SIGINT and SIGTERM).
 
-    `ready` is set once it accepts connections.
+    `ready` is set once it accepts connections, or once it has given up starting.
     """
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
-        self.ready = anyio.Event()
+        self.ready = threading.Event()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start listening, then say so."""
         await super().startup(sockets=sockets)
         self.ready.set()
+
+    def run_here(self, sock: socket.socket) -> None:
+        """Serve on `sock` in this thread, with an event loop of its own, until told to exit."""
+        try:
+            self.run(sockets=[sock])
+        finally:
+            self.ready.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -315,7 +347,7 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen()
+        sock.listen(BACKLOG)
     except OSError:
         sock.close()
         raise
@@ -329,13 +361,17 @@ async def serve_health(
     *,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on `host:port` until cancelled, inside the caller's event loop.
+    """Serve `app` on `host:port` until cancelled, in a thread with its own event loop.
 
     Meant for `await task_group.start(serve_health, app, host, port)`, which returns the
     port actually bound (useful with port 0) once the server accepts connections.
 
+    However many clients it serves, the caller's tasks (the poller's deadlines) never queue
+    behind them; only the interpreter is shared, and a request's cost is bounded.
+
     Raises:
-        ListenError: the address cannot be bound (in use, not local, ...).
+        ListenError: the address cannot be bound (in use, not local, ...), or the server did
+            not start.
     """
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
@@ -348,32 +384,31 @@ async def serve_health(
         interface="asgi3",
         lifespan="off",
         ws="none",
-        log_level="warning",
+        # Not "warning": uvicorn warns of every refused connection, a flood would fill the log.
+        log_level="error",
         access_log=False,
         # None keeps uvicorn from rewriting the process's logging configuration.
         log_config=None,
         server_header=False,
+        limit_concurrency=MAX_CONNECTIONS,
+        backlog=BACKLOG,
+        timeout_keep_alive=5,
         # A scrape still in flight must not hold up the daemon's shutdown for long.
         timeout_graceful_shutdown=1,
     )
     server = _Server(config)
+    thread = threading.Thread(target=server.run_here, args=(sock,), name="health", daemon=True)
     try:
-        async with anyio.create_task_group() as tg:
-
-            async def run() -> None:
-                # Shielded so that cancellation reaches uvicorn only as `should_exit`: cut
-                # off mid-loop it would never close its listening socket.
-                with anyio.CancelScope(shield=True):
-                    await server.serve(sockets=[sock])
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(run)
-            try:
-                with anyio.fail_after(STARTUP_TIMEOUT):
-                    await server.ready.wait()
-                task_status.started(sock.getsockname()[1])
-                await anyio.sleep_forever()
-            finally:
-                server.should_exit = True
+        thread.start()
+        started = await anyio.to_thread.run_sync(server.ready.wait, STARTUP_TIMEOUT)
+        if not (started and server.started):
+            raise ListenError(f"watcher.health_listen: the server on {shown} did not start")
+        task_status.started(sock.getsockname()[1])
+        await anyio.sleep_forever()
     finally:
+        server.should_exit = True
+        if thread.ident is not None:
+            with anyio.CancelScope(shield=True):
+                # uvicorn looks at `should_exit` every 0.1 s.
+                await anyio.to_thread.run_sync(thread.join, STARTUP_TIMEOUT)
         sock.close()
