@@ -151,11 +151,11 @@ class TestValid:
     def test_templates_with_format_specs(self) -> None:
         """Templates may use any message field with a string format spec."""
         data = with_value(minimal(), ("channel", 0, "title"), "{job_id!r:>20} {new_state}")
-        data = with_value(data, ("channel", 0, "body"), "{{literal}} {duration:{kind}}")
+        data = with_value(data, ("channel", 0, "body"), "{{literal}} {duration:^30.10}")
 
         channel = parse(data, ENV).channels[0]
 
-        assert ("{job_id!r:>20} {new_state}", "{{literal}} {duration:{kind}}") == (
+        assert ("{job_id!r:>20} {new_state}", "{{literal}} {duration:^30.10}") == (
             channel.title,
             channel.body,
         )

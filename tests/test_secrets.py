@@ -16,6 +16,7 @@ API_KEY = "fw-SECRET-apikey-7f3a9c"
 URL_PASSWORD = "SECRET-urlpass-41d2"
 WANDB_KEY = "SECRET-wandb-9e8d"
 ROUTE_KEY = "SECRET-route-5c6b"
+HOOK_TOKEN = "SECRET-hook-2b9a"  # a header token, from ${HOOK_TOKEN} in the URL
 SIGNATURE = SIGNED_LOGS_URL.split("=")[-1]
 METRICS_SIGNATURE = SIGNED_METRICS_URL.split("=")[-1]
 
@@ -50,10 +51,10 @@ jobs = ["job-a", "job-b", "job-missing"]
 {every_kind}
 [[channel]]
 name = "team"
-urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}"]
+urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}?+X-Hook-Token=${{HOOK_TOKEN}}"]
 """
     )
-    env = daemon_env | {"FIREWORKS_API_KEY": API_KEY}
+    env = daemon_env | {"FIREWORKS_API_KEY": API_KEY, "HOOK_TOKEN": HOOK_TOKEN}
 
     def cli(*argv: str, key: str = API_KEY) -> str:
         done = subprocess.run(
@@ -80,7 +81,7 @@ urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}"]
         receiver.wait_for(2 + len(MOVES))
     finally:
         daemon.close()
-    notify_url = receiver.url(user="bot", password=URL_PASSWORD)
+    notify_url = receiver.url(user="bot", password=URL_PASSWORD) + f"?+X-Hook-Token={HOOK_TOKEN}"
     outputs += [
         cli("check", "--probe", "-c", str(config)),
         cli("once", "-c", str(config)),
@@ -93,7 +94,15 @@ urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}"]
     notifications = [f"{m['title']} {m['message']}" for m in receiver.messages]
 
     everything = "\n".join(["".join(daemon.lines), *outputs, *notifications])
-    secrets = (API_KEY, URL_PASSWORD, WANDB_KEY, ROUTE_KEY, SIGNATURE, METRICS_SIGNATURE)
+    secrets = (
+        API_KEY,
+        URL_PASSWORD,
+        HOOK_TOKEN,
+        WANDB_KEY,
+        ROUTE_KEY,
+        SIGNATURE,
+        METRICS_SIGNATURE,
+    )
     for secret in (*secrets, "fw-SECRET-wrongkey-00"):
         assert secret not in everything
         assert secret.encode() not in database

@@ -22,6 +22,7 @@ from watcher.core.clock import SteadyClock
 from watcher.core.delivery import Channel, RetryPolicy
 from watcher.core.errors import WatcherError
 from watcher.core.model import Transition
+from watcher.core.text import userinfo
 from watcher.core.transitions import ChannelRules
 from watcher.notify.apprise_sender import AppriseNotifier, register_console_scheme
 from watcher.runtime.clocks import monotonic, utcnow
@@ -44,7 +45,8 @@ def build_notifier(settings: Settings) -> AppriseNotifier:
         for i, channel in enumerate(settings.channels)
         for j, url in enumerate(channel.urls)
     ]
-    notifier = AppriseNotifier(urls, timeout=settings.watcher.notify_timeout)
+    hidden = [secret.get_secret_value() for secret in settings.url_secrets]
+    notifier = AppriseNotifier(urls, timeout=settings.watcher.notify_timeout, hidden=hidden)
     logs.add_secrets(notifier.secrets())
     return notifier
 
@@ -84,7 +86,8 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
 def api_key(settings: Settings) -> str:
     """The API key, registered for redaction; ConfigError names FIREWORKS_API_KEY when missing."""
     key = settings.require_api_key()
-    logs.add_secrets([key])
+    # An authenticating proxy's password in base_url is as secret as the key.
+    logs.add_secrets([key, *userinfo(settings.fireworks.base_url)])
     return key
 
 

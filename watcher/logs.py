@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from watcher.core.text import scrub
+from watcher.core.text import for_terminal, scrub
 
 _secrets: set[str] = set()
 
@@ -49,6 +49,17 @@ def _redact_event(
 ) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
         event_dict[key] = _redacted(value)
+    return event_dict
+
+
+def _terminal_safe(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # Console lines go to a person's terminal: an API text's escape sequences must not act.
+    # (JSON lines escape control characters themselves.)
+    for key, value in event_dict.items():
+        if isinstance(value, str) and key != "exception":
+            event_dict[key] = for_terminal(value)
     return event_dict
 
 
@@ -92,6 +103,8 @@ def configure(
         if json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    if not json:
+        shared.append(_terminal_safe)
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(
         processors=[*shared, renderer],

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING
 
 from watcher.core.errors import ConfigError
 from watcher.core.kinds import JobKind
+from watcher.core.text import for_terminal, mask_url, without_userinfo
 
 if TYPE_CHECKING:
     from watcher.config import Settings
+    from watcher.core.delivery import Delivery
+    from watcher.core.model import JobSnapshot
     from watcher.runtime.plan import WatchPlan
 
 from watcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _error, _load, _run_async
@@ -55,7 +58,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     plan = app.build_plan(settings, app.build_notifier(settings))
     out = sys.stdout
     out.write(f"config {settings.source}: ok\n")
-    out.write(f"  account: {settings.fireworks.account_id} at {settings.fireworks.base_url}\n")
+    base_url = without_userinfo(settings.fireworks.base_url)
+    out.write(f"  account: {settings.fireworks.account_id} at {base_url}\n")
     out.write(f"  jobs: {len(plan.refs)} listed")
     out.write(f", discover: {', '.join(plan.discover)}\n" if plan.discover else "\n")
     out.write(f"  poll every {plan.poll_interval:g} s, ")
@@ -113,7 +117,7 @@ def _probe(settings: Settings, plan: WatchPlan) -> int:
                     )
                 for ref in plan.refs:
                     snapshot = await client.get_job(ref)
-                    sys.stdout.write(f"  probe {ref.key}: {snapshot.state}\n")
+                    sys.stdout.write(f"  probe {ref.key}: {for_terminal(snapshot.state, 200)}\n")
                     if snapshot.state == JobState.NOT_FOUND:
                         problems += 1
             except ApiError as exc:
@@ -175,7 +179,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
                     "status": d.status,
                     "job": d.entry.job_key,
                     "channel": d.entry.channel,
-                    "url": d.entry.url_display,
+                    "url": mask_url(d.entry.url_display),
                     "old_state": d.entry.old_state,
                     "new_state": d.entry.new_state,
                     "created_at": d.entry.created_at.isoformat(),
@@ -188,29 +192,45 @@ def _cmd_status(args: argparse.Namespace) -> int:
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return EXIT_OK
+    _write_status(path, jobs, unreadable)
+    if not undelivered:
+        sys.stdout.write("\nevery notification delivered\n")
+        return EXIT_OK
+    _write_undelivered(undelivered)
+    return EXIT_OK
+
+
+# What the API said is shown escaped and cut: a status message may hold terminal controls.
+_SHOWN = 500
+
+
+def _write_status(path: object, jobs: list[JobSnapshot], unreadable: list[tuple[str, str]]) -> None:
     out = sys.stdout
     out.write(f"state: {path}\n")
-    width = max([len(s.ref.key) for s in jobs] + [3])
+    keys = [for_terminal(s.ref.key, 200) for s in jobs]
+    width = max([len(key) for key in keys] + [3])
     out.write(f"{'JOB':<{width}}  {'STATE':<16}  STATUS\n")
-    for s in jobs:
+    for key, s in zip(keys, jobs, strict=True):
         status = f"{s.status_code}: {s.status_message}" if s.status_message else s.status_code
-        out.write(f"{s.ref.key:<{width}}  {s.state:<16}  {status}\n")
+        state = for_terminal(s.state, 200)
+        out.write(f"{key:<{width}}  {state:<16}  {for_terminal(status, _SHOWN)}\n")
     if unreadable:
         out.write(f"\n{len(unreadable)} resource(s) the watcher cannot read:\n")
         for target, error in unreadable:
-            out.write(f"  {target}: {error}\n")
-    if not undelivered:
-        out.write("\nevery notification delivered\n")
-        return EXIT_OK
+            out.write(f"  {for_terminal(target, 200)}: {for_terminal(error, _SHOWN)}\n")
+
+
+def _write_undelivered(undelivered: list[Delivery]) -> None:
+    out = sys.stdout
     out.write(f"\n{len(undelivered)} undelivered notification(s):\n")
     for d in undelivered:
         e = d.entry
         when = "dead" if d.status == "dead" else f"next try {d.next_attempt_at:%Y-%m-%d %H:%M:%S}Z"
-        out.write(
-            f"  {e.job_key} {e.old_state or '-'} → {e.new_state} to {e.channel} ({e.url_display}): "
-            f"{d.attempts} attempt(s), {when}; {d.last_error}\n"
+        line = (
+            f"{e.job_key} {e.old_state or '-'} → {e.new_state} to {e.channel} "
+            f"({mask_url(e.url_display)}): {d.attempts} attempt(s), {when}; {d.last_error}"
         )
-    return EXIT_OK
+        out.write(f"  {for_terminal(line, 2 * _SHOWN)}\n")
 
 
 def _cmd_test_notify(args: argparse.Namespace) -> int:
@@ -238,7 +258,7 @@ def _cmd_test_notify(args: argparse.Namespace) -> int:
                 )
                 ok = result.outcome is SendOutcome.DELIVERED
                 failures += not ok
-                verdict = "delivered" if ok else f"{result.outcome}: {result.detail}"
+                verdict = "delivered" if ok else f"{result.outcome}: {for_terminal(result.detail)}"
                 sys.stdout.write(f"{channel.name} {target.url_display}: {verdict}\n")
         return EXIT_FAILED if failures else EXIT_OK
 

@@ -23,9 +23,11 @@ EXIT_TIMEOUT = 3
 
 
 def _error(message: str) -> None:
+    from watcher.core.text import for_terminal
     from watcher.logs import redact
 
-    sys.stderr.write(f"fireworks-watcher: error: {redact(message)}\n")
+    # An error may quote the API (a rejection's message): no control of it reaches the terminal.
+    sys.stderr.write(f"fireworks-watcher: error: {for_terminal(redact(message), 2000)}\n")
 
 
 def _load(args: argparse.Namespace) -> Settings:

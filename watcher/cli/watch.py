@@ -88,12 +88,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         (ref,) = settings.refs()
 
         def show(transition: Transition) -> None:
-            new = transition.new
-            move = f"{transition.old_state} → {new.state}" if transition.old else new.state
-            reason = f" ({new.status_code}: {new.status_message})" if new.status_message else ""
-            progress = f" {new.progress}%" if new.progress else ""
-            stamp = f"{transition.observed_at:%Y-%m-%dT%H:%M:%SZ}"
-            sys.stdout.write(f"{stamp} {ref.kind}/{ref.job_id}: {move}{progress}{reason}\n")
+            sys.stdout.write(transition_line(transition) + "\n")
             sys.stdout.flush()
 
         async def follow() -> int:
@@ -114,6 +109,23 @@ def _cmd_watch(args: argparse.Namespace) -> int:
                 return EXIT_TIMEOUT
 
         return _run_async(follow)
+
+
+#: A `watch` line shows this much of the status message (the API's text, of any size).
+SHOWN_MESSAGE = 500
+
+
+def transition_line(transition: Transition) -> str:
+    """One line of `watch` output; what the API said is escaped, so it cannot steer the terminal."""
+    from watcher.core.text import for_terminal
+
+    new = transition.new
+    move = f"{transition.old_state} → {new.state}" if transition.old else new.state
+    reason = f" ({new.status_code}: {new.status_message})" if new.status_message else ""
+    progress = f" {new.progress}%" if new.progress else ""
+    stamp = f"{transition.observed_at:%Y-%m-%dT%H:%M:%SZ}"
+    line = f"{stamp} {new.ref.kind}/{new.ref.job_id}: {move}{progress}{reason}"
+    return for_terminal(line, SHOWN_MESSAGE)
 
 
 async def _follow(watcher: Watcher, ref: JobRef, *, account: str) -> int:

@@ -15,9 +15,9 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from watcher.config.describe import (
     _describe,
@@ -100,6 +100,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], *, source: str = "<co
     if isinstance(fireworks_table, Mapping) and "api_key" in fireworks_table:
         problem = f"the API key does not belong in a config file; set {API_KEY_ENV} or api_key_file"
         raise _fail(source, "fireworks.api_key", problem)
+    _check_depth(data, source)
     origins = _Origins()
     raw = _interpolate(data, (), env, origins, source)
     fireworks = _fireworks_table(raw.get("fireworks", {}), env, origins, source)
@@ -109,6 +110,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], *, source: str = "<co
         "watches": raw.get("watch", ()),
         "channels": raw.get("channel", ()),
         "source": source,
+        "url_secrets": _url_secrets(origins),
     }
     account = fireworks.get("account_id") if isinstance(fireworks, dict) else None
     context = {_ACCOUNT: account if isinstance(account, str) else None}
@@ -145,6 +147,7 @@ def load_watcher(path: Path | None, env: Mapping[str, str]) -> WatcherSettings:
         ConfigError: as `load`, for the file and its `[watcher]` table.
     """
     document, source = _read(path, env)
+    _check_depth(document, source)
     origins = _Origins()
     table = document.get("watcher", {})
     raw = _interpolate({"watcher": table}, (), env, origins, source)
@@ -167,7 +170,11 @@ def _read(path: Path | None, env: Mapping[str, str]) -> tuple[dict[str, Any], st
             msg = f"no config file found (tried {tried}); pass -c CONFIG or set {CONFIG_ENV}"
             raise ConfigError(msg)
     try:
-        document = tomllib.loads(path.read_bytes().decode("utf-8"))
+        with path.open("rb") as file:
+            content = file.read(MAX_CONFIG_BYTES + 1)
+        if len(content) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a config")
+        document = tomllib.loads(content.decode("utf-8"))
     except FileNotFoundError:
         hint = f" (from {CONFIG_ENV})" if env.get(CONFIG_ENV) == str(path) else ""
         raise ConfigError(f"{path}: config file not found{hint}") from None
@@ -177,7 +184,41 @@ def _read(path: Path | None, env: Mapping[str, str]) -> tuple[dict[str, Any], st
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(one_line(f"{path}: invalid TOML: {exc}")) from None
+    except RecursionError:
+        # tomllib recurses once per level of nested arrays and inline tables.
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise ConfigError(one_line(f"{path}: invalid TOML: {exc}", 200)) from None
     return document, str(path)
+
+
+#: A config file is a few KiB; one past this is a mistake (or an attack on `check`).
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+#: Tables and arrays nest this deep at most; the schema itself needs 3 levels.
+MAX_DEPTH: Final = 16
+
+
+def _check_depth(document: Any, source: str) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH, without recursing (so at any depth)."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(document, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            raise _fail(source, _render(path[:MAX_DEPTH]), f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, Mapping):
+            stack += [(item, (*path, str(key))) for key, item in value.items()]
+        elif isinstance(value, list | tuple):
+            stack += [(item, (*path, i)) for i, item in enumerate(value)]
+
+
+def _url_secrets(origins: _Origins) -> tuple[SecretStr, ...]:
+    """What `${VAR}` put into channel URLs: secrets, masked wherever a URL is shown."""
+    return tuple(
+        SecretStr(value)
+        for path, pairs in origins.interpolated.items()
+        if path.startswith("channel[") and ".urls[" in path
+        for _name, value in pairs
+    )
 
 
 def _interpolate(

@@ -157,4 +157,8 @@ def _render(loc: tuple[Any, ...], *, fields: bool = False) -> str:
 
 
 def _fail(source: str, path: str, problem: str) -> ConfigError:
-    return ConfigError(one_line(f"{source}: {path}: {problem}"))
+    # Bounded: a key path may be a hostile key of any length.
+    return ConfigError(one_line(f"{source}: {path}: {problem}", _MAX_LINE))
+
+
+_MAX_LINE: Final = 1000

@@ -6,7 +6,6 @@ The keys, their types, bounds and defaults; `watcher.config` parses a file into 
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Self
@@ -23,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from watcher.config.templates import template
 from watcher.core.errors import ConfigError
 from watcher.core.kinds import ALL_STATES, DEFAULT_BASE_URL, JobKind, short_state
-from watcher.core.messages import MESSAGE_FIELDS
 from watcher.core.model import JobRef
 from watcher.core.names import ID_RULE, is_valid_id
 
@@ -156,37 +155,6 @@ def _state_name(value: str) -> str:
     return short
 
 
-def _template(value: str) -> str:
-    """Accept a `str.format` template that uses only the message fields."""
-    try:
-        _check_template_fields(value)
-        # Formatting with strings catches what `parse` lets through: bad conversions and specs.
-        value.format_map(dict.fromkeys(MESSAGE_FIELDS, ""))
-    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
-        if isinstance(exc, _Invalid):
-            raise
-        msg = f"not a valid template: {exc}"
-        raise ValueError(msg) from None
-    return value
-
-
-def _check_template_fields(template: str) -> None:
-    for _literal, field, spec, _conversion in string.Formatter().parse(template):
-        if field is None:
-            continue
-        if field not in MESSAGE_FIELDS:
-            problem = (
-                "positional {} is not allowed"
-                if field == ""
-                else f"unknown field {{{field}}}"
-                if _BARE_KEY.fullmatch(field)
-                else f"unknown field {field!r}"
-            )
-            raise _Invalid((), f"{problem}; use one of {', '.join(MESSAGE_FIELDS)}")
-        if spec:  # a spec may hold nested fields: "{job_id:>{width}}"
-            _check_template_fields(spec)
-
-
 # --- value types -------------------------------------------------------------------------------
 
 # Upper bounds: a value past them is a typo (or 1e12), not a wish, and would overflow the
@@ -196,7 +164,7 @@ _Interval = Annotated[float, Field(strict=True, gt=0, le=_DAY, allow_inf_nan=Fal
 _Timeout = Annotated[float, Field(strict=True, gt=0, le=600, allow_inf_nan=False)]
 _Count = Annotated[int, Field(strict=True, le=10_000)]
 _Text = Annotated[str, Field(strict=True), AfterValidator(_non_blank)]
-_Template = Annotated[str, Field(strict=True), AfterValidator(_template)]
+_Template = Annotated[str, Field(strict=True), AfterValidator(template)]
 _JobId = Annotated[str, Field(strict=True), AfterValidator(_job_id)]
 _StateName = Annotated[str, Field(strict=True), AfterValidator(_state_name)]
 _Url = Annotated[SecretStr, AfterValidator(_secret_non_blank)]
@@ -321,6 +289,9 @@ class Settings(_Frozen):
     watches: tuple[WatchSettings, ...] = ()
     channels: tuple[ChannelSettings, ...] = ()
     source: str = "<config>"
+    #: What `${VAR}` put into channel URLs (set by `parse`, never by the file): masked wherever
+    #: a URL is shown, even where apprise's privacy form would keep it (a query value).
+    url_secrets: tuple[SecretStr, ...] = ()
 
     @field_validator("channels")
     @classmethod

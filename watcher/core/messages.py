@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from watcher.core.kinds import JobKind, Meaning, meaning_of
 from watcher.core.model import JobSnapshot, Transition
-from watcher.core.text import one_line
+from watcher.core.text import cap, defuse_mentions, one_line, without_userinfo
 
 #: The names a channel's `title` and `body` templates may use, as `{job_id}`.
 MESSAGE_FIELDS: tuple[str, ...] = (
@@ -244,22 +244,41 @@ def render(transition: Transition, *, title: str | None = None, body: str | None
     return render_fields(event_fields(transition), title=title, body=body)
 
 
+#: Bounds of a rendered message. A field is cut first (the event keeps its whole text), then
+#: the title and body; apprise's `overflow` then fits them to each service's own limits.
+FIELD_LIMIT = 2000
+TITLE_LIMIT = 250
+BODY_LIMIT = 10_000
+
+
+def api_text(text: str, limit: int = FIELD_LIMIT) -> str:
+    """Text that came from the API, as a message may carry it: cut to `limit`, mentions defused."""
+    return cap(defuse_mentions(text), limit)
+
+
 def render_fields(
     fields: Mapping[str, str], *, title: str | None = None, body: str | None = None
 ) -> Message:
     """Render a stored event's fields with a channel's templates, or the defaults.
 
     Templates are validated against `MESSAGE_FIELDS` when the config is loaded; a field an
-    older event lacks renders as "".
+    older event lacks renders as "". Every field value comes from the API (or is derived from
+    it), so each is cut and has its mentions defused; the channel's own template text is not.
     """
-    values = {name: fields.get(name, "") for name in MESSAGE_FIELDS}
+    values = {name: api_text(fields.get(name, "")) for name in MESSAGE_FIELDS}
     first = _NEW_JOB if fields.get(NEW_JOB_FIELD) else _FIRST_SIGHT
     kind = JobKind(values["kind"]) if values["kind"] in _KINDS else None
     return Message(
-        title=title.format_map(values) if title is not None else default_title(values, first=first),
-        body=body.format_map(values)
-        if body is not None
-        else default_body(values, kind, first=first),
+        title=cap(
+            title.format_map(values) if title is not None else default_title(values, first=first),
+            TITLE_LIMIT,
+        ),
+        body=cap(
+            body.format_map(values)
+            if body is not None
+            else default_body(values, kind, first=first),
+            BODY_LIMIT,
+        ),
     )
 
 
@@ -275,12 +294,12 @@ def target_label(target: str) -> str:
 
 def unreadable_message(target: str, error: str) -> Message:
     """The one message every channel gets when a resource cannot be read ("" error: again)."""
-    label = target_label(target)
+    label = api_text(target_label(target))
     if error:
         return Message(
-            title=f"cannot read {label}: {_short(error)}",
-            body=f"fireworks-watcher cannot read {label}: {error}. Its transitions are not "
-            "being seen; they will be reported once it can be read again.",
+            title=api_text(f"cannot read {label}: {_short(error)}", TITLE_LIMIT),
+            body=f"fireworks-watcher cannot read {label}: {api_text(error)}. Its transitions are "
+            "not being seen; they will be reported once it can be read again.",
         )
     return Message(
         title=f"{label} is readable again",
@@ -297,7 +316,11 @@ def _short(error: str, limit: int = 120) -> str:
 
 
 def api_message(*, down: bool, detail: str, base_url: str) -> Message:
-    """The one message every channel gets when the API becomes unreachable, or comes back."""
+    """The one message every channel gets when the API becomes unreachable, or comes back.
+
+    `base_url` is shown without its user and password (an authenticating proxy's)."""
+    base_url = without_userinfo(base_url)
+    detail = api_text(detail)
     if down:
         return Message(
             title="Fireworks API unreachable",

@@ -10,18 +10,19 @@ import hashlib
 import logging
 import re
 import sys
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import apprise
-from apprise import AppriseResultStatus, NotifyFormat
+from apprise import AppriseResultStatus, NotifyFormat, OverflowMode
 from apprise.decorators import notify
 
 from watcher.core.delivery import SendOutcome, SendResult, Target
 from watcher.core.errors import NotifyError
-from watcher.core.text import one_line, scrub
+from watcher.core.text import for_terminal, mask_url, one_line, scrub
 
 CONSOLE_SCHEME = "console"
 _console_registered = False
@@ -35,7 +36,9 @@ def register_console_scheme() -> None:
 
     @notify(on=CONSOLE_SCHEME, name="Console")  # type: ignore[untyped-decorator,no-untyped-call]
     def _print(body: str, title: str, notify_type: str, *args: Any, **kwargs: Any) -> bool:
-        sys.stdout.write(f"\n[{notify_type}] {title}\n{body}\n")
+        # The text holds what the API said: no escape sequence of it may reach the terminal.
+        lines = "\n".join(for_terminal(line) for line in body.splitlines())
+        sys.stdout.write(f"\n[{for_terminal(notify_type)}] {for_terminal(title)}\n{lines}\n")
         sys.stdout.flush()
         return True
 
@@ -56,6 +59,9 @@ def _silence_apprise_logger() -> None:
     logger.handlers[:] = [logging.NullHandler()]
 
 
+_OVERFLOW = re.compile(r"[?&]overflow=", re.IGNORECASE)
+
+
 def _load(url: str, where: str) -> apprise.Apprise:
     _silence_apprise_logger()
     app = apprise.Apprise()
@@ -64,13 +70,22 @@ def _load(url: str, where: str) -> apprise.Apprise:
         # Never echo the URL: it may hold a token.
         msg = f"{where}: apprise cannot use this URL (unknown scheme or malformed)"
         raise NotifyError(msg)
+    if not _OVERFLOW.search(url):
+        # apprise's default ("upstream") sends a message whole, and a service with a smaller
+        # limit (Discord: 2,000) refuses it on every retry; cut it to the service's size instead.
+        # `?overflow=split` (or `upstream`) in the URL still wins.
+        for server in app:
+            server.overflow_mode = OverflowMode.TRUNCATE
     return app
 
 
-def secret_parts(url: str, display: str) -> frozenset[str]:
-    """Pieces of `url` that its privacy form hides (tokens, passwords): to scrub from any text."""
-    pieces = re.split(r"[/:@?&=#,+]", url)
-    return frozenset(p for p in pieces if len(p) >= 4 and p not in display)
+def secret_parts(url: str, display: str, hidden: Iterable[str] = ()) -> frozenset[str]:
+    """Pieces of `url` that its display form hides (tokens, passwords, header values), raw and
+    percent-decoded, and the `hidden` values `${VAR}` put there: to scrub from any text."""
+    decoded = urllib.parse.unquote(url)
+    pieces = [*re.split(r"[/:@?&=#,+]", url), *re.split(r"[/:@?&=#,+\s]", decoded)]
+    pieces += [value for _, value in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)]
+    return frozenset(p for p in [*pieces, *hidden] if len(p) >= 4 and p not in display)
 
 
 def _display(app: apprise.Apprise) -> str:
@@ -84,11 +99,19 @@ class AppriseNotifier:
         urls: every configured URL, each with a label for error messages (e.g. `channel[0].urls[1]`).
         timeout: seconds one send may take before it counts as maybe-delivered.
         max_parallel: sends running at once (apprise blocks, so each runs in a worker thread).
+        hidden: values `${VAR}` put into the URLs: masked in every display form, even in a
+            query value apprise would show.
     """
 
     def __init__(
-        self, urls: Iterable[tuple[str, str]], *, timeout: float = 30.0, max_parallel: int = 8
+        self,
+        urls: Iterable[tuple[str, str]],
+        *,
+        timeout: float = 30.0,
+        max_parallel: int = 8,
+        hidden: Iterable[str] = (),
     ) -> None:
+        hidden = tuple(hidden)
         self._apps: dict[str, apprise.Apprise] = {}
         self._targets: dict[str, Target] = {}
         self._secrets: dict[str, frozenset[str]] = {}
@@ -98,9 +121,9 @@ class AppriseNotifier:
                 continue
             app = _load(url, where)
             self._apps[key] = app
-            display = _display(app)
+            display = mask_url(_display(app), hidden)
             self._targets[key] = Target(url_key=key, url_display=display)
-            self._secrets[key] = secret_parts(url, display)
+            self._secrets[key] = secret_parts(url, display, (h for h in hidden if h in url))
         self._timeout = timeout
         self._limiter = anyio.CapacityLimiter(max_parallel)
 
