@@ -138,7 +138,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     path = config.load_watcher(args.config, os.environ).state_path
     if not path.exists():
         if args.json:
-            empty = {"state_path": str(path), "jobs": [], "unreadable": [], "undelivered": []}
+            empty = {
+                "state_path": str(path),
+                "jobs": [],
+                "unreadable": [],
+                "undelivered": [],
+                "unreadable_rows": [],
+            }
             sys.stdout.write(json.dumps(empty))
             sys.stdout.write("\n")
         else:
@@ -146,7 +152,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     from watcher.core.decide import UNREADABLE_FLAG
 
-    with StateStore.open(path) as store:
+    # A row the store cannot read is listed as such; it never stops the rest being shown.
+    bad_rows: list[tuple[str, str]] = []
+    with StateStore.open(
+        path, on_unreadable=lambda row, error: bad_rows.append((row, error))
+    ) as store:
         jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)
         undelivered = store.undelivered()
         unreadable = sorted((t, e) for t, e in store.flags(UNREADABLE_FLAG).items() if e)
@@ -185,6 +195,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 }
                 for d in undelivered
             ],
+            "unreadable_rows": [{"row": row, "error": error} for row, error in bad_rows],
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return EXIT_OK
@@ -199,8 +210,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
         out.write(f"\n{len(unreadable)} resource(s) the watcher cannot read:\n")
         for target, error in unreadable:
             out.write(f"  {target}: {error}\n")
+    if bad_rows:
+        out.write(f"\n{len(bad_rows)} row(s) of the state file cannot be read:\n")
+        out.writelines(f"  {row}: {error}\n" for row, error in bad_rows)
     if not undelivered:
-        out.write("\nevery notification delivered\n")
+        if not any(row.startswith("outbox") for row, _ in bad_rows):
+            out.write("\nevery notification delivered\n")
         return EXIT_OK
     out.write(f"\n{len(undelivered)} undelivered notification(s):\n")
     for d in undelivered:

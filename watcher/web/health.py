@@ -74,6 +74,7 @@ class Health:
         self._store_failed = False
         self._oldest_pending: datetime | None = None
         self._unreadable: dict[str, str] = {}
+        self._failures: list[str] = []  # see fail()
         if registry is None:
             registry = CollectorRegistry()
             prometheus_client.ProcessCollector(registry=registry)
@@ -225,7 +226,13 @@ class Health:
             reasons.append(AUTH_REASON)
         if self._store_failed:
             reasons.append(STORE_REASON)
+        reasons.extend(self._failures)
         return not reasons, reasons
+
+    def fail(self, reason: str) -> None:
+        """Not ready from now until a restart, for `reason` (the state file was lost)."""
+        if reason not in self._failures:
+            self._failures.append(reason)
 
     # -- HTTP ------------------------------------------------------------------------------
 
