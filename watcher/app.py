@@ -5,6 +5,7 @@ Used by the command line and the demo; the only module (with them) that knows ev
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -183,7 +184,9 @@ async def open_runtime(
     budget = RequestBudget(settings.watcher.max_requests_per_minute)
     async with fireworks_client(settings, health=health, budget=budget) as client:
         path = settings.watcher.state_path
-        store = await AsyncStore.open(path)
+        store = await AsyncStore.open(
+            path, on_unreadable=_row_unreadable, on_lost=functools.partial(_state_lost, health)
+        )
         with store.sync, exclusive(path):
             # Only this process holds the file: a claim left by a dead one is void.
             await store.release_claims()
@@ -199,6 +202,21 @@ async def open_runtime(
                 monotonic=monotonic,
             )
             yield Runtime(watcher, client, budget)
+
+
+def _row_unreadable(row: str, error: str) -> None:
+    # Once per row: an outbox row is quarantined (a notification lost: error), a job row is
+    # re-baselined and a flag taken as unset (warnings).
+    if row.startswith("outbox"):
+        log.error("store.row_unreadable", row=row, error=error)
+    else:
+        log.warning("store.row_unreadable", row=row, error=error)
+
+
+def _state_lost(health: Health | None, reason: str) -> None:
+    log.error("store.file_lost", error=reason)
+    if health is not None:
+        health.fail(reason)
 
 
 async def run_daemon(

@@ -142,7 +142,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     path = config.load_watcher(args.config, os.environ).state_path
     if not path.exists():
         if args.json:
-            empty = {"state_path": str(path), "jobs": [], "unreadable": [], "undelivered": []}
+            empty = {
+                "state_path": str(path),
+                "jobs": [],
+                "unreadable": [],
+                "undelivered": [],
+                "unreadable_rows": [],
+            }
             sys.stdout.write(json.dumps(empty))
             sys.stdout.write("\n")
         else:
@@ -150,7 +156,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     from watcher.core.decide import UNREADABLE_FLAG
 
-    with StateStore.open(path) as store:
+    # A row the store cannot read is listed as such; it never stops the rest being shown.
+    bad_rows: list[tuple[str, str]] = []
+    with StateStore.open(
+        path, on_unreadable=lambda row, error: bad_rows.append((row, error))
+    ) as store:
         jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)
         undelivered = store.undelivered()
         unreadable = sorted((t, e) for t, e in store.flags(UNREADABLE_FLAG).items() if e)
@@ -189,12 +199,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 }
                 for d in undelivered
             ],
+            "unreadable_rows": [{"row": row, "error": error} for row, error in bad_rows],
         }
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return EXIT_OK
-    _write_status(path, jobs, unreadable)
+    _write_status(path, jobs, unreadable, bad_rows)
     if not undelivered:
-        sys.stdout.write("\nevery notification delivered\n")
+        if not any(row.startswith("outbox") for row, _ in bad_rows):
+            sys.stdout.write("\nevery notification delivered\n")
         return EXIT_OK
     _write_undelivered(undelivered)
     return EXIT_OK
@@ -204,7 +216,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 _SHOWN = 500
 
 
-def _write_status(path: object, jobs: list[JobSnapshot], unreadable: list[tuple[str, str]]) -> None:
+def _write_status(
+    path: object,
+    jobs: list[JobSnapshot],
+    unreadable: list[tuple[str, str]],
+    bad_rows: list[tuple[str, str]],
+) -> None:
     out = sys.stdout
     out.write(f"state: {path}\n")
     keys = [for_terminal(s.ref.key, 200) for s in jobs]
@@ -218,6 +235,12 @@ def _write_status(path: object, jobs: list[JobSnapshot], unreadable: list[tuple[
         out.write(f"\n{len(unreadable)} resource(s) the watcher cannot read:\n")
         for target, error in unreadable:
             out.write(f"  {for_terminal(target, 200)}: {for_terminal(error, _SHOWN)}\n")
+    if bad_rows:
+        out.write(f"\n{len(bad_rows)} row(s) of the state file cannot be read:\n")
+        out.writelines(
+            f"  {for_terminal(row, 200)}: {for_terminal(error, _SHOWN)}\n"
+            for row, error in bad_rows
+        )
 
 
 def _write_undelivered(undelivered: list[Delivery]) -> None:

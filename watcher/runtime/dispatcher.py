@@ -22,7 +22,16 @@ import anyio
 import structlog
 
 from watcher.core import messages
-from watcher.core.delivery import Channel, Delivery, MarkKind, OutboxEntry, RetryPolicy, settle
+from watcher.core.delivery import (
+    Channel,
+    Delivery,
+    MarkKind,
+    OutboxEntry,
+    RetryPolicy,
+    SendOutcome,
+    SendResult,
+    settle,
+)
 from watcher.core.errors import LeaseLost, StoreError
 from watcher.ports import NullObserver, Observer, Outbox, Sender
 
@@ -85,6 +94,7 @@ class Dispatcher:
         self._wake = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
+        self._store_error = ""  # the last one logged: a store that stays broken is said once
 
     def reload(
         self,
@@ -158,7 +168,7 @@ class Dispatcher:
         try:
             due = await self._outbox.next_due_at()
         except StoreError as exc:
-            log.error("store.error", error=str(exc))
+            self._log_store_error(exc)
             due = None
         if due is not None:
             pause = min(pause, max(0.0, (due - self._clock()).total_seconds()))
@@ -170,13 +180,22 @@ class Dispatcher:
 
     async def _claim(self, report: DispatchReport) -> list[Delivery]:
         try:
-            return await self._outbox.claim(
+            claimed = await self._outbox.claim(
                 self._clock(), holder=self.holder, lease=self._lease, busy=self._busy
             )
         except StoreError as exc:
             report.store_failed = True
-            log.error("store.error", error=str(exc))
+            self._log_store_error(exc)
             return []
+        self._store_error = ""
+        return claimed
+
+    def _log_store_error(self, exc: StoreError) -> None:
+        # Every few seconds the same line would say nothing new (a lost state file, a full
+        # disk): it is logged when it changes, and again after the store has worked.
+        if str(exc) != self._store_error:
+            self._store_error = str(exc)
+            log.error("store.error", error=str(exc))
 
     async def _lane(self, target: str, rows: list[Delivery], report: DispatchReport) -> None:
         """Send one target's rows one after another."""
@@ -192,13 +211,18 @@ class Dispatcher:
 
     async def _deliver(self, delivery: Delivery, report: DispatchReport) -> None:
         entry = delivery.entry
-        message = self.render(entry)
-        result = await self._sender.send(
-            entry.url_key,
-            title=message.title,
-            body=message.body,
-            notify_type=messages.notify_type(entry.new_state),
-        )
+        try:
+            message = self.render(entry)
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            # A stored event no template can render costs only itself: it is given up.
+            result = SendResult(SendOutcome.UNKNOWN_TARGET, f"cannot render: {exc!r}"[:200])
+        else:
+            result = await self._sender.send(
+                entry.url_key,
+                title=message.title,
+                body=message.body,
+                notify_type=messages.notify_type(entry.new_state),
+            )
         now = self._clock()
         mark = settle(delivery, result, self._policy, now=now, rand=self._rand)
         fields = {
@@ -266,7 +290,7 @@ class Dispatcher:
         try:
             self._observer.outbox(*await self._outbox.outbox_stats())
         except StoreError as exc:
-            log.error("store.error", error=str(exc))
+            self._log_store_error(exc)
 
 
 def _by_target(rows: list[Delivery]) -> dict[str, list[Delivery]]:

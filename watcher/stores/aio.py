@@ -13,7 +13,8 @@ import anyio.to_thread
 
 from watcher.core.delivery import Delivery, Event, OutboxEntry
 from watcher.core.model import JobSnapshot
-from watcher.stores.sqlite import StateStore
+from watcher.stores.outbox import OnUnreadable, ignore
+from watcher.stores.sqlite import OnLost, StateStore
 
 T = TypeVar("T")
 
@@ -27,11 +28,18 @@ class AsyncStore:
         self._limiter = anyio.CapacityLimiter(1)
 
     @classmethod
-    async def open(cls, path: Path) -> AsyncStore:
+    async def open(
+        cls, path: Path, *, on_unreadable: OnUnreadable = ignore, on_lost: OnLost = ignore
+    ) -> AsyncStore:
         """Open the database at `path` in a worker thread: connecting and migrating block,
         and the event loop must not. Close it with `store.sync.close()` (or `with store.sync`).
+
+        The hooks (see `StateStore`) are called from the worker thread.
         """
-        return cls(await anyio.to_thread.run_sync(StateStore.open, path))
+        opening = functools.partial(
+            StateStore.open, path, on_unreadable=on_unreadable, on_lost=on_lost
+        )
+        return cls(await anyio.to_thread.run_sync(opening))
 
     async def _run(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(

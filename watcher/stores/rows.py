@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from watcher.core.delivery import Delivery, Event, OutboxEntry
@@ -65,8 +65,27 @@ MIGRATIONS: tuple[str, ...] = (
 
 OUTBOX_COLUMNS = (
     "id, job_key, channel, url_key, url_display, title, body, old_state, new_state, "
-    "created_at, attempts, next_attempt_at, last_error, status, claim"
+    "created_at, attempts, next_attempt_at, last_error, status, claim, event_id"
 )
+#: No retry is ever scheduled further ahead than `retry_max_delay` (at most a day), nor a claim
+#: held longer than a send timeout: a time past now + this was not written by a watcher, and
+#: counts as due (so a row from the year 9999 cannot block its job's later messages).
+HORIZON = timedelta(days=2)
+#: The most attempts a row can plausibly have; more is a corrupt count, not a history.
+MAX_ATTEMPTS = 2**31
+#: The largest JSON cell decoded (a snapshot, an event's fields): generous, only against absurd.
+MAX_JSON_CHARS = 16 * 2**20
+
+
+class RowError(ValueError):
+    """A stored row the store cannot use; the one-line message names the column and value."""
+
+
+def well_formed(column: str) -> str:
+    """SQL: `column` holds a timestamp as `ts()` writes it (so text order is time order)."""
+    digits = "[0-9]"
+    pattern = f"{digits * 4}-{digits * 2}-{digits * 2}T{digits * 2}:{digits * 2}:{digits * 2}"
+    return f"(typeof({column}) = 'text' AND {column} GLOB '{pattern}.{digits * 6}+00:00')"
 
 
 # A pending row is claimable when due, not under another live claim, and the oldest pending
@@ -82,8 +101,13 @@ SELECT_DELIVERIES = (
 )
 
 
+# Parameters: now, now + HORIZON (twice), then the busy targets. A time that is not one (text
+# garbage, a number, a blob) or is past the horizon counts as due and as no claim: the row is
+# then read, and sent or quarantined, instead of blocking its job's later rows for ever.
 CLAIMABLE = (
-    "o.status = 'pending' AND o.next_attempt_at <= ? AND o.claimed_until < ? "
+    "o.status = 'pending' "
+    f"AND (o.next_attempt_at <= ? OR o.next_attempt_at > ? OR NOT {well_formed('o.next_attempt_at')}) "
+    f"AND (o.claimed_until < ? OR o.claimed_until > ? OR NOT {well_formed('o.claimed_until')}) "
     "AND NOT EXISTS (SELECT 1 FROM outbox AS e WHERE e.url_key = o.url_key "
     "AND e.job_key = o.job_key AND e.status = 'pending' AND e.id < o.id)"
 )
@@ -116,17 +140,25 @@ def event_params(event: Event) -> tuple[object, ...]:
     )
 
 
-def event_row(row: Sequence[Any]) -> Event | None:
-    """The event columns of a delivery row, or None for a row without one."""
+def event_row(event_id: object, row: Sequence[Any]) -> Event | None:
+    """The event columns of a delivery row; None for a row written before events existed.
+
+    Raises:
+        RowError: the row names an event that is missing or cannot be read.
+    """
     job_key, old_state, new_state, observed_at, notice, fields = row
-    if job_key is None:
+    if event_id is None:
         return None
-    decoded = json.loads(fields)
+    if job_key is None:
+        raise RowError(f"outbox.event_id: {shown(event_id)} names no event")
+    if notice not in (0, 1) or isinstance(notice, float):
+        raise RowError(f"events.notice: {shown(notice)} is not 0 or 1")
+    decoded = _json("events.fields", fields)
     return Event(
-        job_key=job_key,
-        old_state=old_state,
-        new_state=new_state,
-        observed_at=datetime.fromisoformat(observed_at),
+        job_key=text("events.job_key", job_key),
+        old_state=text("events.old_state", old_state),
+        new_state=text("events.new_state", new_state),
+        observed_at=when("events.observed_at", observed_at),
         fields=tuple(sorted((str(k), str(v)) for k, v in decoded.items())),
         notice=bool(notice),
     )
@@ -138,19 +170,26 @@ def encode_snapshot(snapshot: JobSnapshot) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=True)
 
 
-def decode_snapshot(job_key: str, text: str) -> JobSnapshot | None:
-    """The snapshot in a `jobs` row, or None when the row cannot be trusted."""
+def decode_snapshot(job_key: object, cell: object) -> JobSnapshot:
+    """The snapshot in a `jobs` row.
+
+    Raises:
+        RowError: the row cannot be trusted (not JSON, a field of the wrong type, another key).
+    """
+    data = _json("jobs.snapshot", cell)
+    bad = next((k for k, v in data.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise RowError(f"jobs.snapshot: {shown(bad)} is not text")
     try:
-        data = json.loads(text)
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            return None
         ref = JobRef(JobKind(data["kind"]), data["job_id"])
         # Unknown keys are ignored and missing optional ones take their defaults.
         fields = {name: data[name] for name in _SNAPSHOT_FIELDS if name in data}
         snapshot = JobSnapshot(ref=ref, **fields)
-    except (ValueError, KeyError, TypeError):
-        return None
-    return snapshot if ref.key == job_key else None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RowError(f"jobs.snapshot: {shown(str(exc))}") from None
+    if ref.key != job_key:
+        raise RowError(f"jobs.snapshot: names {shown(ref.key)}, not its row's job")
+    return snapshot
 
 
 def entry_params(entry: OutboxEntry) -> tuple[str, ...]:
@@ -164,26 +203,102 @@ def entry_params(entry: OutboxEntry) -> tuple[str, ...]:
 
 
 def delivery_row(row: tuple[Any, ...]) -> Delivery:
+    """A delivery from a `SELECT_DELIVERIES` row, every column checked.
+
+    Raises:
+        RowError: a column does not hold what the watcher writes there.
+    """
     (id_, job_key, channel, url_key, url_display, title, body, old_state, new_state) = row[:9]
-    created_at, attempts, next_attempt_at, last_error, status, claim = row[9:15]
+    created_at, attempts, next_attempt_at, last_error, status, claim, event_id = row[9:16]
     entry = OutboxEntry(
-        job_key=job_key,
-        channel=channel,
-        url_key=url_key,
-        url_display=url_display,
-        title=title,
-        body=body,
-        old_state=old_state,
-        new_state=new_state,
-        created_at=datetime.fromisoformat(created_at),
-        event=event_row(row[15:]),
+        job_key=text("outbox.job_key", job_key),
+        channel=text("outbox.channel", channel),
+        url_key=text("outbox.url_key", url_key),
+        url_display=text("outbox.url_display", url_display),
+        title=text("outbox.title", title),
+        body=text("outbox.body", body),
+        old_state=text("outbox.old_state", old_state),
+        new_state=text("outbox.new_state", new_state),
+        created_at=when("outbox.created_at", created_at),
+        event=event_row(event_id, row[16:]),
     )
+    if isinstance(attempts, bool) or not isinstance(attempts, int):
+        raise RowError(f"outbox.attempts: {shown(attempts)} is not a count")
+    if not 0 <= attempts <= MAX_ATTEMPTS:
+        raise RowError(f"outbox.attempts: {shown(attempts)} is out of range")
     return Delivery(
         id=id_,
         entry=entry,
         attempts=attempts,
-        next_attempt_at=datetime.fromisoformat(next_attempt_at),
-        last_error=last_error,
-        status=status,
-        claim=claim or None,
+        next_attempt_at=when("outbox.next_attempt_at", next_attempt_at),
+        last_error=text("outbox.last_error", last_error),
+        status=text("outbox.status", status),
+        claim=text("outbox.claim", claim) or None,
     )
+
+
+def text(column: str, value: object) -> str:
+    """`value` if it is text; RowError naming `column` otherwise."""
+    if not isinstance(value, str):
+        raise RowError(f"{column}: {shown(value)} is not text")
+    return value
+
+
+def when(column: str, value: object) -> datetime:
+    """The aware datetime in `value` (as `ts()` writes it); RowError naming `column` otherwise."""
+    # The length check first: a megabyte of text is not worth parsing.
+    if not isinstance(value, str) or len(value) > 40:
+        raise RowError(f"{column}: {shown(value)} is not a timestamp")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise RowError(f"{column}: {shown(value)} is not a timestamp") from None
+    if parsed.tzinfo is None:
+        raise RowError(f"{column}: {shown(value)} has no time zone")
+    return parsed
+
+
+def _json(column: str, cell: object) -> dict[str, Any]:
+    if not isinstance(cell, str):
+        raise RowError(f"{column}: {shown(cell)} is not text")
+    if len(cell) > MAX_JSON_CHARS:
+        raise RowError(f"{column}: {len(cell)} characters, more than {MAX_JSON_CHARS}")
+    try:
+        data = json.loads(cell)
+    except (ValueError, RecursionError):  # RecursionError: nested thousands deep
+        raise RowError(f"{column}: {shown(cell)} is not JSON") from None
+    if not isinstance(data, dict):
+        raise RowError(f"{column}: {shown(cell)} is not a JSON object")
+    return data
+
+
+def shown(value: object) -> str:
+    """A stored value as a log line may show it: short, and never raw bytes."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"a {len(value)}-byte blob"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def decode_deliveries(
+    rows: Iterable[tuple[Any, ...]],
+) -> tuple[list[Delivery], list[tuple[int, str]]]:
+    """The rows that decode, and (id, reason) for each one that does not."""
+    good: list[Delivery] = []
+    bad: list[tuple[int, str]] = []
+    for row in rows:
+        try:
+            good.append(delivery_row(row))
+        except RowError as exc:
+            bad.append((row[0], str(exc)))
+    return good, bad
+
+
+def sql_time(cell: object) -> datetime | None:
+    """A time computed in SQL (a MIN over well-formed cells), or None when there is none."""
+    try:
+        return None if cell is None else datetime.fromisoformat(str(cell))
+    except ValueError:  # well-formed but impossible (February 31st): as if absent
+        return None

@@ -8,45 +8,49 @@ loses one, and a restart never repeats a delivered notification.
 Only this package imports `sqlite3`. `StateStore` is synchronous: the daemon calls it through
 `stores.aio.AsyncStore`, in a worker thread behind a `CapacityLimiter(1)`. Every `sqlite3`
 error leaves it as a one-line `StoreError` naming the database path. The schema and the row
-conversions are in `stores.rows`, the one-daemon lock in `stores.lock`.
+conversions are in `stores.rows`, the outbox methods in `stores.outbox`, the file's identity
+and rescue in `stores.files`, the one-daemon lock in `stores.lock`.
+
+Hostile contents cost only their row: a cell that does not decode makes its outbox row dead
+(quarantined, with the reason), its job row unknown (re-baselined), its flag unset; each is
+told to `on_unreadable`. A state file deleted or replaced while open is told once to `on_lost`,
+after which every call raises `StoreError`: nothing is written as if it were still durable.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import ClassVar, Self, TypeVar
 
-from watcher.core.delivery import Delivery, Event, OutboxEntry
-from watcher.core.errors import LeaseLost, StoreError
+from watcher.core.delivery import Event, OutboxEntry
+from watcher.core.errors import StoreError
 from watcher.core.model import JobRef, JobSnapshot
+from watcher.stores import files
+from watcher.stores.outbox import PENDING, OnUnreadable, OutboxTable, ignore
 from watcher.stores.rows import (
-    CLAIMABLE,
     MIGRATIONS,
-    SELECT_DELIVERIES,
+    RowError,
     decode_snapshot,
-    delivery_row,
     encode_snapshot,
     entry_params,
     event_params,
+    shown,
     ts,
 )
 
 T = TypeVar("T")
 
-PENDING = "pending"
-DELIVERED = "delivered"
-DEAD = "dead"
+#: Told once, with the reason, when the state file is deleted or replaced while open.
+OnLost = Callable[[str], None]
 
 
-class StateStore:
+class StateStore(OutboxTable):
     """Last seen job snapshots and the notification outbox in one SQLite file.
 
     Use as a context manager, or call `close()`. Methods raise `StoreError` when the database
@@ -55,7 +59,13 @@ class StateStore:
 
     SCHEMA_VERSION: ClassVar[int] = 3
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_unreadable: OnUnreadable = ignore,
+        on_lost: OnLost = ignore,
+    ) -> None:
         """Open (creating if needed, mode 0600) the database at `path` and bring its schema up to date.
 
         Raises:
@@ -63,16 +73,23 @@ class StateStore:
                 by a newer fireworks-watcher.
         """
         self._path = path
+        self._on_unreadable = on_unreadable
+        self._on_lost = on_lost
+        self._lost: str | None = None
         # The connection is shared across worker threads; the lock keeps one transaction at a
         # time even if a caller forgets the capacity limiter.
         self._lock = threading.Lock()
-        _prepare_file(path)
+        files.prepare(path)
+        try:
+            self._identity = files.identity(path)
+        except OSError as exc:
+            raise StoreError(f"cannot open state database {path}: {files.reason(exc)}") from exc
         try:
             self._conn = sqlite3.connect(
                 path, timeout=5.0, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open state database {path}: {_reason(exc)}") from exc
+            raise StoreError(f"cannot open state database {path}: {files.reason(exc)}") from exc
         try:
             with self._errors("open"):
                 self._conn.execute("PRAGMA journal_mode=WAL")
@@ -86,9 +103,16 @@ class StateStore:
             raise
 
     @classmethod
-    def open(cls, path: Path) -> StateStore:
-        """Open the database at `path`; the same as `StateStore(path)`."""
-        return cls(path)
+    def open(
+        cls, path: Path, *, on_unreadable: OnUnreadable = ignore, on_lost: OnLost = ignore
+    ) -> StateStore:
+        """Open the database at `path`; the same as `StateStore(path, ...)`."""
+        return cls(path, on_unreadable=on_unreadable, on_lost=on_lost)
+
+    @property
+    def lost(self) -> str | None:
+        """Why the store stopped (its file was deleted or replaced while open), or None."""
+        return self._lost
 
     def close(self) -> None:
         """Close the database; further calls raise `StoreError`. Closing twice is harmless."""
@@ -114,16 +138,21 @@ class StateStore:
             row = self._conn.execute(
                 "SELECT snapshot FROM jobs WHERE job_key = ?", (ref.key,)
             ).fetchone()
-        if row is None:
-            return None
-        return decode_snapshot(ref.key, row[0])
+        return None if row is None else self._snapshot(ref.key, row[0])
 
     def last_all(self) -> dict[str, JobSnapshot]:
         """Every job's last recorded snapshot keyed by `JobRef.key`; unreadable rows are skipped."""
         with self._lock, self._errors("read"):
             rows = self._conn.execute("SELECT job_key, snapshot FROM jobs").fetchall()
-        decoded = ((key, decode_snapshot(key, text)) for key, text in rows)
+        decoded = ((key, self._snapshot(key, cell)) for key, cell in rows)
         return {key: snapshot for key, snapshot in decoded if snapshot is not None}
+
+    def _snapshot(self, key: object, cell: object) -> JobSnapshot | None:
+        try:
+            return decode_snapshot(key, cell)
+        except RowError as exc:
+            self._on_unreadable(f"jobs {shown(key)}", str(exc))
+            return None
 
     def record(
         self,
@@ -184,7 +213,7 @@ class StateStore:
             row = self._conn.execute(
                 "SELECT value FROM meta WHERE key = ?", (f"flag:{key}",)
             ).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else self._flag_value(key, row[0])
 
     def flags(self, prefix: str) -> dict[str, str]:
         """Every flag whose key starts with `prefix`, keyed by the rest of the key."""
@@ -195,7 +224,21 @@ class StateStore:
                 "SELECT key, value FROM meta WHERE key >= ? AND key < ?",
                 (start, start + "\U0010ffff"),
             ).fetchall()
-        return {str(key)[len(start) :]: str(value) for key, value in rows}
+        found = ((str(key)[len(start) :], value) for key, value in rows)
+        return {
+            name: text
+            for name, value in found
+            if (text := self._flag_value(prefix + name, value)) is not None
+        }
+
+    def _flag_value(self, key: str, value: object) -> str | None:
+        # Text only: a NULL or a blob is an unset flag (and said so), never the text "None".
+        if isinstance(value, str):
+            return value
+        self._on_unreadable(
+            f"meta {shown('flag:' + key)}", f"meta.value: {shown(value)} is not text"
+        )
+        return None
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop the last state of jobs no longer watched; their outbox rows stay."""
@@ -205,132 +248,7 @@ class StateStore:
         with self._write() as conn:
             conn.executemany("DELETE FROM jobs WHERE job_key = ?", params)
 
-    # -- outbox -----------------------------------------------------------------------------
-
-    def due(self, now: datetime, *, limit: int = 100) -> list[Delivery]:
-        """Pending deliveries whose next attempt is at or before `now`, oldest first."""
-        return self._deliveries(
-            "WHERE o.status = ? AND o.next_attempt_at <= ? ORDER BY o.id LIMIT ?",
-            (PENDING, ts(now), limit),
-        )
-
-    def claim(
-        self,
-        now: datetime,
-        *,
-        holder: str,
-        lease: timedelta,
-        busy: Collection[str] = (),
-        limit: int = 100,
-    ) -> list[Delivery]:
-        """Claim the claimable deliveries (see `CLAIMABLE`) of targets not in `busy` until
-        `now + lease`, oldest first; their marks must then name the claim (`holder`)."""
-        skip = f" AND o.url_key NOT IN ({', '.join('?' for _ in busy)})" if busy else ""
-        query = f"{SELECT_DELIVERIES} WHERE {CLAIMABLE}{skip} ORDER BY o.id LIMIT ?"
-        stamp = ts(now)
-        with self._write("claim in") as conn:
-            found = conn.execute(query, (stamp, stamp, *busy, limit)).fetchall()
-            conn.executemany(
-                "UPDATE outbox SET claim = ?, claimed_until = ? WHERE id = ?",
-                ((holder, ts(now + lease), row[0]) for row in found),
-            )
-        return [dataclasses.replace(delivery_row(row), claim=holder) for row in found]
-
-    def release_claims(self) -> int:
-        """Drop every claim: at start, by the one process that holds the state file's lock,
-        so that sends cut short by a crash are retried at once."""
-        with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE outbox SET claim = '', claimed_until = '' WHERE claim != ''"
-            )
-        return cursor.rowcount
-
-    def next_due_at(self) -> datetime | None:
-        """When the earliest pending delivery is due, or None if nothing is pending."""
-        with self._lock, self._errors("read"):
-            row = self._conn.execute(
-                "SELECT MIN(MAX(next_attempt_at, claimed_until)) FROM outbox WHERE status = ?",
-                (PENDING,),
-            ).fetchone()
-        return None if row[0] is None else datetime.fromisoformat(row[0])
-
-    def outbox_stats(self) -> tuple[int, datetime | None]:
-        """How many deliveries are pending, and when the oldest of them was created."""
-        with self._lock, self._errors("read"):
-            count, oldest = self._conn.execute(
-                "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = ?", (PENDING,)
-            ).fetchone()
-        return int(count), None if oldest is None else datetime.fromisoformat(oldest)
-
-    def undelivered(self) -> list[Delivery]:
-        """Pending and dead deliveries (for the `status` command), oldest first."""
-        return self._deliveries("WHERE o.status IN (?, ?) ORDER BY o.id", (PENDING, DEAD))
-
-    def mark_delivered(self, delivery_id: int, *, now: datetime, claim: str | None = None) -> None:
-        """Record that the delivery was sent (under `claim`, when it was claimed)."""
-        self._update(
-            delivery_id,
-            "status = ?, delivered_at = ?, last_error = '', claim = '', claimed_until = ''",
-            (DELIVERED, ts(now)),
-            claim=claim,
-        )
-
-    def mark_retry(
-        self, delivery_id: int, *, next_attempt_at: datetime, error: str, claim: str | None = None
-    ) -> None:
-        """Record a failed send to be tried again at `next_attempt_at`."""
-        self._update(
-            delivery_id,
-            "attempts = attempts + 1, next_attempt_at = ?, last_error = ?, claim = '', "
-            "claimed_until = ''",
-            (ts(next_attempt_at), error),
-            claim=claim,
-        )
-
-    def mark_dead(
-        self, delivery_id: int, *, now: datetime, error: str, claim: str | None = None
-    ) -> None:
-        """Give the delivery up after a failed send; its `next_attempt_at` becomes `now`."""
-        self._update(
-            delivery_id,
-            "attempts = attempts + 1, status = ?, next_attempt_at = ?, last_error = ?, "
-            "claim = '', claimed_until = ''",
-            (DEAD, ts(now), error),
-            claim=claim,
-        )
-
-    def prune(self, *, delivered_before: datetime) -> int:
-        """Delete deliveries delivered before `delivered_before`; returns how many."""
-        with self._write() as conn:
-            cursor = conn.execute(
-                "DELETE FROM outbox WHERE status = ? AND delivered_at < ?",
-                (DELIVERED, ts(delivered_before)),
-            )
-        return cursor.rowcount
-
     # -- helpers ----------------------------------------------------------------------------
-
-    def _deliveries(self, where: str, params: tuple[Any, ...]) -> list[Delivery]:
-        with self._lock, self._errors("read"):
-            rows = self._conn.execute(f"{SELECT_DELIVERIES} {where}", params).fetchall()
-        return [delivery_row(row) for row in rows]
-
-    def _update(
-        self,
-        delivery_id: int,
-        assignments: str,
-        params: tuple[Any, ...],
-        *,
-        claim: str | None,
-    ) -> None:
-        # A mark under a claim applies only while the claim is still the row's own: a
-        # dispatcher whose lease was taken over must not settle what another one sends.
-        where = "id = ? AND status = 'pending'" + (" AND claim = ?" if claim is not None else "")
-        args = (*params, delivery_id, *(() if claim is None else (claim,)))
-        with self._write() as conn:
-            cursor = conn.execute(f"UPDATE outbox SET {assignments} WHERE {where}", args)
-        if cursor.rowcount == 0:
-            raise LeaseLost(f"outbox row {delivery_id} is no longer pending under this claim")
 
     def _migrate(self) -> None:
         """Create or upgrade the schema; refuse a database from a newer version."""
@@ -374,37 +292,31 @@ class StateStore:
                     conn.execute("ROLLBACK")
                 raise
 
+    def _check_file(self) -> None:
+        """Stop once the path no longer names the file opened (see `files.lose`)."""
+        try:
+            now = files.identity(self._path)
+        except OSError:  # cannot tell (a flaky mount): not a loss; the next call looks again
+            return
+        if now != self._identity:
+            self._lost = files.lose(self._conn, self._path, deleted=now is None)
+            self._on_lost(self._lost)
+            raise StoreError(self._lost)
+
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
         # The one translation to the error tree: nothing but StoreError leaves the store, so a
         # bad value in one row is a skipped write, never a crashed delivery batch.
+        if self._lost is not None:
+            raise StoreError(self._lost)
+        # Every call looks (one stat): the dispatcher's calls every few seconds find a lost file
+        # within them, however quiet the jobs are.
+        self._check_file()
         try:
             yield
         except sqlite3.Error as exc:
             raise StoreError(
-                f"cannot {action} state database {self._path}: {_reason(exc)}"
+                f"cannot {action} state database {self._path}: {files.reason(exc)}"
             ) from exc
         except (TypeError, ValueError, KeyError) as exc:
             raise StoreError(f"cannot {action} state database {self._path}: {exc}") from exc
-
-
-def _prepare_file(path: Path) -> None:
-    """Create the parent directory (0700) and the file (0600) if missing; check it is writable."""
-    try:
-        if not path.parent.exists():
-            path.parent.mkdir(mode=0o700, parents=True)
-            path.parent.chmod(0o700)  # mkdir's mode is filtered by the umask
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            fd = os.open(path, os.O_RDWR)  # fails on a directory or a read-only file
-        else:
-            os.fchmod(fd, 0o600)  # os.open's mode is filtered by the umask too
-        os.close(fd)
-    except OSError as exc:
-        raise StoreError(f"cannot open state database {path}: {_reason(exc)}") from exc
-
-
-def _reason(exc: Exception) -> str:
-    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return " ".join(text.split()) or type(exc).__name__

@@ -43,8 +43,7 @@ REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 STARTUP_TIMEOUT = 10.0
 #: Health connections served at once (probes and a scraper or two); beyond it, 503 at once.
 MAX_CONNECTIONS = 32
-#: Connections the kernel queues before they are accepted.
-BACKLOG = 64
+BACKLOG = 64  # connections the kernel queues before they are accepted
 #: The longest `/metrics` serves the same rendering: a flood of scrapes costs one render a second.
 METRICS_MAX_AGE = 1.0
 
@@ -91,6 +90,7 @@ class Health:
         self._store_failed = False
         self._oldest_pending: datetime | None = None
         self._unreadable: dict[str, str] = {}
+        self._failures: list[str] = []  # see fail()
         if registry is None:
             registry = CollectorRegistry()
             prometheus_client.ProcessCollector(registry=registry)
@@ -243,6 +243,7 @@ class Health:
             reasons.append(AUTH_REASON)
         if self._store_failed:
             reasons.append(STORE_REASON)
+        reasons.extend(self._failures)
         return not reasons, reasons
 
     def metrics(self) -> bytes:
@@ -251,6 +252,11 @@ class Health:
         if self._rendered is None or now - self._rendered[0] >= self._metrics_max_age:
             self._rendered = (now, prometheus_client.generate_latest(self.registry))
         return self._rendered[1]
+
+    def fail(self, reason: str) -> None:
+        """Not ready from now until a restart, for `reason` (the state file was lost)."""
+        if reason not in self._failures:
+            self._failures.append(reason)
 
     # -- HTTP ------------------------------------------------------------------------------
 
