@@ -112,6 +112,7 @@ class Watcher:
             record=self._record,
             budget=budget,
             max_parallel_polls=max_parallel_polls,
+            listed=lambda: self._listed_kinds,
         )
         self._fetcher.index(plan)
 
