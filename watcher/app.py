@@ -81,6 +81,7 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
         unreadable_after=w.unreadable_after,
         api_label=settings.fireworks.base_url,
         notify_timeout=w.notify_timeout,
+        max_new_per_cycle=w.max_new_per_cycle,
     )
 
 
@@ -134,6 +135,7 @@ async def fireworks_client(
             budget=budget,
             # httpx bounds each read; this bounds the whole answer, however it trickles in.
             deadline=settings.watcher.request_timeout,
+            max_answer_bytes=settings.watcher.max_answer_bytes,
         )
 
 
@@ -308,6 +310,7 @@ def _reload(
             log.warning("config.reload_needs_restart", key=key)
     runtime.budget.set_rate(new.watcher.max_requests_per_minute)
     runtime.client.set_request_timeout(new.watcher.request_timeout)
+    runtime.client.max_answer_bytes = new.watcher.max_answer_bytes
     runtime.watcher.reload(plan, notifier)
     health.set_poll_interval(
         new.watcher.poll_interval, terminal_poll_interval=new.watcher.terminal_poll_interval

@@ -89,11 +89,11 @@ def _describe_one(error: ErrorDetails, origins: _Origins) -> str:
     elif isinstance(cause, ValueError):
         problem = str(cause)
     elif kind in ("greater_than", "greater_than_equal"):
-        bound = ctx.get("gt", ctx.get("ge"))
-        problem = f"must be {'>' if kind == 'greater_than' else '>='} {bound:g}"
+        bound = _bound(ctx.get("gt", ctx.get("ge")), loc)
+        problem = f"must be {'>' if kind == 'greater_than' else '>='} {bound}"
     elif kind in ("less_than", "less_than_equal"):
-        bound = ctx.get("lt", ctx.get("le"))
-        problem = f"must be {'<' if kind == 'less_than' else '<='} {bound:g}"
+        bound = _bound(ctx.get("lt", ctx.get("le")), loc)
+        problem = f"must be {'<' if kind == 'less_than' else '<='} {bound}"
     elif kind == "enum":
         problem = f"must be one of {ctx.get('expected')}"
     else:
@@ -110,6 +110,15 @@ def _describe_one(error: ErrorDetails, origins: _Origins) -> str:
         if shown:
             problem += f", got {shown}"
     return f"{path}: {origins.scrub(path, problem)}"
+
+
+def _bound(value: Any, loc: tuple[str | int, ...]) -> str:
+    """A bound as a message shows it; a size in bytes also in KiB or MiB (`33554432` says
+    little)."""
+    if loc and isinstance(loc[-1], str) and loc[-1].endswith("_bytes") and type(value) is int:
+        unit, name = (1024 * 1024, "MiB") if value >= 1024 * 1024 else (1024, "KiB")
+        return f"{value} ({value / unit:g} {name})"
+    return f"{value:g}"
 
 
 def _shown(value: Any, loc: tuple[str | int, ...], path: str, origins: _Origins) -> str:

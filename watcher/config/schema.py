@@ -160,6 +160,7 @@ def _state_name(value: str) -> str:
 # Upper bounds: a value past them is a typo (or 1e12), not a wish, and would overflow the
 # schedule's arithmetic at run time; `check` refuses it with one line instead.
 _DAY: Final = 86400.0
+_MIB: Final = 1024 * 1024
 _Interval = Annotated[float, Field(strict=True, gt=0, le=_DAY, allow_inf_nan=False)]
 _Timeout = Annotated[float, Field(strict=True, gt=0, le=600, allow_inf_nan=False)]
 _Count = Annotated[int, Field(strict=True, le=10_000)]
@@ -211,6 +212,12 @@ class WatcherSettings(_Frozen):
     notify_timeout: _Timeout = 30.0
     api_down_after: Annotated[_Count, Field(ge=1)] = 3
     unreadable_after: Annotated[_Count, Field(ge=0)] = 3
+    # The decoded size of one API answer (a LIST page or a job), counted as it streams in:
+    # 200 jobs take well under 1 MiB; the container's memory limit is 256 MiB.
+    max_answer_bytes: Annotated[int, Field(strict=True, ge=64 * 1024, le=512 * _MIB)] = 32 * _MIB
+    # Jobs never seen before that one discovered kind's listing records per cycle (ten times
+    # as many for its first listing); the rest are recorded on later cycles.
+    max_new_per_cycle: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 1000
 
     @model_validator(mode="before")
     @classmethod

@@ -3,14 +3,16 @@
 `decide(last, observed, ...)` takes the last stored snapshots and what the API answered, and
 returns the snapshots to store, the transitions, the outbox rows for every channel URL that
 wants them, and the flags to set: frozen values, no clock, no I/O, no logging. `plan_fetch`
-decides how a cycle reads its due resources (GET each, or LIST) within the request budget.
+decides how a cycle reads its due resources (GET each, or LIST) within the request budget;
+`admit_new` how many jobs the API has never shown before one cycle takes in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from watcher.core import messages, transitions
 from watcher.core.delivery import Channel, Event, OutboxEntry
@@ -228,3 +230,55 @@ def within_budget(refs: Sequence[JobRef], available: int | None) -> list[JobRef]
     if available is None:
         return list(refs)
     return list(refs[: max(1, available)])
+
+
+#: A kind's first listing may record this many times `max_new_per_cycle`: jobs that existed
+#: before the watcher are a baseline, not a flood (10,000 at the default: one cycle).
+BASELINE_FACTOR: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """The jobs of one LIST page to record this cycle, and how many new ones must wait."""
+
+    jobs: tuple[JobSnapshot, ...]
+    new: int  # jobs among `jobs` not known before
+    deferred: int  # new jobs left for a later cycle (the page's rest, in page order)
+
+
+def new_allowance(max_new: int, *, baselined: bool) -> int:
+    """New jobs one kind's listing may record in a cycle: `max_new`, or `BASELINE_FACTOR`
+    times that while the kind was never listed in full (its first jobs are the baseline)."""
+    return max_new if baselined else BASELINE_FACTOR * max_new
+
+
+def admit_new(page: Sequence[JobSnapshot], *, known: Container[str], allowance: int) -> Admitted:
+    """Every known job of a page, and new ones (keys not in `known`) while `allowance` lasts.
+
+    A job left out is not lost: the API lists it again next cycle, when it is admitted with
+    the next allowance (announced then as new, if its kind was listed before).
+    """
+    jobs: list[JobSnapshot] = []
+    new: set[str] = set()
+    deferred = 0
+    for snapshot in page:
+        key = snapshot.ref.key
+        if key in known or key in new:
+            jobs.append(snapshot)
+        elif len(new) < allowance:
+            new.add(key)
+            jobs.append(snapshot)
+        else:
+            deferred += 1
+    return Admitted(tuple(jobs), len(new), deferred)
+
+
+def listing_page_cap(known: int, allowance: int, page_size: int) -> int:
+    """The most pages a discovered kind's listing plausibly takes in one cycle.
+
+    The list holds the `known` jobs and new ones; paging stops once `allowance` new ones
+    were admitted, so more pages than those fill (plus slack for jobs that shift pages while
+    it is read) means a server repeating itself under fresh page tokens.
+    """
+    pages = max(1, -(-(known + allowance) // page_size))
+    return pages + max(2, pages // 10)

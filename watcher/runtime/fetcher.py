@@ -4,11 +4,16 @@ Discovered kinds are LISTed page by page (each page recorded as it arrives); exp
 read by LIST where that costs fewer requests, else by GET, within the request budget. Every
 call's failure is classified once here: it backs its target off, counts toward the cycle's
 report, the metrics and the unreadable ledger, and is logged.
+
+A discovered kind's listing takes in at most `max_new_per_cycle` jobs never seen before (the
+rest wait for later cycles, said in one line per cycle) and at most the pages those and the
+known jobs fill; kinds that cost the fewest pages last time are listed first, so a costly
+or hostile kind cannot hold the others back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import aclosing
 from typing import TypeVar
 
@@ -17,7 +22,7 @@ import structlog
 
 from watcher.core import decide
 from watcher.core.budget import effective_interval, requests_per_cycle
-from watcher.core.errors import ApiError, ApiRejected, ApiUnavailable
+from watcher.core.errors import ApiError, ApiRejected, ApiUnavailable, PayloadError
 from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState, is_settled
 from watcher.core.schedule import PollSchedule
 from watcher.core.unreadable import UnreadableLedger
@@ -49,6 +54,7 @@ class Fetcher:
         unreadable: the ledger of targets that cannot be read.
         last: the last stored snapshots (to confirm jobs a LIST no longer shows).
         record: records a LIST page's snapshots as it arrives (the poller's `_record`).
+        listed: the kinds listed in full before (their new jobs are news, not a baseline).
         budget: the request budget, for the GETs one cycle can afford.
         max_parallel_polls: GETs in flight at once.
     """
@@ -64,6 +70,7 @@ class Fetcher:
         record: Callable[[Sequence[JobSnapshot], CycleReport], Awaitable[object]],
         budget: Budget | None,
         max_parallel_polls: int = 4,
+        listed: Callable[[], Collection[JobKind]] = frozenset,
     ) -> None:
         self._source = source
         self._schedule = schedule
@@ -71,6 +78,7 @@ class Fetcher:
         self._unreadable = unreadable
         self._last = last
         self._record = record
+        self._listed = listed
         self._budget = budget
         self._poll_limiter = anyio.CapacityLimiter(max_parallel_polls)
         #: Pages a full LIST of each kind takes, learned from `totalSize`.
@@ -81,10 +89,16 @@ class Fetcher:
         self._explicit: dict[JobKind, dict[str, JobRef]] = {}
         self.explicit_keys: frozenset[str] = frozenset()
         self._budget_warned_at = 0
+        self._max_new = 1000
+        #: Pages the last listing of each discovered kind read (the cheapest go first).
+        self._read: dict[JobKind, int] = {}
+        #: This cycle's kinds whose new jobs did not all fit: (recorded, left for later).
+        self._deferred: dict[JobKind, tuple[int, int]] = {}
 
     def index(self, plan: WatchPlan) -> None:
         """Views of the plan consulted per page and per cycle, computed once per plan."""
         self._discover = plan.discover
+        self._max_new = plan.max_new_per_cycle
         # Explicit jobs polled on their own; those of a discovered kind come with its LIST.
         self._polled_refs = [r for r in plan.refs if r.kind not in plan.discover]
         self.targets = [r.key for r in self._polled_refs] + [list_key(k) for k in plan.discover]
@@ -140,9 +154,12 @@ class Fetcher:
         observed: list[JobSnapshot] = []
         due = set(self._schedule.due(self.targets, now))
         to_get: list[JobRef] = []
-        for kind in self._discover:
+        self._deferred = {}
+        # The cheapest listings first: one that pages long (or forever) delays no other.
+        for kind in sorted(self._discover, key=lambda k: self._read.get(k, 1)):
             if list_key(kind) in due:
                 to_get += await self._list(kind, report, now, discovered=True)
+        self._say_deferred()
         plan = decide.plan_fetch([r for r in self._polled_refs if r.key in due], pages=self.pages)
         for kind, wanted in plan.lists:
             to_get += await self._list(kind, report, now, wanted=wanted)
@@ -151,6 +168,18 @@ class Fetcher:
         await self._get_each(decide.within_budget(to_get, available), observed, report, now)
         report.polled += len(observed)
         return observed
+
+    def _say_deferred(self) -> None:
+        """One line per cycle when new jobs were left for later cycles (they are listed again)."""
+        if not self._deferred:
+            return
+        log.warning(
+            "jobs.new_deferred",
+            kinds=[str(k) for k in self._deferred],
+            recorded=sum(new for new, _ in self._deferred.values()),
+            left_for_later=sum(left for _, left in self._deferred.values()),
+            max_new_per_cycle=self._max_new,
+        )
 
     async def _get_each(
         self,
@@ -192,12 +221,23 @@ class Fetcher:
         max_pages = None if discovered else len(wanted) - 1
         explicit = self._explicit.get(kind, {})
         listed: set[str] = set()
+        # Jobs known before: the stored ones of this kind and the explicit ones (never "new").
+        known = {key for key, snap in last.items() if snap.ref.kind == kind} | explicit.keys()
+        allowance = decide.new_allowance(self._max_new, baselined=kind in self._listed())
+        before = len(known)
+        cap = decide.listing_page_cap(before, allowance, LIST_PAGE_SIZE)
+        admitted = deferred = 0
+        total: int | None = None
 
         async def read_pages() -> bool:
+            nonlocal admitted, deferred, total
             complete = False
+            number = 0
             async with aclosing(self._source.pages(kind, max_pages=max_pages)) as pages:
                 async for page in pages:
+                    number += 1
                     if page.total_size is not None:
+                        total = page.total_size
                         self.pages[kind] = max(1, -(-page.total_size // LIST_PAGE_SIZE))
                     # A job a shifted page repeats keeps its first sighting: two answers for
                     # one job in one listing would be announced back and forth on every poll.
@@ -207,11 +247,26 @@ class Fetcher:
                         jobs = [s for s in jobs if s.ref.key in explicit]
                         for snap in jobs:
                             self._schedule.succeeded(snap.ref.key, now, settled=is_settled(snap))
+                    else:
+                        self._read[kind] = number
+                        fits = decide.admit_new(jobs, known=known, allowance=allowance - admitted)
+                        jobs = list(fits.jobs)
+                        admitted += fits.new
+                        deferred += fits.deferred
+                        known.update(s.ref.key for s in jobs)
                     report.polled += len(jobs)
                     # Each page is recorded and announced as it arrives: under a tight budget
                     # the last page of a big account comes long after the first.
                     await self._record(jobs, report)
                     complete = page.complete
+                    if deferred:
+                        return False  # the rest is read next cycle, with a fresh allowance
+                    if discovered and number >= cap and not page.complete:
+                        msg = (
+                            f"LIST {kind}: more than {cap} pages, more than {before} known and"
+                            f" {allowance} new jobs fill (max_new_per_cycle); stopped paging"
+                        )
+                        raise PayloadError(msg)
             return complete
 
         complete = await self._call(target, read_pages(), report, now)
@@ -223,6 +278,13 @@ class Fetcher:
             # Missing from the list: unlisted (incomplete list) or gone; either way, GET it.
             return [r for r in wanted if r.key not in listed]
         self._schedule.succeeded(list_key(kind), now)
+        if deferred:
+            # Not listed in full: no job is missing yet, and the kind keeps its baseline
+            # allowance until its first listing is whole. Left for later: the new jobs
+            # seen, and those not read yet that are not known either (from `totalSize`).
+            unread = max(0, total - len(listed | known)) if total is not None else 0
+            self._deferred[kind] = (admitted, deferred + unread)
+            return []
         report.listed.append(kind)
         # A job missing from the whole list is confirmed with one GET before it is called
         # NOT_FOUND; one already known to be gone is not asked about again.

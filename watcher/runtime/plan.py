@@ -18,6 +18,8 @@ class WatchPlan:
             are told the API is unreachable.
         unreadable_after: consecutive polls of one target that the API refused (a 4xx other
             than 404) or answered unparsably before channels are told; 0 never tells.
+        max_new_per_cycle: jobs never seen before that one discovered kind's listing records
+            per cycle (ten times that for its first listing); the rest wait for later cycles.
     """
 
     refs: tuple[JobRef, ...]
@@ -30,6 +32,7 @@ class WatchPlan:
     unreadable_after: int = 3
     api_label: str = "the Fireworks API"
     notify_timeout: float = 30.0
+    max_new_per_cycle: int = 1000
 
 
 @dataclass(slots=True)

@@ -34,9 +34,8 @@ from watcher.runtime.plan import CycleReport, WatchPlan
 log = structlog.get_logger("watcher")
 T = TypeVar("T")
 
-#: Delivered outbox rows are kept this long (for `status` and debugging), then deleted.
+#: Delivered outbox rows are kept this long (for `status` and debugging), pruned hourly.
 KEEP_DELIVERED = timedelta(days=7)
-#: How often the delivered rows are pruned.
 PRUNE_EVERY = timedelta(hours=1)
 
 
@@ -113,6 +112,7 @@ class Watcher:
             record=self._record,
             budget=budget,
             max_parallel_polls=max_parallel_polls,
+            listed=lambda: self._listed_kinds,
         )
         self._fetcher.index(plan)
 

@@ -11,6 +11,8 @@ The snapshot keeps only the fields the watcher uses, so secrets in a job payload
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -38,7 +40,7 @@ from watcher.sources.answers import (
     short,
 )
 from watcher.sources.items import ItemReader
-from watcher.sources.pages import JobListing, JobPage, PageMemo, Seen, pages_needed
+from watcher.sources.pages import JobListing, JobPage, PageMemo, Paging, Seen, pages_needed
 from watcher.sources.parse import parse_job
 from watcher.sources.retry import (
     DEFAULT_RETRY,
@@ -48,14 +50,13 @@ from watcher.sources.retry import (
     retry_hint,
     utcnow,
 )
+from watcher.sources.stream import ACCEPT_ENCODING, DEFAULT_MAX_ANSWER_BYTES, read_answer
 
 log = structlog.get_logger("watcher")
 
 USER_AGENT: Final = f"fireworks-watcher/{__version__}"
 #: The API caps pages at 200 and coerces larger values down.
 MAX_PAGE_SIZE: Final = 200
-#: A server that keeps handing out new page tokens is stopped after this many pages.
-MAX_PAGES: Final = 10_000
 
 #: Words by which a 400 names the `readMask` (the API's schema may drop a field we ask for).
 _MASK_WORDS: Final = ("readmask", "read_mask", "field mask", "fieldmask")
@@ -83,6 +84,9 @@ class FireworksClient:
         deadline: Seconds one whole request (headers and body) may take, however its bytes
             trickle in; httpx's own timeout bounds each read only. Past it the try counts
             as a timeout: retried, then `ApiUnavailable`. None: no deadline.
+        max_answer_bytes: The most decoded bytes one answer (a page or a job) may have; a
+            larger one is not read further and is a `PayloadError` (compressed answers are
+            counted as they expand, so a small gzip bomb costs this much, not its expansion).
 
     Attributes:
         requests_sent: HTTP requests attempted so far, retries included (the server may
@@ -102,8 +106,10 @@ class FireworksClient:
         now: Callable[[], datetime] = utcnow,
         budget: RequestBudget | None = None,
         deadline: float | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._deadline = deadline
+        self.max_answer_bytes = max_answer_bytes
         try:
             url = httpx.URL(base_url)
         except httpx.InvalidURL as exc:
@@ -125,7 +131,8 @@ class FireworksClient:
         # Per kind, what the last LIST said of each job (by name): lets a LIST skip parsing
         # jobs whose state and status did not change.
         self._listed: dict[JobKind, dict[str, Seen]] = {}
-        # The last body and jobs of each LIST page, to skip decoding a page that did not change.
+        # A digest of the last body and the jobs of each LIST page, to skip decoding a page
+        # that did not change.
         self._page_memos: dict[tuple[JobKind, int], PageMemo] = {}
         self._items = ItemReader(account_id, self._redact)
         # Kinds whose `readMask` the API refused: they are read whole (and parsed the same).
@@ -133,6 +140,7 @@ class FireworksClient:
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
+            "Accept-Encoding": ACCEPT_ENCODING,
             "User-Agent": USER_AGENT,
         }
         self.requests_sent = 0
@@ -229,39 +237,32 @@ class FireworksClient:
         params = {"pageSize": str(size)}
         known = self._listed.get(kind, {})
         fresh: dict[str, Seen] = {}
-        seen_tokens: set[str] = set()
+        paging = Paging(size)
         total: int | None = None
-        for number in range(1, MAX_PAGES + 1):
+        for number in itertools.count(1):
             response = await self._send(path, params, kind=kind)
             page = self._decode_page(kind, number, response, known)
             fresh.update(page.seen)
             jobs = page.jobs
             if number == 1:
                 total = page.total_size
-            token = page.token
-            where = request_line(response)
-            if token is None or token == "":
+            try:
+                token = paging.next_token(number, page)
+            except PayloadError as exc:
+                raise PayloadError(f"{request_line(response)}: {exc}") from None
+            if token is None:
                 self._listed[kind] = fresh  # vanished jobs leave the cache with the list
                 for key in [k for k in self._page_memos if k[0] == kind and k[1] > number]:
                     del self._page_memos[key]  # the list got shorter
                 yield JobPage(jobs, number, total, last=True, complete=True)
                 return
-            if not isinstance(token, str):
-                msg = f"{where}: nextPageToken is not a string (got {type(token).__name__})"
-                raise PayloadError(msg)
-            if token in seen_tokens:
-                msg = f"{where}: server repeated a page token; stopped paging"
-                raise PayloadError(msg)
             if max_pages is not None and pages_needed(total, size, number) > max_pages:
                 known.update(fresh)
                 self._listed[kind] = known
                 yield JobPage(jobs, number, total, last=True, complete=False)
                 return
             yield JobPage(jobs, number, total, last=False, complete=False)
-            seen_tokens.add(token)
-            params["pageToken"] = token
-        msg = f"GET {path}: more than {MAX_PAGES} pages; stopped paging"
-        raise PayloadError(msg)
+            params["pageToken"] = token  # `Paging` stops at MAX_PAGES
 
     def _decode_page(
         self, kind: JobKind, number: int, response: httpx.Response, known: Mapping[str, Seen]
@@ -269,7 +270,8 @@ class FireworksClient:
         """The jobs of one LIST page; a page whose bytes are the same as last time is not
         decoded again (on a quiet account that is nearly every page)."""
         memo = self._page_memos.get((kind, number))
-        if memo is not None and memo.content == response.content:
+        digest = hashlib.blake2b(response.content, digest_size=16).digest()
+        if memo is not None and memo.digest == digest:
             return memo
         where = request_line(response)
         body = decode_json(response)
@@ -289,7 +291,7 @@ class FireworksClient:
         ]
         total = body.get("totalSize")
         memo = PageMemo(
-            content=response.content,
+            digest=digest,
             jobs=jobs,
             seen=seen,
             total_size=total if isinstance(total, int) else None,
@@ -351,7 +353,9 @@ class FireworksClient:
             self.requests_sent += 1
             try:
                 with anyio.fail_after(self._deadline if self._deadline is not None else math.inf):
-                    response = await self._http.get(url, headers=self._headers)
+                    response = await read_answer(
+                        self._http, url, self._headers, limit=self.max_answer_bytes, path=path
+                    )
             except TimeoutError:
                 # A dripping answer: every read arrived in time, the whole one did not.
                 detail = f"GET {path}: no whole answer within {self._deadline:g} s"
@@ -361,9 +365,6 @@ class FireworksClient:
                 detail = f"GET {path}: {type(exc).__name__}"
                 if str(exc):
                     detail += f": {short(str(exc))}"
-            except httpx.DecodingError as exc:
-                msg = f"GET {path}: undecodable body ({type(exc).__name__})"
-                raise PayloadError(msg) from None
             except httpx.HTTPError as exc:  # e.g. TooManyRedirects: another try will not help
                 msg = f"GET {path}: {type(exc).__name__}"
                 raise ApiRejected(msg, status_code=0) from None
