@@ -397,6 +397,8 @@ class _Control(_State):
                 return {}
             case "POST", ["scenario"]:
                 return {"resources": scenario(self, **payload)}
+            case "GET", ["requests"]:
+                return {"requests": [list(request) for request in self.requests[-10_000:]]}
             case "GET", ["stats"]:
                 with self._lock:
                     return {

@@ -24,7 +24,7 @@ import functools
 import itertools
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,14 +81,14 @@ async def serve_attack(
     """Answer one request of an attacked collection."""
     match attack.kind:
         case "drip":
-            await _drip(real(), attack.pace, receive, send)
+            await _until_gone(_drip(real(), attack.pace, send), receive)
         case "gzip-bomb":
             body = _bomb(attack.size)
             headers = [(b"content-encoding", b"gzip"), (b"content-length", b"%d" % len(body))]
             await _start(send, 200, headers)
             await send({"type": "http.response.body", "body": body})
         case "huge":
-            await _stream_huge(attack.size, send)
+            await _until_gone(_stream_huge(attack.size, send), receive)
         case "retry-after":
             reply = _error_reply(429, "simulated hostile peer: slow down")
             hint = (*reply.headers, ("retry-after", attack.retry_after))
@@ -112,25 +112,27 @@ async def _start(send: Send, status: int, headers: list[tuple[bytes, bytes]]) ->
     await send({"type": "http.response.start", "status": status, "headers": headers})
 
 
-async def _drip(reply: _Reply, pace: float, receive: Receive, send: Send) -> None:
-    """Honest headers, then the body byte by byte, until it is sent or the client leaves."""
-    await _start(send, reply.status, [(b"content-length", b"%d" % len(reply.body))])
-
-    async def trickle() -> None:
-        for index in range(len(reply.body)):
-            chunk = reply.body[index : index + 1]
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await asyncio.sleep(pace)
-        await send({"type": "http.response.body", "body": b""})
+async def _until_gone(answer: Coroutine[Any, Any, None], receive: Receive) -> None:
+    """Run `answer` until it is sent or the client hangs up (a slow answer stops then)."""
 
     async def gone() -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    tasks = [asyncio.ensure_future(trickle()), asyncio.ensure_future(gone())]
+    tasks = [asyncio.ensure_future(answer), asyncio.ensure_future(gone())]
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
         task.cancel()
+
+
+async def _drip(reply: _Reply, pace: float, send: Send) -> None:
+    """Honest headers, then the body byte by byte."""
+    await _start(send, reply.status, [(b"content-length", b"%d" % len(reply.body))])
+    for index in range(len(reply.body)):
+        chunk = reply.body[index : index + 1]
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await asyncio.sleep(pace)
+    await send({"type": "http.response.body", "body": b""})
 
 
 @functools.lru_cache(maxsize=4)

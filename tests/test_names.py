@@ -34,6 +34,7 @@ from watcher.core.names import (
     shown_name,
 )
 from watcher.sources.fireworks import FireworksClient
+from watcher.sources.items import WARNINGS_PER_PAGE
 
 DPO = f"accounts/{ACCOUNT}/dpoJobs"
 COLLECTION_PATH = f"/v1/{DPO}"
@@ -260,6 +261,24 @@ async def test_a_bad_item_costs_only_itself(server: ServedApp, api: PageApi, ite
     assert [] == whole_answers_refused(logs)
 
 
+@pytest.mark.parametrize("bad", [WARNINGS_PER_PAGE + 1, 200])
+async def test_a_page_of_impostors_costs_a_few_log_lines(
+    server: ServedApp, api: PageApi, bad: int
+) -> None:
+    """Each dropped item is news once, but a page of hundreds of them is not hundreds of lines:
+    the first few are named, one more line counts the rest."""
+    impostors = [job(f"accounts/other/dpoJobs/flood-{i}") for i in range(bad)]
+    api.pages[""] = {"dpoJobs": [job(f"{DPO}/real", "FAILED"), *impostors]}
+    async with client_at(server) as client:
+        with capture_logs() as logs:
+            jobs = await client.list_jobs(JobKind.DPO)
+
+    assert ["real"] == [s.ref.job_id for s in jobs]
+    warnings = dropped(logs)
+    assert WARNINGS_PER_PAGE + 1 == len(warnings)
+    assert f"{bad - WARNINGS_PER_PAGE} more items dropped" == warnings[-1]
+
+
 async def test_first_of_two_names_on_a_page_stands(server: ServedApp, api: PageApi) -> None:
     """Two items of one name on a page: the first is the job, the second is dropped (once)."""
     api.pages[""] = {"dpoJobs": [job(f"{DPO}/v0"), job(f"{DPO}/v0", "COMPLETED")]}
@@ -382,7 +401,9 @@ async def test_daemon_announces_once_and_never_flaps(
     messages = await receiver.wait_for_async(2)
     assert ["FAILED" in m["title"] for m in messages] == [True, False]
     warnings = dropped(logs)
-    assert len(EVERY_POLL) - 1 + 2 == len(warnings)  # each bad item once; `gone` is no bad item
+    # Each bad item once (`gone` is no bad item): the first few by name, the rest counted.
+    assert WARNINGS_PER_PAGE + 1 == len(warnings)
+    assert f"{len(EVERY_POLL) - 1 + 2 - WARNINGS_PER_PAGE} more items dropped" == warnings[-1]
     assert all(w.isprintable() and ESC not in w for w in warnings)
     assert [] == whole_answers_refused(logs)
     gets = [path for path, query in api.requests if "pageSize" not in query]

@@ -107,10 +107,10 @@ def test_listing_page_cap(known: int, allowance: int, expected: int) -> None:
     assert expected == decide.listing_page_cap(known, allowance, 200)
 
 
-@pytest.mark.parametrize(("baselined", "expected"), [(True, 7), (False, 70)])
-def test_new_allowance(baselined: bool, expected: int) -> None:
+@pytest.mark.parametrize(("first", "expected"), [(False, 7), (True, 70)])
+def test_new_allowance(first: bool, expected: int) -> None:
     """A kind's first listing may take in ten times as many: a baseline is not a flood."""
-    assert expected == decide.new_allowance(7, baselined=baselined)
+    assert expected == decide.new_allowance(7, first=first)
 
 
 # --- a hostile API over loopback ----------------------------------------------------------------
@@ -257,7 +257,7 @@ async def test_pages_past_what_the_known_and_new_jobs_fill_are_a_bad_answer(
         with capture_logs() as logs:
             report = await watcher.run_once(force=True)
 
-    cap = decide.listing_page_cap(0, decide.new_allowance(100, baselined=False), 200)
+    cap = decide.listing_page_cap(0, decide.new_allowance(100, first=True), 200)
     assert (7, 7) == (cap, hostile.pages)
     bad = [e["error"] for e in logs if e["event"] == "api.bad_answer"]
     assert ["LIST sft: more than 7 pages, more than 0 known and 1000 new jobs fill"] == [
@@ -340,22 +340,24 @@ async def test_a_flood_of_new_jobs_is_taken_in_a_bounded_batch_a_cycle_and_none_
 async def test_a_first_listing_takes_ten_times_the_bound_and_is_a_baseline_until_whole(
     server: ServedApp, sim: Simulator, receiver: JsonReceiver, tmp_path: Path
 ) -> None:
-    """A kind never listed before takes in 10 x `max_new_per_cycle` jobs a cycle as its
-    baseline; none of them is "new", and once the list was read whole a job created
-    afterwards is."""
-    for i in range(45):
+    """A kind never listed before takes in 10 x `max_new_per_cycle` jobs in its first cycle
+    as its baseline, then `max_new_per_cycle` a cycle (a listing that never ends must not cost
+    the baseline's batch forever); none of them is "new" until the list was read whole, and a
+    job created afterwards is."""
+    for i in range(25):
         sim.add_job(f"old-{i:02d}", state="RUNNING")
     settings = settings_for(server, tmp_path, receiver, max_new_per_cycle=2)
     async with app.open_watcher(settings) as watcher:
         with capture_logs() as logs:
-            baseline = await cycle_reports(watcher, 3)
+            baseline = await cycle_reports(watcher, 4)
             sim.add_job("zz-late", state="RUNNING")
             late = await watcher.run_once(force=True)
 
-    assert [20, 20, 5] == [sum(1 for t in r.transitions if t.ref.kind == "dpo") for r in baseline]
+    counts = [sum(1 for t in r.transitions if t.ref.kind == "dpo") for r in baseline]
+    assert [20, 2, 2, 1] == counts
     assert not [t for r in baseline for t in r.transitions if t.new_job]
     assert ["dpo/zz-late"] == [t.ref.key for t in late.transitions if t.new_job]
-    assert 2 == len([e for e in logs if e["event"] == "jobs.new_deferred"])
+    assert 3 == len([e for e in logs if e["event"] == "jobs.new_deferred"])
 
 
 async def test_an_endless_flood_records_a_bounded_batch_a_cycle(

@@ -246,10 +246,11 @@ class Admitted:
     deferred: int  # new jobs left for a later cycle (the page's rest, in page order)
 
 
-def new_allowance(max_new: int, *, baselined: bool) -> int:
-    """New jobs one kind's listing may record in a cycle: `max_new`, or `BASELINE_FACTOR`
-    times that while the kind was never listed in full (its first jobs are the baseline)."""
-    return max_new if baselined else BASELINE_FACTOR * max_new
+def new_allowance(max_new: int, *, first: bool) -> int:
+    """New jobs one kind's listing may record in a cycle: `BASELINE_FACTOR` times `max_new`
+    for the first listing of the kind (an account's existing jobs are a baseline, not a flood),
+    `max_new` after it, so a listing that never ends costs a bounded batch every cycle."""
+    return BASELINE_FACTOR * max_new if first else max_new
 
 
 def admit_new(page: Sequence[JobSnapshot], *, known: Container[str], allowance: int) -> Admitted:

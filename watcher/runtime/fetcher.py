@@ -7,8 +7,8 @@ report, the metrics and the unreadable ledger, and is logged.
 
 A discovered kind's listing takes in at most `max_new_per_cycle` jobs never seen before (the
 rest wait for later cycles, said in one line per cycle) and at most the pages those and the
-known jobs fill; kinds that cost the fewest pages last time are listed first, so a costly
-or hostile kind cannot hold the others back.
+known jobs fill. Kinds are listed side by side with the plain GETs, so a costly or hostile
+kind cannot hold the others back.
 """
 
 from __future__ import annotations
@@ -77,7 +77,15 @@ class Fetcher:
         self._observer = observer
         self._unreadable = unreadable
         self._last = last
-        self._record = record
+        # Listings and GETs of one cycle record concurrently; one at a time keeps each
+        # decision over the state the previous one left.
+        self._record_lock = anyio.Lock()
+
+        async def record_one(jobs: Sequence[JobSnapshot], report: CycleReport) -> None:
+            async with self._record_lock:
+                await record(jobs, report)
+
+        self._record = record_one
         self._listed = listed
         self._budget = budget
         self._poll_limiter = anyio.CapacityLimiter(max_parallel_polls)
@@ -90,8 +98,8 @@ class Fetcher:
         self.explicit_keys: frozenset[str] = frozenset()
         self._budget_warned_at = 0
         self._max_new = 1000
-        #: Pages the last listing of each discovered kind read (the cheapest go first).
-        self._read: dict[JobKind, int] = {}
+        #: Kinds listed at least once since the start (their first listing is a baseline).
+        self._tried: set[JobKind] = set()
         #: This cycle's kinds whose new jobs did not all fit: (recorded, left for later).
         self._deferred: dict[JobKind, tuple[int, int]] = {}
 
@@ -150,22 +158,43 @@ class Fetcher:
 
     async def fetch(self, report: CycleReport, now: float) -> list[JobSnapshot]:
         """Poll what is due: LISTs of discovered kinds, LISTs standing in for GETs where that
-        is cheaper, then the GETs the budget can pay for now; every call is classified."""
+        is cheaper, and the GETs the budget can pay for now, all at once; then the GETs that
+        confirm jobs a listing no longer shows. Every call is classified.
+
+        A kind's listing and the plain GETs run side by side, and the GETs are recorded as
+        soon as they are in: a listing that drips, pages forever or times out delays its own
+        kind only, never a healthy job of another."""
         observed: list[JobSnapshot] = []
         due = set(self._schedule.due(self.targets, now))
-        to_get: list[JobRef] = []
-        self._deferred = {}
-        # The cheapest listings first: one that pages long (or forever) delays no other.
-        for kind in sorted(self._discover, key=lambda k: self._read.get(k, 1)):
-            if list_key(kind) in due:
-                to_get += await self._list(kind, report, now, discovered=True)
-        self._say_deferred()
         plan = decide.plan_fetch([r for r in self._polled_refs if r.key in due], pages=self.pages)
-        for kind, wanted in plan.lists:
-            to_get += await self._list(kind, report, now, wanted=wanted)
-        to_get += plan.gets
+        # Plain GETs are paid first: one per job, where a listing may take many pages.
         available = self._budget.available() if self._budget is not None else None
-        await self._get_each(decide.within_budget(to_get, available), observed, report, now)
+        gets = decide.within_budget(plan.gets, available)
+        to_confirm: list[JobRef] = []
+        self._deferred = {}
+
+        async def get_now() -> None:
+            got: list[JobSnapshot] = []
+            await self._get_each(gets, got, report, now)
+            report.polled += len(got)
+            await self._record(got, report)
+
+        async def list_kind(kind: JobKind, wanted: Sequence[JobRef] | None) -> None:
+            if wanted is None:
+                to_confirm.extend(await self._list(kind, report, now, discovered=True))
+            else:
+                to_confirm.extend(await self._list(kind, report, now, wanted=wanted))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(get_now)
+            for kind in self._discover:
+                if list_key(kind) in due:
+                    tg.start_soon(list_kind, kind, None)
+            for kind, wanted in plan.lists:
+                tg.start_soon(list_kind, kind, wanted)
+        self._say_deferred()
+        available = self._budget.available() if self._budget is not None else None
+        await self._get_each(decide.within_budget(to_confirm, available), observed, report, now)
         report.polled += len(observed)
         return observed
 
@@ -223,7 +252,9 @@ class Fetcher:
         listed: set[str] = set()
         # Jobs known before: the stored ones of this kind and the explicit ones (never "new").
         known = {key for key, snap in last.items() if snap.ref.kind == kind} | explicit.keys()
-        allowance = decide.new_allowance(self._max_new, baselined=kind in self._listed())
+        first = kind not in self._listed() and kind not in self._tried
+        self._tried.add(kind)
+        allowance = decide.new_allowance(self._max_new, first=first)
         before = len(known)
         cap = decide.listing_page_cap(before, allowance, LIST_PAGE_SIZE)
         admitted = deferred = 0
@@ -248,7 +279,6 @@ class Fetcher:
                         for snap in jobs:
                             self._schedule.succeeded(snap.ref.key, now, settled=is_settled(snap))
                     else:
-                        self._read[kind] = number
                         fits = decide.admit_new(jobs, known=known, allowance=allowance - admitted)
                         jobs = list(fits.jobs)
                         admitted += fits.new

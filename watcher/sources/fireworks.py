@@ -289,6 +289,7 @@ class FireworksClient:
             for i, item in enumerate(items)
             if (job := read(item, kind, known, seen, f"{where} item {i}")) is not None
         ]
+        self._items.page_done(where)
         total = body.get("totalSize")
         memo = PageMemo(
             digest=digest,

@@ -25,6 +25,8 @@ log = structlog.get_logger("watcher")
 
 #: Distinct dropped items remembered, so each is warned of once rather than on every poll.
 REJECTS_REMEMBERED: Final = 1024
+#: Dropped items warned of one by one on a page; the rest are counted in one more line.
+WARNINGS_PER_PAGE: Final = 5
 
 
 class ItemReader:
@@ -39,6 +41,7 @@ class ItemReader:
         self._account_id = account_id
         self._redact = redact
         self._rejected: set[str] = set()
+        self._page_warnings = 0
 
     def read(
         self,
@@ -90,5 +93,16 @@ class ItemReader:
         if len(self._rejected) >= REJECTS_REMEMBERED:
             self._rejected.clear()
         self._rejected.add(problem)
-        # The README's `api.bad_answer`; `where` (request and item) tells it from a whole answer.
-        log.warning("api.bad_answer", where=where, error=problem)
+        self._page_warnings += 1
+        if self._page_warnings <= WARNINGS_PER_PAGE:
+            # The README's `api.bad_answer`; `where` (request and item) tells it from a whole
+            # answer.
+            log.warning("api.bad_answer", where=where, error=problem)
+
+    def page_done(self, where: str) -> None:
+        """End a page: one line counts the dropped items past `WARNINGS_PER_PAGE`, so a page
+        of 200 impostors costs 6 log lines, not 200."""
+        unsaid = self._page_warnings - WARNINGS_PER_PAGE
+        self._page_warnings = 0
+        if unsaid > 0:
+            log.warning("api.bad_answer", where=where, error=f"{unsaid} more items dropped")
