@@ -45,6 +45,9 @@ The `/_sim/` control API (no key needed; JSON bodies; answers JSON or a grpc-sty
 | `POST /_sim/faults` | `add_fault` keyword arguments | queue a fault |
 | `DELETE /_sim/faults` | | `clear_faults` |
 | `POST /_sim/scenario` | `{"name": "demo" or "busy" or "chaos", "seed": 0}` | `scenario` |
+| `POST /_sim/attacks` | `attack` keyword arguments | a hostile peer for one collection |
+| `DELETE /_sim/attacks` | optional `collection` | `calm` |
+| `GET /_sim/requests` | | `{"requests": [[method, path], ...]}`, the last 10,000 |
 | `GET /_sim/stats` | | `{"requests": n, "jobs": n, "faults": n}` |
 
 It deliberately imports nothing from `watcher` (nor the SDK): it is written from the API docs
