@@ -124,7 +124,9 @@ def test_hostile_states_and_statuses_make_no_new_series(jobs: int, length: int) 
 
 # -- the flood -----------------------------------------------------------------------------------
 
-POLL = 1.0
+# Two seconds: the flood's clients share this process (and its GIL) with the daemon, so a
+# loaded machine needs the room; the hostile run measures the same with separate processes.
+POLL = 2.0
 
 
 @pytest.fixture
@@ -143,7 +145,13 @@ async def test_a_metrics_flood_does_not_slow_polling(
     (plus a second for a loaded machine), the flood is refused (503) beyond the cap, and
     /metrics stays small."""
     figures = await run(
-        flood_sim, server.url, tmp_path, clients=200, seconds=6.0, poll=POLL, allowance=2 * POLL + 1
+        flood_sim,
+        server.url,
+        tmp_path,
+        clients=200,
+        seconds=10.0,
+        poll=POLL,
+        allowance=2 * POLL + 1,
     )
 
     assert figures.changes >= 3
