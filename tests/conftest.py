@@ -65,6 +65,19 @@ def receiver() -> Iterator[JsonReceiver]:
 
 
 @pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, server: ServedApp) -> None:
+    """Point the CLI, run in this process, at the simulator through the documented
+    environment variables (and nothing else of the caller's)."""
+    for name in list(os.environ):
+        if name.startswith(("FIREWORKS_", "STATE_DIRECTORY")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("FIREWORKS_API_KEY", KEY)
+    monkeypatch.setenv("FIREWORKS_ACCOUNT_ID", ACCOUNT)
+    monkeypatch.setenv("FIREWORKS_BASE_URL", server.url)
+    monkeypatch.setenv("FIREWORKS_WATCHER_LOG_FORMAT", "json")
+
+
+@pytest.fixture
 def daemon_env(server: ServedApp) -> dict[str, str]:
     """The environment a deployed daemon gets: key, account and base URL from variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}

@@ -13,21 +13,9 @@ from pathlib import Path
 import pytest
 
 from fireworks_sim import Simulator
-from tests.conftest import ACCOUNT, KEY
-from tests.servers import JsonReceiver, ServedApp
+from tests.conftest import ACCOUNT
+from tests.servers import JsonReceiver
 from watcher.cli import main
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, server: ServedApp) -> None:
-    """Point the command at the simulator through the documented environment variables."""
-    for name in list(os.environ):
-        if name.startswith(("FIREWORKS_", "STATE_DIRECTORY")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("FIREWORKS_API_KEY", KEY)
-    monkeypatch.setenv("FIREWORKS_ACCOUNT_ID", ACCOUNT)
-    monkeypatch.setenv("FIREWORKS_BASE_URL", server.url)
-    monkeypatch.setenv("FIREWORKS_WATCHER_LOG_FORMAT", "json")
 
 
 def write_config(tmp_path: Path, body: str) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import sqlite3
 import subprocess
 import sys
@@ -18,8 +17,8 @@ import pytest
 import structlog
 
 from fireworks_sim import Simulator
-from tests.conftest import ACCOUNT, KEY
-from tests.servers import JsonReceiver, ServedApp
+from tests.conftest import ACCOUNT
+from tests.servers import JsonReceiver
 from watcher import logs
 from watcher.cli import main
 from watcher.config import MAX_CONFIG_BYTES, parse
@@ -207,17 +206,6 @@ HOSTILE = [
     pytest.param("gnp.\u202eexe", id="rtl-override"),
     pytest.param("\x9b31mred", id="c1-csi"),
 ]
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, server: ServedApp) -> None:
-    for name in list(os.environ):
-        if name.startswith(("FIREWORKS_", "STATE_DIRECTORY")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("FIREWORKS_API_KEY", KEY)
-    monkeypatch.setenv("FIREWORKS_ACCOUNT_ID", ACCOUNT)
-    monkeypatch.setenv("FIREWORKS_BASE_URL", server.url)
-    monkeypatch.setenv("FIREWORKS_WATCHER_LOG_FORMAT", "json")
 
 
 def config_file(tmp_path: Path, receiver: JsonReceiver, channel: str = "") -> Path:

@@ -6,14 +6,12 @@ the URL forms, one scenario per scheme and header, through the real command line
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from fireworks_sim import Simulator
-from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp, free_tcp_port
 from watcher.cli import main
 from watcher.core.text import MASK, mask_url, userinfo, without_userinfo
@@ -100,13 +98,9 @@ SCENARIOS = [
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, server: ServedApp) -> None:
-    for name in list(os.environ):
-        if name.startswith(("FIREWORKS_", "STATE_DIRECTORY")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("FIREWORKS_API_KEY", KEY)
-    monkeypatch.setenv("FIREWORKS_ACCOUNT_ID", ACCOUNT)
-    monkeypatch.setenv("FIREWORKS_WATCHER_LOG_FORMAT", "json")
+def env(env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared CLI environment, with the base URL left to each config and the tokens set."""
+    monkeypatch.delenv("FIREWORKS_BASE_URL")
     monkeypatch.setenv("HOOK_TOKEN", HOOK_TOKEN)
     monkeypatch.setenv("ARG_TOKEN", ARG_TOKEN)
     monkeypatch.setenv("FIELD_TOKEN", FIELD_TOKEN)
