@@ -177,13 +177,15 @@ class Fetcher:
             got: list[JobSnapshot] = []
             await self._get_each(gets, got, report, now)
             report.polled += len(got)
-            await self._record(got, report)
+            if got:
+                await self._record(got, report)
 
         async def list_kind(kind: JobKind, wanted: Sequence[JobRef] | None) -> None:
-            if wanted is None:
-                to_confirm.extend(await self._list(kind, report, now, discovered=True))
-            else:
-                to_confirm.extend(await self._list(kind, report, now, wanted=wanted))
+            # None: a discovered kind; else the explicit jobs its listing stands in for.
+            discovered = wanted is None
+            to_confirm.extend(
+                await self._list(kind, report, now, discovered=discovered, wanted=wanted or ())
+            )
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(get_now)
