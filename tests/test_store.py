@@ -148,7 +148,11 @@ class TestSnapshots:
         text = '{"kind": "dpo", "job_id": "my-job", "account_id": "acme", "state": "X", "n": "1"}'
         with StateStore.open(db_path):
             pass
-        raw_sql(db_path, "INSERT INTO jobs VALUES ('dpo/my-job', ?, '')", (text,))
+        raw_sql(
+            db_path,
+            "INSERT INTO jobs (job_key, snapshot, updated_at) VALUES ('dpo/my-job', ?, '')",
+            (text,),
+        )
 
         with StateStore.open(db_path) as store:
             assert snapshot(state="X") == store.last(JobRef(JobKind.DPO, "my-job"))
@@ -638,14 +642,16 @@ class TestMigration:
     """
 
     def test_schema_1_upgrades_with_nothing_lost(self, db_path: Path) -> None:
-        """Jobs, flags and both outbox rows survive; the pending one is claimable."""
+        """Jobs, both outbox rows and the API-down flag (now an open condition) survive; the
+        pending row is claimable."""
         with sqlite3.connect(db_path) as db:
             db.executescript(self.SCHEMA_1)
 
         with StateStore.open(db_path) as store:
             snapshot = store.last_all()["dpo/a"]
             pending = store.claim(T0, holder="d", lease=LEASE)
-            flag = store.flag("api_down_announced")
+            conditions = [(c.subject, str(c.name)) for c in store.open_conditions()]
+            flag = "1" if conditions == [("api", "api_down")] else "?"
         with sqlite3.connect(db_path) as db:
             version = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             rows = db.execute("SELECT COUNT(*) FROM outbox").fetchone()

@@ -20,7 +20,8 @@ from watcher import logs
 from watcher.config import Settings
 from watcher.core.budget import RequestBudget
 from watcher.core.clock import SteadyClock
-from watcher.core.delivery import Channel, RetryPolicy
+from watcher.core.conditions import Thresholds
+from watcher.core.delivery import Channel, ChannelPolicy, RetryPolicy
 from watcher.core.errors import WatcherError
 from watcher.core.model import Transition
 from watcher.core.text import userinfo
@@ -66,10 +67,25 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
             ),
             title=c.title,
             body=c.body,
+            policy=ChannelPolicy(
+                repeat_interval=c.repeat_interval,
+                group_wait=c.group_wait,
+                group_by_account=c.group_by == "account",
+                max_per_minute=c.max_per_minute,
+                digest=c.digest or "",
+                digest_timezone=c.digest_timezone,
+                digest_empty=c.digest_empty,
+                quiet_hours=c.quiet_hours,
+                progress_every=c.progress_every,
+            ),
         )
         for c in settings.channels
     )
     w = settings.watcher
+    limits = {
+        watch: Thresholds(watch.stall_after, watch.pending_after, watch.max_runtime)
+        for watch in settings.watches
+    }
     return WatchPlan(
         refs=settings.refs(),
         channels=channels,
@@ -82,6 +98,14 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
         api_label=settings.fireworks.base_url,
         notify_timeout=w.notify_timeout,
         max_new_per_cycle=w.max_new_per_cycle,
+        # An explicit job takes its own watch's thresholds (the first that names it).
+        job_thresholds={
+            ref.key: limit for watch, limit in reversed(limits.items()) for ref in watch.refs()
+        },
+        kind_thresholds={
+            str(watch.kind): limit for watch, limit in reversed(limits.items()) if watch.discover
+        },
+        history_days=w.history_days,
     )
 
 

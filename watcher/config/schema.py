@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -23,6 +24,7 @@ from pydantic import (
 )
 
 from watcher.config.templates import template
+from watcher.core.durations import parse_clock, parse_duration, parse_hours
 from watcher.core.errors import ConfigError
 from watcher.core.kinds import ALL_STATES, DEFAULT_BASE_URL, JobKind, short_state
 from watcher.core.model import JobRef
@@ -155,6 +157,50 @@ def _state_name(value: str) -> str:
     return short
 
 
+def _duration(value: object) -> object:
+    # Seconds as a number, or "30m", "2h", "1d": the unit people think in for these keys.
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool):
+        msg = "must be a duration"
+        raise ValueError(msg)
+    return value
+
+
+def _digest(value: str) -> str:
+    if value != "hourly":
+        try:
+            parse_clock(value)
+        except ValueError:
+            msg = 'must be "hourly" or a time of day like "09:00"'
+            raise ValueError(msg) from None
+    return value
+
+
+def _time_zone(value: str) -> str:
+    if value != "UTC":
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = 'must be a time zone name like "Europe/Paris" or "UTC"'
+            raise ValueError(msg) from None
+    return value
+
+
+def _group_by(value: str) -> str:
+    if value not in ("job", "account"):
+        msg = 'must be "job" or "account"'
+        raise ValueError(msg)
+    return value
+
+
+def _quiet_hours(value: object) -> object:
+    if not isinstance(value, str):
+        msg = 'must be a range of hours like "22:00-07:00"'
+        raise ValueError(msg)
+    return parse_hours(value)
+
+
 # --- value types -------------------------------------------------------------------------------
 
 # Upper bounds: a value past them is a typo (or 1e12), not a wish, and would overflow the
@@ -169,6 +215,10 @@ _Template = Annotated[str, Field(strict=True), AfterValidator(template)]
 _JobId = Annotated[str, Field(strict=True), AfterValidator(_job_id)]
 _StateName = Annotated[str, Field(strict=True), AfterValidator(_state_name)]
 _Url = Annotated[SecretStr, AfterValidator(_secret_non_blank)]
+#: Seconds, or "30m", "2h", "1d"; 0 switches the feature off; at most a year.
+_Duration = Annotated[
+    float, BeforeValidator(_duration), Field(strict=True, ge=0, le=366 * _DAY, allow_inf_nan=False)
+]
 
 
 class _Frozen(BaseModel):
@@ -218,6 +268,10 @@ class WatcherSettings(_Frozen):
     # Jobs never seen before that one discovered kind's listing records per cycle (ten times
     # as many for its first listing); the rest are recorded on later cycles.
     max_new_per_cycle: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 1000
+    # Events (transitions, conditions, deliveries, silences) are kept this many days.
+    history_days: Annotated[int, Field(strict=True, ge=1, le=3660)] = 90
+    # `fireworks_watcher_job_state{kind,job,state}`: off for accounts with too many jobs.
+    job_state_metrics: Annotated[bool, Field(strict=True)] = True
 
     @model_validator(mode="before")
     @classmethod
@@ -252,6 +306,10 @@ class WatchSettings(_Frozen):
     kind: Annotated[JobKind, BeforeValidator(_job_kind)] = JobKind.DPO
     jobs: tuple[_JobId, ...] = ()
     discover: Annotated[bool, Field(strict=True)] = False
+    # Conditions: seconds (or "30m") before each opens; 0 disables it.
+    stall_after: _Duration = 1800.0
+    pending_after: _Duration = 7200.0
+    max_runtime: _Duration = 0.0
 
     @model_validator(mode="after")
     def _something_to_watch(self) -> Self:
@@ -286,6 +344,23 @@ class ChannelSettings(_Frozen):
     body: _Template | None = None
     notify_initial: Annotated[bool, Field(strict=True)] = False
     notify_new: Annotated[bool, Field(strict=True)] = False
+    # Alerting (0 or "" is off): reminders, grouping, rate folding, digests, quiet hours,
+    # progress milestones. See `watcher.core.delivery.ChannelPolicy`.
+    repeat_interval: _Duration = 0.0
+    group_wait: Annotated[_Duration, Field(le=_DAY)] = 0.0
+    group_by: Annotated[str, Field(strict=True), AfterValidator(_group_by)] = "job"
+    max_per_minute: Annotated[int, Field(strict=True, ge=0, le=10_000)] = 0
+    digest: Annotated[str, Field(strict=True), AfterValidator(_digest)] | None = None
+    digest_timezone: Annotated[str, Field(strict=True), AfterValidator(_time_zone)] = "UTC"
+    digest_empty: Annotated[bool, Field(strict=True)] = False
+    quiet_hours: Annotated[tuple[str, str], BeforeValidator(_quiet_hours)] | None = None
+    progress_every: Annotated[int, Field(strict=True, ge=0, le=50)] = 0
+
+    @model_validator(mode="after")
+    def _reminders_not_too_often(self) -> Self:
+        if 0 < self.repeat_interval < 60:
+            raise _Invalid(("repeat_interval",), "must be 0 (off) or at least 60 seconds")
+        return self
 
 
 class Settings(_Frozen):

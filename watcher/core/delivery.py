@@ -27,6 +27,33 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelPolicy:
+    """When a channel hears things, beyond which transitions (`ChannelRules`). Seconds; 0 is off.
+
+    Attributes:
+        repeat_interval: remind of a failure or attention state, or an open condition, this often.
+        group_wait: hold a job's first message this long and send what came meanwhile as one.
+        group_by_account: fold the held messages of every job into one, not one per job.
+        max_per_minute: at most this many messages a minute; the overflow is one summary.
+        digest: "" (none), "hourly", or "HH:MM" (daily) in `digest_timezone`.
+        digest_timezone: an IANA zone name ("UTC" by default).
+        digest_empty: send a digest with nothing in it.
+        quiet_hours: ("22:00", "07:00") holds non-failure messages until the hours end; None off.
+        progress_every: announce progress every this many percent (25: 25/50/75); 0 off.
+    """
+
+    repeat_interval: float = 0.0
+    group_wait: float = 0.0
+    group_by_account: bool = False
+    max_per_minute: int = 0
+    digest: str = ""
+    digest_timezone: str = "UTC"
+    digest_empty: bool = False
+    quiet_hours: tuple[str, str] | None = None
+    progress_every: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Channel:
     """A named group of targets with the rules and templates that decide what they receive."""
 
@@ -35,6 +62,7 @@ class Channel:
     rules: ChannelRules = field(default_factory=ChannelRules)
     title: str | None = None
     body: str | None = None
+    policy: ChannelPolicy = field(default_factory=ChannelPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +80,8 @@ class Event:
     observed_at: datetime
     fields: tuple[tuple[str, str], ...]
     notice: bool = False
+    #: "" for a transition, else what the notice is (`core.notices`: condition, reminder...).
+    kind: str = ""
 
     def field_map(self) -> dict[str, str]:
         """The fields as a mapping."""

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collections.abc import Mapping
+from watcher.core.conditions import Thresholds
 from watcher.core.delivery import Channel, RetryPolicy
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, Transition
+
+_DEFAULT = Thresholds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +24,9 @@ class WatchPlan:
             than 404) or answered unparsably before channels are told; 0 never tells.
         max_new_per_cycle: jobs never seen before that one discovered kind's listing records
             per cycle (ten times that for its first listing); the rest wait for later cycles.
+        job_thresholds: condition thresholds of explicit jobs (by key); kind_thresholds: of
+            the jobs a `discover` watch finds (by kind name).
+        history_days: events are kept this long.
     """
 
     refs: tuple[JobRef, ...]
@@ -33,6 +40,13 @@ class WatchPlan:
     api_label: str = "the Fireworks API"
     notify_timeout: float = 30.0
     max_new_per_cycle: int = 1000
+    job_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
+    kind_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
+    history_days: int = 90
+
+    def thresholds(self, ref: JobRef) -> Thresholds:
+        """The condition thresholds of one resource: its explicit watch's, else its kind's."""
+        return self.job_thresholds.get(ref.key) or self.kind_thresholds.get(ref.kind, _DEFAULT)
 
 
 @dataclass(slots=True)

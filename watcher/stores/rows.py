@@ -61,6 +61,51 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_job ON events (job_key, id);
     ALTER TABLE outbox ADD COLUMN event_id INTEGER REFERENCES events (id);
     """,
+    # 4: alerting. When each job entered its state, last moved and was last polled; open
+    # conditions (the API-down and unreadable flags become conditions); the next reminder per
+    # channel and subject; silences; an event's kind; a delivery's silence.
+    """
+    ALTER TABLE jobs ADD COLUMN state_since TEXT;
+    ALTER TABLE jobs ADD COLUMN moved_at TEXT;
+    ALTER TABLE jobs ADD COLUMN polled_at TEXT;
+    ALTER TABLE jobs ADD COLUMN entered INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+    CREATE INDEX events_time ON events (observed_at);
+    CREATE TABLE conditions (
+        subject   TEXT NOT NULL,
+        name      TEXT NOT NULL,
+        opened_at TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        PRIMARY KEY (subject, name)
+    );
+    INSERT INTO conditions (subject, name, opened_at, detail)
+        SELECT 'api', 'api_down', strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00',
+            'no answer' FROM meta WHERE key = 'flag:api_down_announced' AND value = '1';
+    INSERT INTO conditions (subject, name, opened_at, detail)
+        SELECT substr(key, 17), 'unreadable',
+            strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00', value
+        FROM meta WHERE key GLOB 'flag:unreadable:*' AND typeof(value) = 'text' AND value != '';
+    DELETE FROM meta WHERE key = 'flag:api_down_announced' OR key GLOB 'flag:unreadable:*';
+    CREATE TABLE reminders (
+        channel TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        next_at TEXT NOT NULL,
+        PRIMARY KEY (channel, subject)
+    );
+    CREATE TABLE silences (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        job        TEXT NOT NULL,
+        kind       TEXT NOT NULL DEFAULT '',
+        state      TEXT NOT NULL DEFAULT '',
+        channel    TEXT NOT NULL DEFAULT '',
+        comment    TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        ends_at    TEXT NOT NULL,
+        expired_at TEXT,
+        ended      INTEGER NOT NULL DEFAULT 0
+    );
+    ALTER TABLE outbox ADD COLUMN silence_id INTEGER;
+    """,
 )
 
 OUTBOX_COLUMNS = (
@@ -97,7 +142,7 @@ def prefixed(prefix: str) -> str:
 # An outbox row with its event (NULLs for rows written before events existed).
 SELECT_DELIVERIES = (
     f"SELECT {prefixed('o.')}, e.job_key, e.old_state, e.new_state, e.observed_at, e.notice, "
-    "e.fields FROM outbox AS o LEFT JOIN events AS e ON e.id = o.event_id"
+    "e.fields, e.kind FROM outbox AS o LEFT JOIN events AS e ON e.id = o.event_id"
 )
 
 
@@ -137,6 +182,7 @@ def event_params(event: Event) -> tuple[object, ...]:
         ts(event.observed_at),
         int(event.notice),
         json.dumps(fields, ensure_ascii=False, sort_keys=True),
+        event.kind,
     )
 
 
@@ -146,7 +192,7 @@ def event_row(event_id: object, row: Sequence[Any]) -> Event | None:
     Raises:
         RowError: the row names an event that is missing or cannot be read.
     """
-    job_key, old_state, new_state, observed_at, notice, fields = row
+    job_key, old_state, new_state, observed_at, notice, fields, kind = row
     if event_id is None:
         return None
     if job_key is None:
@@ -161,6 +207,7 @@ def event_row(event_id: object, row: Sequence[Any]) -> Event | None:
         observed_at=when("events.observed_at", observed_at),
         fields=tuple(sorted((str(k), str(v)) for k, v in decoded.items())),
         notice=bool(notice),
+        kind=text("events.kind", kind),
     )
 
 

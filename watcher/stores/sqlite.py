@@ -28,10 +28,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self, TypeVar
 
+from watcher.core.conditions import Condition, Since
 from watcher.core.delivery import Event, OutboxEntry
 from watcher.core.errors import StoreError
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.stores import files
+from watcher.stores.alerts import AlertTables, ReminderTimes
 from watcher.stores.outbox import PENDING, OnUnreadable, OutboxTable, ignore
 from watcher.stores.rows import (
     MIGRATIONS,
@@ -50,14 +52,14 @@ T = TypeVar("T")
 OnLost = Callable[[str], None]
 
 
-class StateStore(OutboxTable):
+class StateStore(OutboxTable, AlertTables):
     """Last seen job snapshots and the notification outbox in one SQLite file.
 
     Use as a context manager, or call `close()`. Methods raise `StoreError` when the database
     cannot be read or written.
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 3
+    SCHEMA_VERSION: ClassVar[int] = 4
 
     def __init__(
         self,
@@ -162,6 +164,11 @@ class StateStore(OutboxTable):
         now: datetime,
         flags: Mapping[str, str] | None = None,
         events: Sequence[Event] = (),
+        since: Mapping[str, Since] | None = None,
+        polled: Sequence[str] = (),
+        opened: Sequence[Condition] = (),
+        resolved: Sequence[Condition] = (),
+        reminders: ReminderTimes | None = None,
     ) -> None:
         """Save snapshots as their jobs' last seen state and queue notifications, atomically.
 
@@ -172,10 +179,15 @@ class StateStore(OutboxTable):
             now: stored as the jobs' update time.
             flags: small named values kept with them (e.g. that an outage was announced).
             events: events to keep in the history even when no entry points at them.
+            since: when jobs (among `snapshots`, or known) entered their state and last moved.
+            polled: keys of known jobs polled now (written snapshots count as polled).
+            opened: conditions to store as open; resolved: open ones to drop.
+            reminders: the next reminder time per (channel, subject); None drops it.
 
         Either everything is written or nothing is; with nothing to write, no transaction.
         """
-        if not snapshots and not entries and not flags and not events:
+        alerts = (since, polled, opened, resolved, reminders)
+        if not snapshots and not entries and not flags and not events and not any(alerts):
             return
         every_event = dict.fromkeys([*events, *(e.event for e in entries if e.event)])
         updated_at = ts(now)
@@ -186,15 +198,24 @@ class StateStore(OutboxTable):
                 ((f"flag:{key}", value) for key, value in (flags or {}).items()),
             )
             conn.executemany(
-                "INSERT INTO jobs (job_key, snapshot, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (job_key) DO UPDATE "
-                "SET snapshot = excluded.snapshot, updated_at = excluded.updated_at",
-                ((s.ref.key, encode_snapshot(s), updated_at) for s in snapshots),
+                "INSERT INTO jobs (job_key, snapshot, updated_at, polled_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (job_key) DO UPDATE SET snapshot = excluded.snapshot, "
+                "updated_at = excluded.updated_at, polled_at = excluded.polled_at",
+                ((s.ref.key, encode_snapshot(s), updated_at, updated_at) for s in snapshots),
+            )
+            self._write_alerts(
+                conn,
+                now=now,
+                since=since or {},
+                polled=polled,
+                opened=opened,
+                resolved=resolved,
+                reminders=reminders or {},
             )
             ids = {
                 event: conn.execute(
                     "INSERT INTO events (job_key, old_state, new_state, observed_at, notice, "
-                    "fields) VALUES (?, ?, ?, ?, ?, ?)",
+                    "fields, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     event_params(event),
                 ).lastrowid
                 for event in every_event

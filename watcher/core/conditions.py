@@ -1,0 +1,191 @@
+"""Conditions: what is wrong with a resource beyond its state (stalled, pending too long,
+running too long, unreadable, the API down), opened and resolved from snapshots and time.
+
+Pure: the poller hands in the last snapshots, when each entered its state and last moved,
+and now; it gets back which conditions open and which resolve. A condition is announced
+once when it opens and once when it resolves, and stored in between, so a restart neither
+repeats nor forgets it. A new condition is one `ConditionName`, one rule in `_RULES`, one
+line of text in `core.notices`, plus its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Final
+
+from watcher.core.kinds import Meaning
+from watcher.core.messages import format_duration as _for
+from watcher.core.model import JobSnapshot
+
+#: States of waiting before work starts: `pending_after` measures them, `stall_after` not.
+WAITING_STATES: Final = frozenset({"PENDING", "CREATING", "VALIDATING", "RE_QUEUEING"})
+#: The subject of the API-down condition (the outbox's job key for it).
+API_SUBJECT: Final = "api"
+
+
+class ConditionName(StrEnum):
+    """A kind of condition; its value is stored and shown (`fireworks_watcher_conditions_open`)."""
+
+    STALLED = "stalled"
+    PENDING = "pending_too_long"
+    MAX_RUNTIME = "max_runtime"
+    UNREADABLE = "unreadable"
+    API_DOWN = "api_down"
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Seconds after which a condition opens; 0 disables it (set per `[[watch]]`)."""
+
+    stall_after: float = 1800.0
+    pending_after: float = 7200.0
+    max_runtime: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Since:
+    """When a resource entered its current state, and when it last moved (its state, status,
+    progress or `updateTime` changed): stored beside its snapshot. `entered` is False when
+    the resource was already in the state at first sight (then `state` is that first sight):
+    reminders are only for states the watcher saw begin."""
+
+    state: datetime
+    moved: datetime
+    entered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """An open condition of one subject (a job key, `list:KIND` or `api`)."""
+
+    subject: str
+    name: ConditionName
+    opened_at: datetime
+    detail: str
+
+    @property
+    def key(self) -> tuple[str, ConditionName]:
+        """What identifies it: one condition of a name per subject."""
+        return (self.subject, self.name)
+
+
+def _moved(snapshot: JobSnapshot) -> tuple[str, ...]:
+    # What counts as progress: the percent, the server's update time, the state and status.
+    return (
+        snapshot.state,
+        snapshot.status_code,
+        snapshot.status_message,
+        snapshot.progress,
+        snapshot.update_time,
+        snapshot.epoch,
+    )
+
+
+def next_since(
+    previous: JobSnapshot | None, since: Since | None, stored: JobSnapshot, now: datetime
+) -> Since:
+    """The `Since` to store with `stored`, which replaces `previous` at `now`."""
+    if previous is None or since is None:
+        return Since(now, now)
+    if previous.state != stored.state:
+        return Since(now, now, entered=True)
+    moved = since.moved if _moved(previous) == _moved(stored) else now
+    return Since(since.state, moved, since.entered)
+
+
+def _parse(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+# One rule per condition: (snapshot, since, thresholds, now) -> the detail when it holds.
+Rule = Callable[[JobSnapshot, Since, Thresholds, datetime], str | None]
+
+
+def _stalled(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> str | None:
+    # Waiting states are pending_after's; for kinds without a progress field (DPO) the stall
+    # clock starts when the job was first seen in its state, so it counts only once the job
+    # has been in it that long, which `max(state, moved)` gives for both.
+    if not limit.stall_after or job.state in WAITING_STATES or job.meaning is not Meaning.ACTIVE:
+        return None
+    quiet = (now - max(since.state, since.moved)).total_seconds()
+    if quiet < limit.stall_after:
+        return None
+    at = f" at {job.progress}%" if job.progress else ""
+    return f"no progress{at} for {_for(quiet)} in {job.state}"
+
+
+def _pending(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> str | None:
+    waited = (now - since.state).total_seconds()
+    if not limit.pending_after or job.state not in WAITING_STATES:
+        return None
+    return f"{job.state} for {_for(waited)}" if waited >= limit.pending_after else None
+
+
+def _max_runtime(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> str | None:
+    # Runtime as messages show `duration`: from createTime (else first sight) while active.
+    if not limit.max_runtime or job.meaning is not Meaning.ACTIVE:
+        return None
+    started = _parse(job.create_time) or since.state
+    ran = (now - started).total_seconds()
+    if ran < limit.max_runtime:
+        return None
+    return f"running for {_for(ran)}, more than the limit of {_for(limit.max_runtime)}"
+
+
+_RULES: Final[Mapping[ConditionName, Rule]] = {
+    ConditionName.STALLED: _stalled,
+    ConditionName.PENDING: _pending,
+    ConditionName.MAX_RUNTIME: _max_runtime,
+}
+
+
+def job_conditions(
+    job: JobSnapshot, since: Since, limit: Thresholds, now: datetime
+) -> dict[ConditionName, str]:
+    """The conditions that hold for one resource now, with their detail."""
+    found = ((name, rule(job, since, limit, now)) for name, rule in _RULES.items())
+    return {name: detail for name, detail in found if detail is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionChanges:
+    """What one evaluation opens and resolves."""
+
+    opened: tuple[Condition, ...] = ()
+    resolved: tuple[Condition, ...] = ()
+
+
+def evaluate(
+    jobs: Iterable[tuple[JobSnapshot, Since, Thresholds]],
+    open_now: Mapping[tuple[str, ConditionName], Condition],
+    *,
+    now: datetime,
+    names: frozenset[ConditionName] = frozenset(_RULES),
+) -> ConditionChanges:
+    """Compare the job conditions that hold now with the open ones (of `names` only: the
+    unreadable and API-down conditions are decided by the poller's own bookkeeping).
+
+    A job no longer passed in (forgotten, unwatched) resolves its open conditions.
+    """
+    holding: dict[tuple[str, ConditionName], str] = {}
+    for job, since, limit in jobs:
+        for name, detail in job_conditions(job, since, limit, now).items():
+            holding[(job.ref.key, name)] = detail
+    opened = tuple(
+        Condition(subject, name, now, detail)
+        for (subject, name), detail in holding.items()
+        if (subject, name) not in open_now
+    )
+    resolved = tuple(
+        condition
+        for key, condition in open_now.items()
+        if condition.name in names and key not in holding
+    )
+    return ConditionChanges(opened, resolved)
