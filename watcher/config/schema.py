@@ -163,7 +163,7 @@ def _duration(value: object) -> object:
         return parse_duration(value)
     if isinstance(value, bool):
         msg = "must be a duration"
-        raise ValueError(msg)
+        raise ValueError(msg)  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
     return value
 
 
@@ -197,7 +197,7 @@ def _group_by(value: str) -> str:
 def _quiet_hours(value: object) -> object:
     if not isinstance(value, str):
         msg = 'must be a range of hours like "22:00-07:00"'
-        raise ValueError(msg)
+        raise ValueError(msg)  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
     return parse_hours(value)
 
 

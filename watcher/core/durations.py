@@ -3,6 +3,7 @@ times of day (`09:00`, `22:00-07:00`). Pure parsing with one-line errors."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Final
 
@@ -28,7 +29,7 @@ def parse_duration(text: str) -> float:
         if not parts or "".join(n + u for n, u in parts) != value:
             raise ValueError(f"must be {DURATION_RULE}") from None
         seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if not 0 <= seconds <= MAX_SECONDS or seconds != seconds:
+    if math.isnan(seconds) or not 0 <= seconds <= MAX_SECONDS:
         raise ValueError("must be between 0 and a year")
     return seconds
 

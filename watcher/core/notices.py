@@ -22,8 +22,8 @@ from watcher.core.messages import (
     format_duration,
     target_label,
 )
-from watcher.core.text import one_line
 from watcher.core.model import JobSnapshot
+from watcher.core.text import one_line
 
 #: Event kinds (the `events.kind` column); "" is a transition.
 TRANSITION: Final = ""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from collections.abc import Mapping
 from watcher.core.conditions import Thresholds
 from watcher.core.delivery import Channel, RetryPolicy
 from watcher.core.kinds import JobKind
