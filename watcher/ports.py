@@ -145,6 +145,15 @@ class Observer(Protocol):
     def unreadable(self, targets: Mapping[str, str]) -> None:
         """These targets (job key or `list:KIND`) cannot be read, with the last error."""
 
+    def job_states(self, states: Mapping[str, tuple[str, str, str]]) -> None:
+        """Jobs whose state changed (key -> (kind, job id, state)); state "" means forgotten."""
+
+    def conditions(self, open_by_name: Mapping[str, int]) -> None:
+        """How many conditions of each name are open now (every name, zeros included)."""
+
+    def silenced(self, channel: str) -> None:
+        """A message to `channel` was silenced (recorded, not sent)."""
+
 
 class NullObserver:
     """Observes nothing."""
@@ -165,4 +174,13 @@ class NullObserver:
         """Ignore it."""
 
     def unreadable(self, targets: Mapping[str, str]) -> None:
+        """Ignore it."""
+
+    def job_states(self, states: Mapping[str, tuple[str, str, str]]) -> None:
+        """Ignore it."""
+
+    def conditions(self, open_by_name: Mapping[str, int]) -> None:
+        """Ignore it."""
+
+    def silenced(self, channel: str) -> None:
         """Ignore it."""

@@ -191,6 +191,15 @@ class Health:
         """These targets cannot be read (shown by /readyz, which stays ready: the rest is)."""
         self._unreadable = dict(targets)
 
+    def job_states(self, states: Mapping[str, tuple[str, str, str]]) -> None:
+        """Not exported yet (issue 11 adds fireworks_watcher_job_state)."""
+
+    def conditions(self, open_by_name: Mapping[str, int]) -> None:
+        """Not exported yet (issue 11 adds fireworks_watcher_conditions_open)."""
+
+    def silenced(self, channel: str) -> None:
+        """Not exported yet (issue 11 adds fireworks_watcher_silenced_total)."""
+
     def warnings(self) -> list[str]:
         """What /readyz says beside its verdict: the resources that cannot be read."""
         return [
