@@ -11,8 +11,10 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from watcher.core.conditions import Condition, Since
 from watcher.core.delivery import Delivery, Event, OutboxEntry
 from watcher.core.model import JobSnapshot
+from watcher.core.silences import Silence
 from watcher.stores.outbox import OnUnreadable, ignore
 from watcher.stores.sqlite import OnLost, StateStore
 
@@ -123,6 +125,22 @@ class AsyncStore:
     ) -> None:
         """See `StateStore.mark_dead`."""
         await self._run(self.sync.mark_dead, delivery_id, now=now, error=error, claim=claim)
+
+    async def since_all(self) -> dict[str, Since]:
+        """See `StateStore.since_all`."""
+        return await self._run(self.sync.since_all)
+
+    async def open_conditions(self) -> list[Condition]:
+        """See `StateStore.open_conditions`."""
+        return await self._run(self.sync.open_conditions)
+
+    async def reminder_times(self) -> dict[tuple[str, str], datetime]:
+        """See `StateStore.reminder_times`."""
+        return await self._run(self.sync.reminder_times)
+
+    async def silences(self, now: datetime, *, include_ended: bool = False) -> list[Silence]:
+        """See `StateStore.silences`."""
+        return await self._run(self.sync.silences, now, include_ended=include_ended)
 
     async def prune(self, *, delivered_before: datetime) -> int:
         """See `StateStore.prune`."""

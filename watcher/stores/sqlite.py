@@ -45,6 +45,7 @@ from watcher.stores.rows import (
     shown,
     ts,
 )
+from watcher.stores.silences import SilenceTable
 
 T = TypeVar("T")
 
@@ -52,7 +53,7 @@ T = TypeVar("T")
 OnLost = Callable[[str], None]
 
 
-class StateStore(OutboxTable, AlertTables):
+class StateStore(OutboxTable, AlertTables, SilenceTable):
     """Last seen job snapshots and the notification outbox in one SQLite file.
 
     Use as a context manager, or call `close()`. Methods raise `StoreError` when the database

@@ -1,0 +1,132 @@
+"""The silences half of `StateStore`: add, list and expire silences, each also kept in the
+history as an event (kind `silence`). The CLI writes them while a daemon runs (SQLite's WAL
+and busy timeout let both write); the daemon reads them live, so no reload is needed."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import AbstractContextManager
+from datetime import datetime
+
+from watcher.core.silences import Silence
+from watcher.stores.outbox import OnUnreadable
+from watcher.stores.rows import RowError, shown, text, ts, when
+
+#: The events' job key and kind of silence records in the history.
+SILENCE_KEY = "silence"
+SILENCE_EVENT = "silence"
+
+_COLUMNS = "id, job, kind, state, channel, comment, created_at, ends_at, expired_at"
+
+
+class SilenceTable:
+    """Silences, over the connection and transactions `StateStore` provides."""
+
+    _lock: threading.Lock
+    _conn: sqlite3.Connection
+    _on_unreadable: OnUnreadable
+
+    def _write(self, action: str = "write") -> AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def _errors(self, action: str) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def add_silence(self, silence: Silence, *, now: datetime) -> int:
+        """Store a new silence (from `now` to its `ends_at`); returns its id."""
+        if silence.ends_at is None:
+            raise ValueError("a silence needs an end")
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO silences (job, kind, state, channel, comment, created_at, ends_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    silence.job,
+                    silence.kind,
+                    silence.state,
+                    silence.channel,
+                    silence.comment,
+                    ts(now),
+                    ts(silence.ends_at),
+                ),
+            )
+            new_id = int(cursor.lastrowid or 0)
+            _history(conn, "added", new_id, silence, now)
+        return new_id
+
+    def expire_silence(self, silence_id: int, *, now: datetime) -> bool:
+        """End a silence now; False when there is no such silence still in force."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE silences SET expired_at = ? WHERE id = ? AND expired_at IS NULL "
+                "AND ends_at > ?",
+                (ts(now), silence_id, ts(now)),
+            )
+            if cursor.rowcount == 0:
+                return False
+            row = conn.execute(f"SELECT {_COLUMNS} FROM silences WHERE id = ?", (silence_id,))
+            _history(conn, "expired", silence_id, _silence(row.fetchone()), now)
+        return True
+
+    def silences(self, now: datetime, *, include_ended: bool = False) -> list[Silence]:
+        """Silences in force at `now` (with `include_ended`, every one), oldest first."""
+        where = (
+            "" if include_ended else " WHERE ends_at > ? AND (expired_at IS NULL OR expired_at > ?)"
+        )
+        params = () if include_ended else (ts(now), ts(now))
+        with self._lock, self._errors("read"):
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM silences{where} ORDER BY id", params
+            ).fetchall()
+        found: list[Silence] = []
+        for row in rows:
+            try:
+                found.append(_silence(row))
+            except RowError as exc:
+                self._on_unreadable(f"silences {shown(row[0])}", str(exc))
+        return found
+
+
+def _silence(row: tuple[object, ...]) -> Silence:
+    id_, job, kind, state, channel, comment, created_at, ends_at, expired_at = row
+    if not isinstance(id_, int):
+        raise RowError(f"silences.id: {shown(id_)} is not an id")
+    return Silence(
+        id=id_,
+        job=text("silences.job", job),
+        kind=text("silences.kind", kind),
+        state=text("silences.state", state),
+        channel=text("silences.channel", channel),
+        comment=text("silences.comment", comment),
+        created_at=when("silences.created_at", created_at),
+        ends_at=when("silences.ends_at", ends_at),
+        expired_at=None if expired_at is None else when("silences.expired_at", expired_at),
+    )
+
+
+def _history(
+    conn: sqlite3.Connection, action: str, silence_id: int, silence: Silence, now: datetime
+) -> None:
+    fields = {
+        "action": action,
+        "silence_id": str(silence_id),
+        "job": silence.job,
+        "kind": silence.kind,
+        "state": silence.state,
+        "channel": silence.channel,
+        "comment": silence.comment,
+        "ends_at": ts(silence.ends_at) if silence.ends_at else "",
+    }
+    conn.execute(
+        "INSERT INTO events (job_key, old_state, new_state, observed_at, notice, fields, kind) "
+        "VALUES (?, '', ?, ?, 1, ?, ?)",
+        (
+            SILENCE_KEY,
+            action.upper(),
+            ts(now),
+            json.dumps(fields, ensure_ascii=False, sort_keys=True),
+            SILENCE_EVENT,
+        ),
+    )
