@@ -106,6 +106,8 @@ class OutboxEntry:
     new_state: str
     created_at: datetime
     event: Event | None = None
+    #: First due then rather than at `created_at` (a channel's `group_wait` holds it).
+    not_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,7 +167,9 @@ def ts(value: datetime) -> str:
 
 _SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(JobSnapshot) if f.name != "ref")
 _ENTRY_TEXT_FIELDS = tuple(
-    f.name for f in dataclasses.fields(OutboxEntry) if f.name not in ("created_at", "event")
+    f.name
+    for f in dataclasses.fields(OutboxEntry)
+    if f.name not in ("created_at", "event", "not_before")
 )
 
 
@@ -246,7 +248,8 @@ def entry_params(entry: OutboxEntry) -> tuple[str, ...]:
         if not isinstance(value, str):
             raise TypeError(f"OutboxEntry.{name} must be str, not {type(value).__name__}")
     created_at = ts(entry.created_at)
-    return (*texts, created_at, created_at)
+    due = ts(entry.not_before) if entry.not_before is not None else created_at
+    return (*texts, created_at, due)
 
 
 def delivery_row(row: tuple[Any, ...]) -> Delivery:
