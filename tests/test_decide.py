@@ -6,19 +6,18 @@ from datetime import UTC, datetime
 
 import pytest
 
+from watcher.core.conditions import Condition, ConditionName
 from watcher.core.decide import (
-    API_DOWN_FLAG,
     Decision,
-    api_notice,
     decide,
     listed_flag,
     plan_fetch,
-    unreadable_notice,
     within_budget,
 )
 from watcher.core.delivery import Channel, Target
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, JobSnapshot
+from watcher.core.notices import api_condition, condition_notice
 from watcher.core.transitions import ChannelRules
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -175,20 +174,23 @@ def test_flags_for_kinds_listed_for_the_first_time() -> None:
     assert {listed_flag(JobKind.SFT): "1"} == decision.flags
 
 
-def test_notices_reach_every_url_with_their_flag() -> None:
-    """An "API unreachable" or "cannot read" notice is one row per URL plus its flag."""
+def test_notices_reach_every_url() -> None:
+    """An "API unreachable" or "cannot read" notice is one row per URL of every channel."""
+    unreadable = ConditionName.UNREADABLE
     notices = [
-        api_notice(down=True, detail="no answer in 3 cycles", api_label="https://api"),
-        unreadable_notice("sft/x", "HTTP 400 INVALID_ARGUMENT: bad"),
-        unreadable_notice("dpo/y", ""),
+        condition_notice(
+            api_condition(detail="no answer in 3 cycles", opened_at=NOW),
+            None,
+            api_label="https://api",
+        ),
+        condition_notice(
+            Condition("sft/x", unreadable, NOW, "HTTP 400 INVALID_ARGUMENT: bad"), None
+        ),
+        condition_notice(Condition("dpo/y", unreadable, NOW, "HTTP 400"), None, resolved_at=NOW),
     ]
     decision = decide({}, [], channels=[TEAM, NEWS], now=NOW, notices=notices)
 
-    assert {
-        API_DOWN_FLAG: "1",
-        "unreadable:sft/x": "HTTP 400 INVALID_ARGUMENT: bad",
-        "unreadable:dpo/y": "",
-    } == dict(decision.flags)
+    assert {} == dict(decision.flags)
     assert 9 == len(decision.entries)
     assert {"API_UNREACHABLE", "UNREADABLE", "READABLE"} == {e.new_state for e in decision.entries}
     assert 3 == len(decision.events)  # one event each, however many URLs hear it

@@ -463,13 +463,13 @@ async def test_notify_new_announces_jobs_created_later(
         assert [] == plain.messages
 
 
-async def test_delivered_rows_are_pruned_after_a_week(
+async def test_delivered_rows_are_pruned_after_history_days(
     server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
 ) -> None:
-    """Delivered outbox rows are kept for a week, then deleted, so the state file stays small."""
+    """Delivered outbox rows are kept `history_days`, then deleted, so the file stays small."""
     sim.add_job("job-a", state="RUNNING")
     settings = settings_for(
-        server, state_path, ["job-a"], [{"name": "t", "urls": [receiver.url()]}]
+        server, state_path, ["job-a"], [{"name": "t", "urls": [receiver.url()]}], history_days=7
     )
     now = [datetime.now(UTC)]
     async with app.open_watcher(settings) as real:

@@ -11,9 +11,11 @@ from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from watcher.core.conditions import Condition, Since
 from watcher.core.delivery import Delivery, Event, OutboxEntry, SendResult
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, JobSnapshot
+from watcher.core.silences import Silence
 
 
 class Page(Protocol):
@@ -55,10 +57,20 @@ class StateRepo(Protocol):
         now: datetime,
         flags: Mapping[str, str] | None = None,
         events: Sequence[Event] = (),
+        since: Mapping[str, Since] | None = None,
+        polled: Sequence[str] = (),
+        opened: Sequence[Condition] = (),
+        resolved: Sequence[Condition] = (),
+        reminders: Mapping[tuple[str, str], datetime | None] | None = None,
     ) -> None: ...
+    async def since_all(self) -> dict[str, Since]: ...
+    async def open_conditions(self) -> list[Condition]: ...
+    async def reminder_times(self) -> dict[tuple[str, str], datetime]: ...
+    async def silences(self, now: datetime, *, include_ended: bool = False) -> list[Silence]: ...
     async def flag(self, key: str) -> str | None: ...
     async def flags(self, prefix: str) -> dict[str, str]: ...
     async def forget(self, keys: Sequence[str]) -> None: ...
+    async def prune(self, *, delivered_before: datetime) -> int: ...
 
 
 class Outbox(Protocol):

@@ -154,8 +154,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(f"no state yet at {path}\n")
         return EXIT_OK
-    from watcher.core.decide import UNREADABLE_FLAG
-
     # A row the store cannot read is listed as such; it never stops the rest being shown.
     bad_rows: list[tuple[str, str]] = []
     with StateStore.open(
@@ -163,7 +161,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     ) as store:
         jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)
         undelivered = store.undelivered()
-        unreadable = sorted((t, e) for t, e in store.flags(UNREADABLE_FLAG).items() if e)
+        unreadable = sorted(
+            (c.subject, c.detail) for c in store.open_conditions() if c.name == "unreadable"
+        )
     if args.json:
         document = {
             "state_path": str(path),

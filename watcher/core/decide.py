@@ -10,59 +10,21 @@ decides how a cycle reads its due resources (GET each, or LIST) within the reque
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Final
 
 from watcher.core import messages, transitions
+from watcher.core.conditions import Since, next_since
 from watcher.core.delivery import Channel, Event, OutboxEntry
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, JobSnapshot, Transition
-
-#: The store flag saying an "API unreachable" message went out and "reachable again" is owed.
-API_DOWN_FLAG = "api_down_announced"
-#: Store flags `unreadable:<target>`: the error announced for a target that cannot be read
-#: ("" once "readable again" went out).
-UNREADABLE_FLAG = "unreadable:"
+from watcher.core.notices import Notice, notice_entries
 
 
 def listed_flag(kind: JobKind) -> str:
     """The store flag saying a kind was listed in full before (so later jobs are new)."""
     return f"listed:{kind}"
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """A message about the watcher itself, for every channel URL, and the flag remembering
-    that it was sent (so a restart neither repeats nor forgets it)."""
-
-    job_key: str
-    message: messages.Message
-    new_state: str
-    flag: str
-    value: str
-
-
-def api_notice(*, down: bool, detail: str, api_label: str) -> Notice:
-    """ "Fireworks API unreachable" (or "reachable again")."""
-    return Notice(
-        job_key=messages.API_JOB_KEY,
-        message=messages.api_message(down=down, detail=detail, base_url=api_label),
-        new_state=messages.API_DOWN if down else messages.API_UP,
-        flag=API_DOWN_FLAG,
-        value="1" if down else "0",
-    )
-
-
-def unreadable_notice(target: str, error: str) -> Notice:
-    """ "cannot read sft/x: ..." (or, with no error, "sft/x is readable again")."""
-    return Notice(
-        job_key=target,
-        message=messages.unreadable_message(target, error),
-        new_state=messages.UNREADABLE if error else messages.READABLE,
-        flag=UNREADABLE_FLAG + target,
-        value=error,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +37,8 @@ class Decision:
     flags: Mapping[str, str] = field(default_factory=dict)
     #: Every transition (heard by a channel or not) and notice, for the history.
     events: tuple[Event, ...] = ()
+    #: When each written snapshot's job entered its state and last moved.
+    since: Mapping[str, Since] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -92,6 +56,7 @@ def decide(
     listed_before: frozenset[JobKind] = frozenset(),
     listed_now: Iterable[JobKind] = (),
     notices: Iterable[Notice] = (),
+    since: Mapping[str, Since] | None = None,
 ) -> Decision:
     """Diff what the API answered against the last stored state.
 
@@ -104,8 +69,11 @@ def decide(
         listed_before: discovered kinds listed in full before: an unknown resource of one
             was created since, which `notify_new` channels hear about.
         listed_now: discovered kinds this cycle listed in full for the first time.
-        notices: messages about the watcher itself to queue, with their flags.
+        notices: other messages to queue (conditions, reminders...), rendered already.
+        since: when each known resource entered its state and last moved.
     """
+    since = since or {}
+    times: dict[str, Since] = {}
     changed: dict[str, JobSnapshot] = {}
     moved: list[Transition] = []
     entries: list[OutboxEntry] = []
@@ -116,6 +84,7 @@ def decide(
         if stored == previous:
             continue
         changed[stored.ref.key] = stored
+        times[stored.ref.key] = next_since(previous, since.get(stored.ref.key), stored, now)
         new_job = snapshot.ref.kind in listed_before and snapshot.ref.key not in explicit
         transition = transitions.diff(previous, snapshot, at=now, new_job=new_job)
         if transition is None:
@@ -125,13 +94,28 @@ def decide(
         # The history holds moves and jobs created since; not the baseline of what existed.
         if transition.old is not None or transition.new_job:
             events.append(event)
-        entries += outbox_entries(channels, transition, event)
+        entries += held(channels, outbox_entries(channels, transition, event))
     flags = {listed_flag(kind): "1" for kind in listed_now if kind not in listed_before}
     for notice in notices:
-        events.append(notice_event(notice, now=now))
-        entries += broadcast(channels, notice, now=now)
-        flags[notice.flag] = notice.value
-    return Decision(tuple(changed.values()), tuple(moved), tuple(entries), flags, tuple(events))
+        event = notice.event(now)
+        events.append(event)
+        entries += held(channels, notice_entries(channels, notice, event, now=now))
+    return Decision(
+        tuple(changed.values()), tuple(moved), tuple(entries), flags, tuple(events), times
+    )
+
+
+def held(channels: Sequence[Channel], entries: list[OutboxEntry]) -> list[OutboxEntry]:
+    """Entries of channels with a `group_wait`, first due when their window closes."""
+    waits = {c.name: c.policy.group_wait for c in channels if c.policy.group_wait > 0}
+    if not waits:
+        return entries
+    return [
+        replace(e, not_before=e.created_at + timedelta(seconds=waits[e.channel]))
+        if e.channel in waits
+        else e
+        for e in entries
+    ]
 
 
 def outbox_entries(
@@ -170,33 +154,6 @@ def transition_event(transition: Transition) -> Event:
         observed_at=transition.observed_at,
         fields=tuple(messages.event_fields(transition).items()),
     )
-
-
-def notice_event(notice: Notice, *, now: datetime) -> Event:
-    """The stored form of a notice about the watcher itself."""
-    fields = (("title", notice.message.title), ("body", notice.message.body))
-    return Event(notice.job_key, "", notice.new_state, now, fields, notice=True)
-
-
-def broadcast(channels: Sequence[Channel], notice: Notice, *, now: datetime) -> list[OutboxEntry]:
-    """One row of the notice for every URL of every channel."""
-    event = notice_event(notice, now=now)
-    return [
-        OutboxEntry(
-            job_key=notice.job_key,
-            channel=channel.name,
-            url_key=target.url_key,
-            url_display=target.url_display,
-            title="",
-            body="",
-            old_state="",
-            new_state=notice.new_state,
-            created_at=now,
-            event=event,
-        )
-        for channel in channels
-        for target in channel.targets
-    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ display name, kind and state in its event fields, so silences and the history ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -18,9 +18,11 @@ from watcher.core.conditions import API_SUBJECT, Condition, ConditionName
 from watcher.core.delivery import Channel, Event, OutboxEntry
 from watcher.core.messages import (
     Message,
+    api_message,
     api_text,
     format_duration,
     target_label,
+    unreadable_message,
 )
 from watcher.core.model import JobSnapshot
 from watcher.core.text import one_line
@@ -56,7 +58,10 @@ _TITLES: Final = {
     ConditionName.STALLED: "stalled",
     ConditionName.PENDING: "waiting too long",
     ConditionName.MAX_RUNTIME: "running too long",
+    ConditionName.UNREADABLE: "unreadable",
+    ConditionName.API_DOWN: "unreachable",
 }
+_OWN: Final = frozenset({ConditionName.UNREADABLE, ConditionName.API_DOWN})
 
 
 _EVERYONES: Final = frozenset({ConditionName.UNREADABLE.value, ConditionName.API_DOWN.value})
@@ -116,23 +121,41 @@ def _name(job: JobSnapshot | None, subject: str) -> str:
     return api_text(job.ref.job_id)
 
 
+def condition_wording(name: ConditionName) -> str:
+    """How a condition reads after "is": "stalled", "waiting too long"..."""
+    return _TITLES[name]
+
+
 def condition_notice(
-    condition: Condition, job: JobSnapshot | None, *, resolved_at: datetime | None = None
+    condition: Condition,
+    job: JobSnapshot | None,
+    *,
+    resolved_at: datetime | None = None,
+    api_label: str = "the Fireworks API",
 ) -> Notice:
     """A condition opening (or, with `resolved_at`, resolving) as a message."""
+    fields = (*subject_fields(job, condition.subject), ("condition", str(condition.name)))
+    if condition.name in _OWN:
+        # The watcher's own trouble keeps the wording it has always had.
+        if condition.name is ConditionName.API_DOWN:
+            detail = condition.detail if resolved_at is None else "answering again"
+            message = api_message(down=resolved_at is None, detail=detail, base_url=api_label)
+        else:
+            error = condition.detail if resolved_at is None else ""
+            message = unreadable_message(condition.subject, error)
+        state = (CONDITION_STATES if resolved_at is None else RESOLVED_STATES)[condition.name]
+        kind = CONDITION if resolved_at is None else RESOLVED
+        return Notice(condition.subject, message, state, kind, fields)
     name = _name(job, condition.subject)
     detail = api_text(condition.detail)
-    fields = (*subject_fields(job, condition.subject), ("condition", str(condition.name)))
     if resolved_at is None:
-        title = (
-            f"{name}: {_TITLES.get(condition.name, str(condition.name))}: {one_line(detail, 120)}"
-        )
-        body = f"**{name}** is {_TITLES.get(condition.name, str(condition.name))}: {detail}."
+        title = f"{name}: {_TITLES[condition.name]}: {one_line(detail, 120)}"
+        body = f"**{name}** is {_TITLES[condition.name]}: {detail}."
         state = CONDITION_STATES[condition.name]
         kind = CONDITION
     else:
         lasted = format_duration((resolved_at - condition.opened_at).total_seconds())
-        what = _TITLES.get(condition.name, str(condition.name))
+        what = _TITLES[condition.name]
         title = f"{name}: no longer {what}"
         body = f"**{name}** is no longer {what} (it was for {lasted}: {detail})."
         if job is not None:
@@ -193,8 +216,12 @@ def hears(channel: Channel, notice: Notice) -> bool:
     """Whether a channel hears a notice: named by it, or its job globs match the subject."""
     if notice.channels is not None:
         return channel.name in notice.channels
+    return routes(channel, dict(notice.fields))
+
+
+def routes(channel: Channel, fields: Mapping[str, str]) -> bool:
+    """Whether a channel's job globs let through a notice with these subject fields."""
     globs = channel.rules.job_globs
-    fields = dict(notice.fields)
     # The watcher's own trouble (API down, cannot read) is every channel's business.
     if not globs or fields.get("condition") in _EVERYONES:
         return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 import anyio
@@ -20,23 +20,22 @@ import structlog
 
 from watcher.core import decide
 from watcher.core.clock import SteadyClock
-from watcher.core.decide import API_DOWN_FLAG, UNREADABLE_FLAG, listed_flag
+from watcher.core.conditions import API_SUBJECT, ConditionName
+from watcher.core.decide import listed_flag
 from watcher.core.errors import StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
 from watcher.core.schedule import PollSchedule
 from watcher.core.unreadable import UnreadableLedger
 from watcher.ports import Budget, NullObserver, Observer, Outbox, Sender, Source, StateRepo
+from watcher.runtime.alerts import Alerts, own_troubles
 from watcher.runtime.clocks import StepNotice, monotonic, utcnow
 from watcher.runtime.dispatcher import Dispatcher, DispatchReport
 from watcher.runtime.fetcher import Fetcher, list_key
+from watcher.runtime.housekeeping import Housekeeping
 from watcher.runtime.plan import CycleReport, WatchPlan
 
 log = structlog.get_logger("watcher")
 T = TypeVar("T")
-
-#: Delivered outbox rows are kept this long (for `status` and debugging), pruned hourly.
-KEEP_DELIVERED = timedelta(days=7)
-PRUNE_EVERY = timedelta(hours=1)
 
 
 class Store(StateRepo, Outbox, Protocol):
@@ -96,13 +95,13 @@ class Watcher:
         )
         self._last: dict[str, JobSnapshot] | None = None
         self._schedule = PollSchedule(plan.poll_interval, plan.terminal_poll_interval)
-        self._api_down_announced = False
+        self._alerts = Alerts()
         self._unreadable = UnreadableLedger()
         self._pending_reload: tuple[WatchPlan, Sender] | None = None
         self._wake = anyio.Event()
         self._budget = budget
         self._listed_kinds: set[JobKind] = set()
-        self._next_prune = datetime.min.replace(tzinfo=UTC)
+        self._housekeeping = Housekeeping()
         self._fetcher = Fetcher(
             source,
             schedule=self._schedule,
@@ -124,10 +123,14 @@ class Watcher:
         """Load the last seen states; called once before the first cycle."""
         if self._last is None:
             self._last = await self._store.last_all()
-            self._api_down_announced = await self._store.flag(API_DOWN_FLAG) == "1"
-            flags = await self._store.flags(UNREADABLE_FLAG)
-            self._unreadable.announced = {key: text for key, text in flags.items() if text}
+            self._alerts.load(
+                await self._store.since_all(),
+                await self._store.open_conditions(),
+                await self._store.reminder_times(),
+            )
+            self._unreadable.announced = self._alerts.announced(ConditionName.UNREADABLE)
             self._observer.unreadable(self._unreadable.announced)
+            self._observer.conditions(self._alerts.counts())
             self._listed_kinds = {
                 kind for kind in JobKind if await self._store.flag(listed_flag(kind))
             }
@@ -162,6 +165,7 @@ class Watcher:
         else:
             for key in dropped:
                 del self._last[key]
+            self._alerts.forget(dropped, self._observer)
         self._schedule.forget([*dropped, *(list_key(k) for k in self.plan.discover)])
         self._schedule.poll_interval = plan.poll_interval
         self._schedule.slow_interval = plan.terminal_poll_interval
@@ -184,12 +188,18 @@ class Watcher:
         stale = self._unreadable.stale(self._fetcher.watches)
         if not stale:
             return
-        flags = {UNREADABLE_FLAG + t: "" for t in stale if t in self._unreadable.announced}
+        gone = [
+            c
+            for c in self._alerts.open.values()
+            if c.name is ConditionName.UNREADABLE and c.subject in stale
+        ]
         try:
-            await self._store.record([], [], now=self._clock(), flags=flags)
+            await self._store.record([], [], now=self._clock(), resolved=gone)
         except StoreError as exc:
             log.error("store.error", error=str(exc))
             return
+        for condition in gone:
+            self._alerts.open.pop(condition.key, None)
         self._unreadable.forget(stale)
         self._observer.unreadable(self._unreadable.announced)
 
@@ -228,27 +238,18 @@ class Watcher:
             api_notice=self._api_notice(report, now),
             unreadable=self._unreadable.notices(self.plan.unreadable_after),
         )
-        await self._prune(now)
+        await self._housekeeping.run(self._store, now, history_days=self.plan.history_days)
         self._observer.cycle_done(report, at=self._clock())
         self._fetcher.check_budget(self.plan)
         return report
 
-    async def _prune(self, now: datetime) -> None:
-        """Delete old delivered rows now and then, so months of notifications do not pile up."""
-        if now < self._next_prune:
-            return
-        self._next_prune = now + PRUNE_EVERY
-        try:
-            await self._store.prune(delivered_before=now - KEEP_DELIVERED)
-        except StoreError as exc:
-            log.error("store.error", error=str(exc))
-
     def _api_notice(self, report: CycleReport, now: datetime) -> tuple[str, str] | None:
         """("down" | "up", text) when channels must hear about the API's reachability."""
         failed = self._schedule.failed_cycles
-        if not self._api_down_announced and failed >= self.plan.api_down_after:
+        down = (API_SUBJECT, ConditionName.API_DOWN) in self._alerts.open
+        if not down and failed >= self.plan.api_down_after:
             return ("down", f"no answer in {failed} consecutive poll cycles")
-        if self._api_down_announced and report.answered:
+        if down and report.answered:
             return ("up", "answering again")
         return None
 
@@ -263,18 +264,13 @@ class Watcher:
         """Store what changed and queue its notifications, in one transaction.
 
         `unreadable` maps targets to announce as unreadable to the error ("" for readable
-        again); each becomes one message per channel URL and a store flag.
+        again); with the API's reachability they open and resolve the watcher's own
+        conditions. Job conditions, reminders and milestones join the same write.
 
         Returns how many outbox rows were queued.
         """
         assert self._last is not None
         now = self._clock()
-        notices = [decide.unreadable_notice(t, e) for t, e in (unreadable or {}).items()]
-        if api_notice is not None:
-            down = api_notice[0] == "down"
-            notices.append(
-                decide.api_notice(down=down, detail=api_notice[1], api_label=self.plan.api_label)
-            )
         decision = decide.decide(
             self._last,
             observed,
@@ -283,20 +279,21 @@ class Watcher:
             explicit=self._fetcher.explicit_keys,
             listed_before=frozenset(self._listed_kinds),
             listed_now=report.listed,
-            notices=notices,
+            since=self._alerts.since,
         )
-        if decision.empty:
-            return 0
-        # State and outbox in one transaction: a crash after this line loses nothing, and a
-        # crash before it means the next start sees the change again.
+        alert = self._alerts.plan(
+            self.plan,
+            self._last,
+            decision,
+            observed=observed,
+            now=now,
+            own=own_troubles(unreadable or {}, api_notice),
+            silences=await self._alerts.silences(self._store, self.plan, now),
+        )
+        # State and outbox in one transaction: a crash after it loses nothing, and a crash
+        # before it means the next start sees the change again.
         try:
-            await self._store.record(
-                decision.snapshots,
-                decision.entries,
-                now=now,
-                flags=decision.flags,
-                events=decision.events,
-            )
+            entries = await self._alerts.write(self._store, self.plan, decision, alert, now=now)
         except StoreError as exc:
             # Nothing was written, so the next cycle sees the same changes again.
             report.store_failed = True
@@ -304,8 +301,8 @@ class Watcher:
             return 0
         self._last.update((s.ref.key, s) for s in decision.snapshots)
         self._listed_kinds.update(report.listed)
+        self._alerts.applied(alert, decision, now=now)
         if api_notice is not None:
-            self._api_down_announced = api_notice[0] == "down"
             log.warning("api.unreachable" if api_notice[0] == "down" else "api.reachable")
         if unreadable:
             self._unreadable.announced_now(unreadable)
@@ -315,12 +312,13 @@ class Watcher:
                 else:
                     log.info("resource.readable", target=target)
             self._observer.unreadable(self._unreadable.announced)
+        self._alerts.log(alert, decision, self._observer)
         report.transitions += decision.transitions
         for transition in decision.transitions:
             self._announce(transition)
-        if decision.entries:
+        if entries:
             self.dispatcher.wake()
-        return len(decision.entries)
+        return entries
 
     def _announce(self, transition: Transition) -> None:
         new = transition.new

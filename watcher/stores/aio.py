@@ -60,9 +60,26 @@ class AsyncStore:
         now: datetime,
         flags: Mapping[str, str] | None = None,
         events: Sequence[Event] = (),
+        since: Mapping[str, Since] | None = None,
+        polled: Sequence[str] = (),
+        opened: Sequence[Condition] = (),
+        resolved: Sequence[Condition] = (),
+        reminders: Mapping[tuple[str, str], datetime | None] | None = None,
     ) -> None:
         """See `StateStore.record`."""
-        await self._run(self.sync.record, snapshots, entries, now=now, flags=flags, events=events)
+        await self._run(
+            self.sync.record,
+            snapshots,
+            entries,
+            now=now,
+            flags=flags,
+            events=events,
+            since=since,
+            polled=polled,
+            opened=opened,
+            resolved=resolved,
+            reminders=reminders,
+        )
 
     async def flag(self, key: str) -> str | None:
         """See `StateStore.flag`."""

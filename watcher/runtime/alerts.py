@@ -1,0 +1,283 @@
+"""The poller's alerting memory and its per-cycle plan: conditions, reminders, milestones.
+
+`Alerts` holds what the store holds, between cycles: when each job entered its state and
+last moved, the open conditions, the next reminder times. `plan()` is pure over that memory
+and one cycle's decision (it calls the pure planners in `watcher.core`); the poller writes
+the plan in the same transaction as the decision, then calls `applied()`. So a condition,
+a reminder or a milestone is queued exactly when its state is stored: a crash before the
+write means the next cycle decides it again, a crash after it means it is in the outbox.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final
+
+import structlog
+
+from watcher.core import conditions as cond
+from watcher.core import notices, progress, reminders
+from watcher.core.conditions import API_SUBJECT, Condition, ConditionName, Since
+from watcher.core.decide import Decision, decide
+from watcher.core.delivery import Channel
+from watcher.core.errors import StoreError
+from watcher.core.model import JobSnapshot
+from watcher.core.silences import Silence, Subject, silencing
+from watcher.ports import Observer, StateRepo
+from watcher.runtime.plan import WatchPlan
+
+log = structlog.get_logger("watcher")
+
+#: A job's `polled_at` is rewritten at most this often while nothing else about it changes.
+POLLED_EVERY: Final = timedelta(seconds=60)
+_JOB_CONDITIONS: Final = frozenset(
+    {ConditionName.STALLED, ConditionName.PENDING, ConditionName.MAX_RUNTIME}
+)
+
+ConditionKey = tuple[str, ConditionName]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnTrouble:
+    """The watcher's own conditions to open (`detail` set) or resolve (`detail` None)."""
+
+    subject: str
+    name: ConditionName
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPlan:
+    """What one cycle adds to its write: notices to queue and alert state to store."""
+
+    notices: tuple[notices.Notice, ...] = ()
+    since: Mapping[str, Since] = field(default_factory=dict)
+    polled: tuple[str, ...] = ()
+    opened: tuple[Condition, ...] = ()
+    resolved: tuple[Condition, ...] = ()
+    reminders: Mapping[tuple[str, str], datetime | None] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to write."""
+        return not (
+            self.notices
+            or self.since
+            or self.polled
+            or self.opened
+            or self.resolved
+            or self.reminders
+        )
+
+
+class Alerts:
+    """The alert state kept between cycles (loaded once from the store)."""
+
+    def __init__(self) -> None:
+        self.since: dict[str, Since] = {}
+        self.open: dict[ConditionKey, Condition] = {}
+        self.reminders: dict[tuple[str, str], datetime] = {}
+        self._polled: dict[str, datetime] = {}
+
+    def load(
+        self,
+        since: Mapping[str, Since],
+        open_conditions: Sequence[Condition],
+        reminder_times: Mapping[tuple[str, str], datetime],
+    ) -> None:
+        """Take the stored state (at start)."""
+        self.since = dict(since)
+        self.open = {c.key: c for c in open_conditions}
+        self.reminders = dict(reminder_times)
+
+    def announced(self, name: ConditionName) -> dict[str, str]:
+        """Open conditions of one name: subject -> detail."""
+        return {c.subject: c.detail for c in self.open.values() if c.name is name}
+
+    def counts(self) -> dict[str, int]:
+        """Open conditions by name, every name included."""
+        found = Counter(str(c.name) for c in self.open.values())
+        return {str(name): found.get(str(name), 0) for name in ConditionName}
+
+    def plan(
+        self,
+        plan: WatchPlan,
+        last: Mapping[str, JobSnapshot],
+        decision: Decision,
+        *,
+        observed: Sequence[JobSnapshot],
+        now: datetime,
+        own: Sequence[OwnTrouble] = (),
+        silences: Sequence[Silence] = (),
+    ) -> AlertPlan:
+        """Everything alerting adds to this cycle's write (pure over the memory)."""
+        jobs = dict(last) | {s.ref.key: s for s in decision.snapshots}
+        since = dict(decision.since)
+        # Jobs stored before times were kept count from now, as at first sight.
+        since |= {k: Since(now, now) for k in jobs if k not in self.since and k not in since}
+        times = self.since | since
+        found = cond.evaluate(
+            ((job, times[key], plan.thresholds(job.ref)) for key, job in jobs.items()),
+            {k: c for k, c in self.open.items() if c.name in _JOB_CONDITIONS},
+            now=now,
+        )
+        opened = list(found.opened)
+        resolved = list(found.resolved)
+        for trouble in own:
+            own_key = (trouble.subject, trouble.name)
+            if trouble.detail is not None and own_key not in self.open:
+                opened.append(Condition(trouble.subject, trouble.name, now, trouble.detail))
+            elif trouble.detail is None and own_key in self.open:
+                resolved.append(self.open[own_key])
+        queued = [
+            notices.condition_notice(c, jobs.get(c.subject), api_label=plan.api_label)
+            for c in opened
+        ]
+        # A job no longer watched resolves its conditions silently: it is no longer news.
+        queued += [
+            notices.condition_notice(
+                c, jobs.get(c.subject), resolved_at=now, api_label=plan.api_label
+            )
+            for c in resolved
+            if c.name not in _JOB_CONDITIONS or c.subject in jobs
+        ]
+        for stored in decision.snapshots:
+            key = stored.ref.key
+            queued += progress.milestones(last.get(key), stored, times[key], plan.channels, now=now)
+        still_open = {c.key: c for c in self.open.values()}
+        for c in resolved:
+            still_open.pop(c.key, None)
+        still_open |= {c.key: c for c in opened}
+        reminder_plan = reminders.plan_reminders(
+            reminders.remindables(jobs, times, still_open.values()),
+            plan.channels,
+            self.reminders,
+            now=now,
+            silenced=lambda channel, item: _silenced(silences, channel, item, now),
+        )
+        queued += reminder_plan.notices
+        written = {s.ref.key for s in decision.snapshots}
+        polled = tuple(
+            s.ref.key
+            for s in observed
+            if s.ref.key not in written
+            and s.ref.key in jobs
+            and now - self._polled.get(s.ref.key, datetime.min.replace(tzinfo=now.tzinfo))
+            >= POLLED_EVERY
+        )
+        return AlertPlan(
+            tuple(queued),
+            since,
+            polled,
+            tuple(opened),
+            tuple(resolved),
+            reminder_plan.times,
+        )
+
+    def applied(self, plan: AlertPlan, decision: Decision, *, now: datetime) -> None:
+        """The plan was written: remember it."""
+        self.since.update(plan.since)
+        for c in plan.resolved:
+            self.open.pop(c.key, None)
+        self.open.update((c.key, c) for c in plan.opened)
+        for key, at in plan.reminders.items():
+            if at is None:
+                self.reminders.pop(key, None)
+            else:
+                self.reminders[key] = at
+        self._polled.update((key, now) for key in plan.polled)
+        self._polled.update((s.ref.key, now) for s in decision.snapshots)
+
+    async def write(
+        self,
+        store: StateRepo,
+        plan: WatchPlan,
+        decision: Decision,
+        alert: AlertPlan,
+        *,
+        now: datetime,
+    ) -> int:
+        """Write a cycle's decision and alert plan in one transaction; returns the outbox rows
+        queued (0 and no transaction when there is nothing to write).
+
+        Raises:
+            StoreError: nothing was written.
+        """
+        if decision.empty and alert.empty:
+            return 0
+        queued = decide({}, (), channels=plan.channels, now=now, notices=alert.notices)
+        await store.record(
+            decision.snapshots,
+            [*decision.entries, *queued.entries],
+            now=now,
+            flags=decision.flags,
+            events=[*decision.events, *queued.events],
+            since=alert.since,
+            polled=alert.polled,
+            opened=alert.opened,
+            resolved=alert.resolved,
+            reminders=alert.reminders,
+        )
+        return len(decision.entries) + len(queued.entries)
+
+    async def silences(self, store: StateRepo, plan: WatchPlan, now: datetime) -> list[Silence]:
+        """The silences in force, when a channel has reminders (which skip silenced jobs)."""
+        if not any(c.policy.repeat_interval for c in plan.channels):
+            return []
+        try:
+            return await store.silences(now)
+        except StoreError as exc:
+            log.error("store.error", error=str(exc))
+            return []
+
+    def log(self, alert: AlertPlan, decision: Decision, observer: Observer) -> None:
+        """Say what a written plan opened, resolved and queued (the shell logs, not the core),
+        and tell the observer the jobs' states."""
+        if decision.snapshots:
+            observer.job_states(
+                {s.ref.key: (str(s.ref.kind), s.ref.job_id, s.state) for s in decision.snapshots}
+            )
+        for c in alert.opened:
+            if c.name in _JOB_CONDITIONS:
+                log.warning(
+                    "condition.opened", job=c.subject, condition=str(c.name), detail=c.detail
+                )
+        for c in alert.resolved:
+            if c.name in _JOB_CONDITIONS:
+                log.info("condition.resolved", job=c.subject, condition=str(c.name))
+        for notice in alert.notices:
+            if notice.kind in (notices.REMINDER, notices.MILESTONE):
+                log.info(f"{notice.kind}.queued", job=notice.job_key, title=notice.message.title)
+        if alert.opened or alert.resolved:
+            observer.conditions(self.counts())
+
+    def forget(self, keys: Sequence[str], observer: Observer) -> None:
+        """Jobs no longer watched (a reload): their times go (conditions resolve silently)."""
+        observer.job_states({key: ("", "", "") for key in keys})
+        for key in keys:
+            self.since.pop(key, None)
+            self._polled.pop(key, None)
+
+
+def own_troubles(
+    unreadable: Mapping[str, str], api_notice: tuple[str, str] | None
+) -> list[OwnTrouble]:
+    """The watcher's own conditions from the poller's bookkeeping: targets to announce as
+    unreadable (error) or readable again (""), and the API's reachability ("down"/"up")."""
+    own = [OwnTrouble(t, ConditionName.UNREADABLE, e or None) for t, e in unreadable.items()]
+    if api_notice is not None:
+        detail = api_notice[1] if api_notice[0] == "down" else None
+        own.append(OwnTrouble(API_SUBJECT, ConditionName.API_DOWN, detail))
+    return own
+
+
+def _silenced(
+    silences: Sequence[Silence], channel: Channel, item: reminders.Remindable, now: datetime
+) -> bool:
+    if not silences:
+        return False
+    fields = dict(notices.subject_fields(item.job, item.job_key))
+    return silencing(silences, Subject.of(fields, channel=channel.name), now) is not None

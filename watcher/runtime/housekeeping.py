@@ -1,0 +1,33 @@
+"""Housekeeping: now and then, delete what the history no longer keeps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import structlog
+
+from watcher.core.errors import StoreError
+from watcher.ports import StateRepo
+
+log = structlog.get_logger("watcher")
+
+#: How often the store is pruned.
+PRUNE_EVERY: Final = timedelta(hours=1)
+
+
+class Housekeeping:
+    """Prunes the store at most once per `PRUNE_EVERY`."""
+
+    def __init__(self) -> None:
+        self._next = datetime.min.replace(tzinfo=UTC)
+
+    async def run(self, store: StateRepo, now: datetime, *, history_days: int) -> None:
+        """Delete delivered notifications older than `history_days`, if an hour has passed."""
+        if now < self._next:
+            return
+        self._next = now + PRUNE_EVERY
+        try:
+            await store.prune(delivered_before=now - timedelta(days=history_days))
+        except StoreError as exc:
+            log.error("store.error", error=str(exc))
