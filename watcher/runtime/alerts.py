@@ -93,6 +93,11 @@ class Alerts:
         self.open = {c.key: c for c in open_conditions}
         self.reminders = dict(reminder_times)
 
+    def started(self, last: Mapping[str, JobSnapshot], observer: Observer) -> None:
+        """Tell the observer what the store says at start: open conditions, job states."""
+        observer.conditions(self.counts())
+        observer.job_states({k: (str(s.ref.kind), s.ref.job_id, s.state) for k, s in last.items()})
+
     def announced(self, name: ConditionName) -> dict[str, str]:
         """Open conditions of one name: subject -> detail."""
         return {c.subject: c.detail for c in self.open.values() if c.name is name}

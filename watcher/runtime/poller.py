@@ -130,7 +130,7 @@ class Watcher:
             )
             self._unreadable.announced = self._alerts.announced(ConditionName.UNREADABLE)
             self._observer.unreadable(self._unreadable.announced)
-            self._observer.conditions(self._alerts.counts())
+            self._alerts.started(self._last, self._observer)
             self._listed_kinds = {
                 kind for kind in JobKind if await self._store.flag(listed_flag(kind))
             }
