@@ -60,6 +60,15 @@ _OWN_STATES: dict[str, str] = {
     UNREADABLE: "failure",
     API_UP: "success",
     READABLE: "success",
+    # Conditions, reminders and the rest (`core.notices`): a condition is a warning, its end
+    # good news, a reminder a warning again; milestones and digests are information.
+    "STALLED": "warning",
+    "PENDING_TOO_LONG": "warning",
+    "MAX_RUNTIME": "warning",
+    "RESOLVED": "success",
+    "REMINDER": "warning",
+    "MILESTONE": "info",
+    "DIGEST": "info",
 }
 #: A failure outcome that a person chose: a warning, not an alarm.
 _WARNING_STATES = frozenset({"CANCELLED", "CANCELLING"})

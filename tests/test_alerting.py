@@ -1,0 +1,258 @@
+"""Alerting end to end: conditions, reminders and milestones against the simulator's `busy`
+scenario, a real receiver and a real state file, on one injected clock (the simulator's and
+the watcher's), so hours pass in a test without waiting for them."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import pytest
+
+from fireworks_sim import Simulator, scenario
+from tests.conftest import ACCOUNT, KEY
+from tests.servers import JsonReceiver, ServedApp
+from watcher import app, config
+from watcher.runtime.poller import Watcher
+
+SFT = "supervisedFineTuningJobs"
+MINUTE = 60.0
+HOUR = 3600.0
+
+
+class Time:
+    """One fake clock for the simulator and the watcher: monotonic seconds and wall time."""
+
+    def __init__(self) -> None:
+        self.mono = 1000.0
+        self.start = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def wall(self) -> datetime:
+        return self.start + timedelta(seconds=self.mono - 1000.0)
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+
+
+@pytest.fixture
+def time() -> Time:
+    return Time()
+
+
+@pytest.fixture
+def busy(server: ServedApp, time: Time) -> Simulator:
+    """The `busy` scenario (every collection moving), on the fake clock."""
+    sim = Simulator(api_key=KEY, account_id=ACCOUNT, clock=time.monotonic, start_time=time.wall())
+    scenario(sim, "busy")
+    server.app = sim
+    return sim
+
+
+def settings_for(
+    server: ServedApp, state: Path, watches: list[dict[str, Any]], channels: list[dict[str, Any]]
+) -> config.Settings:
+    return config.parse(
+        {
+            "fireworks": {"account_id": ACCOUNT, "base_url": server.url},
+            "watcher": {"poll_interval": 30, "state_path": str(state)},
+            "watch": watches,
+            "channel": channels,
+        },
+        {"FIREWORKS_API_KEY": KEY},
+    )
+
+
+@asynccontextmanager
+async def watcher_on(settings: config.Settings, time: Time) -> AsyncIterator[Watcher]:
+    """The real client, store and notifier, read through the fake clock."""
+    async with app.open_watcher(settings) as real:
+        yield Watcher(
+            real.plan,
+            source=real._source,
+            store=real._store,
+            sender=real._sender,
+            clock=time.wall,
+            monotonic=time.monotonic,
+        )
+
+
+async def cycle(watcher: Watcher, time: Time, seconds: float) -> None:
+    """Let `seconds` pass, then one poll and one dispatch."""
+    time.advance(seconds)
+    await watcher.run_once(force=True)
+
+
+def titles(receiver: JsonReceiver) -> list[str]:
+    return [m["title"] for m in receiver.messages]
+
+
+async def rows(state: Path, sql: str) -> list[tuple[Any, ...]]:
+    def read() -> list[tuple[Any, ...]]:
+        with closing(sqlite3.connect(state)) as db:
+            return db.execute(sql).fetchall()
+
+    return await anyio.to_thread.run_sync(read)
+
+
+async def test_stalled_job_is_announced_once_resolved_once_and_survives_a_restart(
+    server: ServedApp, busy: Simulator, time: Time, tmp_path: Path, receiver: JsonReceiver
+) -> None:
+    """An SFT job RUNNING at 0 % for 31 minutes opens `stalled` (once, however many cycles
+    see it), its progress resolves it (once), and a restart repeats neither."""
+    busy.add_job("stuck-sft", collection=SFT, state="RUNNING", progress=0)
+    watches = [{"kind": "sft", "discover": True, "stall_after": "30m"}]
+    channels = [{"name": "team", "urls": [receiver.url()], "jobs": ["stuck-*"]}]
+    settings = settings_for(server, tmp_path / "state.db", watches, channels)
+
+    async with watcher_on(settings, time) as watcher:
+        await cycle(watcher, time, 0)
+        await cycle(watcher, time, 20 * MINUTE)
+        assert [] == receiver.messages
+        await cycle(watcher, time, 11 * MINUTE)
+        await cycle(watcher, time, 5 * MINUTE)
+        (stalled,) = await receiver.wait_for_async(1)
+        busy.set_progress("stuck-sft", 12, collection=SFT)
+        await cycle(watcher, time, MINUTE)
+        resolved = (await receiver.wait_for_async(2))[1]
+    async with watcher_on(settings, time) as again:
+        await cycle(again, time, MINUTE)
+
+    assert (
+        "Sim job stuck-sft (stuck-sft): stalled: no progress for 31m 00s in RUNNING"
+        == (stalled["title"])
+    )
+    assert "warning" == stalled["type"]
+    assert "Sim job stuck-sft (stuck-sft): no longer stalled" == resolved["title"]
+    assert "Now RUNNING at 12%." in resolved["message"]
+    assert "success" == resolved["type"]
+    assert 2 == len(receiver.messages)
+    assert [] == await rows(tmp_path / "state.db", "SELECT subject FROM conditions")
+
+
+async def test_waiting_too_long_and_running_too_long(
+    server: ServedApp, busy: Simulator, time: Time, tmp_path: Path, receiver: JsonReceiver
+) -> None:
+    """PENDING past `pending_after`, and active past `max_runtime` (from createTime)."""
+    busy.add_job("queued-dpo", state="PENDING")
+    created = (time.wall() - timedelta(hours=11)).isoformat().replace("+00:00", "Z")
+    busy.add_job("long-dpo", state="RUNNING", create_time=created)
+    watches = [
+        {
+            "kind": "dpo",
+            "discover": True,
+            "pending_after": "2h",
+            "max_runtime": "12h",
+            "stall_after": 0,
+        }
+    ]
+    channels = [{"name": "team", "urls": [receiver.url()], "jobs": ["queued-*", "long-*"]}]
+    settings = settings_for(server, tmp_path / "state.db", watches, channels)
+
+    async with watcher_on(settings, time) as watcher:
+        await cycle(watcher, time, 0)
+        await cycle(watcher, time, 61 * MINUTE)
+        (long,) = await receiver.wait_for_async(1)
+        await cycle(watcher, time, 60 * MINUTE)
+        (_, queued) = await receiver.wait_for_async(2)
+
+    assert (
+        "Sim job long-dpo (long-dpo): running too long: running for 12h 01m 00s, more than the "
+        "limit of 12h 00m 00s"
+    ) == long["title"]
+    assert (
+        "Sim job queued-dpo (queued-dpo): waiting too long: PENDING for 2h 01m 00s"
+        == (queued["title"])
+    )
+
+
+async def test_reminders_repeat_until_the_job_is_resumed(
+    server: ServedApp, busy: Simulator, time: Time, tmp_path: Path, receiver: JsonReceiver
+) -> None:
+    """A FAILED job is reminded every `repeat_interval`, then no more once it runs again; a
+    channel without the setting hears it once."""
+    busy.add_job("flaky-dpo", state="RUNNING")
+    watches = [{"kind": "dpo", "discover": True, "stall_after": 0}]
+    async with JsonReceiver() as plain:
+        channels = [
+            {
+                "name": "team",
+                "urls": [receiver.url()],
+                "jobs": ["flaky-*"],
+                "repeat_interval": "1h",
+            },
+            {"name": "plain", "urls": [plain.url()], "jobs": ["flaky-*"]},
+        ]
+        settings = settings_for(server, tmp_path / "state.db", watches, channels)
+        async with watcher_on(settings, time) as watcher:
+            await cycle(watcher, time, 0)
+            busy.set_state(
+                "flaky-dpo", "FAILED", status_code="INTERNAL", status_message="NCCL timeout"
+            )
+            await cycle(watcher, time, 30)
+            await cycle(watcher, time, 59 * MINUTE)  # 59m30s: not yet
+            await cycle(watcher, time, MINUTE)
+            await receiver.wait_for_async(2)
+            await cycle(watcher, time, HOUR)
+            await receiver.wait_for_async(3)
+        # A restart keeps the rhythm: the next one is an hour after the last, not at once.
+        async with watcher_on(settings, time) as watcher:
+            await cycle(watcher, time, 30 * MINUTE)
+            assert 3 == len(receiver.messages)
+            busy.set_state("flaky-dpo", "RUNNING")
+            await cycle(watcher, time, 30 * MINUTE)
+            await cycle(watcher, time, 2 * HOUR)
+            await receiver.wait_for_async(4)
+        plain_titles = titles(plain)
+
+    assert [
+        "Sim job flaky-dpo (flaky-dpo): RUNNING → FAILED: NCCL timeout",
+        "Reminder: Sim job flaky-dpo (flaky-dpo) still FAILED (1h 00m 00s)",
+        "Reminder: Sim job flaky-dpo (flaky-dpo) still FAILED (2h 00m 00s)",
+        "Sim job flaky-dpo (flaky-dpo): FAILED → RUNNING",
+    ] == titles(receiver)
+    assert 2 == len(plain_titles)
+    assert [] == await rows(tmp_path / "state.db", "SELECT * FROM reminders")
+
+
+async def test_progress_milestones_with_an_eta(
+    server: ServedApp, busy: Simulator, time: Time, tmp_path: Path, receiver: JsonReceiver
+) -> None:
+    """`progress_every = 25` announces 25, 50 and 75 % once each, with an ETA."""
+    busy.add_job("ms-sft", collection=SFT, state="PENDING", progress=0)
+    watches = [{"kind": "sft", "discover": True}]
+    channels = [
+        {
+            "name": "team",
+            "urls": [receiver.url()],
+            "jobs": ["ms-*"],
+            "progress_every": 25,
+            "to_states": ["COMPLETED"],
+        }
+    ]
+    settings = settings_for(server, tmp_path / "state.db", watches, channels)
+
+    async with watcher_on(settings, time) as watcher:
+        await cycle(watcher, time, 0)
+        busy.set_state("ms-sft", "RUNNING", collection=SFT)
+        await cycle(watcher, time, 30)
+        for percent in (10, 30, 40, 55, 80, 90):
+            busy.set_progress("ms-sft", percent, collection=SFT)
+            await cycle(watcher, time, 10 * MINUTE)
+        busy.set_state("ms-sft", "COMPLETED", collection=SFT)
+        await cycle(watcher, time, MINUTE)
+        await receiver.wait_for_async(4)
+
+    assert [
+        "Sim job ms-sft (ms-sft): 25% done, ETA 46m 40s",
+        "Sim job ms-sft (ms-sft): 50% done, ETA 32m 43s",
+        "Sim job ms-sft (ms-sft): 75% done, ETA 12m 30s",
+        "Sim job ms-sft (ms-sft): RUNNING → COMPLETED",
+    ] == titles(receiver)
