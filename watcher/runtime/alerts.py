@@ -261,7 +261,7 @@ class Alerts:
 
     def forget(self, keys: Sequence[str], observer: Observer) -> None:
         """Jobs no longer watched (a reload): their times go (conditions resolve silently)."""
-        observer.job_states({key: ("", "", "") for key in keys})
+        observer.job_states(dict.fromkeys(keys, ("", "", "")))
         for key in keys:
             self.since.pop(key, None)
             self._polled.pop(key, None)
