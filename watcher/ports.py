@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from watcher.core.conditions import Condition, Since
-from watcher.core.delivery import Delivery, Event, OutboxEntry, SendResult
+from watcher.core.delivery import Delivery, Event, Mark, OutboxEntry, SendResult
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.silences import Silence
@@ -98,6 +98,25 @@ class Outbox(Protocol):
         self, delivery_id: int, *, now: datetime, error: str, claim: str | None = None
     ) -> None: ...
     async def prune(self, *, delivered_before: datetime) -> int: ...
+    async def claim_target(
+        self,
+        url_key: str,
+        now: datetime,
+        *,
+        holder: str,
+        lease: timedelta,
+        limit: int = 200,
+        whole_target: bool = False,
+    ) -> list[Delivery]: ...
+    async def settle_many(self, delivery_ids: Sequence[int], mark: Mark, claim: str) -> None: ...
+    async def hold(
+        self, delivery_id: int, *, until: datetime, claim: str | None = None, why: str = "quiet"
+    ) -> None: ...
+    async def mark_silenced(
+        self, delivery_id: int, *, silence_id: int, now: datetime, claim: str | None = None
+    ) -> None: ...
+    async def silences(self, now: datetime, *, include_ended: bool = False) -> list[Silence]: ...
+    async def announce_after_silences(self, now: datetime) -> dict[int, int]: ...
 
 
 class Sender(Protocol):

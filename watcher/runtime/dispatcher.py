@@ -6,6 +6,11 @@ they happened (the outbox only offers a job's oldest pending row per target). Th
 wakes the dispatcher as soon as it records rows; otherwise it sleeps until the next retry
 falls due.
 
+Before a send, the silences in force are consulted (a covered row is recorded as silenced,
+never sent). A channel with grouping, a rate limit or quiet hours is served a batch at a
+time: all due rows of a target are claimed at once, `core.grouping` plans which go as one
+message and which wait, and each message's rows are settled together.
+
 `dispatch_once()` sends everything due now and waits for it (the `once` command and tests);
 `run()` is the daemon's task.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +27,7 @@ from datetime import datetime, timedelta
 import anyio
 import structlog
 
-from watcher.core import messages
+from watcher.core import grouping, messages
 from watcher.core.delivery import (
     Channel,
     Delivery,
@@ -34,6 +40,8 @@ from watcher.core.delivery import (
 )
 from watcher.core.errors import LeaseLost, StoreError
 from watcher.ports import NullObserver, Observer, Outbox, Sender
+from watcher.runtime.gates import SendTimes, SilenceWatch, batched
+from watcher.runtime.lanes import Lanes, log_fields
 
 log = structlog.get_logger("watcher")
 
@@ -54,7 +62,7 @@ class DispatchReport:
     store_failed: bool = False
 
 
-class Dispatcher:
+class Dispatcher(Lanes):
     """Sends what the outbox holds.
 
     Args:
@@ -66,6 +74,7 @@ class Dispatcher:
         clock: the wall clock.
         rand: jitter in [0, 1).
         holder: this dispatcher's name on its claims (random by default).
+        monotonic: the seconds silences are re-read on (at most once a second).
     """
 
     def __init__(
@@ -80,10 +89,11 @@ class Dispatcher:
         clock: Callable[[], datetime],
         rand: Callable[[], float] = random.random,
         holder: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._outbox = outbox
         self._sender = sender
-        self._channels = {channel.name: channel for channel in channels}
+        self._set_channels(channels)
         self._policy = policy
         self._lease = timedelta(seconds=send_timeout + LEASE_MARGIN)
         self._observer: Observer = observer if observer is not None else NullObserver()
@@ -95,6 +105,18 @@ class Dispatcher:
         self._idle = anyio.Event()
         self._idle.set()
         self._store_error = ""  # the last one logged: a store that stays broken is said once
+        self._silences = SilenceWatch(outbox, monotonic=monotonic, on_error=self._log_store_error)
+        self._sent_at = SendTimes()
+
+    def _set_channels(self, channels: Sequence[Channel]) -> None:
+        self._channels = {channel.name: channel for channel in channels}
+        # The targets served a batch at a time, with the channel that decides how.
+        self._batched = {
+            target.url_key: channel
+            for channel in reversed(channels)
+            if batched(channel)
+            for target in channel.targets
+        }
 
     def reload(
         self,
@@ -106,7 +128,7 @@ class Dispatcher:
     ) -> None:
         """Use a new notifier, retry policy and channel templates from now on (SIGHUP)."""
         self._sender, self._policy = sender, policy
-        self._channels = {channel.name: channel for channel in channels}
+        self._set_channels(channels)
         self._lease = timedelta(seconds=send_timeout + LEASE_MARGIN)
         self.wake()
 
@@ -124,12 +146,13 @@ class Dispatcher:
     async def dispatch_once(self, report: DispatchReport | None = None) -> DispatchReport:
         """Send every delivery due now, lane by lane, until none is left; wait for them all."""
         report = report if report is not None else DispatchReport()
+        await self._announce()
         while True:
             claimed = await self._claim(report)
             if not claimed:
                 break
             async with anyio.create_task_group() as tg:
-                for target, rows in _by_target(claimed).items():
+                for target, rows in claimed.items():
                     self._busy.add(target)
                     tg.start_soon(self._lane, target, rows, report)
         await self._report_outbox()
@@ -147,7 +170,8 @@ class Dispatcher:
         async with anyio.create_task_group() as lanes:
             lanes.start_soon(self._wake_on, stop)
             while not stop.is_set():
-                for target, rows in _by_target(await self._claim(report)).items():
+                await self._announce()
+                for target, rows in (await self._claim(report)).items():
                     self._busy.add(target)
                     self._idle = anyio.Event()
                     lanes.start_soon(self._lane, target, rows, report)
@@ -178,17 +202,48 @@ class Dispatcher:
 
     # -- lanes ---------------------------------------------------------------------------
 
-    async def _claim(self, report: DispatchReport) -> list[Delivery]:
+    async def _claim(self, report: DispatchReport) -> dict[str, list[Delivery]]:
+        """Due rows by target: a row at a time for most, a target's whole batch for batched
+        channels (their targets are left out of the plain claim)."""
+        now = self._clock()
         try:
-            claimed = await self._outbox.claim(
-                self._clock(), holder=self.holder, lease=self._lease, busy=self._busy
+            claimed = _by_target(
+                await self._outbox.claim(
+                    now,
+                    holder=self.holder,
+                    lease=self._lease,
+                    busy=self._busy | self._batched.keys(),
+                )
             )
+            for target, channel in self._batched.items():
+                if target in self._busy:
+                    continue
+                rows = await self._outbox.claim_target(
+                    target,
+                    now,
+                    holder=self.holder,
+                    lease=self._lease,
+                    whole_target=channel.policy.group_by_account,
+                )
+                if rows:
+                    claimed[target] = rows
         except StoreError as exc:
             report.store_failed = True
             self._log_store_error(exc)
-            return []
+            return {}
         self._store_error = ""
         return claimed
+
+    async def _announce(self) -> None:
+        """Queue again the open conditions whose silence has ended."""
+        try:
+            ended = await self._outbox.announce_after_silences(self._clock())
+        except StoreError as exc:
+            self._log_store_error(exc)
+            return
+        for silence, queued in ended.items():
+            if queued:
+                log.info("silence.ended", silence=silence, queued=queued)
 
     def _log_store_error(self, exc: StoreError) -> None:
         # Every few seconds the same line would say nothing new (a lost state file, a full
@@ -198,10 +253,13 @@ class Dispatcher:
             log.error("store.error", error=str(exc))
 
     async def _lane(self, target: str, rows: list[Delivery], report: DispatchReport) -> None:
-        """Send one target's rows one after another."""
+        """Send one target's rows one after another (a batched target's as planned)."""
         try:
-            for delivery in rows:
-                await self._deliver(delivery, report)
+            if target in self._batched:
+                await self._batches(target, rows, report)
+            else:
+                for delivery in rows:
+                    await self._deliver(delivery, report)
         finally:
             self._busy.discard(target)
             if not self._busy:
@@ -211,6 +269,8 @@ class Dispatcher:
 
     async def _deliver(self, delivery: Delivery, report: DispatchReport) -> None:
         entry = delivery.entry
+        if await self._silenced(delivery, report):
+            return
         try:
             message = self.render(entry)
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
@@ -225,12 +285,7 @@ class Dispatcher:
             )
         now = self._clock()
         mark = settle(delivery, result, self._policy, now=now, rand=self._rand)
-        fields = {
-            "delivery": delivery.id,
-            "job": entry.job_key,
-            "channel": entry.channel,
-            "url": entry.url_display,
-        }
+        fields = log_fields(delivery, delivery.id)
         # Shielded: a send that went out must be marked, or a restart would repeat it.
         with anyio.CancelScope(shield=True):
             try:
@@ -243,39 +298,12 @@ class Dispatcher:
                 report.store_failed = True
                 log.error("store.error", error=str(exc), **fields)
                 return
-        if mark.kind is MarkKind.DELIVERED:
-            report.sent += 1
-            self._observer.notification(entry.channel, "sent")
-            log.info("notify.sent", new_state=entry.new_state, **fields)
-        elif mark.kind is MarkKind.DEAD:
-            report.dead += 1
-            self._observer.notification(entry.channel, "dead")
-            log.error("notify.dead", attempts=mark.attempts, error=mark.error, **fields)
-        else:
-            report.failed += 1
-            self._observer.notification(entry.channel, "failed")
-            log.warning(
-                "notify.failed",
-                attempts=mark.attempts,
-                outcome=str(result.outcome),
-                error=mark.error,
-                retry_at=mark.at.isoformat(timespec="seconds"),
-                **fields,
-            )
+        self._told(mark, result, [delivery], report, fields)
 
     def render(self, entry: OutboxEntry) -> messages.Message:
         """The text of a delivery, rendered now from its event with the channel's templates
         in force (a row from before events existed keeps its stored text)."""
-        event = entry.event
-        if event is None:
-            return messages.Message(entry.title, entry.body)
-        fields = event.field_map()
-        if event.notice:
-            return messages.Message(fields.get("title", ""), fields.get("body", ""))
-        channel = self._channels.get(entry.channel)
-        if channel is None:  # removed by a reload: its URLs are unknown targets anyway
-            return messages.render_fields(fields)
-        return messages.render_fields(fields, title=channel.title, body=channel.body)
+        return grouping.render_entry(entry, self._channels.get(entry.channel))
 
     async def _mark(self, delivery: Delivery, kind: MarkKind, at: datetime, error: str) -> None:
         claim = delivery.claim

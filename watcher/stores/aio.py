@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 
 from watcher.core.conditions import Condition, Since
-from watcher.core.delivery import Delivery, Event, OutboxEntry
+from watcher.core.delivery import Delivery, Event, Mark, OutboxEntry
 from watcher.core.model import JobSnapshot
 from watcher.core.silences import Silence
 from watcher.stores.outbox import OnUnreadable, ignore
@@ -162,3 +162,46 @@ class AsyncStore:
     async def prune(self, *, delivered_before: datetime) -> int:
         """See `StateStore.prune`."""
         return await self._run(self.sync.prune, delivered_before=delivered_before)
+
+    async def claim_target(
+        self,
+        url_key: str,
+        now: datetime,
+        *,
+        holder: str,
+        lease: timedelta,
+        limit: int = 200,
+        whole_target: bool = False,
+    ) -> list[Delivery]:
+        """See `StateStore.claim_target`."""
+        return await self._run(
+            self.sync.claim_target,
+            url_key,
+            now,
+            holder=holder,
+            lease=lease,
+            limit=limit,
+            whole_target=whole_target,
+        )
+
+    async def settle_many(self, delivery_ids: Sequence[int], mark: Mark, claim: str) -> None:
+        """See `StateStore.settle_many`."""
+        await self._run(self.sync.settle_many, tuple(delivery_ids), mark, claim)
+
+    async def hold(
+        self, delivery_id: int, *, until: datetime, claim: str | None = None, why: str = "quiet"
+    ) -> None:
+        """See `StateStore.hold`."""
+        await self._run(self.sync.hold, delivery_id, until=until, claim=claim, why=why)
+
+    async def mark_silenced(
+        self, delivery_id: int, *, silence_id: int, now: datetime, claim: str | None = None
+    ) -> None:
+        """See `StateStore.mark_silenced`."""
+        await self._run(
+            self.sync.mark_silenced, delivery_id, silence_id=silence_id, now=now, claim=claim
+        )
+
+    async def announce_after_silences(self, now: datetime) -> dict[int, int]:
+        """See `StateStore.announce_after_silences`."""
+        return await self._run(self.sync.announce_after_silences, now)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from watcher.core.delivery import Delivery
+from watcher.core.delivery import Delivery, Mark, MarkKind
 from watcher.core.errors import LeaseLost
+from watcher.core.grouping import Candidate, select_claims
 from watcher.stores.rows import (
     CLAIMABLE,
     HORIZON,
@@ -26,6 +27,17 @@ from watcher.stores.rows import (
 PENDING = "pending"
 DELIVERED = "delivered"
 DEAD = "dead"
+#: Recorded, not sent: a silence covered it (`outbox.silence_id`). Never pending again; a
+#: condition still open when the silence ends is queued afresh (`announce_after_silences`).
+SILENCED = "silenced"
+#: How a held row's `last_error` starts (quiet hours, a rate limit): it waits, untried.
+HELD = "held: "
+
+# SQL over `o`: the row is due now / under no live claim. Parameters: now, now + HORIZON.
+_DUE = (
+    f"(o.next_attempt_at <= ? OR o.next_attempt_at > ? OR NOT {well_formed('o.next_attempt_at')})"
+)
+_FREE = f"(o.claimed_until < ? OR o.claimed_until > ? OR NOT {well_formed('o.claimed_until')})"
 
 #: Told of each row that cannot be read: (`table row`, reason). The row costs only itself: an
 #: outbox row is quarantined (dead, the reason as its error), a job row is treated as never
@@ -75,18 +87,66 @@ class OutboxTable:
         stamp, horizon = ts(now), ts(now + HORIZON)
         with self._write("claim in") as conn:
             found = conn.execute(query, (stamp, horizon, stamp, horizon, *busy, limit)).fetchall()
-            good, bad = decode_deliveries(found)
-            conn.executemany(
-                "UPDATE outbox SET claim = ?, claimed_until = ? WHERE id = ?",
-                ((holder, ts(now + lease), d.id) for d in good),
-            )
-            # Quarantined in the same transaction: dead, with the reason as its error, so it is
-            # shown by `status`, reported once, and no longer holds up its job's later rows.
-            conn.executemany(
-                "UPDATE outbox SET status = ?, last_error = ?, claim = '', claimed_until = '' "
-                "WHERE id = ?",
-                ((DEAD, f"unreadable row: {why}", id_) for id_, why in bad),
-            )
+            good, bad = self._take(conn, found, holder=holder, until=now + lease)
+        return self._taken(good, bad, holder)
+
+    def claim_target(
+        self,
+        url_key: str,
+        now: datetime,
+        *,
+        holder: str,
+        lease: timedelta,
+        limit: int = 200,
+        whole_target: bool = False,
+    ) -> list[Delivery]:
+        """Claim every due pending row of one target at once (oldest first, at most `limit`),
+        with the rows that may join them (see `core.grouping.select_claims`: rows waiting only
+        for their group window or quiet hours; of any job with `whole_target`). Rows under
+        another holder's live claim are left, and so are their job's later rows."""
+        stamp, horizon = ts(now), ts(now + HORIZON)
+        with self._write("claim in") as conn:
+            listed = conn.execute(
+                f"SELECT o.id, o.job_key, {_DUE}, {_FREE}, "
+                "(o.attempts = 0 OR substr(o.last_error, 1, ?) = ?) "
+                "FROM outbox AS o WHERE o.url_key = ? AND o.status = ? ORDER BY o.id",
+                (stamp, horizon, stamp, horizon, len(HELD), HELD, url_key, PENDING),
+            ).fetchall()
+            candidates = [
+                Candidate(int(id_), str(job), bool(due), bool(free), bool(joinable))
+                for id_, job, due, free, joinable in listed
+            ]
+            ids = select_claims(candidates, whole_target=whole_target)[:limit]
+            if not ids:
+                return []
+            marks = ", ".join("?" for _ in ids)
+            found = conn.execute(
+                f"{SELECT_DELIVERIES} WHERE o.id IN ({marks}) ORDER BY o.id", ids
+            ).fetchall()
+            good, bad = self._take(conn, found, holder=holder, until=now + lease)
+        return self._taken(good, bad, holder)
+
+    @staticmethod
+    def _take(
+        conn: sqlite3.Connection, found: list[Any], *, holder: str, until: datetime
+    ) -> tuple[list[Delivery], list[tuple[int, str]]]:
+        good, bad = decode_deliveries(found)
+        conn.executemany(
+            "UPDATE outbox SET claim = ?, claimed_until = ? WHERE id = ?",
+            ((holder, ts(until), d.id) for d in good),
+        )
+        # Quarantined in the same transaction: dead, with the reason as its error, so it is
+        # shown by `status`, reported once, and no longer holds up its job's later rows.
+        conn.executemany(
+            "UPDATE outbox SET status = ?, last_error = ?, claim = '', claimed_until = '' "
+            "WHERE id = ?",
+            ((DEAD, f"unreadable row: {why}", id_) for id_, why in bad),
+        )
+        return good, bad
+
+    def _taken(
+        self, good: list[Delivery], bad: list[tuple[int, str]], holder: str
+    ) -> list[Delivery]:
         for id_, why in bad:
             self._on_unreadable(f"outbox {id_}", why)
         return [dataclasses.replace(d, claim=holder) for d in good]
@@ -160,6 +220,95 @@ class OutboxTable:
             claim=claim,
         )
 
+    def mark_silenced(
+        self, delivery_id: int, *, silence_id: int, now: datetime, claim: str | None = None
+    ) -> None:
+        """Record that a silence covered the delivery: it is kept, as silenced, never sent."""
+        self._update(
+            delivery_id,
+            "status = ?, silence_id = ?, next_attempt_at = ?, last_error = '', claim = '', "
+            "claimed_until = ''",
+            (SILENCED, silence_id, ts(now)),
+            claim=claim,
+        )
+
+    def hold(
+        self, delivery_id: int, *, until: datetime, claim: str | None = None, why: str = "quiet"
+    ) -> None:
+        """Let the delivery wait until `until` without counting an attempt (quiet hours, a
+        rate limit); its `last_error` says so (`held: ...`)."""
+        self._update(
+            delivery_id,
+            "next_attempt_at = ?, last_error = ?, claim = '', claimed_until = ''",
+            (ts(until), HELD + why),
+            claim=claim,
+        )
+
+    def settle_many(self, delivery_ids: Sequence[int], mark: Mark, claim: str) -> None:
+        """Settle the rows of one batch (one message) together, in one transaction: all of
+        them, or none when any is no longer pending under `claim` (LeaseLost)."""
+        ids = sorted(set(delivery_ids))
+        if not ids:
+            return
+        at = ts(mark.at)
+        if mark.kind is MarkKind.DELIVERED:
+            sets = "status = ?, delivered_at = ?, last_error = ''"
+            params: tuple[Any, ...] = (DELIVERED, at)
+        else:
+            status = DEAD if mark.kind is MarkKind.DEAD else PENDING
+            sets = "attempts = attempts + 1, status = ?, next_attempt_at = ?, last_error = ?"
+            params = (status, at, mark.error)
+        marks = ", ".join("?" for _ in ids)
+        where = f"id IN ({marks}) AND status = '{PENDING}' AND claim = ?"
+        with self._write() as conn:
+            (owned,) = conn.execute(
+                f"SELECT COUNT(*) FROM outbox WHERE {where}", (*ids, claim)
+            ).fetchone()
+            if owned != len(ids):
+                raise LeaseLost(
+                    f"{len(ids) - owned} of {len(ids)} outbox rows of a batch are no longer "
+                    "pending under this claim"
+                )
+            conn.execute(
+                f"UPDATE outbox SET {sets}, claim = '', claimed_until = '' WHERE {where}",
+                (*params, *ids, claim),
+            )
+
+    def announce_after_silences(self, now: datetime) -> dict[int, int]:
+        """For each silence ended by `now` and not yet seen ended: queue afresh every
+        condition it silenced that is still open (one row per event and target, unless one
+        is pending already), then mark it ended; one transaction. Returns, per silence
+        ended, how many rows were queued."""
+        stamp = ts(now)
+        done: dict[int, int] = {}
+        with self._write() as conn:
+            ended = conn.execute(
+                "SELECT id FROM silences WHERE ended = 0 AND (ends_at <= ? "
+                "OR (expired_at IS NOT NULL AND expired_at <= ?)) ORDER BY id",
+                (stamp, stamp),
+            ).fetchall()
+            for (silence_id,) in ended:
+                rows = conn.execute(_STILL_OPEN, (silence_id, SILENCED)).fetchall()
+                queued = 0
+                for event_id, *copied in rows:
+                    url_key = copied[2]
+                    if conn.execute(
+                        "SELECT 1 FROM outbox WHERE event_id = ? AND url_key = ? AND status = ?",
+                        (event_id, url_key, PENDING),
+                    ).fetchone():
+                        continue
+                    conn.execute(
+                        "INSERT INTO outbox (job_key, channel, url_key, url_display, title, "
+                        "body, old_state, new_state, created_at, status, attempts, "
+                        "next_attempt_at, last_error, event_id) "
+                        "VALUES (?, ?, ?, ?, '', '', ?, ?, ?, ?, 0, ?, '', ?)",
+                        (*copied, stamp, PENDING, stamp, event_id),
+                    )
+                    queued += 1
+                conn.execute("UPDATE silences SET ended = 1 WHERE id = ?", (silence_id,))
+                done[int(silence_id)] = queued
+        return done
+
     def prune(self, *, delivered_before: datetime) -> int:
         """Delete deliveries delivered before `delivered_before`; returns how many."""
         with self._write() as conn:
@@ -193,3 +342,15 @@ class OutboxTable:
             cursor = conn.execute(f"UPDATE outbox SET {assignments} WHERE {where}", args)
         if cursor.rowcount == 0:
             raise LeaseLost(f"outbox row {delivery_id} is no longer pending under this claim")
+
+
+# The rows a silence covered whose condition is still open (its event a condition opening,
+# its subject and name in `conditions`). Fields that are not JSON match nothing.
+_STILL_OPEN = (
+    "SELECT o.event_id, o.job_key, o.channel, o.url_key, o.url_display, o.old_state, "
+    "o.new_state FROM outbox AS o JOIN events AS e ON e.id = o.event_id "
+    "WHERE o.silence_id = ? AND o.status = ? AND e.kind = 'condition' AND EXISTS ("
+    "SELECT 1 FROM conditions AS c WHERE c.subject = e.job_key AND c.name = "
+    "CASE WHEN json_valid(e.fields) THEN json_extract(e.fields, '$.condition') END) "
+    "ORDER BY o.id"
+)
