@@ -145,3 +145,7 @@ class AsyncStore:
     async def prune(self, *, delivered_before: datetime) -> int:
         """See `StateStore.prune`."""
         return await self._run(self.sync.prune, delivered_before=delivered_before)
+
+    async def prune_history(self, before: datetime) -> tuple[int, int]:
+        """See `StateStore.prune_history`."""
+        return await self._run(self.sync.prune_history, before)
