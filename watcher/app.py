@@ -258,6 +258,7 @@ async def run_daemon(
         poll_interval=settings.watcher.poll_interval,
         terminal_poll_interval=settings.watcher.terminal_poll_interval,
         clock=clock,
+        job_state_metrics=settings.watcher.job_state_metrics,
     )
     systemd = SystemdNotifier()
     started: list[bool] = []

@@ -19,10 +19,12 @@ from watcher.cli.commands import (
     _cmd_once,
     _cmd_run,
     _cmd_simulate,
-    _cmd_status,
     _cmd_test_notify,
 )
 from watcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _error
+from watcher.cli.history import _cmd_history
+from watcher.cli.silence import _cmd_silence_add, _cmd_silence_expire, _cmd_silence_list
+from watcher.cli.status import _cmd_status
 from watcher.cli.watch import _cmd_watch
 from watcher.core.errors import ConfigError, ListenError, NotifyError, StoreError, WatcherError
 from watcher.core.kinds import JobKind
@@ -106,6 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     status = command("status", _cmd_status, "last known state of every job, undelivered messages")
     with_config(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    _silence_commands(command("silence", _silence_usage, "mute matching messages for a while"))
+    history = command("history", _cmd_history, "the timeline of transitions, notices, deliveries")
+    with_config(history)
+    history.add_argument("job", nargs="?", help="a job id, a key (dpo/my-job) or a glob")
+    history.add_argument(
+        "--since", default="24h", metavar="DURATION", help="how far back (default 24h)"
+    )
+    history.add_argument("--json", action="store_true", help="machine-readable output")
     test_notify = command("test-notify", _cmd_test_notify, "send a test message to each channel")
     with_config(test_notify)
     test_notify.add_argument("channel", nargs="?", help="only this channel")
@@ -133,6 +143,36 @@ def _parser() -> argparse.ArgumentParser:
         "--api-key", help="the key clients must send (default: $FIREWORKS_API_KEY or sim-key)"
     )
     return parser
+
+
+def _silence_usage(args: argparse.Namespace) -> int:
+    _error("silence: name an action: add, list or expire (see `silence --help`)")
+    return EXIT_USAGE
+
+
+def _silence_commands(silence: argparse.ArgumentParser) -> None:
+    actions = silence.add_subparsers(title="actions", metavar="ACTION")
+
+    def action(name: str, handler: Callable[[argparse.Namespace], int], help_: str) -> Any:
+        sub = actions.add_parser(name, help=help_, description=help_)
+        sub.set_defaults(handler=handler)
+        sub.add_argument("-c", "--config", type=Path, help="config file (as for `run`)")
+        return sub
+
+    add = action("add", _cmd_silence_add, "add a silence; prints its id and when it ends")
+    add.add_argument("--job", required=True, metavar="GLOB", help="glob on job id or display name")
+    add.add_argument("--kind", metavar="KIND", help="only this kind (dpo, sft, ...)")
+    add.add_argument("--state", metavar="STATE", help="only messages about this state (FAILED)")
+    add.add_argument("--channel", metavar="NAME", help="only this channel")
+    add.add_argument(
+        "--for", dest="duration", required=True, metavar="DURATION", help="2h, 30m, 1d (<= 90d)"
+    )
+    add.add_argument("--comment", required=True, metavar="TEXT", help="why (shown in list)")
+    listing = action("list", _cmd_silence_list, "the silences in force")
+    listing.add_argument("--all", action="store_true", help="ended and expired ones too")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    expire = action("expire", _cmd_silence_expire, "end a silence now")
+    expire.add_argument("id", metavar="ID", help="the silence id (see `silence list`)")
 
 
 # -- composition -----------------------------------------------------------------------------

@@ -9,12 +9,10 @@ from typing import TYPE_CHECKING
 
 from watcher.core.errors import ConfigError
 from watcher.core.kinds import JobKind
-from watcher.core.text import for_terminal, mask_url, without_userinfo
+from watcher.core.text import for_terminal, without_userinfo
 
 if TYPE_CHECKING:
     from watcher.config import Settings
-    from watcher.core.delivery import Delivery
-    from watcher.core.model import JobSnapshot
     from watcher.runtime.plan import WatchPlan
 
 from watcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _error, _load, _run_async
@@ -130,130 +128,6 @@ def _probe(settings: Settings, plan: WatchPlan) -> int:
         return EXIT_OK
 
     return _run_async(probe)
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    import json
-
-    from watcher import config
-    from watcher.stores.sqlite import StateStore
-
-    # The state file only: no channel secret (`${VAR}`), account or key is needed to read it.
-    path = config.load_watcher(args.config, os.environ).state_path
-    if not path.exists():
-        if args.json:
-            empty = {
-                "state_path": str(path),
-                "jobs": [],
-                "unreadable": [],
-                "undelivered": [],
-                "unreadable_rows": [],
-            }
-            sys.stdout.write(json.dumps(empty))
-            sys.stdout.write("\n")
-        else:
-            sys.stdout.write(f"no state yet at {path}\n")
-        return EXIT_OK
-    # A row the store cannot read is listed as such; it never stops the rest being shown.
-    bad_rows: list[tuple[str, str]] = []
-    with StateStore.open(
-        path, on_unreadable=lambda row, error: bad_rows.append((row, error))
-    ) as store:
-        jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)
-        undelivered = store.undelivered()
-        unreadable = sorted(
-            (c.subject, c.detail) for c in store.open_conditions() if c.name == "unreadable"
-        )
-    if args.json:
-        document = {
-            "state_path": str(path),
-            "jobs": [
-                {
-                    "job": s.ref.key,
-                    "kind": str(s.ref.kind),
-                    "job_id": s.ref.job_id,
-                    "display_name": s.display_name,
-                    "state": s.state,
-                    "status_code": s.status_code,
-                    "status_message": s.status_message,
-                    "reason": s.reason,
-                    "progress": s.progress,
-                    "update_time": s.update_time,
-                }
-                for s in jobs
-            ],
-            "unreadable": [{"target": target, "error": error} for target, error in unreadable],
-            "undelivered": [
-                {
-                    "id": d.id,
-                    "status": d.status,
-                    "job": d.entry.job_key,
-                    "channel": d.entry.channel,
-                    "url": mask_url(d.entry.url_display),
-                    "old_state": d.entry.old_state,
-                    "new_state": d.entry.new_state,
-                    "created_at": d.entry.created_at.isoformat(),
-                    "attempts": d.attempts,
-                    "next_attempt_at": d.next_attempt_at.isoformat(),
-                    "last_error": d.last_error,
-                }
-                for d in undelivered
-            ],
-            "unreadable_rows": [{"row": row, "error": error} for row, error in bad_rows],
-        }
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
-        return EXIT_OK
-    _write_status(path, jobs, unreadable, bad_rows)
-    if not undelivered:
-        if not any(row.startswith("outbox") for row, _ in bad_rows):
-            sys.stdout.write("\nevery notification delivered\n")
-        return EXIT_OK
-    _write_undelivered(undelivered)
-    return EXIT_OK
-
-
-# What the API said is shown escaped and cut: a status message may hold terminal controls.
-_SHOWN = 500
-
-
-def _write_status(
-    path: object,
-    jobs: list[JobSnapshot],
-    unreadable: list[tuple[str, str]],
-    bad_rows: list[tuple[str, str]],
-) -> None:
-    out = sys.stdout
-    out.write(f"state: {path}\n")
-    keys = [for_terminal(s.ref.key, 200) for s in jobs]
-    width = max([len(key) for key in keys] + [3])
-    out.write(f"{'JOB':<{width}}  {'STATE':<16}  STATUS\n")
-    for key, s in zip(keys, jobs, strict=True):
-        status = f"{s.status_code}: {s.status_message}" if s.status_message else s.status_code
-        state = for_terminal(s.state, 200)
-        out.write(f"{key:<{width}}  {state:<16}  {for_terminal(status, _SHOWN)}\n")
-    if unreadable:
-        out.write(f"\n{len(unreadable)} resource(s) the watcher cannot read:\n")
-        for target, error in unreadable:
-            out.write(f"  {for_terminal(target, 200)}: {for_terminal(error, _SHOWN)}\n")
-    if bad_rows:
-        out.write(f"\n{len(bad_rows)} row(s) of the state file cannot be read:\n")
-        out.writelines(
-            f"  {for_terminal(row, 200)}: {for_terminal(error, _SHOWN)}\n"
-            for row, error in bad_rows
-        )
-
-
-def _write_undelivered(undelivered: list[Delivery]) -> None:
-    out = sys.stdout
-    out.write(f"\n{len(undelivered)} undelivered notification(s):\n")
-    for d in undelivered:
-        e = d.entry
-        when = "dead" if d.status == "dead" else f"next try {d.next_attempt_at:%Y-%m-%d %H:%M:%S}Z"
-        line = (
-            f"{e.job_key} {e.old_state or '-'} → {e.new_state} to {e.channel} "
-            f"({mask_url(e.url_display)}): {d.attempts} attempt(s), {when}; {d.last_error}"
-        )
-        out.write(f"  {for_terminal(line, 2 * _SHOWN)}\n")
 
 
 def _cmd_test_notify(args: argparse.Namespace) -> int:

@@ -161,6 +161,18 @@ def load_watcher(path: Path | None, env: Mapping[str, str]) -> WatcherSettings:
         raise ConfigError(_describe(exc, source, origins)) from None
 
 
+def channel_names(path: Path | None, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The `name` of every `[[channel]]` of a config file, nothing resolved (for `silence`).
+
+    Raises:
+        ConfigError: as `load`, for the file.
+    """
+    channels = _read(path, env)[0].get("channel", [])
+    if not isinstance(channels, list):
+        return ()
+    return tuple(c["name"] for c in channels if isinstance(c, dict) and type(c.get("name")) is str)
+
+
 def _read(path: Path | None, env: Mapping[str, str]) -> tuple[dict[str, Any], str]:
     """The decoded TOML document of the config file, and its name for messages."""
     if path is None:

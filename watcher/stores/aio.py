@@ -205,3 +205,7 @@ class AsyncStore:
     async def announce_after_silences(self, now: datetime) -> dict[int, int]:
         """See `StateStore.announce_after_silences`."""
         return await self._run(self.sync.announce_after_silences, now)
+
+    async def prune_history(self, before: datetime) -> tuple[int, int]:
+        """See `StateStore.prune_history`."""
+        return await self._run(self.sync.prune_history, before)

@@ -23,11 +23,12 @@ import anyio.abc
 import anyio.to_thread
 import prometheus_client
 import uvicorn
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from watcher.core import labels
 from watcher.core.errors import ListenError
 from watcher.ports import Report
+from watcher.web.metrics import MAX_JOB_SERIES, Metrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,8 +38,6 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The shortest silence that makes the loop look stuck, however short the poll interval.
 MIN_LIVENESS_WINDOW = 60.0
-#: Histogram buckets for API request latency, in seconds (requests time out after ~10 s).
-REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: How long `serve_health` waits for uvicorn to report it is serving.
 STARTUP_TIMEOUT = 10.0
 #: Health connections served at once (probes and a scraper or two); beyond it, 503 at once.
@@ -66,6 +65,9 @@ class Health:
         clock: wall-clock time (injectable for tests).
         registry: where the metrics are registered; a fresh one by default.
         metrics_max_age: seconds one rendering of `/metrics` is served for.
+        job_state_metrics: export `fireworks_watcher_job_state` (config
+            `watcher.job_state_metrics`).
+        max_job_series: the most jobs with a state series (see `metrics.MAX_JOB_SERIES`).
     """
 
     def __init__(
@@ -76,6 +78,8 @@ class Health:
         clock: Callable[[], datetime] = _utcnow,
         registry: CollectorRegistry | None = None,
         metrics_max_age: float = METRICS_MAX_AGE,
+        job_state_metrics: bool = True,
+        max_job_series: int = MAX_JOB_SERIES,
     ) -> None:
         self._clock = clock
         self._metrics_max_age = metrics_max_age
@@ -95,87 +99,41 @@ class Health:
             registry = CollectorRegistry()
             prometheus_client.ProcessCollector(registry=registry)
         self.registry = registry
-        self._api_calls = Counter(
-            "fireworks_watcher_api_calls",
-            "Fireworks API calls by outcome (ok, unavailable, rejected, auth, payload).",
-            ["outcome"],
-            registry=registry,
-        )
-        self._polls = Counter(
-            "fireworks_watcher_polls",
-            "Jobs polled successfully (ok) and API calls that failed (error).",
-            ["outcome"],
-            registry=registry,
-        )
-        for outcome in ("ok", "error"):
-            self._polls.labels(outcome)
-        self._requests = Histogram(
-            "fireworks_watcher_api_request_seconds",
-            "Latency of HTTP requests to the Fireworks API, by status code.",
-            ["status"],
-            buckets=REQUEST_BUCKETS,
-            registry=registry,
-        )
-        self._transitions = Counter(
-            "fireworks_watcher_transitions",
-            "Job state transitions by job kind and new state.",
-            ["kind", "new_state"],
-            registry=registry,
-        )
-        self._notifications = Counter(
-            "fireworks_watcher_notifications",
-            "Notification sends by channel and outcome (sent, failed, dead).",
-            ["channel", "outcome"],
-            registry=registry,
-        )
-        self._pending = Gauge(
-            "fireworks_watcher_outbox_pending",
-            "Notifications waiting in the outbox.",
-            registry=registry,
-        )
-        oldest = Gauge(
-            "fireworks_watcher_outbox_oldest_pending_age_seconds",
-            "Age of the oldest notification waiting in the outbox (0 when empty).",
-            registry=registry,
+        self._metrics = Metrics(
+            registry, job_state_metrics=job_state_metrics, max_job_series=max_job_series
         )
         # Computed at scrape time: the age keeps growing between cycles.
-        oldest.set_function(self._oldest_pending_age)
-        self._last_cycle_gauge = Gauge(
-            "fireworks_watcher_last_cycle_timestamp_seconds",
-            "Unix time the last poll cycle finished.",
-            registry=registry,
-        )
-        self._last_success_gauge = Gauge(
-            "fireworks_watcher_last_successful_poll_timestamp_seconds",
-            "Unix time of the last cycle in which the API answered.",
-            registry=registry,
-        )
+        self._metrics.oldest_pending.set_function(self._oldest_pending_age)
 
     # -- loop.Observer ---------------------------------------------------------------------
 
     def api_call(self, outcome: str) -> None:
         """One API call ended: ok, unavailable, rejected, auth or payload."""
-        self._api_calls.labels(labels.one_of(outcome, labels.API_OUTCOMES)).inc()
+        self._metrics.api_calls.labels(labels.one_of(outcome, labels.API_OUTCOMES)).inc()
 
     def transition(self, kind: str, new_state: str) -> None:
         """A job moved (first sightings excluded)."""
         # The state comes from the API: an unknown one is `other`, never a new series.
-        self._transitions.labels(labels.kind_label(kind), labels.state_label(kind, new_state)).inc()
+        self._metrics.transitions.labels(
+            labels.kind_label(kind), labels.state_label(kind, new_state)
+        ).inc()
 
     def notification(self, channel: str, outcome: str) -> None:
         """A send ended: sent, failed or dead (channel names come from the config: bounded)."""
-        self._notifications.labels(channel, labels.one_of(outcome, labels.SEND_OUTCOMES)).inc()
+        self._metrics.notifications.labels(
+            channel, labels.one_of(outcome, labels.SEND_OUTCOMES)
+        ).inc()
 
     def cycle_done(self, report: Report, *, at: datetime) -> None:
         """A cycle finished: count its polls and update the readiness facts."""
-        self._polls.labels("ok").inc(report.polled)
-        self._polls.labels("error").inc(report.api_errors)
+        self._metrics.polls.labels("ok").inc(report.polled)
+        self._metrics.polls.labels("error").inc(report.api_errors)
         self._last_cycle = at
-        self._last_cycle_gauge.set(at.timestamp())
+        self._metrics.last_cycle.set(at.timestamp())
         # An empty LIST answer polls no job but still proves the API answers.
         if report.polled > 0 or report.calls > report.api_errors:
             self._last_success = at
-            self._last_success_gauge.set(at.timestamp())
+            self._metrics.last_success.set(at.timestamp())
             if not report.auth_failed:
                 self._auth_rejected = False
         if report.auth_failed:
@@ -184,7 +142,7 @@ class Health:
 
     def outbox(self, pending: int, oldest: datetime | None) -> None:
         """The outbox now holds `pending` deliveries, the oldest created at `oldest`."""
-        self._pending.set(pending)
+        self._metrics.pending.set(pending)
         self._oldest_pending = oldest if pending > 0 else None
 
     def unreadable(self, targets: Mapping[str, str]) -> None:
@@ -192,13 +150,16 @@ class Health:
         self._unreadable = dict(targets)
 
     def job_states(self, states: Mapping[str, tuple[str, str, str]]) -> None:
-        """Not exported yet (issue 11 adds fireworks_watcher_job_state)."""
+        """Jobs whose state changed: `fireworks_watcher_job_state` (state "" forgets one)."""
+        self._metrics.job_states(states)
 
     def conditions(self, open_by_name: Mapping[str, int]) -> None:
-        """Not exported yet (issue 11 adds fireworks_watcher_conditions_open)."""
+        """How many conditions of each name are open: `fireworks_watcher_conditions_open`."""
+        self._metrics.conditions(open_by_name)
 
     def silenced(self, channel: str) -> None:
-        """Not exported yet (issue 11 adds fireworks_watcher_silenced_total)."""
+        """A message to `channel` was silenced: `fireworks_watcher_silenced_total`."""
+        self._metrics.silenced(channel)
 
     def warnings(self) -> list[str]:
         """What /readyz says beside its verdict: the resources that cannot be read."""
@@ -210,7 +171,7 @@ class Health:
 
     def observe_request(self, seconds: float, *, status: str) -> None:
         """One HTTP request to the API took `seconds`; `status` is its code, or "error"."""
-        self._requests.labels(labels.status_label(status)).observe(seconds)
+        self._metrics.requests.labels(labels.status_label(status)).observe(seconds)
 
     def set_poll_interval(
         self, seconds: float, *, terminal_poll_interval: float | None = None

@@ -1,0 +1,136 @@
+"""`status`: each job's name, time in its state, last poll and open conditions; the
+watcher's own conditions, silences in force, and silenced beside undelivered messages."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from watcher.cli import main
+from watcher.core.conditions import Condition, ConditionName, Since
+from watcher.core.delivery import Event, OutboxEntry
+from watcher.core.model import JobKind, JobRef, JobSnapshot
+from watcher.core.silences import Silence
+from watcher.stores.outbox import SILENCED
+from watcher.stores.sqlite import StateStore
+
+URL = "json://bot:****@127.0.0.1:9/hook"
+
+
+@pytest.fixture
+def now() -> datetime:
+    """Now, when the test starts (`status` reads the real clock)."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def config(tmp_path: Path, now: datetime) -> Path:
+    """A state file with two jobs (one stalled), the API down, an unreadable listing, a
+    silence in force and one silenced and one pending delivery."""
+    path = tmp_path / "state.db"
+    hours_ago = now - timedelta(hours=3)
+    sft = JobSnapshot(JobRef(JobKind.SFT, "my-sft"), "acct", "RUNNING", display_name="My SFT")
+    dpo = JobSnapshot(JobRef(JobKind.DPO, "my-dpo"), "acct", "FAILED", status_code="INTERNAL")
+    failed = Event("dpo/my-dpo", "RUNNING", "FAILED", now, (("job_id", "my-dpo"),))
+    rows = [
+        OutboxEntry("dpo/my-dpo", team, f"k-{team}", URL, "", "", "RUNNING", "FAILED", now, failed)
+        for team in ("ml-team", "oncall")
+    ]
+    with StateStore.open(path) as store:
+        store.record(
+            [sft, dpo],
+            rows,
+            now=now - timedelta(minutes=1),
+            since={sft.ref.key: Since(hours_ago, hours_ago, entered=True)},
+            opened=[
+                Condition("sft/my-sft", ConditionName.STALLED, hours_ago, "no progress for 3h"),
+                Condition("api", ConditionName.API_DOWN, now, "connection refused"),
+                Condition("list:rft", ConditionName.UNREADABLE, now, "HTTP 400: bad filter"),
+            ],
+        )
+        store.add_silence(
+            Silence(0, "my-*", state="FAILED", channel="oncall", comment="known", ends_at=now
+                    + timedelta(hours=2)),
+            now=now,
+        )  # fmt: skip
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE outbox SET status = ?, silence_id = 1 WHERE id = 2", (SILENCED,))
+    config = tmp_path / "watcher.toml"
+    config.write_text(f'[watcher]\nstate_path = "{path}"\nhealth_listen = ""\n')
+    return config
+
+
+def status(capsys: pytest.CaptureFixture[str], config: Path, *extra: str) -> str:
+    code = main(["status", "-c", str(config), *extra])
+    out, err = capsys.readouterr()
+    assert (0, "") == (code, err)
+    return out
+
+
+def test_status_text(config: Path, now: datetime, capsys: pytest.CaptureFixture[str]) -> None:
+    """The job table has name, time in state and last poll, conditions under their job; the
+    rest of what is open, silences and silenced messages follow."""
+    out = status(capsys, config)
+    hours_ago = now - timedelta(hours=3)
+    lines = out.splitlines()
+
+    assert ["JOB", "NAME", "STATE", "FOR", "POLLED", "STATUS"] == lines[1].split()
+    dpo, sft, condition = lines[2:5]
+    assert ["dpo/my-dpo", "FAILED", "-", "1m"] == dpo.split()[:4]
+    assert dpo.endswith("  INTERNAL")
+    assert ["sft/my-sft", "My", "SFT", "RUNNING", "3h", "00m"] == sft.split()[:6]
+    assert condition.strip().startswith("! stalled for 3h 00m")
+    assert condition.endswith(f"(since {hours_ago:%Y-%m-%d %H:%M:%S}Z): no progress for 3h")
+    assert "1 open condition(s) of the watcher:\n  api: api_down for " in out
+    assert "1 resource(s) the watcher cannot read:\n  list:rft: HTTP 400: bad filter\n" in out
+    assert "1 silence(s) in force:\n  1  job=my-* state=FAILED channel=oncall  ends in " in out
+    assert "1 undelivered notification(s):\n  dpo/my-dpo RUNNING → FAILED to ml-team" in out
+    assert "1 silenced notification(s) (recorded, not sent):\n" in out
+    assert (
+        "dpo/my-dpo RUNNING → FAILED to oncall (json://bot:****@127.0.0.1:9/hook): by silence 1"
+        in out
+    )
+
+
+def test_status_json(config: Path, now: datetime, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--json` carries ISO timestamps: state_since, polled_at, each condition's opened_at."""
+    document = json.loads(status(capsys, config, "--json"))
+    hours_ago = now - timedelta(hours=3)
+    jobs = {job["job"]: job for job in document["jobs"]}
+
+    sft = jobs["sft/my-sft"]
+    assert "My SFT" == sft["display_name"]
+    assert hours_ago.isoformat() == sft["state_since"]
+    assert (now - timedelta(minutes=1)).isoformat() == sft["polled_at"]
+    assert [
+        {
+            "subject": "sft/my-sft",
+            "condition": "stalled",
+            "opened_at": hours_ago.isoformat(),
+            "detail": "no progress for 3h",
+        }
+    ] == sft["conditions"]
+    assert None is jobs["dpo/my-dpo"]["state_since"]
+    assert ["stalled", "api_down", "unreadable"] == [c["condition"] for c in document["conditions"]]
+    assert [{"target": "list:rft", "error": "HTTP 400: bad filter"}] == document["unreadable"]
+    assert ["pending"] == [d["status"] for d in document["undelivered"]]
+    assert 1 == document["silenced_count"]
+    assert [("oncall", 1)] == [(d["channel"], d["silence_id"]) for d in document["silenced"]]
+    (silence,) = document["silences"]
+    assert ("my-*", (now + timedelta(hours=2)).isoformat()) == (silence["job"], silence["ends_at"])
+
+
+def test_status_without_state_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before the first run `--json` is the empty document, every key present."""
+    config = tmp_path / "watcher.toml"
+    config.write_text(f'[watcher]\nstate_path = "{tmp_path / "none.db"}"\n')
+
+    document = json.loads(status(capsys, config, "--json"))
+
+    assert 0 == document.pop("silenced_count")
+    assert {"state_path", "now"} == {k for k, v in document.items() if v}
+    assert not (tmp_path / "none.db").exists()

@@ -1,0 +1,292 @@
+"""`status [--json]`: every job's last known state, how long it has been in it, when it was
+last polled and its open conditions; the conditions of the watcher itself (API down,
+resources it cannot read); the silences in force; undelivered and silenced notifications.
+
+The state file only: no channel secret (`${VAR}`), account or key is needed to read it, and
+it is read while a daemon runs. A row the store cannot read is listed as such; it never
+stops the rest being shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from watcher.cli.common import EXIT_OK
+from watcher.core.conditions import Condition, ConditionName, Since
+from watcher.core.messages import format_duration
+from watcher.core.text import for_terminal, mask_url
+
+if TYPE_CHECKING:
+    from watcher.core.delivery import Delivery
+    from watcher.core.model import JobSnapshot
+    from watcher.core.silences import Silence
+    from watcher.stores.history import Silenced
+
+# What the API said is shown escaped and cut: a status message may hold terminal controls.
+_SHOWN: Final = 500
+#: Silenced deliveries listed (all are counted): they pile up until `history_days` prunes them.
+SILENCED_SHOWN: Final = 20
+SILENCED_JSON: Final = 1000
+
+
+@dataclass
+class _State:
+    """Everything `status` reads, in one pass over the store."""
+
+    jobs: list[JobSnapshot] = field(default_factory=list)
+    since: dict[str, Since] = field(default_factory=dict)
+    polled: dict[str, datetime] = field(default_factory=dict)
+    conditions: list[Condition] = field(default_factory=list)
+    undelivered: list[Delivery] = field(default_factory=list)
+    silences: list[Silence] = field(default_factory=list)
+    silenced_count: int = 0
+    silenced: list[Silenced] = field(default_factory=list)
+    bad_rows: list[tuple[str, str]] = field(default_factory=list)
+
+    def job_conditions(self, key: str) -> list[Condition]:
+        return [c for c in self.conditions if c.subject == key]
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        return sorted(
+            (c.subject, c.detail) for c in self.conditions if c.name is ConditionName.UNREADABLE
+        )
+
+
+def _read(path: Path, now: datetime, *, silenced_limit: int) -> _State:
+    from watcher.stores.sqlite import StateStore
+
+    state = _State()
+    with StateStore.open(
+        path, on_unreadable=lambda row, error: state.bad_rows.append((row, error))
+    ) as store:
+        state.jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)
+        state.since = store.since_all()
+        state.polled = store.polled_all()
+        state.conditions = store.open_conditions()
+        state.undelivered = store.undelivered()
+        state.silences = store.silences(now)
+        state.silenced_count, state.silenced = store.silenced(limit=silenced_limit)
+    return state
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _stamp(value: datetime) -> str:
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def _ago(value: datetime | None, now: datetime) -> str:
+    if value is None:
+        return "-"
+    return format_duration((now - value).total_seconds()) or "0s"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from watcher import config
+
+    path = config.load_watcher(args.config, os.environ).state_path
+    now = datetime.now(UTC)
+    if not path.exists():
+        if args.json:
+            sys.stdout.write(json.dumps(_document(path, _State(), now)) + "\n")
+        else:
+            sys.stdout.write(f"no state yet at {path}\n")
+        return EXIT_OK
+    state = _read(path, now, silenced_limit=SILENCED_JSON if args.json else SILENCED_SHOWN)
+    if args.json:
+        sys.stdout.write(json.dumps(_document(path, state, now), indent=2) + "\n")
+        return EXIT_OK
+    _write_status(path, state, now)
+    if state.undelivered:
+        _write_undelivered(state.undelivered)
+    elif not any(row.startswith("outbox") for row, _ in state.bad_rows):
+        sys.stdout.write("\nevery notification delivered\n")
+    _write_silenced(state)
+    return EXIT_OK
+
+
+def _condition(c: Condition) -> dict[str, object]:
+    return {
+        "subject": c.subject,
+        "condition": str(c.name),
+        "opened_at": _iso(c.opened_at),
+        "detail": c.detail,
+    }
+
+
+def _document(path: Path, state: _State, now: datetime) -> dict[str, object]:
+    def job(s: JobSnapshot) -> dict[str, object]:
+        since = state.since.get(s.ref.key)
+        return {
+            "job": s.ref.key,
+            "kind": str(s.ref.kind),
+            "job_id": s.ref.job_id,
+            "display_name": s.display_name,
+            "state": s.state,
+            "status_code": s.status_code,
+            "status_message": s.status_message,
+            "reason": s.reason,
+            "progress": s.progress,
+            "update_time": s.update_time,
+            "state_since": _iso(since.state) if since else None,
+            "moved_at": _iso(since.moved) if since else None,
+            "polled_at": _iso(state.polled.get(s.ref.key)),
+            "conditions": [_condition(c) for c in state.job_conditions(s.ref.key)],
+        }
+
+    return {
+        "state_path": str(path),
+        "now": _iso(now),
+        "jobs": [job(s) for s in state.jobs],
+        "conditions": [_condition(c) for c in state.conditions],
+        "unreadable": [{"target": t, "error": e} for t, e in state.unreadable()],
+        "undelivered": [
+            {
+                "id": d.id,
+                "status": d.status,
+                "job": d.entry.job_key,
+                "channel": d.entry.channel,
+                "url": mask_url(d.entry.url_display),
+                "old_state": d.entry.old_state,
+                "new_state": d.entry.new_state,
+                "created_at": d.entry.created_at.isoformat(),
+                "attempts": d.attempts,
+                "next_attempt_at": d.next_attempt_at.isoformat(),
+                "last_error": d.last_error,
+            }
+            for d in state.undelivered
+        ],
+        "silences": [
+            {
+                "id": s.id,
+                "job": s.job,
+                "kind": s.kind,
+                "state": s.state,
+                "channel": s.channel,
+                "comment": s.comment,
+                "created_at": _iso(s.created_at),
+                "ends_at": _iso(s.end()),
+            }
+            for s in state.silences
+        ],
+        "silenced_count": state.silenced_count,
+        "silenced": [
+            {
+                "id": d.id,
+                "job": d.job_key,
+                "channel": d.channel,
+                "url": mask_url(d.url_display),
+                "old_state": d.old_state,
+                "new_state": d.new_state,
+                "created_at": _iso(d.created_at),
+                "silence_id": d.silence_id,
+            }
+            for d in state.silenced
+        ],
+        "unreadable_rows": [{"row": row, "error": error} for row, error in state.bad_rows],
+    }
+
+
+def _write_status(path: Path, state: _State, now: datetime) -> None:
+    out = sys.stdout
+    out.write(f"state: {path}\n")
+    rows = []
+    for s in state.jobs:
+        since = state.since.get(s.ref.key)
+        status = f"{s.status_code}: {s.status_message}" if s.status_message else s.status_code
+        name = s.display_name if s.display_name and s.display_name != s.ref.job_id else ""
+        rows.append(
+            (
+                for_terminal(s.ref.key, 200),
+                for_terminal(name, 60),
+                for_terminal(s.state, 200),
+                _ago(since.state if since else None, now),
+                _ago(state.polled.get(s.ref.key), now),
+                for_terminal(status, _SHOWN),
+            )
+        )
+    header = ("JOB", "NAME", "STATE", "FOR", "POLLED", "STATUS")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
+
+    def write_row(row: tuple[str, ...]) -> None:
+        cells = [f"{cell:<{width}}" for cell, width in zip(row, widths, strict=False)]
+        out.write("  ".join([*cells, row[5]]).rstrip() + "\n")
+
+    write_row(header)
+    for row, job in zip(rows, state.jobs, strict=True):
+        write_row(row)
+        for c in state.job_conditions(job.ref.key):
+            out.write(f"{'':<{widths[0]}}  ! {_condition_line(c, now)}\n")
+    keys = {s.ref.key for s in state.jobs}
+    others = [
+        c
+        for c in state.conditions
+        if c.name is not ConditionName.UNREADABLE and c.subject not in keys
+    ]
+    if others:
+        out.write(f"\n{len(others)} open condition(s) of the watcher:\n")
+        out.writelines(
+            f"  {for_terminal(c.subject, 200)}: {_condition_line(c, now)}\n" for c in others
+        )
+    unreadable = state.unreadable()
+    if unreadable:
+        out.write(f"\n{len(unreadable)} resource(s) the watcher cannot read:\n")
+        for target, error in unreadable:
+            out.write(f"  {for_terminal(target, 200)}: {for_terminal(error, _SHOWN)}\n")
+    if state.silences:
+        from watcher.cli.silence import ends_in, matcher
+
+        out.write(f"\n{len(state.silences)} silence(s) in force:\n")
+        for silence in state.silences:
+            comment = for_terminal(silence.comment, _SHOWN)
+            out.write(f"  {silence.id}  {matcher(silence)}  ends in {ends_in(silence, now)}")
+            out.write(f"  {comment}\n")
+    if state.bad_rows:
+        out.write(f"\n{len(state.bad_rows)} row(s) of the state file cannot be read:\n")
+        out.writelines(
+            f"  {for_terminal(row, 200)}: {for_terminal(error, _SHOWN)}\n"
+            for row, error in state.bad_rows
+        )
+
+
+def _condition_line(c: Condition, now: datetime) -> str:
+    detail = for_terminal(c.detail, _SHOWN)
+    return f"{c.name} for {_ago(c.opened_at, now)} (since {_stamp(c.opened_at)}): {detail}"
+
+
+def _write_undelivered(undelivered: list[Delivery]) -> None:
+    out = sys.stdout
+    out.write(f"\n{len(undelivered)} undelivered notification(s):\n")
+    for d in undelivered:
+        e = d.entry
+        when = "dead" if d.status == "dead" else f"next try {d.next_attempt_at:%Y-%m-%d %H:%M:%S}Z"
+        line = (
+            f"{e.job_key} {e.old_state or '-'} → {e.new_state} to {e.channel} "
+            f"({mask_url(e.url_display)}): {d.attempts} attempt(s), {when}; {d.last_error}"
+        )
+        out.write(f"  {for_terminal(line, 2 * _SHOWN)}\n")
+
+
+def _write_silenced(state: _State) -> None:
+    if not state.silenced_count:
+        return
+    out = sys.stdout
+    out.write(f"\n{state.silenced_count} silenced notification(s) (recorded, not sent)")
+    more = state.silenced_count - len(state.silenced)
+    out.write(f", the latest {len(state.silenced)}:\n" if more > 0 else ":\n")
+    for d in state.silenced:
+        by = f"silence {d.silence_id}" if d.silence_id is not None else "a silence"
+        line = (
+            f"{_stamp(d.created_at)} {d.job_key} {d.old_state or '-'} → {d.new_state} to "
+            f"{d.channel} ({mask_url(d.url_display)}): by {by}"
+        )
+        out.write(f"  {for_terminal(line, 2 * _SHOWN)}\n")
