@@ -255,7 +255,8 @@ class Alerts:
                 log.info("condition.resolved", job=c.subject, condition=str(c.name))
         for notice in alert.notices:
             if notice.kind in (notices.REMINDER, notices.MILESTONE):
-                log.info(f"{notice.kind}.queued", job=notice.job_key, title=notice.message.title)
+                event = "reminder.queued" if notice.kind == notices.REMINDER else "milestone.queued"
+                log.info(event, job=notice.job_key, title=notice.message.title)
         if alert.opened or alert.resolved:
             observer.conditions(self.counts())
 

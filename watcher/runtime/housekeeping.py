@@ -23,11 +23,15 @@ class Housekeeping:
         self._next = datetime.min.replace(tzinfo=UTC)
 
     async def run(self, store: StateRepo, now: datetime, *, history_days: int) -> None:
-        """Delete delivered notifications older than `history_days`, if an hour has passed."""
+        """Delete events and settled notifications older than `history_days`, if an hour
+        has passed since the last time."""
         if now < self._next:
             return
         self._next = now + PRUNE_EVERY
         try:
-            await store.prune(delivered_before=now - timedelta(days=history_days))
+            events, deliveries = await store.prune_history(now - timedelta(days=history_days))
         except StoreError as exc:
             log.error("store.error", error=str(exc))
+            return
+        if events or deliveries:
+            log.info("history.pruned", events=events, deliveries=deliveries)
