@@ -13,6 +13,13 @@ exactly once. The one allowed exception is a send that was in flight at a kill: 
 yet marked delivered, so the next incarnation sends it again. Such a repeat is told apart from a
 true one with the daemon's own log: a true repeat follows a `notify.sent` for the same outbox row.
 
+Conditions and reminders are in the mix: the jobs stall after 1 s without a change and wait
+too long after 1 s in PENDING (so conditions open and resolve all the time), `stuck-failed`
+stays FAILED and `stuck-running` stays RUNNING (reminded every 10 s). Those notices carry no
+token, so they are counted against the outbox: every delivered notice row must have arrived,
+and an incarnation may have sent a notice more often than it logged `notify.sent` for it
+only by the one send in flight when it was killed.
+
 `tests/test_crash.py` runs it in CI with 20 kills; the exit code is 0 when nothing was lost,
 repeated, or announced that never happened.
 """
@@ -53,6 +60,10 @@ DEADLINE = 30.0
 TORN_WINDOW = 2.0
 #: The longest random delay between a step's changes and the kill.
 MAX_KILL_DELAY = 0.8
+#: Jobs no step moves: one FAILED (reminded), one RUNNING (stalled, and reminded of that).
+STUCK_FAILED, STUCK_RUNNING = "stuck-failed", "stuck-running"
+#: Reminders of what stays failed or stalled, this often.
+REPEAT_INTERVAL = 10
 
 
 class KillMode(StrEnum):
@@ -129,13 +140,25 @@ class CrashReport:
     torn_posts: int
     daemon_errors: int
     wall_time: float
+    notices_delivered: int = 0
+    notices_received: int = 0
+    notices_lost: int = 0
+    notices_repeated: int = 0
+    notices_in_flight: int = 0
+    notice_kinds: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when no notification was lost, truly repeated, or unexpected."""
-        return self.lost == 0 and self.repeated == 0 and self.unexpected == 0
+        return (
+            self.lost == 0
+            and self.repeated == 0
+            and self.unexpected == 0
+            and self.notices_lost == 0
+            and self.notices_repeated == 0
+        )
 
     def table(self) -> str:
         """The figures as an aligned two-column table."""
@@ -153,6 +176,15 @@ class CrashReport:
             ("unexpected", str(self.unexpected)),
             ("torn posts (killed mid-send)", str(self.torn_posts)),
             ("daemon error lines", str(self.daemon_errors)),
+            *(
+                (f"  {kind} rows delivered", str(n))
+                for kind, n in sorted(self.notice_kinds.items())
+            ),
+            ("notices delivered (rows)", str(self.notices_delivered)),
+            ("notice posts received", str(self.notices_received)),
+            ("notices lost", str(self.notices_lost)),
+            ("notices repeated (true)", str(self.notices_repeated)),
+            ("notice in-flight repeats", str(self.notices_in_flight)),
             ("wall time", f"{self.wall_time:.1f} s"),
         ]
         width = max(len(name) for name, _ in rows)
@@ -369,7 +401,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> bool
 
 def _write_config(workdir: Path, *, jobs: int, poll: float, receiver: JsonReceiver) -> Path:
     path = workdir / "watcher.toml"
-    job_ids = [f"job-{j}" for j in range(jobs)]
+    job_ids = [f"job-{j}" for j in range(jobs)] + [STUCK_FAILED, STUCK_RUNNING]
     # json.dumps gives valid TOML basic strings and arrays for these plain values.
     path.write_text(
         f"""
@@ -382,11 +414,14 @@ health_listen = ""
 
 [[watch]]
 jobs = {json.dumps(job_ids)}
+stall_after = 1
+pending_after = 1
 
 [[channel]]
 name = "crash"
 urls = [{json.dumps(receiver.url())}]
 body = {json.dumps(BODY)}
+repeat_interval = {REPEAT_INTERVAL}
 """
     )
     return path
@@ -420,7 +455,8 @@ def _read_outbox(db: Path) -> dict[str, list[_OutboxRow]]:
     try:
         found = conn.execute(
             "SELECT o.id, o.body, e.fields, o.status, o.attempts, o.last_error FROM outbox AS o"
-            " LEFT JOIN events AS e ON e.id = o.event_id ORDER BY o.id"
+            " LEFT JOIN events AS e ON e.id = o.event_id WHERE NOT coalesce(e.notice, 0)"
+            " ORDER BY o.id"
         ).fetchall()
     finally:
         conn.close()
@@ -466,15 +502,19 @@ class _Run:
 
     def open(self) -> None:
         self.served.start()
-        for job in self.states:
+        for job in [*self.states, STUCK_FAILED, STUCK_RUNNING]:
             self.sim.add_job(job, state="RUNNING", status_message=f"start-{job}")
         self.config = _write_config(
             self.workdir, jobs=self.jobs, poll=self.poll, receiver=self.receiver
         )
         self.env = _daemon_env(self.served.url)
         first = self.spawn()
-        if not first.wait_event("job.baseline", self.jobs):
+        if not first.wait_event("job.baseline", self.jobs + 2):
             raise RuntimeError(f"the daemon did not baseline its jobs:\n{_tail(first)}")
+        # Seen entering FAILED, so it is reminded of (a baseline failure never is).
+        token = "stuck-failed-token"
+        self.expected[token] = f"{STUCK_FAILED}|RUNNING|FAILED|{token}"
+        self.sim.set_state(STUCK_FAILED, "FAILED", status_message=token)
 
     def close(self) -> None:
         for incarnation in self.incarnations:
@@ -570,6 +610,7 @@ def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float
     problems: list[str] = []
     notes = list(run.notes)
     unexpected = torn = 0
+    notice_posts: list[tuple[int, str, str]] = []
     messages = run.receiver.messages
     for record in messages:
         sender = sender_of(float(record["received_at"]), started_at)
@@ -584,7 +625,10 @@ def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float
             continue
         body = str(record.get("message", "")).strip()
         parsed = parse_body(body)
-        token = parsed[3] if parsed is not None else ""
+        if parsed is None:  # a condition or a reminder: counted against the outbox below
+            notice_posts.append((sender, str(record.get("title", "")), body))
+            continue
+        token = parsed[3]
         if token not in run.expected:
             unexpected += 1
             problems.append(f"unexpected: a post announcing no change made: {body!r}")
@@ -620,6 +664,9 @@ def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float
             in_flight += 1
             notes.append(f"in-flight repeat: {text}")
 
+    notices = _count_notices(run, notice_posts, sent_logged, problems, notes)
+    unexpected += notices.pop("unexpected")
+    kinds = notices.pop("kinds")
     errors = [line for i in run.incarnations for line in i.error_lines()]
     notes += [f"daemon error: {line}" for line in errors[:20]]
     return CrashReport(
@@ -637,9 +684,106 @@ def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float
         torn_posts=torn,
         daemon_errors=len(errors),
         wall_time=time.monotonic() - started,
+        notices_delivered=notices["delivered"],
+        notices_received=notices["received"],
+        notices_lost=notices["lost"],
+        notices_repeated=notices["repeated"],
+        notices_in_flight=notices["in_flight"],
+        notice_kinds=kinds,
         problems=problems,
         notes=notes,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _NoticeRow:
+    id: int
+    kind: str
+    status: str
+    content: tuple[str, str]
+
+
+def _read_notices(db: Path) -> list[_NoticeRow]:
+    """The outbox rows of notices (conditions, reminders), with the text they are sent as."""
+    conn = sqlite3.connect(db, timeout=10)
+    try:
+        found = conn.execute(
+            "SELECT o.id, e.kind, o.status, e.fields FROM outbox AS o"
+            " JOIN events AS e ON e.id = o.event_id WHERE e.notice = 1 ORDER BY o.id"
+        ).fetchall()
+    finally:
+        conn.close()
+    rows = []
+    for id_, kind, status, fields in found:
+        decoded = json.loads(fields)
+        content = (str(decoded.get("title", "")), str(decoded.get("body", "")).strip())
+        rows.append(_NoticeRow(id_, kind, status, content))
+    return rows
+
+
+def _count_notices(
+    run: _Run,
+    posts: list[tuple[int, str, str]],
+    sent_logged: dict[int, set[int]],
+    problems: list[str],
+    notes: list[str],
+) -> dict[str, Any]:
+    """Notices carry no token: count each text's copies against its outbox rows.
+
+    Lost: a text with fewer copies than delivered rows. A true repeat: an incarnation that
+    sent a text more often than it logged `notify.sent` for rows of it, beyond the one send a
+    killed incarnation may have had in flight (one lane: one send at a time).
+    """
+    rows = _read_notices(run.workdir / "state.db")
+    by_content: dict[tuple[str, str], list[_NoticeRow]] = defaultdict(list)
+    for row in rows:
+        by_content[row.content].append(row)
+    unexpected = 0
+    copies: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
+    for sender, title, body in posts:
+        if (title, body) not in by_content:
+            unexpected += 1
+            problems.append(f"unexpected: a post matching no outbox row: {title!r} {body!r}")
+            continue
+        copies[(title, body)][sender] += 1
+    lost = repeated = in_flight = 0
+    extras: Counter[int] = Counter()
+    for content, of_content in by_content.items():
+        delivered = [r for r in of_content if r.status == "delivered"]
+        got = sum(copies[content].values())
+        if got < len(delivered):
+            lost += len(delivered) - got
+            problems.append(f"lost: notice {content[0]!r}: {len(delivered)} rows, {got} posts")
+        for row in of_content:
+            if row.status == "dead":
+                problems.append(f"dead notice row {row.id}: {content[0]!r}")
+            if len(sent_logged.get(row.id, ())) > 1:
+                repeated += 1
+                problems.append(
+                    f"repeated: notice row {row.id} logged sent by {sent_logged[row.id]}"
+                )
+        for sender, n in copies[content].items():
+            logged = sum(1 for r in of_content if sender in sent_logged.get(r.id, ()))
+            extras[sender] += max(0, n - logged)
+    for sender, extra in sorted(extras.items()):
+        killed = 0 <= sender < len(run.incarnations) and run.incarnations[sender].killed_at
+        allowed = 1 if killed else 0
+        in_flight += min(extra, allowed)
+        if extra > allowed:
+            repeated += extra - allowed
+            problems.append(f"repeated: incarnation {sender} sent {extra} notice copies unlogged")
+        elif extra:
+            notes.append(f"in-flight notice repeat from killed incarnation {sender}")
+    kinds = Counter(r.kind for r in rows if r.status == "delivered")
+    return {
+        "delivered": sum(kinds.values()),
+        "received": len(posts),
+        "lost": lost,
+        "repeated": repeated,
+        "in_flight": in_flight,
+        "unexpected": unexpected,
+        "kinds": dict(kinds),
+    }
 
 
 def run(

@@ -358,8 +358,8 @@ class ChannelSettings(_Frozen):
 
     @model_validator(mode="after")
     def _reminders_not_too_often(self) -> Self:
-        if 0 < self.repeat_interval < 60:
-            raise _Invalid(("repeat_interval",), "must be 0 (off) or at least 60 seconds")
+        if 0 < self.repeat_interval < 10:
+            raise _Invalid(("repeat_interval",), "must be 0 (off) or at least 10 seconds")
         return self
 
 
