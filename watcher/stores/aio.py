@@ -145,3 +145,9 @@ class AsyncStore:
     async def prune(self, *, delivered_before: datetime) -> int:
         """See `StateStore.prune`."""
         return await self._run(self.sync.prune, delivered_before=delivered_before)
+
+    async def digest_events(
+        self, start: datetime, end: datetime, *, limit: int = 10_000
+    ) -> list[Event]:
+        """See `StateStore.digest_events` (the limit is `stores.digests.MAX_DIGEST_EVENTS`)."""
+        return await self._run(self.sync.digest_events, start, end, limit=limit)

@@ -34,6 +34,7 @@ from watcher.core.errors import StoreError
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.stores import files
 from watcher.stores.alerts import AlertTables, ReminderTimes
+from watcher.stores.digests import DigestTable
 from watcher.stores.outbox import PENDING, OnUnreadable, OutboxTable, ignore
 from watcher.stores.rows import (
     MIGRATIONS,
@@ -53,7 +54,7 @@ T = TypeVar("T")
 OnLost = Callable[[str], None]
 
 
-class StateStore(OutboxTable, AlertTables, SilenceTable):
+class StateStore(OutboxTable, AlertTables, SilenceTable, DigestTable):
     """Last seen job snapshots and the notification outbox in one SQLite file.
 
     Use as a context manager, or call `close()`. Methods raise `StoreError` when the database
