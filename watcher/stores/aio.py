@@ -209,3 +209,9 @@ class AsyncStore:
     async def prune_history(self, before: datetime) -> tuple[int, int]:
         """See `StateStore.prune_history`."""
         return await self._run(self.sync.prune_history, before)
+
+    async def digest_events(
+        self, start: datetime, end: datetime, *, limit: int = 10_000
+    ) -> list[Event]:
+        """See `StateStore.digest_events` (the limit is `stores.digests.MAX_DIGEST_EVENTS`)."""
+        return await self._run(self.sync.digest_events, start, end, limit=limit)

@@ -34,6 +34,7 @@ from watcher.core.errors import StoreError
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.stores import files
 from watcher.stores.alerts import AlertTables, ReminderTimes
+from watcher.stores.digests import DigestTable
 from watcher.stores.history import HistoryTable
 from watcher.stores.outbox import PENDING, OnUnreadable, OutboxTable, ignore
 from watcher.stores.rows import (
@@ -54,7 +55,7 @@ T = TypeVar("T")
 OnLost = Callable[[str], None]
 
 
-class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable):
+class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTable):
     """Last seen job snapshots and the notification outbox in one SQLite file.
 
     Use as a context manager, or call `close()`. Methods raise `StoreError` when the database
