@@ -27,6 +27,7 @@ from watcher.core.errors import StoreError
 from watcher.core.model import JobSnapshot
 from watcher.core.silences import Silence, Subject, silencing
 from watcher.ports import Observer, StateRepo
+from watcher.runtime.digests import DigestMemo, due_digests
 from watcher.runtime.plan import WatchPlan
 
 log = structlog.get_logger("watcher")
@@ -81,6 +82,7 @@ class Alerts:
         self.open: dict[ConditionKey, Condition] = {}
         self.reminders: dict[tuple[str, str], datetime] = {}
         self._polled: dict[str, datetime] = {}
+        self._digests = DigestMemo()
 
     def load(
         self,
@@ -203,22 +205,32 @@ class Alerts:
         decision: Decision,
         alert: AlertPlan,
         *,
+        last: Mapping[str, JobSnapshot],
         now: datetime,
     ) -> int:
-        """Write a cycle's decision and alert plan in one transaction; returns the outbox rows
-        queued (0 and no transaction when there is nothing to write).
+        """Write a cycle's decision, alert plan and due digests in one transaction; returns
+        the outbox rows queued (0 and no transaction when there is nothing to write).
 
         Raises:
             StoreError: nothing was written.
         """
-        if decision.empty and alert.empty:
+        digests = await due_digests(
+            store,
+            plan.channels,
+            now=now,
+            last=last,
+            conditions=list(self.open.values()),
+            memo=self._digests,
+        )
+        if decision.empty and alert.empty and not (digests.notices or digests.flags):
             return 0
-        queued = decide({}, (), channels=plan.channels, now=now, notices=alert.notices)
+        notes = [*alert.notices, *digests.notices]
+        queued = decide({}, (), channels=plan.channels, now=now, notices=notes)
         await store.record(
             decision.snapshots,
             [*decision.entries, *queued.entries],
             now=now,
-            flags=decision.flags,
+            flags={**decision.flags, **digests.flags},
             events=[*decision.events, *queued.events],
             since=alert.since,
             polled=alert.polled,

@@ -293,7 +293,9 @@ class Watcher:
         # State and outbox in one transaction: a crash after it loses nothing, and a crash
         # before it means the next start sees the change again.
         try:
-            entries = await self._alerts.write(self._store, self.plan, decision, alert, now=now)
+            entries = await self._alerts.write(
+                self._store, self.plan, decision, alert, last=self._last, now=now
+            )
         except StoreError as exc:
             # Nothing was written, so the next cycle sees the same changes again.
             report.store_failed = True
