@@ -18,7 +18,9 @@ from fireworks_sim import Simulator, scenario
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
+from watcher.core.silences import Silence
 from watcher.runtime.poller import Watcher
+from watcher.stores.sqlite import StateStore
 
 SFT = "supervisedFineTuningJobs"
 MINUTE = 60.0
@@ -256,3 +258,115 @@ async def test_progress_milestones_with_an_eta(
         "Sim job ms-sft (ms-sft): 75% done, ETA 12m 30s",
         "Sim job ms-sft (ms-sft): RUNNING → COMPLETED",
     ] == titles(receiver)
+
+
+async def test_a_silenced_condition_is_recorded_then_announced_when_the_silence_ends(
+    server: ServedApp, busy: Simulator, time: Time, tmp_path: Path, receiver: JsonReceiver
+) -> None:
+    """A silence written by another process (as `silence add` does) mutes a stall in the
+    running watcher; the row is kept as silenced; expiring the silence announces it."""
+    busy.add_job("prod-1", collection=SFT, state="RUNNING", progress=0)
+    watches = [{"kind": "sft", "discover": True, "stall_after": "30m"}]
+    channels = [{"name": "team", "urls": [receiver.url()], "jobs": ["prod-*"]}]
+    state = tmp_path / "state.db"
+    settings = settings_for(server, state, watches, channels)
+
+    def add() -> int:
+        with StateStore.open(state) as store:
+            silence = Silence(0, "prod-*", ends_at=time.wall() + timedelta(hours=2))
+            return store.add_silence(silence, now=time.wall())
+
+    def expire(silence_id: int) -> bool:
+        with StateStore.open(state) as store:
+            return store.expire_silence(silence_id, now=time.wall())
+
+    async with watcher_on(settings, time) as watcher:
+        await cycle(watcher, time, 0)
+        silence_id = await anyio.to_thread.run_sync(add)
+        await cycle(watcher, time, 31 * MINUTE)
+        await cycle(watcher, time, 2)
+        silenced = await rows(state, "SELECT status, silence_id FROM outbox")
+        assert [] == receiver.messages
+        assert await anyio.to_thread.run_sync(expire, silence_id)
+        await cycle(watcher, time, 2)
+        (announced,) = await receiver.wait_for_async(1)
+
+    assert [("silenced", silence_id)] == silenced
+    assert (
+        "Sim job prod-1 (prod-1): stalled: no progress for 31m 00s in RUNNING"
+        == (announced["title"])
+    )
+
+
+async def test_a_burst_of_failures_is_one_grouped_message(
+    server: ServedApp, busy: Simulator, time: Time, tmp_path: Path, receiver: JsonReceiver
+) -> None:
+    """40 jobs failing within `group_wait` reach a `group_by = "account"` channel as one."""
+    for n in range(40):
+        busy.add_job(f"burst-{n:02d}", collection=SFT, state="RUNNING", progress=10)
+    watches = [{"kind": "sft", "discover": True}]
+    channels = [
+        {
+            "name": "team",
+            "urls": [receiver.url()],
+            "jobs": ["burst-*"],
+            "group_wait": "30s",
+            "group_by": "account",
+        }
+    ]
+    settings = settings_for(server, tmp_path / "state.db", watches, channels)
+
+    async with watcher_on(settings, time) as watcher:
+        await cycle(watcher, time, 0)
+        for n in range(40):
+            busy.set_state(
+                f"burst-{n:02d}",
+                "FAILED",
+                collection=SFT,
+                status_code="RESOURCE_EXHAUSTED",
+                status_message="Out of GPU quota",
+            )
+        await cycle(watcher, time, 10)
+        assert [] == receiver.messages  # held for the window
+        await cycle(watcher, time, 31)
+        (burst,) = await receiver.wait_for_async(1)
+        await cycle(watcher, time, 60)
+
+    assert "40 jobs FAILED: burst-00, burst-01, burst-02, … and 37 more" == burst["title"]
+    assert 40 == burst["message"].count("RUNNING → FAILED")
+    assert "failure" == burst["type"]
+    assert 1 == len(receiver.messages)
+
+
+async def test_an_hourly_digest_through_the_poller(
+    server: ServedApp, busy: Simulator, time: Time, tmp_path: Path, receiver: JsonReceiver
+) -> None:
+    """The poller queues one digest at the hour, with what completed in it, and not again."""
+    busy.add_job("dig-a", state="RUNNING")
+    busy.add_job("dig-b", state="RUNNING")
+    watches = [{"kind": "dpo", "discover": True, "stall_after": 0}]
+    channels = [
+        {
+            "name": "team",
+            "urls": [receiver.url()],
+            "jobs": ["dig-*"],
+            "digest": "hourly",
+            "to_states": ["UNSPECIFIED"],
+        }
+    ]
+    settings = settings_for(server, tmp_path / "state.db", watches, channels)
+
+    async with watcher_on(settings, time) as watcher:
+        await cycle(watcher, time, 5)  # 09:00:05: the first start marks 08:00-09:00 done
+        busy.set_state("dig-a", "COMPLETED")
+        await cycle(watcher, time, 10 * MINUTE)
+        await cycle(watcher, time, 50 * MINUTE)  # 10:00:05
+        (digest,) = await receiver.wait_for_async(1)
+        await cycle(watcher, time, MINUTE)
+    async with watcher_on(settings, time) as again:
+        await cycle(again, time, MINUTE)
+
+    assert "Digest 2026-12-01 09:00-10:00 (UTC): 1 completed, 1 running" == digest["title"]
+    assert "dig-a" in digest["message"]
+    assert "**Running" in digest["message"]
+    assert 1 == len(receiver.messages)

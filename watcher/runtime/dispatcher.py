@@ -241,6 +241,10 @@ class Dispatcher(Lanes):
         except StoreError as exc:
             self._log_store_error(exc)
             return
+        if ended:
+            # The cached list may still hold it (expired by hand within the last second): the
+            # rows just queued again must not be silenced by it once more.
+            self._silences.stale()
         for silence, queued in ended.items():
             if queued:
                 log.info("silence.ended", silence=silence, queued=queued)

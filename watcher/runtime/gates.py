@@ -53,6 +53,10 @@ class SilenceWatch:
         subject = Subject.of(entry.event.field_map(), channel=entry.channel)
         return silencing(self._active, subject, now)
 
+    def stale(self) -> None:
+        """Read the store again before the next match (a silence was seen to end)."""
+        self._read_at = None
+
     async def _refresh(self, now: datetime) -> None:
         tick = self._monotonic()
         if self._read_at is not None and tick - self._read_at < self._every:
