@@ -824,7 +824,8 @@ def run(
         # Every incarnation has exited: collect the rest of each log before counting.
         for incarnation in state.incarnations:
             incarnation.close()
-        transitions = sum(len(step.changes) for step in plan)
+        # The steps' changes, and `stuck-failed` going FAILED.
+        transitions = sum(len(step.changes) for step in plan) + 1
         return _count(state, seed=seed, steps=len(plan), transitions=transitions, started=began)
 
 

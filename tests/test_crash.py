@@ -21,7 +21,8 @@ from tests.crash import (
 
 @pytest.mark.timeout(300)
 def test_twenty_kills_lose_and_repeat_nothing(tmp_path: Path) -> None:
-    """Killed 20 times at random moments, the daemon still announces every change exactly once."""
+    """Killed 20 times at random moments, the daemon still announces every change, condition
+    and reminder exactly once (but for sends in flight at a kill)."""
     report = run(kills=20, jobs=4, seed=0, workdir=tmp_path)
 
     details = "\n".join([report.table(), *report.problems, *report.notes])
@@ -30,6 +31,10 @@ def test_twenty_kills_lose_and_repeat_nothing(tmp_path: Path) -> None:
     assert 0 == report.repeated, details
     assert 0 == report.unexpected, details
     assert report.transitions == report.expected, details
+    # Conditions and reminders were in the mix, and none was lost or repeated.
+    assert (0, 0) == (report.notices_lost, report.notices_repeated), details
+    assert report.notice_kinds.get("condition", 0) > 0, details
+    assert report.notice_kinds.get("reminder", 0) > 0, details
 
 
 @pytest.mark.parametrize(

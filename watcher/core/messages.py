@@ -54,6 +54,14 @@ API_UP = "API_REACHABLE"
 #: Outbox states for messages about a resource the watcher cannot read (or can again).
 UNREADABLE = "UNREADABLE"
 READABLE = "READABLE"
+#: Outbox states of the other notices (`core.notices`).
+STALLED = "STALLED"
+PENDING_TOO_LONG = "PENDING_TOO_LONG"
+MAX_RUNTIME = "MAX_RUNTIME"
+RESOLVED = "RESOLVED"
+REMINDER = "REMINDER"
+MILESTONE = "MILESTONE"
+DIGEST = "DIGEST"
 
 _OWN_STATES: dict[str, str] = {
     API_DOWN: "failure",
@@ -62,13 +70,13 @@ _OWN_STATES: dict[str, str] = {
     READABLE: "success",
     # Conditions, reminders and the rest (`core.notices`): a condition is a warning, its end
     # good news, a reminder a warning again; milestones and digests are information.
-    "STALLED": "warning",
-    "PENDING_TOO_LONG": "warning",
-    "MAX_RUNTIME": "warning",
-    "RESOLVED": "success",
-    "REMINDER": "warning",
-    "MILESTONE": "info",
-    "DIGEST": "info",
+    STALLED: "warning",
+    PENDING_TOO_LONG: "warning",
+    MAX_RUNTIME: "warning",
+    RESOLVED: "success",
+    REMINDER: "warning",
+    MILESTONE: "info",
+    DIGEST: "info",
 }
 #: A failure outcome that a person chose: a warning, not an alarm.
 _WARNING_STATES = frozenset({"CANCELLED", "CANCELLING"})

@@ -14,6 +14,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Final
 
+from watcher.core import messages
 from watcher.core.conditions import API_SUBJECT, Condition, ConditionName
 from watcher.core.delivery import Channel, Event, OutboxEntry
 from watcher.core.messages import (
@@ -38,21 +39,21 @@ SUMMARY: Final = "summary"
 
 #: The outbox `new_state` of each condition opening (and the apprise tone in messages).
 CONDITION_STATES: Final = {
-    ConditionName.STALLED: "STALLED",
-    ConditionName.PENDING: "PENDING_TOO_LONG",
-    ConditionName.MAX_RUNTIME: "MAX_RUNTIME",
-    ConditionName.UNREADABLE: "UNREADABLE",
-    ConditionName.API_DOWN: "API_UNREACHABLE",
+    ConditionName.STALLED: messages.STALLED,
+    ConditionName.PENDING: messages.PENDING_TOO_LONG,
+    ConditionName.MAX_RUNTIME: messages.MAX_RUNTIME,
+    ConditionName.UNREADABLE: messages.UNREADABLE,
+    ConditionName.API_DOWN: messages.API_DOWN,
 }
 #: The outbox `new_state` of a condition that resolved (API and unreadable keep their own).
 RESOLVED_STATES: Final = {
-    ConditionName.UNREADABLE: "READABLE",
-    ConditionName.API_DOWN: "API_REACHABLE",
+    ConditionName.UNREADABLE: messages.READABLE,
+    ConditionName.API_DOWN: messages.API_UP,
 }
-RESOLVED_STATE: Final = "RESOLVED"
-REMINDER_STATE: Final = "REMINDER"
-MILESTONE_STATE: Final = "MILESTONE"
-DIGEST_STATE: Final = "DIGEST"
+RESOLVED_STATE: Final = messages.RESOLVED
+REMINDER_STATE: Final = messages.REMINDER
+MILESTONE_STATE: Final = messages.MILESTONE
+DIGEST_STATE: Final = messages.DIGEST
 
 _TITLES: Final = {
     ConditionName.STALLED: "stalled",

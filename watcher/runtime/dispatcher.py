@@ -38,7 +38,7 @@ from watcher.core.delivery import (
     SendResult,
     settle,
 )
-from watcher.core.errors import LeaseLost, StoreError
+from watcher.core.errors import StoreError
 from watcher.ports import NullObserver, Observer, Outbox, Sender
 from watcher.runtime.gates import SendTimes, SilenceWatch, batched
 from watcher.runtime.lanes import Lanes, log_fields
@@ -292,15 +292,8 @@ class Dispatcher(Lanes):
         fields = log_fields(delivery, delivery.id)
         # Shielded: a send that went out must be marked, or a restart would repeat it.
         with anyio.CancelScope(shield=True):
-            try:
-                await self._mark(delivery, mark.kind, mark.at, mark.error)
-            except LeaseLost as exc:
-                # Another holder took the row over (this one was presumed dead): it sends it.
-                log.warning("notify.lease_lost", error=str(exc), **fields)
-                return
-            except StoreError as exc:
-                report.store_failed = True
-                log.error("store.error", error=str(exc), **fields)
+            marked = self._mark(delivery, mark.kind, mark.at, mark.error)
+            if not await self._settled(marked, fields, report):
                 return
         self._told(mark, result, [delivery], report, fields)
 

@@ -6,7 +6,7 @@ A mixin of `Dispatcher` (which provides the state declared here), kept apart by 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -141,14 +141,8 @@ class Lanes:
         self, delivery: Delivery, until: datetime, why: str, report: DispatchReport
     ) -> None:
         fields = log_fields(delivery, delivery.id)
-        try:
-            await self._outbox.hold(delivery.id, until=until, claim=delivery.claim, why=why)
-        except LeaseLost as exc:
-            log.warning("notify.lease_lost", error=str(exc), **fields)
-            return
-        except StoreError as exc:
-            report.store_failed = True
-            log.error("store.error", error=str(exc), **fields)
+        held = self._outbox.hold(delivery.id, until=until, claim=delivery.claim, why=why)
+        if not await self._settled(held, fields, report):
             return
         log.info("notify.held", until=until.isoformat(timespec="seconds"), why=why, **fields)
 
@@ -164,16 +158,26 @@ class Lanes:
         ids = [d.id for d in rows]
         fields = log_fields(lead, ids[0] if len(ids) == 1 else ids)
         with anyio.CancelScope(shield=True):
-            try:
-                await self._outbox.settle_many(ids, mark, claim=lead.claim or self.holder)
-            except LeaseLost as exc:
-                log.warning("notify.lease_lost", error=str(exc), **fields)
-                return
-            except StoreError as exc:
-                report.store_failed = True
-                log.error("store.error", error=str(exc), **fields)
+            marked = self._outbox.settle_many(ids, mark, claim=lead.claim or self.holder)
+            if not await self._settled(marked, fields, report):
                 return
         self._told(mark, result, rows, report, fields)
+
+    async def _settled(
+        self, write: Awaitable[None], fields: dict[str, object], report: DispatchReport
+    ) -> bool:
+        """Await one settling write; False (and logged) when the row is no longer this
+        dispatcher's (another holder took it over and sends it) or the store failed."""
+        try:
+            await write
+        except LeaseLost as exc:
+            log.warning("notify.lease_lost", error=str(exc), **fields)
+            return False
+        except StoreError as exc:
+            report.store_failed = True
+            log.error("store.error", error=str(exc), **fields)
+            return False
+        return True
 
 
 def log_fields(row: Delivery, delivery: object) -> dict[str, object]:

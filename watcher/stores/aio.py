@@ -15,7 +15,7 @@ from watcher.core.conditions import Condition, Since
 from watcher.core.delivery import Delivery, Event, Mark, OutboxEntry
 from watcher.core.model import JobSnapshot
 from watcher.core.silences import Silence
-from watcher.stores.outbox import OnUnreadable, ignore
+from watcher.stores.base import OnUnreadable, ignore
 from watcher.stores.sqlite import OnLost, StateStore
 
 T = TypeVar("T")

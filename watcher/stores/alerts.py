@@ -5,28 +5,19 @@ start; a row that does not decode costs only itself (told to `on_unreadable`).""
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
 from datetime import datetime
 
 from watcher.core.conditions import Condition, ConditionName, Since
-from watcher.stores.outbox import OnUnreadable
+from watcher.stores.base import Tables
 from watcher.stores.rows import RowError, shown, text, ts, when
 
 #: A reminder time to write, or None to drop the reminder (its subject is resolved).
 ReminderTimes = Mapping[tuple[str, str], datetime | None]
 
 
-class AlertTables:
+class AlertTables(Tables):
     """Reads and writes of the jobs' times, conditions and reminders."""
-
-    _lock: threading.Lock
-    _conn: sqlite3.Connection
-    _on_unreadable: OnUnreadable
-
-    def _errors(self, action: str) -> AbstractContextManager[None]:
-        raise NotImplementedError
 
     def since_all(self) -> dict[str, Since]:
         """When each job entered its state and last moved (jobs from before version 4 have

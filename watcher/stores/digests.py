@@ -4,14 +4,11 @@ with `record(flags=...)` in the transaction that queues the digest."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Final
 
 from watcher.core.delivery import Event
-from watcher.stores.outbox import OnUnreadable
+from watcher.stores.base import Tables
 from watcher.stores.rows import RowError, event_row, shown, ts
 
 #: The most events one call returns (the newest when a period holds more).
@@ -20,15 +17,8 @@ MAX_DIGEST_EVENTS: Final = 10_000
 MAX_FIELDS_CHARS: Final = 64 * 1024
 
 
-class DigestTable:
+class DigestTable(Tables):
     """The period query over the connection `StateStore` provides."""
-
-    _lock: threading.Lock
-    _conn: sqlite3.Connection
-    _on_unreadable: OnUnreadable
-
-    def _errors(self, action: str) -> AbstractContextManager[None]:
-        raise NotImplementedError
 
     def digest_events(
         self, start: datetime, end: datetime, *, limit: int = MAX_DIGEST_EVENTS

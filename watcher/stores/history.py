@@ -7,16 +7,14 @@ delivery row that does not decode costs only itself (told to `on_unreadable`).
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
 from watcher.core.delivery import Event
-from watcher.stores.outbox import DEAD, DELIVERED, SILENCED, OnUnreadable
+from watcher.stores.base import Tables
+from watcher.stores.outbox import DEAD, DELIVERED, SILENCED
 from watcher.stores.rows import RowError, event_row, shown, text, ts, when
 
 #: The outbox status of a message a silence muted: recorded, never sent.
@@ -62,18 +60,8 @@ class Silenced:
     silence_id: int | None
 
 
-class HistoryTable:
+class HistoryTable(Tables):
     """The history reads and the pruning, over the connection `StateStore` provides."""
-
-    _lock: threading.Lock
-    _conn: sqlite3.Connection
-    _on_unreadable: OnUnreadable
-
-    def _write(self, action: str = "write") -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _errors(self, action: str) -> AbstractContextManager[None]:
-        raise NotImplementedError
 
     def history(
         self,

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import threading
-from collections.abc import Callable, Collection, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from watcher.core.delivery import Delivery, Mark, MarkKind
 from watcher.core.errors import LeaseLost
 from watcher.core.grouping import Candidate, select_claims
+from watcher.stores.base import Tables
 from watcher.stores.rows import (
     CLAIMABLE,
     HORIZON,
@@ -39,28 +38,9 @@ _DUE = (
 )
 _FREE = f"(o.claimed_until < ? OR o.claimed_until > ? OR NOT {well_formed('o.claimed_until')})"
 
-#: Told of each row that cannot be read: (`table row`, reason). The row costs only itself: an
-#: outbox row is quarantined (dead, the reason as its error), a job row is treated as never
-#: seen (re-baselined), a flag as unset.
-OnUnreadable = Callable[[str, str], None]
 
-
-def ignore(*_: str) -> None:
-    """The default hook: tell no one."""
-
-
-class OutboxTable:
+class OutboxTable(Tables):
     """The outbox methods of `StateStore`, over the connection and transactions it provides."""
-
-    _lock: threading.Lock
-    _conn: sqlite3.Connection
-    _on_unreadable: OnUnreadable
-
-    def _write(self, action: str = "write") -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _errors(self, action: str) -> AbstractContextManager[None]:
-        raise NotImplementedError
 
     # -- outbox -----------------------------------------------------------------------------
 

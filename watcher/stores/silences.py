@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from contextlib import AbstractContextManager
 from datetime import datetime
 
 from watcher.core.silences import Silence
-from watcher.stores.outbox import OnUnreadable
+from watcher.stores.base import Tables
 from watcher.stores.rows import RowError, shown, text, ts, when
 
 #: The events' job key and kind of silence records in the history.
@@ -21,18 +19,8 @@ SILENCE_EVENT = "silence"
 _COLUMNS = "id, job, kind, state, channel, comment, created_at, ends_at, expired_at"
 
 
-class SilenceTable:
+class SilenceTable(Tables):
     """Silences, over the connection and transactions `StateStore` provides."""
-
-    _lock: threading.Lock
-    _conn: sqlite3.Connection
-    _on_unreadable: OnUnreadable
-
-    def _write(self, action: str = "write") -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _errors(self, action: str) -> AbstractContextManager[None]:
-        raise NotImplementedError
 
     def add_silence(self, silence: Silence, *, now: datetime) -> int:
         """Store a new silence (from `now` to its `ends_at`); returns its id."""

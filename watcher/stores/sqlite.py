@@ -34,9 +34,10 @@ from watcher.core.errors import StoreError
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.stores import files
 from watcher.stores.alerts import AlertTables, ReminderTimes
+from watcher.stores.base import OnUnreadable, ignore
 from watcher.stores.digests import DigestTable
 from watcher.stores.history import HistoryTable
-from watcher.stores.outbox import PENDING, OnUnreadable, OutboxTable, ignore
+from watcher.stores.outbox import PENDING, OutboxTable
 from watcher.stores.rows import (
     MIGRATIONS,
     RowError,
