@@ -301,7 +301,7 @@ def test_a_digest_names_each_section() -> None:
 
     assert message is not None
     assert (
-        "Digest 2026-12-02 09:00 (UTC): 1 completed, 1 failed, 2 running, 1 open condition"
+        "Digest 2026-12-02 09:00 (UTC): 1 completed, 1 failed, 2 active, 1 open condition"
         == message.title
     )
     assert [
@@ -313,7 +313,7 @@ def test_a_digest_names_each_section() -> None:
         "**Failed (1)**",
         "- **job-c** FAILED at 12-02 08:15 after 5m 00s: INTERNAL: CUDA OOM at step 7",
         "",
-        "**Running (2)**",
+        "**Active (2)**",
         "- **job-d** RUNNING, 45% · USD 3.75",
         "- **job-e** PENDING",
         "",
@@ -392,7 +392,7 @@ def test_the_channel_job_globs_filter_every_section() -> None:
     )
 
     assert message is not None
-    assert "1 completed, 1 failed, 1 running, 2 open conditions" in message.title
+    assert "1 completed, 1 failed, 1 active, 2 open conditions" in message.title
     assert "dev-" not in message.body
     assert "**api**: unreachable since" in message.body
 

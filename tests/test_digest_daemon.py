@@ -1,14 +1,12 @@
 """Digests end to end: the simulator and a receiver over loopback, a real watcher recording
 transitions into a real SQLite file, on an injected clock that reaches 09:00 without waiting.
 
-The poller's wiring is not part of this test: it does what the poller will do each cycle
-(call `due_digests`, turn its notices into outbox rows with `notice_entries`, and record them
-with the flags in one transaction), then lets the watcher's own dispatcher deliver.
+The poller plans digests each cycle and writes their rows with the period's mark in the
+cycle's one transaction; its dispatcher delivers them.
 """
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,7 @@ from tests.conftest import ACCOUNT, KEY
 from tests.servers import FakeClock, JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.core.clock import SteadyClock
-from watcher.core.conditions import Condition, ConditionName
 from watcher.core.delivery import Channel, ChannelPolicy, Event
-from watcher.core.notices import notice_entries
 from watcher.runtime.digests import DigestBatch, DigestMemo, due_digests
 from watcher.stores.aio import AsyncStore
 
@@ -64,34 +60,6 @@ def settings_for(server: ServedApp, state: Path, receiver: JsonReceiver) -> conf
     )
 
 
-async def queue(
-    store: AsyncStore, channels: tuple[Channel, ...], batch: DigestBatch, now: datetime
-) -> int:
-    """What the poller does with a batch: its notices' outbox rows and its flags, written in
-    one transaction. Returns the rows queued."""
-    entries = [
-        entry
-        for notice in batch.notices
-        for entry in notice_entries(channels, notice, notice.event(now), now=now)
-    ]
-    await store.record([], entries, now=now, flags=batch.flags)
-    return len(entries)
-
-
-async def plan(
-    store: AsyncStore, channels: tuple[Channel, ...], now: datetime, memo: DigestMemo | None
-) -> DigestBatch:
-    last = await store.last_all()
-    return await due_digests(
-        store,
-        channels,
-        now=now,
-        last=last,
-        conditions=await store.open_conditions(),
-        memo=memo,
-    )
-
-
 def digests(receiver: JsonReceiver) -> list[dict[str, Any]]:
     return [m for m in receiver.messages if str(m["title"]).startswith("Digest")]
 
@@ -118,108 +86,76 @@ async def test_one_digest_per_period_exactly_once_across_a_restart(
     # Parsing reads the zone's file: off the event loop, as the CLI parses before it starts.
     settings = await anyio.to_thread.run_sync(settings_for, server, tmp_path / "state.db", receiver)
     clock = SteadyClock(clocks.wall, clocks.mono)
-    store = await AsyncStore.open(settings.watcher.state_path)
-    with store.sync:
-        async with app.open_runtime(settings, clock=clock) as runtime:
-            watcher = runtime.watcher
-            channels = watcher.plan.channels
-            await watcher.run_once(force=True)
-            memo = DigestMemo()
+    async with app.open_runtime(settings, clock=clock) as runtime:
+        watcher = runtime.watcher
+        await watcher.run_once(force=True)
+        # The first cycle marks the period that ended before the daemon ran as done.
+        assert {
+            "team": "2026-12-01T09:00+01:00",
+            "prod": "2026-12-01T09:00+01:00",
+        } == await watcher._store.flags("digest:")
 
-            first = await plan(store, channels, clock(), memo)
-            assert [] == first.notices
-            assert {
-                "digest:team": "2026-12-01T09:00+01:00",
-                "digest:prod": "2026-12-01T09:00+01:00",
-            } == first.flags
-            await queue(store, channels, first, clock())
+        clocks.until(T0 + timedelta(minutes=40))
+        sim.set_state("job-a", "COMPLETED")
+        sim.set_state("job-b", "FAILED", status_code="INTERNAL", status_message="CUDA OOM")
+        sim.set_state("job-c", "RUNNING")
+        await watcher.run_once(force=True)
+        # Three transitions and job-d's stall (40 minutes at 40 %), to team and plain.
+        await receiver.wait_for_async(8)
 
-            clocks.until(T0 + timedelta(minutes=40))
-            sim.set_state("job-a", "COMPLETED")
-            sim.set_state("job-b", "FAILED", status_code="INTERNAL", status_message="CUDA OOM")
-            sim.set_state("job-c", "RUNNING")
-            await watcher.run_once(force=True)
-            await receiver.wait_for_async(6)  # three transitions to team and plain (prod: no glob)
-            stalled = Condition(
-                "sft/job-d", ConditionName.STALLED, clocks.wall(), "no progress at 40% for 30m"
-            )
-            await anyio.to_thread.run_sync(
-                functools.partial(store.sync.record, [], [], now=clock(), opened=[stalled])
-            )
+        clocks.until(T0 + timedelta(minutes=50))
+        await watcher.run_once(force=True)
+        assert [] == digests(receiver)
 
-            clocks.until(T0 + timedelta(minutes=50))
-            assert [] == (await plan(store, channels, clock(), memo)).notices
+        clocks.until(datetime(2026, 12, 2, 8, 0, 30, tzinfo=UTC))
+        await watcher.run_once(force=True)
+        got = digests(receiver)
+        assert 1 == len(got)
+        digest = got[0]
+        assert "/team" == digest["path"]
+        assert (
+            "Digest 2026-12-02 09:00 (Europe/Paris): 1 completed, 1 failed, 2 active, "
+            "1 open condition"
+        ) == digest["title"]
+        assert [
+            "Digest for 2026-12-01 09:00 to 2026-12-02 09:00 (Europe/Paris, 24h).",
+            "",
+            "**Completed (1)**",
+            "- **Nightly DPO** (`job-a`) COMPLETED at 12-02 08:40 after 40m 00s",
+            "",
+            "**Failed (1)**",
+            (
+                "- **Sim job job-b** (`job-b`) FAILED at 12-02 08:40 after 40m 00s: "
+                "INTERNAL: CUDA OOM"
+            ),
+            "",
+            "**Active (2)**",
+            "- **Sim job job-c** (`job-c`) RUNNING",
+            "- **Sim job job-d** (`job-d`) RUNNING, 40% · USD 12.50",
+            "",
+            "**Open conditions (1)**",
+            (
+                "- **Sim job job-d** (`job-d`): stalled since 12-02 08:40: "
+                "no progress at 40% for 40m 00s in RUNNING"
+            ),
+            "",
+            "**Estimated cost**: USD 12.50 (1 job with an estimate)",
+        ] == str(digest["message"]).splitlines()
+        assert "info" == digest["type"]
+        await watcher.run_once(force=True)  # the same period again: nothing
+        assert 1 == len(digests(receiver))
 
-            clocks.until(datetime(2026, 12, 2, 8, 0, 30, tzinfo=UTC))
-            now = clock()
-            batch = await plan(store, channels, now, memo)
-            assert ["team"] == [min(n.channels or ()) for n in batch.notices]
-            assert {"digest:team": "2026-12-02T09:00+01:00"} == {
-                k: v for k, v in batch.flags.items() if k == "digest:team"
-            }
-            assert "2026-12-02T09:00+01:00" == batch.flags["digest:prod"]  # empty, still done
-            assert 1 == await queue(store, channels, batch, now)
-            await watcher.dispatch_once()
+    # A restart on the same file: nothing repeated; the next day brings the next digest.
+    async with app.open_runtime(settings, clock=clock) as runtime:
+        clocks.until(datetime(2026, 12, 2, 20, 0, tzinfo=UTC))
+        await runtime.watcher.run_once(force=True)
+        assert 1 == len(digests(receiver))
 
-            got = digests(receiver)
-            assert 1 == len(got)
-            digest = got[0]
-            assert "/team" == digest["path"]
-            assert (
-                "Digest 2026-12-02 09:00 (Europe/Paris): 1 completed, 1 failed, 2 running, "
-                "1 open condition"
-            ) == digest["title"]
-            assert [
-                "Digest for 2026-12-01 09:00 to 2026-12-02 09:00 (Europe/Paris, 24h).",
-                "",
-                "**Completed (1)**",
-                "- **Nightly DPO** (`job-a`) COMPLETED at 12-02 08:40 after 40m 00s",
-                "",
-                "**Failed (1)**",
-                (
-                    "- **Sim job job-b** (`job-b`) FAILED at 12-02 08:40 after 40m 00s: "
-                    "INTERNAL: CUDA OOM"
-                ),
-                "",
-                "**Running (2)**",
-                "- **Sim job job-c** (`job-c`) RUNNING",
-                "- **Sim job job-d** (`job-d`) RUNNING, 40% · USD 12.50",
-                "",
-                "**Open conditions (1)**",
-                (
-                    "- **Sim job job-d** (`job-d`): stalled since 12-02 08:40: "
-                    "no progress at 40% for 30m"
-                ),
-                "",
-                "**Estimated cost**: USD 12.50 (1 job with an estimate)",
-            ] == str(digest["message"]).splitlines()
-            assert "info" == digest["type"]
-
-            again = await plan(store, channels, clock(), memo)
-            assert ([], {}) == (again.notices, again.flags)
-            fresh = await plan(store, channels, clock(), None)
-            assert ([], {}) == (fresh.notices, fresh.flags)
-
-    # A restart: a new watcher and a new store object on the same file.
-    reopened = await AsyncStore.open(settings.watcher.state_path)
-    with reopened.sync:
-        async with app.open_runtime(settings, clock=clock) as runtime:
-            clocks.until(datetime(2026, 12, 2, 20, 0, tzinfo=UTC))
-            await runtime.watcher.run_once(force=True)
-            later = await plan(reopened, channels, clock(), DigestMemo())
-            assert ([], {}) == (later.notices, later.flags)
-            assert 1 == len(digests(receiver))
-
-            clocks.until(datetime(2026, 12, 3, 8, 1, tzinfo=UTC))
-            tomorrow = await plan(reopened, channels, clock(), DigestMemo())
-            assert 1 == await queue(reopened, channels, tomorrow, clock())
-            await runtime.watcher.dispatch_once()
-            titles = [m["title"] for m in digests(receiver)]
-            assert (
-                "Digest 2026-12-03 09:00 (Europe/Paris): 2 running, 1 open condition"
-                == (titles[-1])
-            )
-            assert 2 == len(titles)
+        clocks.until(datetime(2026, 12, 3, 8, 1, tzinfo=UTC))
+        await runtime.watcher.run_once(force=True)
+        titles = [m["title"] for m in digests(receiver)]
+        assert "Digest 2026-12-03 09:00 (Europe/Paris): 2 active, 2 open conditions" == titles[-1]
+        assert 2 == len(titles)
 
 
 class CountingStore:

@@ -142,8 +142,8 @@ async def test_a_metrics_flood_does_not_slow_polling(
 ) -> None:
     """200 clients GET /metrics as fast as they can while a healthy job changes state and a
     hostile one takes 2,000-char states: every change is detected within 2 poll intervals
-    (plus a second for a loaded machine), the flood is refused (503) beyond the cap, and
-    /metrics stays small."""
+    (plus a second for a loaded machine), the flood is refused (503) beyond the cap, a scrape
+    after it is served, and /metrics stays small."""
     figures = await run(
         flood_sim,
         server.url,
@@ -158,7 +158,9 @@ async def test_a_metrics_flood_does_not_slow_polling(
     assert len(figures.delays) == figures.changes, figures
     assert figures.max_gap <= 2 * POLL + 1, figures
     assert figures.answers["503"] > 0, figures.answers
-    assert figures.answers["200"] > 0, figures.answers
+    # How many of the flood's own GETs get through varies with the scheduling of three threads
+    # on two cores (from none to thousands); a scraper after it is served.
+    assert 200 == figures.after_status, figures.answers
     assert figures.metrics_bytes < 32_000
     assert figures.transition_series <= 4  # RUNNING, PENDING, other: never one per state
 

@@ -51,6 +51,7 @@ class Figures:
     delays: list[float] = field(default_factory=list)
     changes: int = 0
     metrics_bytes: int = 0
+    after_status: int = 0  # the status of one GET /metrics once the flood stopped
     transition_series: int = 0
     answers: Counter[str] = field(default_factory=Counter)
 
@@ -174,7 +175,8 @@ async def run(
         await anyio.to_thread.run_sync(thread.join, 10)
         async with httpx.AsyncClient(trust_env=False) as http:
             await anyio.sleep(getattr(health, "_metrics_max_age", 0.0))  # a fresh rendering
-            body = (await http.get(url)).text
+            answer = await http.get(url)
+            body, figures.after_status = answer.text, answer.status_code
         stop.set()
         tg.cancel_scope.cancel()
     during = [t for t in health.cycles if started <= t <= ended]

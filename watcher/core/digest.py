@@ -365,7 +365,7 @@ def build(
         [
             (len(done), "completed", "completed"),
             (len(bad), "failed", "failed"),
-            (len(live), "running", "running"),
+            (len(live), "active", "active"),
             (len(open_), "open condition", "open conditions"),
         ],
     )
@@ -386,7 +386,7 @@ def build(
     sections = [
         ("Completed", done),
         ("Failed", bad),
-        ("Running", live),
+        ("Active", live),
         ("Open conditions", open_),
     ]
     return Message(cap(title, TITLE_LIMIT), _assemble(period, sections, tail))
