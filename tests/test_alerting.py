@@ -368,5 +368,5 @@ async def test_an_hourly_digest_through_the_poller(
 
     assert "Digest 2026-12-01 09:00-10:00 (UTC): 1 completed, 1 active" == digest["title"]
     assert "dig-a" in digest["message"]
-    assert "**Running" in digest["message"]
+    assert "**Active (1)**" in digest["message"]
     assert 1 == len(receiver.messages)
