@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
@@ -152,6 +152,24 @@ def job_conditions(
     """The conditions that hold for one resource now, with their detail."""
     found = ((name, rule(job, since, limit, now)) for name, rule in _RULES.items())
     return {name: detail for name, detail in found if detail is not None}
+
+
+def deadline(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> datetime | None:
+    """The next moment after `now` at which a condition could start to hold for this job if
+    nothing about it changes (conditions only open as time passes); None: never. Until then,
+    and until the job changes, evaluating it again cannot find anything new."""
+    if job.meaning is not Meaning.ACTIVE:
+        return None
+    times: list[datetime] = []
+    if limit.stall_after and job.state not in WAITING_STATES:
+        times.append(max(since.state, since.moved) + timedelta(seconds=limit.stall_after))
+    if limit.pending_after and job.state in WAITING_STATES:
+        times.append(since.state + timedelta(seconds=limit.pending_after))
+    if limit.max_runtime:
+        started = _parse(job.create_time) or since.state
+        times.append(started + timedelta(seconds=limit.max_runtime))
+    later = [t for t in times if t > now]
+    return min(later) if later else None
 
 
 @dataclass(frozen=True, slots=True)

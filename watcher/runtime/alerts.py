@@ -11,7 +11,7 @@ write means the next cycle decides it again, a crash after it means it is in the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -27,7 +27,7 @@ from watcher.core.errors import StoreError
 from watcher.core.model import JobSnapshot
 from watcher.core.silences import Silence, Subject, silencing
 from watcher.ports import Observer, StateRepo
-from watcher.runtime.digests import DigestMemo, due_digests
+from watcher.runtime.digests import DigestBatch, DigestMemo, due_digests
 from watcher.runtime.plan import WatchPlan
 
 log = structlog.get_logger("watcher")
@@ -60,6 +60,7 @@ class AlertPlan:
     opened: tuple[Condition, ...] = ()
     resolved: tuple[Condition, ...] = ()
     reminders: Mapping[tuple[str, str], datetime | None] = field(default_factory=dict)
+    full: bool = True  # conditions and reminders were looked at
 
     @property
     def empty(self) -> bool:
@@ -83,6 +84,12 @@ class Alerts:
         self.reminders: dict[tuple[str, str], datetime] = {}
         self._polled: dict[str, datetime] = {}
         self._digests = DigestMemo()
+        # Incremental evaluation: the plan last evaluated under, jobs changed since, and when
+        # each job could next open a condition (see `plan`).
+        self._plan: WatchPlan | None = None
+        self._dirty: set[str] = set()
+        self._deadlines: dict[str, datetime] = {}
+        self._next_deadlines: dict[str, datetime | None] = {}
 
     def load(
         self,
@@ -104,6 +111,16 @@ class Alerts:
         """Open conditions of one name: subject -> detail."""
         return {c.subject: c.detail for c in self.open.values() if c.name is name}
 
+    def api_notice(self, failed: int, after: int, *, answered: bool) -> tuple[str, str] | None:
+        """("down" | "up", text) when channels must hear about the API's reachability:
+        `failed` consecutive cycles without an answer reached `after`, or it answers again."""
+        down = (API_SUBJECT, ConditionName.API_DOWN) in self.open
+        if not down and failed >= after:
+            return ("down", f"no answer in {failed} consecutive poll cycles")
+        if down and answered:
+            return ("up", "answering again")
+        return None
+
     def counts(self) -> dict[str, int]:
         """Open conditions by name, every name included."""
         found = Counter(str(c.name) for c in self.open.values())
@@ -119,74 +136,122 @@ class Alerts:
         now: datetime,
         own: Sequence[OwnTrouble] = (),
         silences: Sequence[Silence] = (),
+        full: bool = True,
     ) -> AlertPlan:
-        """Everything alerting adds to this cycle's write (pure over the memory)."""
-        jobs = dict(last) | {s.ref.key: s for s in decision.snapshots}
+        """Everything alerting adds to this write (pure over the memory).
+
+        Milestones, times and poll stamps come with every write; conditions and reminders
+        with the cycle's last one (`full`), which looks again only at the jobs that changed
+        since, or whose next deadline (`conditions.deadline`) has passed: a cycle over
+        10,000 quiet jobs does not evaluate 10,000 jobs.
+        """
+        changed = {s.ref.key: s for s in decision.snapshots}
+
+        def job_of(key: str) -> JobSnapshot | None:
+            return changed.get(key) or last.get(key)
+
         since = dict(decision.since)
-        # Jobs stored before times were kept count from now, as at first sight.
-        since |= {k: Since(now, now) for k in jobs if k not in self.since and k not in since}
-        times = self.since | since
-        found = cond.evaluate(
-            ((job, times[key], plan.thresholds(job.ref)) for key, job in jobs.items()),
-            {k: c for k, c in self.open.items() if c.name in _JOB_CONDITIONS},
-            now=now,
-        )
-        opened = list(found.opened)
-        resolved = list(found.resolved)
-        for trouble in own:
-            own_key = (trouble.subject, trouble.name)
-            if trouble.detail is not None and own_key not in self.open:
-                opened.append(Condition(trouble.subject, trouble.name, now, trouble.detail))
-            elif trouble.detail is None and own_key in self.open:
-                resolved.append(self.open[own_key])
-        queued = [
-            notices.condition_notice(c, jobs.get(c.subject), api_label=plan.api_label)
-            for c in opened
-        ]
-        # A job no longer watched resolves its conditions silently: it is no longer news.
-        queued += [
-            notices.condition_notice(
-                c, jobs.get(c.subject), resolved_at=now, api_label=plan.api_label
+        queued: list[notices.Notice] = []
+        for key, stored in changed.items():
+            queued += progress.milestones(last.get(key), stored, since[key], plan.channels, now=now)
+        opened: list[Condition] = []
+        resolved: list[Condition] = []
+        reminder_times: dict[tuple[str, str], datetime | None] = {}
+        if full:
+            if self._plan is not plan:  # started, or reloaded: thresholds may have changed
+                self._dirty = set(last) | set(changed)
+            # Jobs stored before times were kept count from now, as at first sight.
+            missing = [k for k in self._dirty if k not in self.since and k not in since]
+            since |= {k: Since(now, now) for k in missing}
+            found = self._evaluate(plan, job_of, since, now)
+            opened, resolved = list(found.opened), list(found.resolved)
+            for trouble in own:
+                own_key = (trouble.subject, trouble.name)
+                if trouble.detail is not None and own_key not in self.open:
+                    opened.append(Condition(trouble.subject, trouble.name, now, trouble.detail))
+                elif trouble.detail is None and own_key in self.open:
+                    resolved.append(self.open[own_key])
+            queued += [
+                notices.condition_notice(c, job_of(c.subject), api_label=plan.api_label)
+                for c in opened
+            ]
+            # A job no longer watched resolves its conditions silently: it is no longer news.
+            queued += [
+                notices.condition_notice(
+                    c, job_of(c.subject), resolved_at=now, api_label=plan.api_label
+                )
+                for c in resolved
+                if c.name not in _JOB_CONDITIONS or job_of(c.subject) is not None
+            ]
+            still_open = {c.key: c for c in self.open.values()}
+            for c in resolved:
+                still_open.pop(c.key, None)
+            still_open |= {c.key: c for c in opened}
+            reminder_plan = reminders.plan_reminders(
+                reminders.remindables(
+                    dict(last) | changed, self.since | since, still_open.values()
+                ),
+                plan.channels,
+                self.reminders,
+                now=now,
+                silenced=lambda channel, item: _silenced(silences, channel, item, now),
             )
-            for c in resolved
-            if c.name not in _JOB_CONDITIONS or c.subject in jobs
-        ]
-        for stored in decision.snapshots:
-            key = stored.ref.key
-            queued += progress.milestones(last.get(key), stored, times[key], plan.channels, now=now)
-        still_open = {c.key: c for c in self.open.values()}
-        for c in resolved:
-            still_open.pop(c.key, None)
-        still_open |= {c.key: c for c in opened}
-        reminder_plan = reminders.plan_reminders(
-            reminders.remindables(jobs, times, still_open.values()),
-            plan.channels,
-            self.reminders,
-            now=now,
-            silenced=lambda channel, item: _silenced(silences, channel, item, now),
-        )
-        queued += reminder_plan.notices
-        written = {s.ref.key for s in decision.snapshots}
+            queued += reminder_plan.notices
+            reminder_times = reminder_plan.times
+        stale = now - POLLED_EVERY
         polled = tuple(
-            s.ref.key
+            key
             for s in observed
-            if s.ref.key not in written
-            and s.ref.key in jobs
-            and now - self._polled.get(s.ref.key, datetime.min.replace(tzinfo=now.tzinfo))
-            >= POLLED_EVERY
+            if (key := s.ref.key) not in changed
+            and key in last
+            and ((at := self._polled.get(key)) is None or at <= stale)
         )
         return AlertPlan(
-            tuple(queued),
-            since,
-            polled,
-            tuple(opened),
-            tuple(resolved),
-            reminder_plan.times,
+            tuple(queued), since, polled, tuple(opened), tuple(resolved), reminder_times, full
         )
 
-    def applied(self, plan: AlertPlan, decision: Decision, *, now: datetime) -> None:
+    def _evaluate(
+        self,
+        plan: WatchPlan,
+        job_of: Callable[[str], JobSnapshot | None],
+        since: Mapping[str, Since],
+        now: datetime,
+    ) -> cond.ConditionChanges:
+        """Conditions of the jobs that may have new ones: changed since the last look, or
+        past their deadline; open ones of jobs no longer known resolve."""
+        due = {k for k, at in self._deadlines.items() if at <= now}
+        looked: list[tuple[JobSnapshot, Since, cond.Thresholds]] = []
+        self._next_deadlines = {}
+        for key in self._dirty | due:
+            job = job_of(key)
+            times = since.get(key) or self.since.get(key)
+            if job is None or times is None:
+                continue
+            limit = plan.thresholds(job.ref)
+            looked.append((job, times, limit))
+            self._next_deadlines[key] = cond.deadline(job, times, limit, now)
+        subjects = {job.ref.key for job, _, _ in looked}
+        open_now = {
+            k: c
+            for k, c in self.open.items()
+            if c.name in _JOB_CONDITIONS and (c.subject in subjects or job_of(c.subject) is None)
+        }
+        return cond.evaluate(looked, open_now, now=now)
+
+    def applied(
+        self, plan: AlertPlan, decision: Decision, *, now: datetime, watch: WatchPlan
+    ) -> None:
         """The plan was written: remember it."""
         self.since.update(plan.since)
+        if plan.full:
+            self._plan = watch
+            self._dirty = set()
+            for job_key, due_at in self._next_deadlines.items():
+                if due_at is None:
+                    self._deadlines.pop(job_key, None)
+                else:
+                    self._deadlines[job_key] = due_at
+        self._dirty.update(s.ref.key for s in decision.snapshots)
         for c in plan.resolved:
             self.open.pop(c.key, None)
         self.open.update((c.key, c) for c in plan.opened)
@@ -214,13 +279,17 @@ class Alerts:
         Raises:
             StoreError: nothing was written.
         """
-        digests = await due_digests(
-            store,
-            plan.channels,
-            now=now,
-            last=last,
-            conditions=list(self.open.values()),
-            memo=self._digests,
+        digests = (
+            await due_digests(
+                store,
+                plan.channels,
+                now=now,
+                last=last,
+                conditions=list(self.open.values()),
+                memo=self._digests,
+            )
+            if alert.full
+            else DigestBatch()
         )
         if decision.empty and alert.empty and not (digests.notices or digests.flags):
             return 0
@@ -278,6 +347,7 @@ class Alerts:
         for key in keys:
             self.since.pop(key, None)
             self._polled.pop(key, None)
+            self._deadlines.pop(key, None)
 
 
 def own_troubles(

@@ -20,7 +20,7 @@ import structlog
 
 from watcher.core import decide
 from watcher.core.clock import SteadyClock
-from watcher.core.conditions import API_SUBJECT, ConditionName
+from watcher.core.conditions import ConditionName
 from watcher.core.decide import listed_flag
 from watcher.core.errors import StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
@@ -235,23 +235,16 @@ class Watcher:
         await self._record(
             observed,
             report,
-            api_notice=self._api_notice(report, now),
+            api_notice=self._alerts.api_notice(
+                self._schedule.failed_cycles, self.plan.api_down_after, answered=report.answered > 0
+            ),
             unreadable=self._unreadable.notices(self.plan.unreadable_after),
+            full=True,
         )
         await self._housekeeping.run(self._store, now, history_days=self.plan.history_days)
         self._observer.cycle_done(report, at=self._clock())
         self._fetcher.check_budget(self.plan)
         return report
-
-    def _api_notice(self, report: CycleReport, now: datetime) -> tuple[str, str] | None:
-        """("down" | "up", text) when channels must hear about the API's reachability."""
-        failed = self._schedule.failed_cycles
-        down = (API_SUBJECT, ConditionName.API_DOWN) in self._alerts.open
-        if not down and failed >= self.plan.api_down_after:
-            return ("down", f"no answer in {failed} consecutive poll cycles")
-        if down and report.answered:
-            return ("up", "answering again")
-        return None
 
     async def _record(
         self,
@@ -260,12 +253,14 @@ class Watcher:
         *,
         api_notice: tuple[str, str] | None = None,
         unreadable: Mapping[str, str] | None = None,
+        full: bool = False,
     ) -> int:
         """Store what changed and queue its notifications, in one transaction.
 
         `unreadable` maps targets to announce as unreadable to the error ("" for readable
         again); with the API's reachability they open and resolve the watcher's own
-        conditions. Job conditions, reminders and milestones join the same write.
+        conditions. Milestones join every write; conditions, reminders and digests the
+        cycle's last (`full`).
 
         Returns how many outbox rows were queued.
         """
@@ -288,7 +283,8 @@ class Watcher:
             observed=observed,
             now=now,
             own=own_troubles(unreadable or {}, api_notice),
-            silences=await self._alerts.silences(self._store, self.plan, now),
+            silences=await self._alerts.silences(self._store, self.plan, now) if full else (),
+            full=full,
         )
         # State and outbox in one transaction: a crash after it loses nothing, and a crash
         # before it means the next start sees the change again.
@@ -303,7 +299,7 @@ class Watcher:
             return 0
         self._last.update((s.ref.key, s) for s in decision.snapshots)
         self._listed_kinds.update(report.listed)
-        self._alerts.applied(alert, decision, now=now)
+        self._alerts.applied(alert, decision, now=now, watch=self.plan)
         if api_notice is not None:
             log.warning("api.unreachable" if api_notice[0] == "down" else "api.reachable")
         if unreadable:
