@@ -11,6 +11,7 @@ from watcher.core.conditions import (
     ConditionName,
     Since,
     Thresholds,
+    deadline,
     evaluate,
     job_conditions,
     next_since,
@@ -135,3 +136,27 @@ def test_evaluate_opens_keeps_and_resolves() -> None:
 
     assert [("sft/stuck", STALLED)] == [c.key for c in changes.opened]
     assert [gone] == list(changes.resolved)
+
+
+@pytest.mark.parametrize(
+    ("job", "limits", "expected"),
+    [
+        # Running, quiet since 10 minutes ago: stalls 20 minutes from now.
+        (snap(), DEFAULT, 20),
+        # Waiting since 60 minutes ago: too long in 60 minutes; no stall clock for waiting.
+        (snap(state="PENDING"), DEFAULT, 60),
+        # The earliest of two: max_runtime from createTime (9 h ago, limit 9 h 05 m).
+        (snap(create_time="2026-12-01T00:00:00Z"), Thresholds(max_runtime=9 * 3600 + 300), 5),
+        # Already stalled (a deadline in the past) and nothing else to come: none.
+        (snap(), Thresholds(stall_after=60), None),
+        (snap(state="COMPLETED"), DEFAULT, None),
+        (snap(), Thresholds(stall_after=0, pending_after=0), None),
+    ],
+)
+def test_deadline(job: JobSnapshot, limits: Thresholds, expected: float | None) -> None:
+    """When evaluating a quiet job again could first find something new (minutes from now)."""
+    since = Since(state=T0 - minutes(60), moved=T0 - minutes(10))
+
+    found = deadline(job, since, limits, T0)
+
+    assert expected == (None if found is None else (found - T0).total_seconds() / 60)
