@@ -13,6 +13,8 @@ from tests.servers import JsonReceiver, ServedApp
 
 KEY = "test-api-key-0123456789"
 ACCOUNT = "acme"
+#: Where the tests find a real PostgreSQL server (`.ci/postgres` starts one and prints it).
+PG_DSN_ENV = "FIREWORKS_WATCHER_TEST_PG_DSN"
 
 
 @pytest.fixture
@@ -62,6 +64,18 @@ def receiver() -> Iterator[JsonReceiver]:
     """A real HTTP endpoint for apprise `json://` posts."""
     with JsonReceiver() as rx:
         yield rx
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The DSN of a real PostgreSQL server. Without one the test skips, with one line saying
+    how to get one; under CI (`CI` set) a missing server fails the run instead."""
+    dsn = os.environ.get(PG_DSN_ENV, "")
+    if not dsn:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI: no PostgreSQL: {PG_DSN_ENV} is not set (.ci/run sets it)")
+        pytest.skip(f"no PostgreSQL: as root, export {PG_DSN_ENV}=$(bash .ci/postgres)")
+    return dsn
 
 
 @pytest.fixture
