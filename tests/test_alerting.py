@@ -370,3 +370,31 @@ async def test_an_hourly_digest_through_the_poller(
     assert "dig-a" in digest["message"]
     assert "**Active (1)**" in digest["message"]
     assert 1 == len(receiver.messages)
+
+
+async def test_a_reload_with_a_shorter_stall_after_is_applied_to_quiet_jobs(
+    server: ServedApp, busy: Simulator, time: Time, tmp_path: Path, receiver: JsonReceiver
+) -> None:
+    """Conditions are looked at again only for changed jobs or past a job's deadline; a reload
+    that lowers the threshold makes every job count again, so a quiet job stalls at once."""
+    busy.add_job("quiet-sft", collection=SFT, state="RUNNING", progress=5)
+    watches = [{"kind": "sft", "discover": True, "stall_after": "2h"}]
+    channels = [{"name": "team", "urls": [receiver.url()], "jobs": ["quiet-*"]}]
+    settings = settings_for(server, tmp_path / "state.db", watches, channels)
+
+    async with watcher_on(settings, time) as watcher:
+        await cycle(watcher, time, 0)
+        await cycle(watcher, time, 40 * MINUTE)  # quiet for 40 minutes: not yet, at 2 h
+        assert [] == receiver.messages
+        shorter = settings_for(
+            server, tmp_path / "state.db", [{**watches[0], "stall_after": "30m"}], channels
+        )
+        notifier = app.build_notifier(shorter)
+        watcher.reload(app.build_plan(shorter, notifier), notifier)
+        await cycle(watcher, time, 30)
+        (stalled,) = await receiver.wait_for_async(1)
+
+    assert (
+        "Sim job quiet-sft (quiet-sft): stalled: no progress at 5% for 40m 30s in RUNNING"
+        == (stalled["title"])
+    )

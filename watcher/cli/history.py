@@ -113,7 +113,8 @@ def line(entry: Entry) -> str:
         if fields.get("comment"):
             what += f"  ({one_line(fields['comment'], _SHOWN)})"
     else:
-        what = f"{kind} {event.new_state}"
+        # "condition STALLED" says more than "condition"; "reminder REMINDER" does not.
+        what = kind if event.new_state == kind.upper() else f"{kind} {event.new_state}"
         if fields.get("title"):
             what += f"  {one_line(fields['title'], _SHOWN)}"
     text = f"{_stamp(event.observed_at)}  {event.job_key}  {what}"
