@@ -4,19 +4,20 @@ running too long, unreadable, the API down), opened and resolved from snapshots 
 Pure: the poller hands in the last snapshots, when each entered its state and last moved,
 and now; it gets back which conditions open and which resolve. A condition is announced
 once when it opens and once when it resolves, and stored in between, so a restart neither
-repeats nor forgets it. A new condition is one `ConditionName`, one rule in `_RULES`, one
-line of text in `core.notices`, plus its tests.
+repeats nor forgets it. A new condition is one `ConditionName`, one onset and detail in
+`_RULES`, one line of text in `core.notices`, plus its tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
 from watcher.core.kinds import Meaning
+from watcher.core.messages import api_time
 from watcher.core.messages import format_duration as _for
 from watcher.core.model import JobSnapshot
 
@@ -96,79 +97,87 @@ def next_since(
     return Since(since.state, moved, since.entered)
 
 
-def _parse(value: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+# One rule per condition. `onset` is when the condition starts to hold if nothing about the
+# job changes (None: never, e.g. switched off or another state); `detail` says why it holds.
+# Both `job_conditions` and `deadline` derive from the onset, so each threshold is read once.
+Onset = Callable[[JobSnapshot, Since, Thresholds], datetime | None]
+Detail = Callable[[JobSnapshot, Since, Thresholds, datetime], str]
 
 
-# One rule per condition: (snapshot, since, thresholds, now) -> the detail when it holds.
-Rule = Callable[[JobSnapshot, Since, Thresholds, datetime], str | None]
+def _after(start: datetime, seconds: float) -> datetime | None:
+    return start + timedelta(seconds=seconds) if seconds else None
 
 
-def _stalled(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> str | None:
+def _stall_onset(job: JobSnapshot, since: Since, limit: Thresholds) -> datetime | None:
     # Waiting states are pending_after's; for kinds without a progress field (DPO) the stall
     # clock starts when the job was first seen in its state, so it counts only once the job
     # has been in it that long, which `max(state, moved)` gives for both.
-    if not limit.stall_after or job.state in WAITING_STATES or job.meaning is not Meaning.ACTIVE:
+    if job.state in WAITING_STATES:
         return None
+    return _after(max(since.state, since.moved), limit.stall_after)
+
+
+def _stall_detail(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> str:
     quiet = (now - max(since.state, since.moved)).total_seconds()
-    if quiet < limit.stall_after:
-        return None
     at = f" at {job.progress}%" if job.progress else ""
     return f"no progress{at} for {_for(quiet)} in {job.state}"
 
 
-def _pending(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> str | None:
-    waited = (now - since.state).total_seconds()
-    if not limit.pending_after or job.state not in WAITING_STATES:
-        return None
-    return f"{job.state} for {_for(waited)}" if waited >= limit.pending_after else None
+def _pending_onset(job: JobSnapshot, since: Since, limit: Thresholds) -> datetime | None:
+    return _after(since.state, limit.pending_after) if job.state in WAITING_STATES else None
 
 
-def _max_runtime(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> str | None:
-    # Runtime as messages show `duration`: from createTime (else first sight) while active.
-    if not limit.max_runtime or job.meaning is not Meaning.ACTIVE:
-        return None
-    started = _parse(job.create_time) or since.state
-    ran = (now - started).total_seconds()
-    if ran < limit.max_runtime:
-        return None
+def _pending_detail(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> str:
+    return f"{job.state} for {_for((now - since.state).total_seconds())}"
+
+
+def _started(job: JobSnapshot, since: Since) -> datetime:
+    # Runtime as messages show `duration`: from createTime (else first sight).
+    return api_time(job.create_time) or since.state
+
+
+def _runtime_onset(job: JobSnapshot, since: Since, limit: Thresholds) -> datetime | None:
+    return _after(_started(job, since), limit.max_runtime)
+
+
+def _runtime_detail(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> str:
+    ran = (now - _started(job, since)).total_seconds()
     return f"running for {_for(ran)}, more than the limit of {_for(limit.max_runtime)}"
 
 
-_RULES: Final[Mapping[ConditionName, Rule]] = {
-    ConditionName.STALLED: _stalled,
-    ConditionName.PENDING: _pending,
-    ConditionName.MAX_RUNTIME: _max_runtime,
+_RULES: Final[Mapping[ConditionName, tuple[Onset, Detail]]] = {
+    ConditionName.STALLED: (_stall_onset, _stall_detail),
+    ConditionName.PENDING: (_pending_onset, _pending_detail),
+    ConditionName.MAX_RUNTIME: (_runtime_onset, _runtime_detail),
 }
+
+
+def _onsets(
+    job: JobSnapshot, since: Since, limit: Thresholds
+) -> list[tuple[ConditionName, datetime]]:
+    # Every job condition is about an active job: outcomes and PAUSED raise none.
+    if job.meaning is not Meaning.ACTIVE:
+        return []
+    found = ((name, onset(job, since, limit)) for name, (onset, _) in _RULES.items())
+    return [(name, at) for name, at in found if at is not None]
 
 
 def job_conditions(
     job: JobSnapshot, since: Since, limit: Thresholds, now: datetime
 ) -> dict[ConditionName, str]:
     """The conditions that hold for one resource now, with their detail."""
-    found = ((name, rule(job, since, limit, now)) for name, rule in _RULES.items())
-    return {name: detail for name, detail in found if detail is not None}
+    return {
+        name: _RULES[name][1](job, since, limit, now)
+        for name, at in _onsets(job, since, limit)
+        if at <= now
+    }
 
 
 def deadline(job: JobSnapshot, since: Since, limit: Thresholds, now: datetime) -> datetime | None:
     """The next moment after `now` at which a condition could start to hold for this job if
     nothing about it changes (conditions only open as time passes); None: never. Until then,
     and until the job changes, evaluating it again cannot find anything new."""
-    if job.meaning is not Meaning.ACTIVE:
-        return None
-    times: list[datetime] = []
-    if limit.stall_after and job.state not in WAITING_STATES:
-        times.append(max(since.state, since.moved) + timedelta(seconds=limit.stall_after))
-    if limit.pending_after and job.state in WAITING_STATES:
-        times.append(since.state + timedelta(seconds=limit.pending_after))
-    if limit.max_runtime:
-        started = _parse(job.create_time) or since.state
-        times.append(started + timedelta(seconds=limit.max_runtime))
-    later = [t for t in times if t > now]
+    later = [at for _, at in _onsets(job, since, limit) if at > now]
     return min(later) if later else None
 
 

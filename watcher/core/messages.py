@@ -129,7 +129,9 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def _parse_time(value: str) -> datetime | None:
+def api_time(value: str) -> datetime | None:
+    """An RFC 3339 time from the API as an aware datetime (UTC when it names no zone), or
+    None when it is empty or not a time."""
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -143,13 +145,13 @@ def job_duration(snapshot: JobSnapshot, observed_at: datetime) -> str:
     In an outcome, the end is `completedTime`, else `updateTime` (batch and evaluation jobs
     have no completedTime); with neither the duration is unknown rather than growing.
     """
-    started = _parse_time(snapshot.create_time)
+    started = api_time(snapshot.create_time)
     if started is None:
         return ""
     if snapshot.meaning in (Meaning.ACTIVE, Meaning.ATTENTION):
         ended: datetime | None = observed_at
     else:
-        ended = _parse_time(snapshot.completed_time) or _parse_time(snapshot.update_time)
+        ended = api_time(snapshot.completed_time) or api_time(snapshot.update_time)
     return format_duration((ended - started).total_seconds()) if ended is not None else ""
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from watcher.core.conditions import Since
 from watcher.core.delivery import Channel
 from watcher.core.kinds import Meaning
+from watcher.core.messages import api_time
 from watcher.core.model import JobSnapshot
 from watcher.core.notices import Notice, milestone_notice, routes, subject_fields
 
@@ -39,11 +40,7 @@ def _start(job: JobSnapshot, since: Since) -> datetime:
     # createTime (the ETA is then conservative: it includes time spent waiting).
     if since.entered:
         return since.state
-    try:
-        created = datetime.fromisoformat(job.create_time)
-    except ValueError:
-        return since.state
-    return created if created.tzinfo is not None else created.replace(tzinfo=UTC)
+    return api_time(job.create_time) or since.state
 
 
 def eta_seconds(job: JobSnapshot, since: Since, done: float, now: datetime) -> float | None:
