@@ -23,7 +23,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, tzinfo
 from decimal import Decimal
-from fnmatch import fnmatchcase
 from typing import Final
 
 from watcher.core.conditions import Condition, ConditionName
@@ -32,8 +31,9 @@ from watcher.core.durations import parse_clock
 from watcher.core.kinds import JobKind, Meaning, meaning_of
 from watcher.core.messages import BODY_LIMIT, TITLE_LIMIT, Message, api_text, target_label
 from watcher.core.model import JobSnapshot
-from watcher.core.notices import DIGEST, DIGEST_STATE, Notice
+from watcher.core.notices import DIGEST, DIGEST_STATE, Notice, routes, subject_fields
 from watcher.core.text import cap, one_line
+from watcher.core.transitions import names_match
 
 HOURLY: Final = "hourly"
 #: The outbox job key of every digest.
@@ -164,7 +164,6 @@ _CONDITION_WORDS: Final = {
     ConditionName.UNREADABLE: "cannot be read",
     ConditionName.API_DOWN: "unreachable",
 }
-_EVERYONES: Final = frozenset({ConditionName.UNREADABLE, ConditionName.API_DOWN})
 _NOTHING: Final = (
     "Nothing to report: no job completed or failed, none is active, and no condition is open."
 )
@@ -206,12 +205,6 @@ def outcomes(events: Iterable[Event]) -> tuple[list[Event], list[Event]]:
 def active(jobs: Iterable[JobSnapshot]) -> list[JobSnapshot]:
     """The jobs in an active state, by key."""
     return sorted((j for j in jobs if j.meaning is Meaning.ACTIVE), key=lambda j: j.ref.key)
-
-
-def _heard(channel: Channel, job_id: str, display_name: str) -> bool:
-    globs = channel.rules.job_globs
-    names = [n for n in (job_id, display_name) if n]
-    return not globs or any(fnmatchcase(n, g) for g in globs for n in names)
 
 
 def _name(job_id: str, display_name: str) -> str:
@@ -282,9 +275,8 @@ def _conditions_heard(
     heard = []
     for condition in sorted(conditions, key=lambda c: (_utc(c.opened_at), c.subject)):
         job = jobs.get(condition.subject)
-        job_id = job.ref.job_id if job else condition.subject.partition("/")[2]
-        name = job.display_name if job else ""
-        if condition.name in _EVERYONES or _heard(channel, job_id, name):
+        fields = dict(subject_fields(job, condition.subject))
+        if routes(channel, fields | {"condition": str(condition.name)}):
             heard.append((condition, job))
     return heard
 
@@ -352,11 +344,14 @@ def build(
 
     def heard_event(e: Event) -> bool:
         f = e.field_map()
-        return _heard(channel, f.get("job_id", e.job_key), f.get("display_name", ""))
+        return names_match(
+            channel.rules.job_globs, f.get("job_id", e.job_key), f.get("display_name", "")
+        )
 
     done = [_outcome_item(e, period, failed=False) for e in completed if heard_event(e)]
     bad = [_outcome_item(e, period, failed=True) for e in failed if heard_event(e)]
-    live = [_running_item(j) for j in running if _heard(channel, j.ref.job_id, j.display_name)]
+    globs = channel.rules.job_globs
+    live = [_running_item(j) for j in running if names_match(globs, j.ref.job_id, j.display_name)]
     open_ = [_condition_item(c, j, period) for c, j in _conditions_heard(channel, conditions, jobs)]
     if not (done or bad or live or open_) and not channel.policy.digest_empty:
         return None

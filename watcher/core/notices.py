@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from fnmatch import fnmatchcase
 from typing import Final
 
 from watcher.core import messages
@@ -27,6 +26,7 @@ from watcher.core.messages import (
 )
 from watcher.core.model import JobSnapshot
 from watcher.core.text import one_line
+from watcher.core.transitions import names_match
 
 #: Event kinds (the `events.kind` column); "" is a transition.
 TRANSITION: Final = ""
@@ -222,12 +222,11 @@ def hears(channel: Channel, notice: Notice) -> bool:
 
 def routes(channel: Channel, fields: Mapping[str, str]) -> bool:
     """Whether a channel's job globs let through a notice with these subject fields."""
-    globs = channel.rules.job_globs
     # The watcher's own trouble (API down, cannot read) is every channel's business.
-    if not globs or fields.get("condition") in _EVERYONES:
+    if fields.get("condition") in _EVERYONES:
         return True
-    names = [fields.get("job_id", ""), fields.get("display_name", "")]
-    return any(fnmatchcase(n, g) for g in globs for n in names if n)
+    job_id, name = fields.get("job_id", ""), fields.get("display_name", "")
+    return names_match(channel.rules.job_globs, job_id, name)
 
 
 def notice_entries(

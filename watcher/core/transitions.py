@@ -80,9 +80,10 @@ def wants(rules: ChannelRules, transition: Transition) -> bool:
         return False
     if rules.to_states is not None and transition.new_state not in rules.to_states:
         return False
-    if not rules.job_globs:
-        return True
-    names = [transition.new.ref.job_id]
-    if transition.new.display_name:
-        names.append(transition.new.display_name)
-    return any(fnmatchcase(name, glob) for glob in rules.job_globs for name in names)
+    return names_match(rules.job_globs, transition.new.ref.job_id, transition.new.display_name)
+
+
+def names_match(globs: tuple[str, ...], *names: str) -> bool:
+    """A channel's `jobs` globs against a job's id and display name: no globs let every job
+    through; an empty name matches nothing."""
+    return not globs or any(fnmatchcase(n, g) for g in globs for n in names if n)
