@@ -96,13 +96,28 @@ def decide(
             events.append(event)
         entries += held(channels, outbox_entries(channels, transition, event))
     flags = {listed_flag(kind): "1" for kind in listed_now if kind not in listed_before}
+    notice_events, notice_entries_ = notice_rows(channels, notices, now=now)
+    return Decision(
+        tuple(changed.values()),
+        tuple(moved),
+        (*entries, *notice_entries_),
+        flags,
+        (*events, *notice_events),
+        times,
+    )
+
+
+def notice_rows(
+    channels: Sequence[Channel], notices: Iterable[Notice], *, now: datetime
+) -> tuple[list[Event], list[OutboxEntry]]:
+    """The event of each notice, and its outbox rows for the channels that hear it."""
+    events: list[Event] = []
+    entries: list[OutboxEntry] = []
     for notice in notices:
         event = notice.event(now)
         events.append(event)
         entries += held(channels, notice_entries(channels, notice, event, now=now))
-    return Decision(
-        tuple(changed.values()), tuple(moved), tuple(entries), flags, tuple(events), times
-    )
+    return events, entries
 
 
 def held(channels: Sequence[Channel], entries: list[OutboxEntry]) -> list[OutboxEntry]:

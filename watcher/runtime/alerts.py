@@ -21,7 +21,7 @@ import structlog
 from watcher.core import conditions as cond
 from watcher.core import notices, progress, reminders
 from watcher.core.conditions import API_SUBJECT, Condition, ConditionName, Since
-from watcher.core.decide import Decision, decide
+from watcher.core.decide import Decision, notice_rows
 from watcher.core.delivery import Channel
 from watcher.core.errors import StoreError
 from watcher.core.model import JobSnapshot
@@ -294,20 +294,20 @@ class Alerts:
         if decision.empty and alert.empty and not (digests.notices or digests.flags):
             return 0
         notes = [*alert.notices, *digests.notices]
-        queued = decide({}, (), channels=plan.channels, now=now, notices=notes)
+        events, entries = notice_rows(plan.channels, notes, now=now)
         await store.record(
             decision.snapshots,
-            [*decision.entries, *queued.entries],
+            [*decision.entries, *entries],
             now=now,
             flags={**decision.flags, **digests.flags},
-            events=[*decision.events, *queued.events],
+            events=[*decision.events, *events],
             since=alert.since,
             polled=alert.polled,
             opened=alert.opened,
             resolved=alert.resolved,
             reminders=alert.reminders,
         )
-        return len(decision.entries) + len(queued.entries)
+        return len(decision.entries) + len(entries)
 
     async def silences(self, store: StateRepo, plan: WatchPlan, now: datetime) -> list[Silence]:
         """The silences in force, when a channel has reminders (which skip silenced jobs)."""
