@@ -102,3 +102,9 @@ def daemon_env(server: ServedApp) -> dict[str, str]:
         "FIREWORKS_WATCHER_LOG_FORMAT": "json",
     }
     return env
+
+
+# The contract suite's fixtures: every store test there runs on SQLite and PostgreSQL.
+from tests.backends import any_store, backend, stores  # noqa: E402
+
+__all__ = ["any_store", "backend", "stores"]

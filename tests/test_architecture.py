@@ -52,7 +52,7 @@ LIBRARIES: dict[str, set[str]] = {
     "ports": set(),
     "runtime": {"anyio", "structlog"},
     "sources": {"httpx", "anyio", "orjson", "structlog"},
-    "stores": {"anyio"},
+    "stores": {"anyio", "psycopg", "psycopg_pool"},
     "notify": {"apprise", "anyio"},
     "web": {"anyio", "prometheus_client", "uvicorn"},
     "config": {"pydantic", "pydantic_core"},

@@ -14,6 +14,7 @@ from typing import Protocol
 from watcher.core.conditions import Condition, Since
 from watcher.core.delivery import Delivery, Event, Mark, OutboxEntry, SendResult
 from watcher.core.kinds import JobKind
+from watcher.core.lease import Lease, Replica
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.silences import Silence
 
@@ -63,6 +64,12 @@ class StateRepo(Protocol):
         resolved: Sequence[Condition] = (),
         reminders: Mapping[tuple[str, str], datetime | None] | None = None,
     ) -> None: ...
+    def fence(self, epoch: int | None) -> None:
+        """Carry `epoch` on every later write of a poll (`record`, `forget`, `prune_history`):
+        each is refused (`core.errors.Fenced`) unless the poller lease still has that epoch.
+        None writes unfenced (one process on its own, the CLI)."""
+        ...
+
     async def since_all(self) -> dict[str, Since]: ...
     async def open_conditions(self) -> list[Condition]: ...
     async def reminder_times(self) -> dict[tuple[str, str], datetime]: ...
@@ -120,6 +127,33 @@ class Outbox(Protocol):
     ) -> None: ...
     async def silences(self, now: datetime, *, include_ended: bool = False) -> list[Silence]: ...
     async def announce_after_silences(self, now: datetime) -> dict[int, int]: ...
+
+
+class Leases(Protocol):
+    """The leadership lease and the replicas' heartbeats (see `core.lease`).
+
+    Times are the store's own clock (the database server's, for PostgreSQL), so replicas on
+    hosts whose clocks disagree still agree on who holds the lease.
+    """
+
+    async def acquire_lease(self, name: str, holder: str, *, ttl: timedelta) -> Lease:
+        """Take the lease when it is free or expired (the epoch grows by one on a change of
+        holder), or renew it when `holder` has it (same epoch, even if it had expired);
+        otherwise change nothing. Returns the lease as it stands after, whoever holds it."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Let the lease expire now if `holder` has it (a clean stop hands over at once)."""
+        ...
+
+    async def lease(self, name: str) -> Lease | None: ...
+    async def beat(self, holder: str, *, role: str, started_at: datetime) -> None:
+        """Record that replica `holder` is alive now in `role`."""
+        ...
+
+    async def replicas(self, *, seen_within: timedelta) -> list[Replica]:
+        """The replicas seen within `seen_within` of now, leader first, then by holder."""
+        ...
 
 
 class Sender(Protocol):

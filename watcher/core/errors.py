@@ -65,6 +65,11 @@ class LeaseLost(StoreError):
     """A delivery's mark came too late: its row is settled or claimed by someone else."""
 
 
+class Fenced(StoreError):
+    """A poll's write came under a leadership epoch that has moved on: refused, nothing written
+    (another replica holds the poller lease now)."""
+
+
 class StateLocked(StoreError):
     """Another process holds the state file's lock (one daemon per state file)."""
 

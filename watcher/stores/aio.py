@@ -13,9 +13,11 @@ import anyio.to_thread
 
 from watcher.core.conditions import Condition, Since
 from watcher.core.delivery import Delivery, Event, Mark, OutboxEntry
+from watcher.core.lease import Lease, Replica
 from watcher.core.model import JobSnapshot
 from watcher.core.silences import Silence
 from watcher.stores.base import OnUnreadable, ignore
+from watcher.stores.history import MAX_HISTORY, Entry, Silenced
 from watcher.stores.sqlite import OnLost, StateStore
 
 T = TypeVar("T")
@@ -29,9 +31,17 @@ class AsyncStore:
         self.sync = store
         self._limiter = anyio.CapacityLimiter(1)
 
+    #: One process per file (`stores.lock`): claims left at start are a dead process's.
+    single_process = True
+
     @classmethod
     async def open(
-        cls, path: Path, *, on_unreadable: OnUnreadable = ignore, on_lost: OnLost = ignore
+        cls,
+        path: Path,
+        *,
+        on_unreadable: OnUnreadable = ignore,
+        on_lost: OnLost = ignore,
+        migrate: bool = True,
     ) -> AsyncStore:
         """Open the database at `path` in a worker thread: connecting and migrating block,
         and the event loop must not. Close it with `store.sync.close()` (or `with store.sync`).
@@ -39,7 +49,7 @@ class AsyncStore:
         The hooks (see `StateStore`) are called from the worker thread.
         """
         opening = functools.partial(
-            StateStore.open, path, on_unreadable=on_unreadable, on_lost=on_lost
+            StateStore.open, path, on_unreadable=on_unreadable, on_lost=on_lost, migrate=migrate
         )
         return cls(await anyio.to_thread.run_sync(opening))
 
@@ -47,6 +57,74 @@ class AsyncStore:
         return await anyio.to_thread.run_sync(
             functools.partial(call, *args, **kwargs), limiter=self._limiter
         )
+
+    @property
+    def migrated_from(self) -> int:
+        """The schema version the database had when opened."""
+        return self.sync.migrated_from
+
+    @property
+    def display(self) -> str:
+        """The database as a person reads it (its path)."""
+        return str(self.sync.path)
+
+    async def aclose(self) -> None:
+        """Close the database (in a worker thread: closing may checkpoint the WAL)."""
+        await self._run(self.sync.close)
+
+    def fence(self, epoch: int | None) -> None:
+        """See `ports.StateRepo.fence`."""
+        self.sync.fence(epoch)
+
+    async def acquire_lease(self, name: str, holder: str, *, ttl: timedelta) -> Lease:
+        """See `ports.Leases.acquire_lease`."""
+        return await self._run(self.sync.acquire_lease, name, holder, ttl=ttl)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """See `ports.Leases.release_lease`."""
+        await self._run(self.sync.release_lease, name, holder)
+
+    async def lease(self, name: str) -> Lease | None:
+        """See `ports.Leases.lease`."""
+        return await self._run(self.sync.lease, name)
+
+    async def beat(self, holder: str, *, role: str, started_at: datetime) -> None:
+        """See `ports.Leases.beat`."""
+        await self._run(self.sync.beat, holder, role=role, started_at=started_at)
+
+    async def replicas(self, *, seen_within: timedelta) -> list[Replica]:
+        """See `ports.Leases.replicas`."""
+        return await self._run(self.sync.replicas, seen_within=seen_within)
+
+    async def polled_all(self) -> dict[str, datetime]:
+        """See `StateStore.polled_all`."""
+        return await self._run(self.sync.polled_all)
+
+    async def undelivered(self) -> list[Delivery]:
+        """See `StateStore.undelivered`."""
+        return await self._run(self.sync.undelivered)
+
+    async def history(
+        self,
+        *,
+        since: datetime,
+        job: Callable[[str], bool] | None = None,
+        limit: int = MAX_HISTORY,
+    ) -> tuple[list[Entry], bool]:
+        """See `StateStore.history`."""
+        return await self._run(self.sync.history, since=since, job=job, limit=limit)
+
+    async def silenced(self, *, limit: int = 100) -> tuple[int, list[Silenced]]:
+        """See `StateStore.silenced`."""
+        return await self._run(self.sync.silenced, limit=limit)
+
+    async def add_silence(self, silence: Silence, *, now: datetime) -> int:
+        """See `StateStore.add_silence`."""
+        return await self._run(self.sync.add_silence, silence, now=now)
+
+    async def expire_silence(self, silence_id: int, *, now: datetime) -> bool:
+        """See `StateStore.expire_silence`."""
+        return await self._run(self.sync.expire_silence, silence_id, now=now)
 
     async def last_all(self) -> dict[str, JobSnapshot]:
         """See `StateStore.last_all`."""

@@ -30,3 +30,6 @@ class Tables:
 
     def _errors(self, action: str) -> AbstractContextManager[None]:
         raise NotImplementedError
+
+    def _check_fence(self, conn: sqlite3.Connection) -> None:
+        raise NotImplementedError

@@ -152,6 +152,7 @@ class HistoryTable(Tables):
         are kept, however old. Returns (events, deliveries) deleted, in one transaction."""
         stamp = ts(before)
         with self._write() as conn:
+            self._check_fence(conn)
             deliveries = conn.execute(
                 "DELETE FROM outbox WHERE status IN (?, ?, ?) AND created_at < ? "
                 "AND (delivered_at IS NULL OR delivered_at < ?)",

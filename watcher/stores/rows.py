@@ -106,6 +106,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE outbox ADD COLUMN silence_id INTEGER;
     """,
+    # 5: high availability. The leadership lease (holder, expiry, fencing epoch) and the
+    # replicas' heartbeats; one SQLite file has one daemon, which always holds the lease.
+    """
+    CREATE TABLE leases (
+        name       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        epoch      INTEGER NOT NULL,
+        expires_at TEXT NOT NULL,
+        renewed_at TEXT NOT NULL
+    );
+    CREATE TABLE replicas (
+        holder     TEXT PRIMARY KEY,
+        role       TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        seen_at    TEXT NOT NULL
+    );
+    """,
 )
 
 OUTBOX_COLUMNS = (

@@ -37,6 +37,7 @@ from watcher.stores.alerts import AlertTables, ReminderTimes
 from watcher.stores.base import OnUnreadable, ignore
 from watcher.stores.digests import DigestTable
 from watcher.stores.history import HistoryTable
+from watcher.stores.leases import LeaseTable
 from watcher.stores.outbox import PENDING, OutboxTable
 from watcher.stores.rows import (
     MIGRATIONS,
@@ -56,14 +57,14 @@ T = TypeVar("T")
 OnLost = Callable[[str], None]
 
 
-class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTable):
+class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTable, LeaseTable):
     """Last seen job snapshots and the notification outbox in one SQLite file.
 
     Use as a context manager, or call `close()`. Methods raise `StoreError` when the database
     cannot be read or written.
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 4
+    SCHEMA_VERSION: ClassVar[int] = 5
 
     def __init__(
         self,
@@ -71,12 +72,14 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
         *,
         on_unreadable: OnUnreadable = ignore,
         on_lost: OnLost = ignore,
+        migrate: bool = True,
     ) -> None:
-        """Open (creating if needed, mode 0600) the database at `path` and bring its schema up to date.
+        """Open (creating if needed, mode 0600) the database at `path` and bring its schema up
+        to date (with `migrate=False`, refuse one that is behind instead).
 
         Raises:
-            StoreError: the file cannot be created or opened, is not a database, or was written
-                by a newer fireworks-watcher.
+            StoreError: the file cannot be created or opened, is not a database, was written
+                by a newer fireworks-watcher, or (`migrate=False`) needs a migration.
         """
         self._path = path
         self._on_unreadable = on_unreadable
@@ -103,17 +106,27 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
                 # and a committed transition must survive.
                 self._conn.execute("PRAGMA synchronous=FULL")
                 self._conn.execute("PRAGMA busy_timeout=5000")
-                self._migrate()
+                self.migrated_from = self._migrate(apply=migrate)
         except BaseException:
             self._conn.close()
             raise
 
     @classmethod
     def open(
-        cls, path: Path, *, on_unreadable: OnUnreadable = ignore, on_lost: OnLost = ignore
+        cls,
+        path: Path,
+        *,
+        on_unreadable: OnUnreadable = ignore,
+        on_lost: OnLost = ignore,
+        migrate: bool = True,
     ) -> StateStore:
         """Open the database at `path`; the same as `StateStore(path, ...)`."""
-        return cls(path, on_unreadable=on_unreadable, on_lost=on_lost)
+        return cls(path, on_unreadable=on_unreadable, on_lost=on_lost, migrate=migrate)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
 
     @property
     def lost(self) -> str | None:
@@ -196,6 +209,7 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
         every_event = dict.fromkeys([*events, *(e.event for e in entries if e.event)])
         updated_at = ts(now)
         with self._write() as conn:
+            self._check_fence(conn)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -271,12 +285,14 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
         if not params:
             return
         with self._write() as conn:
+            self._check_fence(conn)
             conn.executemany("DELETE FROM jobs WHERE job_key = ?", params)
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        """Create or upgrade the schema; refuse a database from a newer version."""
+    def _migrate(self, *, apply: bool = True) -> int:
+        """Create or upgrade the schema; refuse a database from a newer version (and, unless
+        `apply`, one that needs upgrading). Returns the version found."""
         with self._write("open") as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -291,6 +307,11 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
                     f"cannot open state database {self._path}: written by a newer "
                     f"fireworks-watcher (schema {version}, this one knows {self.SCHEMA_VERSION})"
                 )
+            if not apply and version < self.SCHEMA_VERSION:
+                raise StoreError(
+                    f"state database {self._path} is at schema {version}, this "
+                    f"fireworks-watcher needs {self.SCHEMA_VERSION}: run `fireworks-watcher migrate`"
+                )
             for script in MIGRATIONS[version : self.SCHEMA_VERSION]:
                 # executescript() would COMMIT our transaction; run the statements one by one.
                 for statement in script.split(";"):
@@ -300,6 +321,7 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(self.SCHEMA_VERSION),),
             )
+        return version
 
     @contextmanager
     def _write(self, action: str = "write") -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,95 @@
+"""What every table mixin of `PgStore` works over: the connection pool, its transactions, the
+one translation of psycopg's errors to `StoreError`, the fence, and the hook for unreadable
+rows (`PgStore` fills them in)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from watcher.core.errors import Fenced, StoreError
+from watcher.core.lease import POLLER
+from watcher.stores.base import OnUnreadable
+
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+
+def clean(value: str) -> str:
+    """Text as PostgreSQL can store it: it refuses NUL in `text` and `\\u0000` in `jsonb`,
+    and a status message from the API may hold one. (SQLite keeps them; the message reads
+    the same with U+FFFD.)"""
+    return value.replace("\x00", "\ufffd")
+
+
+class PgTables:
+    """The base of the table mixins: declarations filled in by `PgStore`, and the helpers."""
+
+    _pool: AsyncConnectionPool[Connection]
+    _on_unreadable: OnUnreadable
+    _fence: int | None = None
+    #: The database as logs and errors show it: no password, ever.
+    display: str = "postgresql"
+
+    @asynccontextmanager
+    async def _tx(self, action: str = "write") -> AsyncIterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self._errors(action):
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+
+    @asynccontextmanager
+    async def _conn(self, action: str = "read") -> AsyncIterator[Connection]:
+        """A connection for reads (autocommit: each statement on its own)."""
+        with self._errors(action):
+            async with self._pool.connection() as conn:
+                yield conn
+
+    def fence(self, epoch: int | None) -> None:
+        """See `ports.StateRepo.fence`."""
+        self._fence = epoch
+
+    async def _check_fence(self, conn: Connection) -> None:
+        """Inside a poll's write transaction: refuse it when the epoch has moved on.
+
+        FOR SHARE holds the lease row until the transaction ends, so a takeover (an UPDATE of
+        the row) waits for this write, and every write after the takeover sees the new epoch.
+        """
+        if self._fence is None:
+            return
+        cursor = await conn.execute(
+            "SELECT holder, epoch FROM leases WHERE name = %s FOR SHARE", (POLLER,)
+        )
+        row = await cursor.fetchone()
+        if row is None or row[1] != self._fence:
+            holder = "nobody" if row is None else str(row[0])
+            epoch = "none" if row is None else str(row[1])
+            raise Fenced(
+                f"the poller lease is at epoch {epoch} ({holder}), not {self._fence}: "
+                "this replica's write was refused"
+            )
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        # The one translation to the error tree: nothing but StoreError leaves the store.
+        try:
+            yield
+        except StoreError:
+            raise
+        except PoolTimeout:
+            raise StoreError(
+                f"cannot {action} state database {self.display}: no connection (timed out)"
+            ) from None
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot {action} state database {self.display}: {reason(exc)}"
+            ) from None
+
+
+def reason(exc: Exception) -> str:
+    """A psycopg error as one line (its first line: the rest is context and hints)."""
+    text = str(exc).strip().splitlines()
+    return " ".join(text[0].split()) if text else type(exc).__name__

@@ -1,0 +1,140 @@
+"""`PgStore`: the state database on PostgreSQL, for several replicas on one database.
+
+The same ports and the same guarantees as the SQLite store (`stores.aio.AsyncStore`), proved
+by one contract suite (`tests/test_store_contract*.py`) run on both. Native async: psycopg 3
+through a `psycopg_pool.AsyncConnectionPool` whose connections are checked before use, so a
+connection cut by the server (`pg_terminate_backend`, a restart) costs one failed call, not
+the daemon. Errors leave as one-line `StoreError`s naming the database without its password.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from watcher.core.errors import StoreError
+from watcher.stores.base import OnUnreadable, ignore
+from watcher.stores.pg.base import Connection, PgTables
+from watcher.stores.pg.digests import PgDigests
+from watcher.stores.pg.history import PgHistory
+from watcher.stores.pg.leases import PgLeases
+from watcher.stores.pg.outbox import PgOutbox
+from watcher.stores.pg.schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
+from watcher.stores.pg.silences import PgSilences
+from watcher.stores.pg.state import PgState
+from watcher.stores.pg.url import display_url
+
+#: Seconds to open one connection, and to wait for one from the pool.
+CONNECT_TIMEOUT = 5
+POOL_TIMEOUT = 10.0
+#: Connections per replica: the poller's writes, the dispatcher's claims and settles, the
+#: leadership renewals and a read or two; more would only queue at the database.
+POOL_SIZE = 4
+
+
+class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgTables):
+    """The `StateRepo`, `Outbox` and `Leases` ports on PostgreSQL. Open with `PgStore.open`,
+    close with `aclose()`."""
+
+    #: Several replicas share the database: a claim left at start may be a live replica's.
+    single_process = False
+    migrated_from: int = 0
+
+    def __init__(self, pool: AsyncConnectionPool[Connection], *, display: str) -> None:
+        self._pool = pool
+        self.display = display
+        self._on_unreadable: OnUnreadable = ignore
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        schema: str | None = None,
+        on_unreadable: OnUnreadable = ignore,
+        migrate: bool = True,
+        pool_size: int = POOL_SIZE,
+    ) -> Self:
+        """Connect to the database at `url` (in PostgreSQL `schema`, when given: the tests
+        use one each) and bring its schema up to date (with `migrate=False`, refuse one that
+        is behind instead).
+
+        Raises:
+            StoreError: it cannot be reached, was written by a newer fireworks-watcher, or
+                (`migrate=False`) needs a migration.
+        """
+        display = display_url(url)
+        options = "-c timezone=UTC" + (f" -c search_path={schema}" if schema else "")
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": CONNECT_TIMEOUT,
+            "options": options,
+        }
+        pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            kwargs=kwargs,
+            open=False,
+            timeout=POOL_TIMEOUT,
+            check=AsyncConnectionPool.check_connection,
+            name="fireworks-watcher",
+        )
+        store = cls(pool, display=display)
+        store._on_unreadable = on_unreadable
+        try:
+            # One connection first, on its own: its error says why (a wrong password, no
+            # such database), where the pool's would only say it timed out.
+            with store._errors("open"):
+                probe = await psycopg.AsyncConnection.connect(url, **kwargs)
+                await probe.close()
+                await pool.open(wait=True, timeout=POOL_TIMEOUT)
+            store.migrated_from = await store._migrate(apply=migrate)
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def aclose(self) -> None:
+        """Close the pool; further calls raise `StoreError`."""
+        await self._pool.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def _migrate(self, *, apply: bool) -> int:
+        """Create or upgrade the schema, once however many replicas start together; refuse a
+        database from a newer version (and, unless `apply`, one that is behind). Returns the
+        version found."""
+        async with self._tx("open") as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cursor = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+            row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"cannot open state database {self.display}: written by a newer "
+                    f"fireworks-watcher (schema {version}, this one knows {SCHEMA_VERSION})"
+                )
+            if not apply and version < SCHEMA_VERSION:
+                raise StoreError(
+                    f"state database {self.display} is at schema {version}, this "
+                    f"fireworks-watcher needs {SCHEMA_VERSION}: run `fireworks-watcher migrate`"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                await conn.execute(sql.SQL(script))
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+        return version
+
+
+__all__ = ["PgStore", "psycopg"]
