@@ -60,9 +60,7 @@ async def stores(
             await store.aclose()
         if backend == "postgresql":
             async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-                await conn.execute(
-                    sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema))
-                )
+                await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture

@@ -105,6 +105,6 @@ def daemon_env(server: ServedApp) -> dict[str, str]:
 
 
 # The contract suite's fixtures: every store test there runs on SQLite and PostgreSQL.
-from tests.backends import any_store, backend, stores  # noqa: E402
+from tests.backends import any_store, backend, stores
 
 __all__ = ["any_store", "backend", "stores"]

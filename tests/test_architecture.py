@@ -28,7 +28,7 @@ PACKAGE = ROOT / "watcher"
 SIMULATOR = ROOT / "fireworks_sim"
 
 ADAPTERS = {"sources", "stores", "notify", "web"}
-COMPOSITION = {"app", "cli", "demo", "__main__"}
+COMPOSITION = {"app", "backends", "cli", "demo", "__main__"}
 #: Standard-library modules that do I/O: the core may not import them.
 STDLIB_IO = {
     "sqlite3",

@@ -862,8 +862,9 @@ class TestExample:
         }
         defaults = WatcherSettings().model_dump()
 
-        assert {k: defaults[k] for k in written if k != "state_path"} == {
-            k: v for k, v in written.items() if k != "state_path"
+        examples = ("state_path", "state_url")  # shown as examples: their defaults are none
+        assert {k: defaults[k] for k in written if k not in examples} == {
+            k: v for k, v in written.items() if k not in examples
         }
         assert set(defaults) == set(written)
 
@@ -999,3 +1000,42 @@ class TestDeploymentEnvironment:
         env = {"CREDENTIALS_DIRECTORY": str(tmp_path), "FIREWORKS_API_KEY": "from-env"}
 
         assert "from-env" == parse(minimal(), env).require_api_key()
+
+
+class TestStateUrl:
+    """`watcher.state_url`: PostgreSQL for several replicas; a secret, from the file or
+    `$FIREWORKS_WATCHER_STATE_URL`."""
+
+    BASE = {"fireworks": {"account_id": "acme"}, "watch": [{"kind": "sft", "jobs": ["a"]}]}
+
+    def test_absent_means_the_state_file(self) -> None:
+        assert config.parse(self.BASE, {}).watcher.state_url is None
+
+    def test_the_environment_gives_the_default(self) -> None:
+        env = {"FIREWORKS_WATCHER_STATE_URL": "postgresql://w:pw@db:5432/watcher"}
+
+        url = config.parse(self.BASE, env).watcher.state_url
+
+        assert url is not None and url.get_secret_value() == "postgresql://w:pw@db:5432/watcher"
+        assert "pw" not in repr(url)
+
+    def test_the_file_wins_over_the_environment(self) -> None:
+        data = {**self.BASE, "watcher": {"state_url": "postgres://a@b/c"}}
+        env = {"FIREWORKS_WATCHER_STATE_URL": "postgresql://x@y/z"}
+
+        url = config.parse(data, env).watcher.state_url
+
+        assert url is not None and url.get_secret_value() == "postgres://a@b/c"
+
+    @pytest.mark.parametrize(
+        "value", ["mysql://u:hunter2@h/db", "hunter2", "", "sqlite:///hunter2.db", 5]
+    )
+    def test_anything_but_postgresql_is_refused_without_echoing_it(self, value: object) -> None:
+        data = {**self.BASE, "watcher": {"state_url": value}}
+
+        with pytest.raises(ConfigError) as caught:
+            config.parse(data, {})
+
+        message = str(caught.value)
+        assert "watcher.state_url" in message and "\n" not in message
+        assert "hunter2" not in message

@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from watcher.core.errors import ListenError
 from watcher.ports import Observer
 from watcher.runtime.plan import CycleReport
-from watcher.web.health import AUTH_REASON, STORE_REASON, Health, serve_health
+from watcher.web.health import AUTH_REASON, STORE_REASON, Health
+from watcher.web.serve import serve_health
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 OK = CycleReport(polled=2, calls=2)

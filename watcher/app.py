@@ -5,7 +5,6 @@ Used by the command line and the demo; the only module (with them) that knows ev
 
 from __future__ import annotations
 
-import functools
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,24 +16,26 @@ import httpx
 import structlog
 
 from watcher import logs
+from watcher.backends import exclusive_use, open_state
 from watcher.config import Settings
 from watcher.core.budget import RequestBudget
 from watcher.core.clock import SteadyClock
 from watcher.core.conditions import Thresholds
 from watcher.core.delivery import Channel, ChannelPolicy, RetryPolicy
 from watcher.core.errors import WatcherError
+from watcher.core.lease import lease_ttl
 from watcher.core.model import Transition
 from watcher.core.text import userinfo
 from watcher.core.transitions import ChannelRules
 from watcher.notify.apprise_sender import AppriseNotifier, register_console_scheme
 from watcher.runtime.clocks import monotonic, utcnow
+from watcher.runtime.leadership import Leadership, replica_name
 from watcher.runtime.plan import WatchPlan
 from watcher.runtime.poller import Watcher
 from watcher.runtime.sdnotify import SystemdNotifier
 from watcher.sources.fireworks import FireworksClient
-from watcher.stores.aio import AsyncStore
-from watcher.stores.lock import exclusive
-from watcher.web.health import Health, serve_health
+from watcher.web.health import Health
+from watcher.web.serve import serve_health
 
 log = structlog.get_logger("watcher")
 
@@ -170,6 +171,7 @@ class Runtime:
     watcher: Watcher
     client: FireworksClient
     budget: RequestBudget
+    leadership: Leadership
 
 
 @asynccontextmanager
@@ -195,6 +197,7 @@ async def open_runtime(
     notifier: AppriseNotifier | None = None,
     health: Health | None = None,
     clock: SteadyClock | None = None,
+    migrate: bool = True,
 ) -> AsyncIterator[Runtime]:
     """`open_watcher`, also handing out the client and the budget (for SIGHUP).
 
@@ -208,47 +211,45 @@ async def open_runtime(
     plan = build_plan(settings, notifier)
     # One budget for every request: the client pays for each, the loop plans with it.
     budget = RequestBudget(settings.watcher.max_requests_per_minute)
-    async with fireworks_client(settings, health=health, budget=budget) as client:
-        path = settings.watcher.state_path
-        store = await AsyncStore.open(
-            path, on_unreadable=_row_unreadable, on_lost=functools.partial(_state_lost, health)
+    async with (
+        fireworks_client(settings, health=health, budget=budget) as client,
+        open_state(settings.watcher, migrate=migrate, health=health) as store,
+        exclusive_use(store),
+    ):
+        watcher = Watcher(
+            plan,
+            source=client,
+            store=store,
+            sender=notifier,
+            observer=health,
+            on_transition=on_transition,
+            budget=budget,
+            clock=clock if clock is not None else SteadyClock(utcnow, monotonic),
+            monotonic=monotonic,
         )
-        with store.sync, exclusive(path):
-            # Only this process holds the file: a claim left by a dead one is void.
-            await store.release_claims()
-            watcher = Watcher(
-                plan,
-                source=client,
-                store=store,
-                sender=notifier,
-                observer=health,
-                on_transition=on_transition,
-                budget=budget,
-                clock=clock if clock is not None else SteadyClock(utcnow, monotonic),
-                monotonic=monotonic,
-            )
-            yield Runtime(watcher, client, budget)
-
-
-def _row_unreadable(row: str, error: str) -> None:
-    # Once per row: an outbox row is quarantined (a notification lost: error), a job row is
-    # re-baselined and a flag taken as unset (warnings).
-    if row.startswith("outbox"):
-        log.error("store.row_unreadable", row=row, error=error)
-    else:
-        log.warning("store.row_unreadable", row=row, error=error)
-
-
-def _state_lost(health: Health | None, reason: str) -> None:
-    log.error("store.file_lost", error=reason)
-    if health is not None:
-        health.fail(reason)
+        leadership = Leadership(
+            store,
+            fence=store.fence,
+            holder=replica_name(),
+            ttl=lease_ttl(settings.watcher.poll_interval),
+            started_at=utcnow(),
+            observer=health,
+        )
+        yield Runtime(watcher, client, budget, leadership)
 
 
 async def run_daemon(
-    settings: Settings, notifier: AppriseNotifier, *, reload: Callable[[], Settings]
+    settings: Settings,
+    notifier: AppriseNotifier,
+    *,
+    reload: Callable[[], Settings],
+    migrate: bool = True,
 ) -> None:
-    """The daemon: cycles until SIGTERM/SIGINT; SIGHUP re-reads the config through `reload`."""
+    """The daemon: cycles until SIGTERM/SIGINT; SIGHUP re-reads the config through `reload`.
+
+    It upgrades the state database's schema first, unless `migrate` is False (then a schema
+    that is behind is refused: `fireworks-watcher migrate` applies it).
+    """
     if not settings.channels:
         log.warning("config.no_channels", source=settings.source)
     # One clock for the watcher and its health checks: a step of the host clock changes
@@ -273,7 +274,9 @@ async def run_daemon(
     stop = anyio.Event()
     running = [settings]  # the settings in force, replaced by each accepted reload
     async with (
-        open_runtime(settings, notifier=notifier, health=health, clock=clock) as runtime,
+        open_runtime(
+            settings, notifier=notifier, health=health, clock=clock, migrate=migrate
+        ) as runtime,
         anyio.create_task_group() as tg,
     ):
         watcher = runtime.watcher
@@ -300,7 +303,10 @@ async def run_daemon(
         tg.start_soon(on_signals)
         beat = systemd.watchdog_interval
         await watcher.run_forever(
-            stop, on_cycle=after_cycle, max_sleep=beat / 2 if beat is not None else None
+            stop,
+            on_cycle=after_cycle,
+            max_sleep=beat / 2 if beat is not None else None,
+            leadership=runtime.leadership,
         )
         tg.cancel_scope.cancel()
 
@@ -329,6 +335,7 @@ def _reload(
         ("fireworks.base_url", current.fireworks.base_url, new.fireworks.base_url),
         ("fireworks.api_key", current.fireworks.api_key, new.fireworks.api_key),
         ("watcher.state_path", current.watcher.state_path, new.watcher.state_path),
+        ("watcher.state_url", current.watcher.state_url, new.watcher.state_url),
         ("watcher.health_listen", current.watcher.health_listen, new.watcher.health_listen),
     ):
         if old_value != new_value:

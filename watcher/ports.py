@@ -222,6 +222,10 @@ class Observer(Protocol):
     def silenced(self, channel: str) -> None:
         """A message to `channel` was silenced (recorded, not sent)."""
 
+    def leadership(self, role: str, lease: Lease | None, *, reachable: bool) -> None:
+        """A lease check ended: this replica's role, the lease as last read, and whether the
+        store answered."""
+
 
 class NullObserver:
     """Observes nothing."""
@@ -251,4 +255,7 @@ class NullObserver:
         """Ignore it."""
 
     def silenced(self, channel: str) -> None:
+        """Ignore it."""
+
+    def leadership(self, role: str, lease: Lease | None, *, reachable: bool) -> None:
         """Ignore it."""

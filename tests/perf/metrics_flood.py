@@ -34,7 +34,8 @@ from tests.servers import ServedApp
 from watcher import app, config, logs
 from watcher.core.model import Transition
 from watcher.ports import Report
-from watcher.web.health import Health, serve_health
+from watcher.web.health import Health
+from watcher.web.serve import serve_health
 
 KEY = "flood-key-0123456789"
 ACCOUNT = "flood"

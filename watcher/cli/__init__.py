@@ -16,6 +16,7 @@ from watcher.cli.commands import (
     _cmd_check,
     _cmd_demo,
     _cmd_healthcheck,
+    _cmd_migrate,
     _cmd_once,
     _cmd_run,
     _cmd_simulate,
@@ -79,7 +80,15 @@ def _parser() -> argparse.ArgumentParser:
             "/etc/fireworks-watcher/watcher.toml)",
         )
 
-    with_config(command("run", _cmd_run, "run the daemon"))
+    run = command("run", _cmd_run, "run the daemon")
+    with_config(run)
+    run.add_argument(
+        "--no-migrate",
+        dest="migrate",
+        action="store_false",
+        help="refuse a state database whose schema is behind instead of upgrading it",
+    )
+    with_config(command("migrate", _cmd_migrate, "bring the state database's schema up to date"))
     check = command("check", _cmd_check, "validate the config")
     with_config(check)
     check.add_argument(

@@ -25,7 +25,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings.require_watches()
     app.api_key(settings)
     notifier = app.build_notifier(settings)
-    _run_async(lambda: app.run_daemon(settings, notifier, reload=lambda: _load(args)))
+    _run_async(
+        lambda: app.run_daemon(settings, notifier, reload=lambda: _load(args), migrate=args.migrate)
+    )
+    return EXIT_OK
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the schema migrations the state database lacks; say from which version."""
+    from watcher import backends, config
+
+    settings = config.load_watcher(args.config, os.environ)
+
+    async def migrate() -> str:
+        async with backends.open_state(settings) as store:
+            now, was = store.schema_version, store.migrated_from
+            verb = f"schema {now} (was {was})" if was != now else f"schema {now}, up to date"
+            return f"state database {store.display}: {verb}\n"
+
+    sys.stdout.write(_run_async(migrate))
     return EXIT_OK
 
 

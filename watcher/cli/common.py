@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, TypeVar
 from watcher.core.errors import WatcherError
 
 if TYPE_CHECKING:
-    from watcher.config import Settings
+    from watcher.backends import StateDb
+    from watcher.config import Settings, WatcherSettings
+    from watcher.stores.base import OnUnreadable
 
 T = TypeVar("T")
 
@@ -48,6 +50,35 @@ def _run_async(func: Callable[[], Awaitable[T]]) -> T:
         if len(errors) == 1 and isinstance(errors[0], WatcherError):
             raise errors[0] from None
         raise
+
+
+def has_state(settings: WatcherSettings) -> bool:
+    """Whether there is a state database to read (a PostgreSQL URL, or an existing file)."""
+    return settings.state_url is not None or settings.state_path.exists()
+
+
+def state_where(settings: WatcherSettings) -> str:
+    """The state database as a person reads it: its file, or its URL without the password."""
+    from watcher.stores.pg.url import display_url
+
+    url = settings.state_url
+    return display_url(url.get_secret_value()) if url else str(settings.state_path)
+
+
+def with_state(
+    settings: WatcherSettings,
+    use: Callable[[StateDb], Awaitable[T]],
+    *,
+    on_unreadable: OnUnreadable | None = None,
+) -> T:
+    """Open the state database the settings name, run `use` on it, close it."""
+    from watcher import backends
+
+    async def run() -> T:
+        async with backends.open_state(settings, on_unreadable=on_unreadable) as store:
+            return await use(store)
+
+    return _run_async(run)
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Final
 
-from watcher.cli.common import EXIT_OK, EXIT_USAGE, _error
+from watcher.cli.common import EXIT_OK, EXIT_USAGE, _error, has_state, state_where, with_state
 from watcher.core.durations import parse_duration
 from watcher.core.text import for_terminal, mask_url, one_line
 
@@ -167,18 +167,18 @@ def _cmd_history(args: argparse.Namespace) -> int:
     if args.job is not None and (not pattern or len(pattern) > 200):
         _error("JOB: must be a job id, a job key (dpo/my-job) or a glob, up to 200 characters")
         return EXIT_USAGE
-    path = config.load_watcher(args.config, os.environ).state_path
+    settings = config.load_watcher(args.config, os.environ)
+    path = state_where(settings)
     since = datetime.now(UTC) - timedelta(seconds=seconds)
     entries: list[Entry] = []
     cut = False
     bad_rows: list[tuple[str, str]] = []
-    if path.exists():
-        from watcher.stores.sqlite import StateStore
-
-        with StateStore.open(
-            path, on_unreadable=lambda row, error: bad_rows.append((row, error))
-        ) as store:
-            entries, cut = store.history(since=since, job=job_matcher(pattern) if pattern else None)
+    if has_state(settings):
+        entries, cut = with_state(
+            settings,
+            lambda store: store.history(since=since, job=job_matcher(pattern) if pattern else None),
+            on_unreadable=lambda row, error: bad_rows.append((row, error)),
+        )
     if args.json:
         out = {
             "state_path": str(path),

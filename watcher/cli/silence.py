@@ -12,10 +12,9 @@ import json
 import os
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from watcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _error
+from watcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _error, has_state, with_state
 from watcher.core.durations import parse_duration
 from watcher.core.kinds import ALL_STATES, JobKind, short_state
 from watcher.core.messages import format_duration
@@ -23,7 +22,7 @@ from watcher.core.silences import Silence
 from watcher.core.text import for_terminal
 
 if TYPE_CHECKING:
-    from watcher.stores.sqlite import StateStore
+    from watcher.config import WatcherSettings
 
 #: The longest silence: longer is a typo, or a reason to change the config instead.
 MAX_SILENCE: Final = timedelta(days=90)
@@ -36,16 +35,10 @@ class _Usage(ValueError):
     """Bad input: one line naming the flag, exit 2."""
 
 
-def _state_path(args: argparse.Namespace) -> Path:
+def _state(args: argparse.Namespace) -> WatcherSettings:
     from watcher import config
 
-    return config.load_watcher(args.config, os.environ).state_path
-
-
-def _open(path: Path) -> StateStore:
-    from watcher.stores.sqlite import StateStore
-
-    return StateStore.open(path)
+    return config.load_watcher(args.config, os.environ)
 
 
 def _now() -> datetime:
@@ -125,13 +118,12 @@ def _cmd_silence_add(args: argparse.Namespace) -> int:
     now = _now()
     try:
         silence = _silence(args, now)
-        path = _state_path(args)
+        settings = _state(args)
         _check_channel(args, silence.channel)
     except _Usage as exc:
         _error(str(exc))
         return EXIT_USAGE
-    with _open(path) as store:
-        silence_id = store.add_silence(silence, now=now)
+    silence_id = with_state(settings, lambda store: store.add_silence(silence, now=now))
     ends_at = silence.ends_at or now
     ends = format_duration((ends_at - now).total_seconds())
     sys.stdout.write(
@@ -141,12 +133,11 @@ def _cmd_silence_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_silence_list(args: argparse.Namespace) -> int:
-    path = _state_path(args)
+    settings = _state(args)
     now = _now()
     silences: list[Silence] = []
-    if path.exists():
-        with _open(path) as store:
-            silences = store.silences(now, include_ended=args.all)
+    if has_state(settings):
+        silences = with_state(settings, lambda store: store.silences(now, include_ended=args.all))
     if args.json:
         sys.stdout.write(json.dumps([_document(s, now) for s in silences], indent=2) + "\n")
         return EXIT_OK
@@ -204,11 +195,10 @@ def _cmd_silence_expire(args: argparse.Namespace) -> int:
     except ValueError:
         _error(f"ID: {for_terminal(args.id, 40)!r} is not a silence id (see `silence list`)")
         return EXIT_USAGE
-    path = _state_path(args)
+    settings = _state(args)
     expired = False
-    if path.exists():
-        with _open(path) as store:
-            expired = store.expire_silence(silence_id, now=_now())
+    if has_state(settings):
+        expired = with_state(settings, lambda store: store.expire_silence(silence_id, now=_now()))
     if not expired:
         _error(f"no silence {silence_id} in force (see `silence list --all`)")
         return EXIT_FAILED

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -24,7 +24,9 @@ from watcher.core.messages import format_duration
 from watcher.core.text import for_terminal, mask_url
 
 if TYPE_CHECKING:
+    from watcher.config import WatcherSettings
     from watcher.core.delivery import Delivery
+    from watcher.core.lease import Lease, Replica
     from watcher.core.model import JobSnapshot
     from watcher.core.silences import Silence
     from watcher.stores.history import Silenced
@@ -34,6 +36,8 @@ _SHOWN: Final = 500
 #: Silenced deliveries listed (all are counted): they pile up until `history_days` prunes them.
 SILENCED_SHOWN: Final = 20
 SILENCED_JSON: Final = 1000
+#: Replicas whose heartbeat is older than this are not listed (a lease check is every few s).
+REPLICAS_SEEN: Final = timedelta(minutes=5)
 
 
 @dataclass
@@ -49,6 +53,9 @@ class _State:
     silenced_count: int = 0
     silenced: list[Silenced] = field(default_factory=list)
     bad_rows: list[tuple[str, str]] = field(default_factory=list)
+    where: str = ""
+    lease: Lease | None = None
+    replicas: list[Replica] = field(default_factory=list)
 
     def job_conditions(self, key: str) -> list[Condition]:
         return [c for c in self.conditions if c.subject == key]
@@ -59,20 +66,24 @@ class _State:
         )
 
 
-def _read(path: Path, now: datetime, *, silenced_limit: int) -> _State:
-    from watcher.stores.sqlite import StateStore
+async def _read(settings: WatcherSettings, now: datetime, *, silenced_limit: int) -> _State:
+    from watcher import backends
+    from watcher.core.lease import POLLER
 
     state = _State()
-    with StateStore.open(
-        path, on_unreadable=lambda row, error: state.bad_rows.append((row, error))
+    async with backends.open_state(
+        settings, on_unreadable=lambda row, error: state.bad_rows.append((row, error))
     ) as store:
-        state.jobs = sorted(store.last_all().values(), key=lambda s: s.ref.key)
-        state.since = store.since_all()
-        state.polled = store.polled_all()
-        state.conditions = store.open_conditions()
-        state.undelivered = store.undelivered()
-        state.silences = store.silences(now)
-        state.silenced_count, state.silenced = store.silenced(limit=silenced_limit)
+        state.where = store.display
+        state.jobs = sorted((await store.last_all()).values(), key=lambda s: s.ref.key)
+        state.since = await store.since_all()
+        state.polled = await store.polled_all()
+        state.conditions = await store.open_conditions()
+        state.undelivered = await store.undelivered()
+        state.silences = await store.silences(now)
+        state.silenced_count, state.silenced = await store.silenced(limit=silenced_limit)
+        state.lease = await store.lease(POLLER)
+        state.replicas = await store.replicas(seen_within=REPLICAS_SEEN)
     return state
 
 
@@ -92,16 +103,19 @@ def _ago(value: datetime | None, now: datetime) -> str:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from watcher import config
+    from watcher.cli.common import _run_async
 
-    path = config.load_watcher(args.config, os.environ).state_path
+    settings = config.load_watcher(args.config, os.environ)
+    path = settings.state_path
     now = datetime.now(UTC)
-    if not path.exists():
+    if settings.state_url is None and not path.exists():
         if args.json:
-            sys.stdout.write(json.dumps(_document(path, _State(), now)) + "\n")
+            sys.stdout.write(json.dumps(_document(path, _State(where=str(path)), now)) + "\n")
         else:
             sys.stdout.write(f"no state yet at {path}\n")
         return EXIT_OK
-    state = _read(path, now, silenced_limit=SILENCED_JSON if args.json else SILENCED_SHOWN)
+    limit = SILENCED_JSON if args.json else SILENCED_SHOWN
+    state = _run_async(lambda: _read(settings, now, silenced_limit=limit))
     if args.json:
         sys.stdout.write(json.dumps(_document(path, state, now), indent=2) + "\n")
         return EXIT_OK
@@ -144,8 +158,24 @@ def _document(path: Path, state: _State, now: datetime) -> dict[str, object]:
         }
 
     return {
-        "state_path": str(path),
+        "state_path": state.where,
         "now": _iso(now),
+        "lease": None
+        if state.lease is None
+        else {
+            "holder": state.lease.holder,
+            "epoch": state.lease.epoch,
+            "expires_at": _iso(state.lease.expires_at),
+        },
+        "replicas": [
+            {
+                "holder": r.holder,
+                "role": r.role,
+                "started_at": _iso(r.started_at),
+                "seen_at": _iso(r.seen_at),
+            }
+            for r in state.replicas
+        ],
         "jobs": [job(s) for s in state.jobs],
         "conditions": [_condition(c) for c in state.conditions],
         "unreadable": [{"target": t, "error": e} for t, e in state.unreadable()],
@@ -196,9 +226,24 @@ def _document(path: Path, state: _State, now: datetime) -> dict[str, object]:
     }
 
 
+def _write_lease(state: _State, now: datetime) -> None:
+    """Who polls (the lease holder) and every replica seen lately, with its role."""
+    out = sys.stdout
+    lease = state.lease
+    if lease is not None:
+        left = (lease.expires_at - now).total_seconds()
+        until = f"expires in {format_duration(left) or '0s'}" if left > 0 else "expired"
+        holder = for_terminal(lease.holder, 200)
+        out.write(f"lease: {holder}, epoch {lease.epoch}, {until}\n")
+    for r in state.replicas:
+        name = for_terminal(r.holder, 200)
+        out.write(f"  replica {name}: {r.role}, seen {_ago(r.seen_at, now)} ago\n")
+
+
 def _write_status(path: Path, state: _State, now: datetime) -> None:
     out = sys.stdout
-    out.write(f"state: {path}\n")
+    out.write(f"state: {state.where or path}\n")
+    _write_lease(state, now)
     rows = []
     for s in state.jobs:
         since = state.since.get(s.ref.key)

@@ -42,6 +42,7 @@ from watcher.config.schema import (
     DEFAULT_CONFIG_NAMES,
     HEALTH_LISTEN_ENV,
     STATE_DIRECTORY_ENV,
+    STATE_URL_ENV,
     ChannelSettings,
     FireworksSettings,
     Settings,
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_CONFIG_NAMES",
     "HEALTH_LISTEN_ENV",
     "STATE_DIRECTORY_ENV",
+    "STATE_URL_ENV",
     "ChannelSettings",
     "FireworksSettings",
     "Settings",
@@ -302,7 +304,8 @@ def _credential_path(env: Mapping[str, str]) -> Path | None:
 def _watcher_table(table: Any, env: Mapping[str, str], origins: _Origins) -> Any:
     """Fill `[watcher]` defaults from the environment where the file leaves them out.
 
-    `state_path` from systemd's `$STATE_DIRECTORY`; `health_listen` from
+    `state_path` from systemd's `$STATE_DIRECTORY`; `state_url` from
+    `$FIREWORKS_WATCHER_STATE_URL`; `health_listen` from
     `$FIREWORKS_WATCHER_HEALTH_LISTEN` (the container image listens on every interface).
     """
     if not isinstance(table, Mapping):
@@ -312,6 +315,9 @@ def _watcher_table(table: Any, env: Mapping[str, str], origins: _Origins) -> Any
     if "state_path" not in out and state_directory:
         origins.env_default["watcher.state_path"] = STATE_DIRECTORY_ENV
         out["state_path"] = os.path.join(state_directory, "state.db")
+    if "state_url" not in out and env.get(STATE_URL_ENV, "").strip():
+        origins.env_default["watcher.state_url"] = STATE_URL_ENV
+        out["state_url"] = env[STATE_URL_ENV]
     if "health_listen" not in out and HEALTH_LISTEN_ENV in env:
         origins.env_default["watcher.health_listen"] = HEALTH_LISTEN_ENV
         out["health_listen"] = env[HEALTH_LISTEN_ENV]

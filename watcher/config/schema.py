@@ -9,7 +9,6 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -23,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from watcher.config.alerting import _digest, _duration, _group_by, _quiet_hours, _time_zone
 from watcher.config.templates import template
-from watcher.core.durations import parse_clock, parse_duration, parse_hours
 from watcher.core.errors import ConfigError
 from watcher.core.kinds import ALL_STATES, DEFAULT_BASE_URL, JobKind, short_state
 from watcher.core.model import JobRef
@@ -41,13 +40,14 @@ ACCOUNT_ENV: Final = "FIREWORKS_ACCOUNT_ID"
 API_KEY_ENV: Final = "FIREWORKS_API_KEY"
 BASE_URL_ENV: Final = "FIREWORKS_BASE_URL"
 STATE_DIRECTORY_ENV: Final = "STATE_DIRECTORY"  # set by systemd's StateDirectory=
+STATE_URL_ENV: Final = "FIREWORKS_WATCHER_STATE_URL"  # postgresql://... for several replicas
 HEALTH_LISTEN_ENV: Final = "FIREWORKS_WATCHER_HEALTH_LISTEN"  # e.g. 0.0.0.0:9464 in the image
 CREDENTIALS_DIRECTORY_ENV: Final = "CREDENTIALS_DIRECTORY"  # set by systemd's LoadCredential=
 #: The credential name the systemd unit loads the API key under.
 API_KEY_CREDENTIAL: Final = "fireworks_api_key"
 
 _TOP_LEVEL_KEYS: Final = ("fireworks", "watcher", "watch", "channel")
-_SECRET_KEYS: Final = frozenset({"urls", "api_key", "api_key_file"})
+_SECRET_KEYS: Final = frozenset({"urls", "api_key", "api_key_file", "state_url"})
 _MAX_KEY_FILE_BYTES: Final = 64 * 1024
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _RESOURCE_NAME = re.compile(r"accounts/([^/]+)/([^/]+)/([^/]+)")
@@ -100,6 +100,14 @@ def _secret_non_blank(value: SecretStr) -> SecretStr:
         msg = "must not be empty"
         raise ValueError(msg)
     return value
+
+
+def _state_url(value: SecretStr) -> SecretStr:
+    text = value.get_secret_value().strip()
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme not in ("postgresql", "postgres") or len(text) > 4096:
+        raise ValueError("must be a postgresql://user@host:port/database URL")
+    return SecretStr(text)
 
 
 def _listen_address(value: str) -> str:
@@ -157,50 +165,6 @@ def _state_name(value: str) -> str:
     return short
 
 
-def _duration(value: object) -> object:
-    # Seconds as a number, or "30m", "2h", "1d": the unit people think in for these keys.
-    if isinstance(value, str):
-        return parse_duration(value)
-    if isinstance(value, bool):
-        msg = "must be a duration"
-        raise ValueError(msg)  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
-    return value
-
-
-def _digest(value: str) -> str:
-    if value != "hourly":
-        try:
-            parse_clock(value)
-        except ValueError:
-            msg = 'must be "hourly" or a time of day like "09:00"'
-            raise ValueError(msg) from None
-    return value
-
-
-def _time_zone(value: str) -> str:
-    if value != "UTC":
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            msg = 'must be a time zone name like "Europe/Paris" or "UTC"'
-            raise ValueError(msg) from None
-    return value
-
-
-def _group_by(value: str) -> str:
-    if value not in ("job", "account"):
-        msg = 'must be "job" or "account"'
-        raise ValueError(msg)
-    return value
-
-
-def _quiet_hours(value: object) -> object:
-    if not isinstance(value, str):
-        msg = 'must be a range of hours like "22:00-07:00"'
-        raise ValueError(msg)  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
-    return parse_hours(value)
-
-
 # --- value types -------------------------------------------------------------------------------
 
 # Upper bounds: a value past them is a typo (or 1e12), not a wish, and would overflow the
@@ -251,6 +215,8 @@ class WatcherSettings(_Frozen):
     # A sanity bound (the API's own ceiling is 6,000 a minute for the whole account).
     max_requests_per_minute: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 60
     state_path: Annotated[Path, BeforeValidator(_path)] = Path("state.db")
+    # PostgreSQL instead of the state file, for several replicas (the password is a secret).
+    state_url: Annotated[SecretStr, Field(strict=False), AfterValidator(_state_url)] | None = None
     health_listen: Annotated[str, Field(strict=True), AfterValidator(_listen_address)] = (
         "127.0.0.1:9464"
     )

@@ -3,13 +3,12 @@
 `Watcher.poll_once()` is one poll cycle; the `Dispatcher` it owns sends what the cycles
 record, in its own task, so polling never waits for a channel. `run_once()` is one poll and
 one dispatch, waited for (the `once` command); `run_forever()` runs both tasks until asked to
-stop. The poller reaches the API, the store, the notifier and the metrics only through
+stop (see `runtime.replica`). The poller reaches the API, the store, the notifier and the metrics only through
 `watcher.ports`, so tests can hand it real adapters or small fakes alike.
 """
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -27,11 +26,13 @@ from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
 from watcher.core.schedule import PollSchedule
 from watcher.core.unreadable import UnreadableLedger
 from watcher.ports import Budget, NullObserver, Observer, Outbox, Sender, Source, StateRepo
+from watcher.runtime import replica
 from watcher.runtime.alerts import Alerts, own_troubles
 from watcher.runtime.clocks import StepNotice, monotonic, utcnow
 from watcher.runtime.dispatcher import Dispatcher, DispatchReport
 from watcher.runtime.fetcher import Fetcher, list_key
 from watcher.runtime.housekeeping import Housekeeping
+from watcher.runtime.leadership import Leadership
 from watcher.runtime.plan import CycleReport, WatchPlan
 
 log = structlog.get_logger("watcher")
@@ -338,6 +339,14 @@ class Watcher:
 
     # -- forever ---------------------------------------------------------------------------
 
+    @property
+    def budget(self) -> Budget | None:
+        return self._budget
+
+    def check_budget(self) -> None:
+        """Warn when a full cycle costs more than the request budget allows."""
+        self._fetcher.check_budget(self.plan)
+
     def cycle_cost(self) -> int:
         """Requests a full cycle costs, as far as the list lengths are known."""
         return self._fetcher.cycle_cost(self.plan)
@@ -366,6 +375,29 @@ class Watcher:
             # on; state is only written in whole transactions, so nothing half-done remains.
             log.exception("cycle.crashed")
 
+    def new_term(self) -> None:
+        """Forget what memory holds: another replica may have written since, so the next
+        cycle reloads it all from the store and polls every job (a term of leadership)."""
+        self._last = None
+        self._alerts = Alerts()
+        self._unreadable.runs.clear()
+        self._unreadable.recovered.clear()
+        self._schedule.force()
+
+    async def poll_forever(
+        self, *, on_cycle: Callable[[], None] | None = None, max_sleep: float | None = None
+    ) -> None:
+        """Poll cycle after cycle until cancelled; `on_cycle` after each, at most `max_sleep`
+        seconds apart."""
+        while True:
+            await self._poll_safely()
+            if on_cycle is not None:
+                on_cycle()
+            pause = self.next_poll()
+            with anyio.move_on_after(min(pause, max_sleep or pause)):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+
     async def run_forever(
         self,
         stop: anyio.Event,
@@ -373,44 +405,10 @@ class Watcher:
         grace: float = 5.0,
         on_cycle: Callable[[], None] | None = None,
         max_sleep: float | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
-        """Poll and dispatch, as two tasks, until `stop` is set.
-
-        The poll in progress at `stop` is abandoned (nothing is half-written: records are
-        transactions); sends in flight get up to `grace` seconds, then are left pending.
-
-        Args:
-            stop: set to stop.
-            grace: seconds in-flight sends may take after `stop`.
-            on_cycle: called after every poll cycle (systemd's READY and WATCHDOG pings).
-            max_sleep: the longest pause between cycles, so `on_cycle` keeps its beat.
-        """
-        await self.start()
-        log.info(
-            "watcher.started",
-            jobs=len(self.plan.refs),
-            discover=[str(k) for k in self.plan.discover],
-            channels=[c.name for c in self.plan.channels],
-            poll_interval=self.plan.poll_interval,
-            requests_per_cycle=self.cycle_cost(),
-            max_requests_per_minute=self._budget.per_minute if self._budget else None,
+        """Poll (while this replica leads, with `leadership`) and dispatch until `stop`;
+        see `runtime.replica.run`."""
+        await replica.run(
+            self, stop, grace=grace, on_cycle=on_cycle, max_sleep=max_sleep, leadership=leadership
         )
-        self._fetcher.check_budget(self.plan)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(functools.partial(self.dispatcher.run, stop, grace=grace))
-            with anyio.CancelScope() as polling:
-
-                async def stop_polling() -> None:
-                    await stop.wait()
-                    polling.cancel()
-
-                tg.start_soon(stop_polling)
-                while True:
-                    await self._poll_safely()
-                    if on_cycle is not None:
-                        on_cycle()
-                    pause = self.next_poll()
-                    with anyio.move_on_after(min(pause, max_sleep or pause)):
-                        await self._wake.wait()
-                    self._wake = anyio.Event()
-        log.info("watcher.stopped")

@@ -58,6 +58,8 @@ class AsyncStore:
             functools.partial(call, *args, **kwargs), limiter=self._limiter
         )
 
+    schema_version = StateStore.SCHEMA_VERSION
+
     @property
     def migrated_from(self) -> int:
         """The schema version the database had when opened."""

@@ -10,23 +10,16 @@ rendered at most once per `METRICS_MAX_AGE`, and labels come from bounded sets.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
-import anyio.abc
-import anyio.to_thread
 import prometheus_client
-import uvicorn
 from prometheus_client import CollectorRegistry
 
 from watcher.core import labels
-from watcher.core.errors import ListenError
+from watcher.core.lease import LEADER, Lease
 from watcher.ports import Report
 from watcher.web.metrics import MAX_JOB_SERIES, Metrics
 
@@ -39,7 +32,6 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: The shortest silence that makes the loop look stuck, however short the poll interval.
 MIN_LIVENESS_WINDOW = 60.0
 #: How long `serve_health` waits for uvicorn to report it is serving.
-STARTUP_TIMEOUT = 10.0
 #: Health connections served at once (probes and a scraper or two); beyond it, 503 at once.
 MAX_CONNECTIONS = 32
 BACKLOG = 64  # connections the kernel queues before they are accepted
@@ -95,6 +87,11 @@ class Health:
         self._oldest_pending: datetime | None = None
         self._unreadable: dict[str, str] = {}
         self._failures: list[str] = []  # see fail()
+        # The replica's role and the lease as last read (None: one process, no lease loop).
+        self._role: str | None = None
+        self._lease: Lease | None = None
+        self._lease_checked: datetime | None = None
+        self._lease_ok = True
         if registry is None:
             registry = CollectorRegistry()
             prometheus_client.ProcessCollector(registry=registry)
@@ -161,11 +158,28 @@ class Health:
         """A message to `channel` was silenced: `fireworks_watcher_silenced_total`."""
         self._metrics.silenced(channel)
 
+    def leadership(self, role: str, lease: Lease | None, *, reachable: bool) -> None:
+        """A lease check ended: `fireworks_watcher_leader`, `..._lease_epoch`, and /readyz."""
+        self._role, self._lease, self._lease_ok = role, lease, reachable
+        if reachable:
+            self._lease_checked = self._clock()
+        self._metrics.leader.set(1 if role == LEADER else 0)
+        self._metrics.lease_epoch.set(lease.epoch if lease is not None else 0)
+
     def warnings(self) -> list[str]:
-        """What /readyz says beside its verdict: the resources that cannot be read."""
-        return [
+        """What /readyz says beside its verdict: the replica's role and the lease holder,
+        then the resources that cannot be read."""
+        lines = []
+        if self._role is not None:
+            holder = f"{self._lease.holder} (epoch {self._lease.epoch})" if self._lease else "none"
+            lines += [f"role: {self._role}", f"lease holder: {holder}"]
+        return lines + [
             f"cannot read {target}: {error}" for target, error in sorted(self._unreadable.items())
         ]
+
+    def _standby(self) -> bool:
+        # A standby does not poll: its lease checks are what must keep happening.
+        return self._role is not None and self._role != LEADER
 
     # -- fed by the HTTP client and the composition root -----------------------------------
 
@@ -196,6 +210,11 @@ class Health:
     def liveness(self) -> tuple[bool, str]:
         """(alive, reason): alive while cycles keep finishing, or during the grace after start."""
         window = max(self._fresh_window(), MIN_LIVENESS_WINDOW)
+        if self._standby():
+            since = self._lease_checked or self._started_at
+            if (self._clock() - since).total_seconds() <= window:
+                return True, "ok"
+            return False, f"no lease check succeeded in the last {window:g} s"
         since = self._last_cycle or self._started_at
         if (self._clock() - since).total_seconds() <= window:
             return True, "ok"
@@ -205,7 +224,12 @@ class Health:
         """(ready, reasons): ready after a recent successful poll, with credentials and store fine."""
         reasons: list[str] = []
         window = self._fresh_window()
-        if self._last_success is None:
+        if self._standby():
+            checked = self._lease_checked
+            stale = checked is None or (self._clock() - checked).total_seconds() > window
+            if stale or not self._lease_ok:
+                reasons.append("cannot reach the state database for the lease")
+        elif self._last_success is None:
             reasons.append("no successful poll yet")
         elif (self._clock() - self._last_success).total_seconds() > window:
             reasons.append(f"no successful poll in the last {window:g} s")
@@ -284,107 +308,3 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 # -- serving ---------------------------------------------------------------------------------
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals alone (the daemon owns SIGINT and SIGTERM).
-
-    `ready` is set once it accepts connections, or once it has given up starting.
-    """
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """Start listening, then say so."""
-        await super().startup(sockets=sockets)
-        self.ready.set()
-
-    def run_here(self, sock: socket.socket) -> None:
-        """Serve on `sock` in this thread, with an event loop of its own, until told to exit."""
-        try:
-            self.run(sockets=[sock])
-        finally:
-            self.ready.set()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """Install no handlers (uvicorn's would swallow the daemon's signals and re-raise them)."""
-        yield
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on `host:port` (port 0 picks a free one)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must say TCP: asyncio sets TCP_NODELAY only on sockets whose proto is
-    # IPPROTO_TCP, and without it keep-alive answers stall on delayed ACKs.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-async def serve_health(
-    app: AsgiApp,
-    host: str,
-    port: int,
-    *,
-    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve `app` on `host:port` until cancelled, in a thread with its own event loop.
-
-    Meant for `await task_group.start(serve_health, app, host, port)`, which returns the
-    port actually bound (useful with port 0) once the server accepts connections.
-
-    However many clients it serves, the caller's tasks (the poller's deadlines) never queue
-    behind them; only the interpreter is shared, and a request's cost is bounded.
-
-    Raises:
-        ListenError: the address cannot be bound (in use, not local, ...), or the server did
-            not start.
-    """
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        sock = _listen(host, port)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ListenError(f"watcher.health_listen: cannot listen on {shown}: {reason}") from None
-    config = uvicorn.Config(
-        app,
-        interface="asgi3",
-        lifespan="off",
-        ws="none",
-        # Not "warning": uvicorn warns of every refused connection, a flood would fill the log.
-        log_level="error",
-        access_log=False,
-        # None keeps uvicorn from rewriting the process's logging configuration.
-        log_config=None,
-        server_header=False,
-        limit_concurrency=MAX_CONNECTIONS,
-        backlog=BACKLOG,
-        timeout_keep_alive=5,
-        # A scrape still in flight must not hold up the daemon's shutdown for long.
-        timeout_graceful_shutdown=1,
-    )
-    server = _Server(config)
-    thread = threading.Thread(target=server.run_here, args=(sock,), name="health", daemon=True)
-    try:
-        thread.start()
-        started = await anyio.to_thread.run_sync(server.ready.wait, STARTUP_TIMEOUT)
-        if not (started and server.started):
-            raise ListenError(f"watcher.health_listen: the server on {shown} did not start")
-        task_status.started(sock.getsockname()[1])
-        await anyio.sleep_forever()
-    finally:
-        server.should_exit = True
-        if thread.ident is not None:
-            with anyio.CancelScope(shield=True):
-                # uvicorn looks at `should_exit` every 0.1 s.
-                await anyio.to_thread.run_sync(thread.join, STARTUP_TIMEOUT)
-        sock.close()

@@ -111,6 +111,16 @@ class Metrics:
             ["channel"],
             registry=registry,
         )
+        self.leader = Gauge(
+            "fireworks_watcher_leader",
+            "1 while this replica holds the poller lease (polls), 0 while standby.",
+            registry=registry,
+        )
+        self.lease_epoch = Gauge(
+            "fireworks_watcher_lease_epoch",
+            "The poller lease's fencing epoch as this replica last read it (0: never read).",
+            registry=registry,
+        )
         self.job_state: Gauge | None = None
         if job_state_metrics:
             self.job_state = Gauge(

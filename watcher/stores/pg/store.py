@@ -13,11 +13,12 @@ from typing import Any, Self
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from watcher.core.errors import StoreError
 from watcher.stores.base import OnUnreadable, ignore
-from watcher.stores.pg.base import Connection, PgTables
+from watcher.stores.pg.base import Connection, PgTables, reason
 from watcher.stores.pg.digests import PgDigests
 from watcher.stores.pg.history import PgHistory
 from watcher.stores.pg.leases import PgLeases
@@ -42,6 +43,7 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
     #: Several replicas share the database: a claim left at start may be a live replica's.
     single_process = False
     migrated_from: int = 0
+    schema_version = SCHEMA_VERSION
 
     def __init__(self, pool: AsyncConnectionPool[Connection], *, display: str) -> None:
         self._pool = pool
@@ -67,7 +69,13 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
                 (`migrate=False`) needs a migration.
         """
         display = display_url(url)
-        options = "-c timezone=UTC" + (f" -c search_path={schema}" if schema else "")
+        try:
+            given = str(conninfo_to_dict(url).get("options") or "")
+        except psycopg.ProgrammingError as exc:
+            raise StoreError(f"cannot open state database {display}: {reason(exc)}") from None
+        # The URL's own options (`?options=-csearch_path%3Dwatcher`) are kept, then ours.
+        ours = "-c timezone=UTC" + (f" -c search_path={schema}" if schema else "")
+        options = f"{given} {ours}".strip()
         kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": CONNECT_TIMEOUT,

@@ -1,0 +1,51 @@
+"""The validators of the alerting keys: durations, digest times, time zones, quiet hours."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from watcher.core.durations import parse_clock, parse_duration, parse_hours
+
+
+def _duration(value: object) -> object:
+    # Seconds as a number, or "30m", "2h", "1d": the unit people think in for these keys.
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, bool):
+        msg = "must be a duration"
+        raise ValueError(msg)  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
+    return value
+
+
+def _digest(value: str) -> str:
+    if value != "hourly":
+        try:
+            parse_clock(value)
+        except ValueError:
+            msg = 'must be "hourly" or a time of day like "09:00"'
+            raise ValueError(msg) from None
+    return value
+
+
+def _time_zone(value: str) -> str:
+    if value != "UTC":
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = 'must be a time zone name like "Europe/Paris" or "UTC"'
+            raise ValueError(msg) from None
+    return value
+
+
+def _group_by(value: str) -> str:
+    if value not in ("job", "account"):
+        msg = 'must be "job" or "account"'
+        raise ValueError(msg)
+    return value
+
+
+def _quiet_hours(value: object) -> object:
+    if not isinstance(value, str):
+        msg = 'must be a range of hours like "22:00-07:00"'
+        raise ValueError(msg)  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
+    return parse_hours(value)
