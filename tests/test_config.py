@@ -7,7 +7,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -1006,7 +1006,10 @@ class TestStateUrl:
     """`watcher.state_url`: PostgreSQL for several replicas; a secret, from the file or
     `$FIREWORKS_WATCHER_STATE_URL`."""
 
-    BASE = {"fireworks": {"account_id": "acme"}, "watch": [{"kind": "sft", "jobs": ["a"]}]}
+    BASE: ClassVar[dict[str, Any]] = {
+        "fireworks": {"account_id": "acme"},
+        "watch": [{"kind": "sft", "jobs": ["a"]}],
+    }
 
     def test_absent_means_the_state_file(self) -> None:
         assert config.parse(self.BASE, {}).watcher.state_url is None
@@ -1016,7 +1019,8 @@ class TestStateUrl:
 
         url = config.parse(self.BASE, env).watcher.state_url
 
-        assert url is not None and url.get_secret_value() == "postgresql://w:pw@db:5432/watcher"
+        assert url is not None
+        assert url.get_secret_value() == "postgresql://w:pw@db:5432/watcher"
         assert "pw" not in repr(url)
 
     def test_the_file_wins_over_the_environment(self) -> None:
@@ -1025,7 +1029,8 @@ class TestStateUrl:
 
         url = config.parse(data, env).watcher.state_url
 
-        assert url is not None and url.get_secret_value() == "postgres://a@b/c"
+        assert url is not None
+        assert url.get_secret_value() == "postgres://a@b/c"
 
     @pytest.mark.parametrize(
         "value", ["mysql://u:hunter2@h/db", "hunter2", "", "sqlite:///hunter2.db", 5]
@@ -1037,5 +1042,6 @@ class TestStateUrl:
             config.parse(data, {})
 
         message = str(caught.value)
-        assert "watcher.state_url" in message and "\n" not in message
+        assert "watcher.state_url" in message
+        assert "\n" not in message
         assert "hunter2" not in message

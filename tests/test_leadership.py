@@ -51,8 +51,10 @@ async def test_one_of_two_replicas_leads(stores: OpenStore) -> None:
     await b.check()
 
     assert (a.role, a.epoch, b.role) == (LEADER, 1, STANDBY)
-    assert b.lease is not None and b.lease.holder == "a"
-    assert seen.checks[-1][0] == LEADER and seen.checks[-1][2] is True
+    assert b.lease is not None
+    assert b.lease.holder == "a"
+    assert seen.checks[-1][0] == LEADER
+    assert seen.checks[-1][2] is True
 
 
 async def test_a_frozen_leader_is_replaced_steps_down_and_writes_nothing(
@@ -95,7 +97,8 @@ async def test_losing_the_lease_ends_the_term(stores: OpenStore) -> None:
         with anyio.fail_after(5):
             await ended.wait()
 
-    assert a.role == STANDBY and b.role == LEADER
+    assert a.role == STANDBY
+    assert b.role == LEADER
 
 
 async def test_a_term_ends_by_itself_when_renewals_stop(any_store: Store) -> None:
