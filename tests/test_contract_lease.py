@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
 
+import anyio
+import anyio.from_thread
 import pytest
 
 from tests.backends import OpenStore, Store
 from watcher.core.errors import Fenced
-from watcher.core.lease import LEADER, POLLER, STANDBY
+from watcher.core.lease import LEADER, POLLER, STANDBY, Lease
 from watcher.core.model import JobKind, JobRef, JobSnapshot
+from watcher.stores.aio import AsyncStore
+from watcher.stores.pg.store import PgStore
 
 pytestmark = pytest.mark.anyio
 TTL = timedelta(seconds=30)
@@ -131,3 +137,88 @@ async def test_a_heartbeat_updates_the_role(any_store: Store) -> None:
     (replica,) = await any_store.replicas(seen_within=timedelta(minutes=1))
 
     assert replica.role == LEADER
+
+
+async def test_replicas_racing_for_an_expired_lease_give_it_to_exactly_one(
+    stores: OpenStore,
+) -> None:
+    """Five replicas on one database take the lease at the same moment: first when no one
+    ever held it, then, round after round, when it has expired. Each time exactly one holds
+    it, at exactly the next epoch, and the others see it held."""
+    racers = [await stores() for _ in range(5)]
+    for round_ in range(1, 7):
+        seen: dict[str, Lease] = {}
+
+        async def take(holder: str, store: Store, seen: dict[str, Lease] = seen) -> None:
+            seen[holder] = await store.acquire_lease(POLLER, holder, ttl=TTL)
+
+        async with anyio.create_task_group() as tg:
+            for i, store in enumerate(racers):
+                tg.start_soon(take, f"r{round_}-{i}", store)
+
+        winners = [holder for holder, lease in seen.items() if lease.held_by(holder)]
+        assert 1 == len(winners), seen
+        assert {(winners[0], round_)} == {(lease.holder, lease.epoch) for lease in seen.values()}
+        assert seen[winners[0]] == await racers[0].lease(POLLER)
+        await racers[0].release_lease(POLLER, winners[0])
+
+
+def hold_after_the_fence(
+    store: Store, monkeypatch: pytest.MonkeyPatch, inside: anyio.Event, go: anyio.Event
+) -> None:
+    """Make `store`'s writes stop right after their fence check (inside the transaction)
+    until `go` is set, having set `inside`."""
+    if isinstance(store, PgStore):
+        checked = store._check_fence
+
+        async def held(conn: Any) -> None:
+            await checked(conn)
+            inside.set()
+            await go.wait()
+
+        monkeypatch.setattr(store, "_check_fence", held)
+        return
+    assert isinstance(store, AsyncStore)
+    checked_sync = store.sync._check_fence
+
+    def held_sync(conn: Any) -> None:
+        checked_sync(conn)
+        anyio.from_thread.run_sync(inside.set)
+        anyio.from_thread.run(go.wait)
+
+    monkeypatch.setattr(store.sync, "_check_fence", held_sync)
+
+
+async def test_a_takeover_waits_for_a_write_under_the_old_epoch(
+    stores: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader's write has passed its fence check when a standby takes the (expired) lease:
+    the takeover waits for that write to end, so no write of the old epoch lands after the
+    new epoch began; the old leader's next write is refused."""
+    old, new = await stores(), await stores()
+    deposed = await old.acquire_lease(POLLER, "a", ttl=timedelta(0))
+    old.fence(deposed.epoch)
+    inside, go, done = anyio.Event(), anyio.Event(), anyio.Event()
+    hold_after_the_fence(old, monkeypatch, inside, go)
+    taken: list[Lease] = []
+
+    async def take_over() -> None:
+        taken.append(await new.acquire_lease(POLLER, "b", ttl=TTL))
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(old.record, [snapshot("during")], [], now=datetime.now(UTC)))
+        try:
+            await inside.wait()
+            tg.start_soon(take_over)
+            with anyio.move_on_after(0.5):
+                await done.wait()
+            assert [] == taken, "the takeover did not wait for the write holding the fence"
+        finally:
+            go.set()
+
+    assert [("b", 2)] == [(lease.holder, lease.epoch) for lease in taken]
+    assert {"sft/during"} == set(await new.last_all())
+    with pytest.raises(Fenced, match="epoch 2"):
+        await old.record([snapshot("after")], [], now=datetime.now(UTC))
+    assert {"sft/during"} == set(await new.last_all())

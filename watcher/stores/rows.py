@@ -312,7 +312,12 @@ def text(column: str, value: object) -> str:
 
 
 def when(column: str, value: object) -> datetime:
-    """The aware datetime in `value` (as `ts()` writes it); RowError naming `column` otherwise."""
+    """The aware datetime in `value`: text as `ts()` writes it (SQLite), or an aware datetime
+    (a PostgreSQL `timestamptz`); RowError naming `column` otherwise (a naive one too)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise RowError(f"{column}: {shown(value.isoformat())} has no time zone")
+        return value.astimezone(UTC)
     # The length check first: a megabyte of text is not worth parsing.
     if not isinstance(value, str) or len(value) > 40:
         raise RowError(f"{column}: {shown(value)} is not a timestamp")

@@ -4,10 +4,12 @@ rows (`PgStore` fills them in)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import anyio
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -16,6 +18,8 @@ from watcher.core.lease import POLLER
 from watcher.stores.base import OnUnreadable
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+#: Seconds the idle connections may take to be tested after one broke.
+CHECK_TIMEOUT = 2.0
 
 
 def clean(value: str) -> str:
@@ -38,15 +42,30 @@ class PgTables:
     async def _tx(self, action: str = "write") -> AsyncIterator[Connection]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with self._errors(action):
-            async with self._pool.connection() as conn, conn.transaction():
-                yield conn
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    yield conn
+            except psycopg.OperationalError:
+                await self._drop_broken()
+                raise
 
     @asynccontextmanager
     async def _conn(self, action: str = "read") -> AsyncIterator[Connection]:
         """A connection for reads (autocommit: each statement on its own)."""
         with self._errors(action):
-            async with self._pool.connection() as conn:
-                yield conn
+            try:
+                async with self._pool.connection() as conn:
+                    yield conn
+            except psycopg.OperationalError:
+                await self._drop_broken()
+                raise
+
+    async def _drop_broken(self) -> None:
+        """A connection broke (the server restarted, or cut it): test the idle ones at once
+        and replace the dead, so one failed call is the whole cost. (The pool's own check
+        before each use backs off 1, 2, 4 s per dead connection: seconds a leader lacks.)"""
+        with anyio.move_on_after(CHECK_TIMEOUT), contextlib.suppress(psycopg.Error, PoolTimeout):
+            await self._pool.check()
 
     def fence(self, epoch: int | None) -> None:
         """See `ports.StateRepo.fence`."""

@@ -1,9 +1,126 @@
-"""The leadership lease and heartbeats on PostgreSQL (to be written)."""
+"""The leadership lease and heartbeats on PostgreSQL, with the semantics of the SQLite
+reference (`stores.leases`) and one clock for every replica: the database server's
+(`clock_timestamp()`), so the hosts' clocks may disagree without two leaders.
+
+Taking the lease is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE` statement: the row is
+locked while it is decided, so of replicas racing for an expired lease exactly one gets it,
+at the next epoch, and the others see it held. A poll's write holds the row `FOR SHARE`
+(`PgTables._check_fence`), so a takeover waits for a write under the old epoch to end.
+"""
 
 from __future__ import annotations
 
-from watcher.stores.pg.base import PgTables
+from datetime import datetime, timedelta
+
+from watcher.core.errors import StoreError
+from watcher.core.lease import Lease, Replica
+from watcher.stores.pg.base import PgTables, clean
+from watcher.stores.rows import RowError, shown, text, when
+
+_LEASE_COLUMNS = "name, holder, epoch, expires_at, renewed_at"
+
+# The holder renews (same epoch, even after its expiry, as on SQLite); anyone else takes an
+# expired lease at the next epoch; a live lease of another holder is left as it is (then no
+# row is returned). The WHERE is evaluated on the row as locked, after any racer committed.
+_ACQUIRE = (
+    "WITH clock AS (SELECT clock_timestamp() AS now) "
+    "INSERT INTO leases AS l (name, holder, epoch, expires_at, renewed_at) "
+    "SELECT %(name)s, %(holder)s, 1, now + %(ttl)s, now FROM clock "
+    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+    "epoch = l.epoch + CASE WHEN l.holder = excluded.holder THEN 0 ELSE 1 END, "
+    "expires_at = excluded.expires_at, renewed_at = excluded.renewed_at "
+    "WHERE l.holder = excluded.holder OR l.expires_at <= clock_timestamp() "
+    f"RETURNING {_LEASE_COLUMNS}"
+)
 
 
 class PgLeases(PgTables):
     """acquire_lease, release_lease, lease, beat, replicas."""
+
+    async def acquire_lease(self, name: str, holder: str, *, ttl: timedelta) -> Lease:
+        """See `ports.Leases.acquire_lease`."""
+        params = {"name": clean(name), "holder": clean(holder), "ttl": ttl}
+        async with self._tx() as conn:
+            cursor = await conn.execute(_ACQUIRE, params)
+            row = await cursor.fetchone()
+            if row is None:
+                cursor = await conn.execute(
+                    f"SELECT {_LEASE_COLUMNS} FROM leases WHERE name = %s", (params["name"],)
+                )
+                row = await cursor.fetchone()
+        if row is None:  # deleted between the two statements: nobody holds it
+            raise StoreError(f"cannot read the lease {shown(name)}: its row was deleted")
+        return _lease(row)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """See `ports.Leases.release_lease`."""
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE leases SET expires_at = clock_timestamp() WHERE name = %s AND holder = %s",
+                (clean(name), clean(holder)),
+            )
+
+    async def lease(self, name: str) -> Lease | None:
+        """The lease row, or None when no replica ever took it."""
+        async with self._conn() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_LEASE_COLUMNS} FROM leases WHERE name = %s", (clean(name),)
+            )
+            row = await cursor.fetchone()
+        return None if row is None else _lease(row)
+
+    async def beat(self, holder: str, *, role: str, started_at: datetime) -> None:
+        """See `ports.Leases.beat`."""
+        if started_at.utcoffset() is None:
+            raise StoreError(f"cannot write state database {self.display}: naive started_at")
+        async with self._tx() as conn:
+            await conn.execute(
+                "INSERT INTO replicas (holder, role, started_at, seen_at) "
+                "VALUES (%s, %s, %s, clock_timestamp()) "
+                "ON CONFLICT (holder) DO UPDATE SET role = excluded.role, "
+                "seen_at = excluded.seen_at",
+                (clean(holder), clean(role), started_at),
+            )
+
+    async def replicas(self, *, seen_within: timedelta) -> list[Replica]:
+        """See `ports.Leases.replicas`."""
+        async with self._conn() as conn:
+            # Ordered by the characters (COLLATE "C"), as SQLite orders them.
+            cursor = await conn.execute(
+                "SELECT holder, role, started_at, seen_at FROM replicas "
+                "WHERE seen_at >= clock_timestamp() - %s "
+                "ORDER BY role <> 'leader', holder COLLATE \"C\"",
+                (seen_within,),
+            )
+            rows = await cursor.fetchall()
+        found: list[Replica] = []
+        for holder, role, started_at, seen_at in rows:
+            try:
+                found.append(
+                    Replica(
+                        text("replicas.holder", holder),
+                        text("replicas.role", role),
+                        when("replicas.started_at", started_at),
+                        when("replicas.seen_at", seen_at),
+                    )
+                )
+            except RowError as exc:
+                self._on_unreadable(f"replicas {shown(holder)}", str(exc))
+        return found
+
+
+def _lease(row: tuple[object, ...]) -> Lease:
+    # A lease that cannot be read decides nothing: the replica stays standby, and says why.
+    name, holder, epoch, expires_at, renewed_at = row
+    try:
+        if isinstance(epoch, bool) or not isinstance(epoch, int):
+            raise RowError(f"leases.epoch: {shown(epoch)} is not a count")
+        return Lease(
+            text("leases.name", name),
+            text("leases.holder", holder),
+            epoch,
+            when("leases.expires_at", expires_at),
+            when("leases.renewed_at", renewed_at),
+        )
+    except RowError as exc:
+        raise StoreError(f"cannot read the lease {shown(name)}: {exc}") from None

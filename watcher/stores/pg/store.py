@@ -2,9 +2,9 @@
 
 The same ports and the same guarantees as the SQLite store (`stores.aio.AsyncStore`), proved
 by one contract suite (`tests/test_store_contract*.py`) run on both. Native async: psycopg 3
-through a `psycopg_pool.AsyncConnectionPool` whose connections are checked before use, so a
-connection cut by the server (`pg_terminate_backend`, a restart) costs one failed call, not
-the daemon. Errors leave as one-line `StoreError`s naming the database without its password.
+through a `psycopg_pool.AsyncConnectionPool`; a connection cut by the server
+(`pg_terminate_backend`, a restart) costs one failed call (then the idle ones are tested and
+the dead replaced at once: `PgTables._drop_broken`), not the daemon. Errors leave as one-line `StoreError`s naming the database without its password.
 """
 
 from __future__ import annotations
@@ -88,7 +88,6 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
             kwargs=kwargs,
             open=False,
             timeout=POOL_TIMEOUT,
-            check=AsyncConnectionPool.check_connection,
             name="fireworks-watcher",
         )
         store = cls(pool, display=display)

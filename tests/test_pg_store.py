@@ -1,0 +1,278 @@
+"""What only the PostgreSQL store has: a password in its URL, a server that may refuse or
+be unreachable, schema migrations shared by replicas, connections the server may cut, and
+the storing of text PostgreSQL cannot hold (NUL)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import psycopg
+import pytest
+from psycopg import sql
+
+from watcher.core.delivery import Event, OutboxEntry
+from watcher.core.errors import StoreError
+from watcher.core.model import JobKind, JobRef, JobSnapshot
+from watcher.stores.pg.schema import SCHEMA_VERSION
+from watcher.stores.pg.store import PgStore
+from watcher.stores.rows import RowError, when
+
+pytestmark = pytest.mark.anyio
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def schema(pg_dsn: str) -> AsyncIterator[str]:
+    """An empty schema of this test's own, dropped afterwards."""
+    name = f"test_{secrets.token_hex(4)}"
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+        try:
+            yield name
+        finally:
+            await conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+async def store(pg_dsn: str, schema: str) -> AsyncIterator[PgStore]:
+    """A store on this test's schema, closed afterwards."""
+    async with await PgStore.open(pg_dsn, schema=schema) as opened:
+        yield opened
+
+
+def with_netloc(dsn: str, *, password: str | None = None, port: int | None = None) -> str:
+    """`dsn` with another password or port."""
+    parts = urlsplit(dsn)
+    user = parts.username or ""
+    secret = parts.password if password is None else password
+    where = f"{parts.hostname}:{parts.port if port is None else port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:{secret}@{where}"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestSecrets:
+    async def test_a_wrong_password_is_one_line_naming_the_host(self, pg_dsn: str) -> None:
+        """The server refuses; the error says so on one line, names the host and user, and
+        holds neither the password tried nor the real one."""
+        wrong = "Wr0ng-hunter2-pw"
+
+        with pytest.raises(StoreError) as caught:
+            await PgStore.open(with_netloc(pg_dsn, password=wrong))
+
+        message = str(caught.value)
+        assert "\n" not in message
+        assert "127.0.0.1" in message
+        assert "password authentication failed" in message
+        assert wrong not in message
+        assert str(urlsplit(pg_dsn).password) not in message
+
+    async def test_an_unreachable_server_is_one_line_naming_the_host(self, pg_dsn: str) -> None:
+        dsn = with_netloc(pg_dsn, port=free_port())
+
+        with pytest.raises(StoreError) as caught:
+            await PgStore.open(dsn)
+
+        message = str(caught.value)
+        assert "\n" not in message
+        assert f"127.0.0.1:{urlsplit(dsn).port}" in message
+        assert str(urlsplit(pg_dsn).password) not in message
+
+    async def test_display_shows_no_password(self, store: PgStore, pg_dsn: str) -> None:
+        password = str(urlsplit(pg_dsn).password)
+
+        assert password not in store.display
+        assert store.display.startswith("postgresql://watcher@127.0.0.1:")
+
+
+class TestMigrations:
+    async def test_migrate_false_refuses_an_empty_schema(self, pg_dsn: str, schema: str) -> None:
+        with pytest.raises(StoreError, match="run `fireworks-watcher migrate`"):
+            await PgStore.open(pg_dsn, schema=schema, migrate=False)
+
+        async with await PgStore.open(pg_dsn, schema=schema) as migrated:
+            assert 0 == migrated.migrated_from
+        async with await PgStore.open(pg_dsn, schema=schema, migrate=False) as current:
+            assert SCHEMA_VERSION == current.migrated_from
+
+    async def test_replicas_opening_together_migrate_once(self, pg_dsn: str, schema: str) -> None:
+        """Three replicas start at once on an empty schema: one migrates, the others find
+        it done (the advisory lock), and each version is applied once."""
+        opened: list[PgStore] = []
+
+        async def open_one() -> None:
+            opened.append(await PgStore.open(pg_dsn, schema=schema))
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(open_one)
+            async with opened[0]._conn() as conn:
+                cursor = await conn.execute(
+                    "SELECT version, count(*) FROM schema_migrations GROUP BY version "
+                    "ORDER BY version"
+                )
+                rows = await cursor.fetchall()
+        finally:
+            for each in opened:
+                await each.aclose()
+
+        assert [(v, 1) for v in range(1, SCHEMA_VERSION + 1)] == rows
+        assert [0, SCHEMA_VERSION, SCHEMA_VERSION] == sorted(s.migrated_from for s in opened)
+
+
+class TestConnections:
+    @pytest.mark.parametrize("pool_size", [1, 3])
+    async def test_a_killed_connection_costs_at_most_one_call(
+        self, pg_dsn: str, schema: str, pool_size: int
+    ) -> None:
+        """The server ends every connection of the pool (pg_terminate_backend, as a restart
+        or a failover would): at most the next call fails, as a StoreError, and the pool
+        then hands out fresh connections."""
+        snapshot = JobSnapshot(ref=JobRef(JobKind.SFT, "a"), account_id="acme", state="RUNNING")
+        async with await PgStore.open(pg_dsn, schema=schema, pool_size=pool_size) as store:
+            await store.record([snapshot], [], now=T0)
+            pids = await pool_pids(store, pool_size)
+            await terminate(pg_dsn, pids)
+
+            failures: list[str] = []
+            for _ in range(3):
+                try:
+                    assert {"sft/a": snapshot} == await store.last_all()
+                except StoreError as exc:
+                    failures.append(str(exc))
+
+            assert len(failures) <= 1, failures
+            assert all("\n" not in f and "127.0.0.1" in f for f in failures)
+            assert set(pids).isdisjoint(await pool_pids(store, pool_size))
+            await store.record([snapshot], [], now=T0 + timedelta(seconds=1))
+
+
+async def pool_pids(store: PgStore, size: int) -> list[int]:
+    """The server processes behind every connection of the store's pool (all held at once,
+    so each is a different one)."""
+    pids: list[int] = []
+
+    async def hold(got: anyio.Event, release: anyio.Event) -> None:
+        async with store._conn() as conn:
+            row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+            assert row is not None
+            pids.append(int(row[0]))
+            got.set()
+            await release.wait()
+
+    release = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        for _ in range(size):
+            got = anyio.Event()
+            tg.start_soon(hold, got, release)
+            await got.wait()
+        release.set()
+    return pids
+
+
+async def terminate(dsn: str, pids: list[int]) -> None:
+    """End the server processes `pids`, waiting (up to 5 s each) until each is gone."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT bool_and(pg_terminate_backend(pid, 5000)) FROM unnest(%s::int[]) AS pid",
+            (pids,),
+        )
+        assert (True,) == await cursor.fetchone()
+
+
+class TestText:
+    async def test_nul_is_stored_as_u_fffd_everywhere(self, store: PgStore) -> None:
+        """A NUL from the API in a snapshot, an event's fields and an entry's text is stored
+        (PostgreSQL's text and jsonb refuse it) as U+FFFD."""
+        ev = Event("sft/a", "RUNNING", "FAILED", T0, (("message", "x\x00y"),))
+        entry = OutboxEntry(
+            "sft/a", "team", "k", "json://h", "t\x00", "b\x00", "RUNNING", "FAILED", T0, ev
+        )
+        hostile = JobSnapshot(
+            ref=JobRef(JobKind.SFT, "a"), account_id="acme", state="FAILED", reason="r\x00"
+        )
+
+        await store.record([hostile], [entry], now=T0)
+
+        async with store._conn() as conn:
+            fields = await (await conn.execute("SELECT fields->>'message' FROM events")).fetchone()
+            texts = await (await conn.execute("SELECT title, body FROM outbox")).fetchone()
+        assert ("x\ufffdy",) == fields
+        assert ("t\ufffd", "b\ufffd") == texts
+        assert "r\ufffd" == (await store.last_all())["sft/a"].reason
+
+    async def test_each_entry_points_at_its_own_event(self, store: PgStore) -> None:
+        """Events are inserted in one batch; each outbox row gets the id of its own event."""
+        events = [
+            Event(f"sft/{i}", "RUNNING", state, T0, (("n", str(i)),))
+            for i, state in enumerate(["COMPLETED", "FAILED", "CANCELLED", "DELETED"])
+        ]
+        entries = [
+            OutboxEntry(
+                ev.job_key, channel, "k", "json://h", "", "", "RUNNING", ev.new_state, T0, ev
+            )
+            for ev in reversed(events)
+            for channel in ("one", "two")
+        ]
+
+        await store.record([], entries, now=T0, events=[events[2]])
+
+        async with store._conn() as conn:
+            cursor = await conn.execute(
+                "SELECT o.job_key, o.new_state, e.job_key, e.new_state, e.fields->>'n' "
+                "FROM outbox AS o JOIN events AS e ON e.id = o.event_id ORDER BY o.id"
+            )
+            rows = await cursor.fetchall()
+        assert [
+            (ev.job_key, ev.new_state, ev.job_key, ev.new_state, ev.job_key[4:])
+            for ev in reversed(events)
+            for _ in range(2)
+        ] == rows
+
+    async def test_last_reads_one_job(self, store: PgStore) -> None:
+        ref = JobRef(JobKind.SFT, "a")
+        await store.record([JobSnapshot(ref=ref, account_id="acme", state="RUNNING")], [], now=T0)
+
+        found = await store.last(ref)
+
+        assert found is not None
+        assert "RUNNING" == found.state
+        assert await store.last(JobRef(JobKind.SFT, "b")) is None
+
+    async def test_an_unreadable_snapshot_costs_only_its_row(
+        self, pg_dsn: str, schema: str
+    ) -> None:
+        """A jobs row whose JSON is not a snapshot (written by hand) is skipped and told."""
+        told: list[tuple[str, str]] = []
+        async with await PgStore.open(
+            pg_dsn, schema=schema, on_unreadable=lambda where, why: told.append((where, why))
+        ) as store:
+            good = JobSnapshot(ref=JobRef(JobKind.SFT, "a"), account_id="acme", state="RUNNING")
+            await store.record([good], [], now=T0)
+            async with store._conn() as conn:
+                await conn.execute(
+                    "INSERT INTO jobs (job_key, snapshot, updated_at) "
+                    "VALUES ('sft/bad', '[1, 2]', now())"
+                )
+
+            assert {"sft/a": good} == await store.last_all()
+        assert [where for where, _ in told] == ["jobs 'sft/bad'"]
+
+
+class TestWhen:
+    async def test_an_aware_datetime_is_a_time(self) -> None:
+        assert T0 == when("c", T0.astimezone())
+
+    async def test_a_naive_datetime_is_refused(self) -> None:
+        with pytest.raises(RowError, match=r"c: .* has no time zone"):
+            when("c", T0.replace(tzinfo=None))
