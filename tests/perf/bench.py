@@ -71,7 +71,17 @@ from watcher.web.health import Health
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "sim-account"
 KEY = "sim-key"
-MODES: tuple[str, ...] = ("discover", "explicit", "naive")
+MODES: tuple[str, ...] = ("discover", "discover-pg", "explicit", "naive")
+#: Where `discover-pg` finds PostgreSQL (`.ci/postgres` prints it); without it that mode is
+#: left out of the default modes.
+PG_DSN_ENV = "FIREWORKS_WATCHER_TEST_PG_DSN"
+
+
+def default_modes() -> list[str]:
+    """Every mode; `discover-pg` only when a PostgreSQL DSN is given."""
+    return [m for m in MODES if m != "discover-pg" or os.environ.get(PG_DSN_ENV)]
+
+
 DEFAULT_NS: tuple[int, ...] = (100, 1000, 10_000)
 #: Every notification names its job, its new state and the change's unique token.
 BODY = "{job_id}|{new_state}|{status_message}"
@@ -460,16 +470,19 @@ def _maxrss_kib() -> int:
 def _settings(opts: WorkerOptions) -> config.Settings:
     """The watcher's settings for this worker, through the real config parser."""
     watch: dict[str, Any] = {"kind": "dpo"}
-    if opts.mode == "discover":
+    if opts.mode.startswith("discover"):
         watch["discover"] = True
     else:
         watch["jobs"] = job_ids(opts.n)
+    state: dict[str, str] = {"state_path": str(opts.state_dir / "state.db")}
+    if opts.mode == "discover-pg":
+        state = {"state_url": _pg_url(opts)}
     data = {
         "fireworks": {"account_id": ACCOUNT, "base_url": opts.url},
         "watcher": {
             "poll_interval": opts.interval,
             "max_requests_per_minute": opts.max_rpm,
-            "state_path": str(opts.state_dir / "state.db"),
+            **state,
             "health_listen": "",
         },
         "watch": [watch],
@@ -696,6 +709,34 @@ def _naive_latency(opts: WorkerOptions) -> None:
     _emit("result", cycles=cycles, maxrss_kib=_maxrss_kib())
 
 
+def _pg_schema(opts: WorkerOptions) -> str:
+    return "bench_" + re.sub(r"[^a-z0-9]", "_", opts.state_dir.name.lower())
+
+
+def _pg_url(opts: WorkerOptions) -> str:
+    """The worker's own schema of the PostgreSQL database, as a `state_url`."""
+    dsn = os.environ[PG_DSN_ENV]
+    sep = "&" if "?" in dsn else "?"
+    return f"{dsn}{sep}options=-csearch_path%3D{_pg_schema(opts)}"
+
+
+@contextmanager
+def _pg_schema_for(opts: WorkerOptions) -> Iterator[None]:
+    """A fresh PostgreSQL schema for a `discover-pg` worker, dropped when it is done."""
+    if opts.mode != "discover-pg":
+        yield
+        return
+    import psycopg
+
+    schema = _pg_schema(opts)
+    with psycopg.connect(os.environ[PG_DSN_ENV], autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")  # a name of [a-z0-9_] only
+        try:
+            yield
+        finally:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def worker_main(opts: WorkerOptions) -> int:
     """Run one measurement in this process and report it as JSON lines on stdout."""
     # Logs go to stderr (the parent keeps them in a file); stdout carries the results.
@@ -703,7 +744,8 @@ def worker_main(opts: WorkerOptions) -> int:
     if opts.mode == "naive":
         (_naive_latency if opts.latency else _naive_cycles)(opts)
     else:
-        anyio.run(_watcher_latency if opts.latency else _watcher_cycles, opts)
+        with _pg_schema_for(opts):
+            anyio.run(_watcher_latency if opts.latency else _watcher_cycles, opts)
     return 0
 
 
@@ -723,7 +765,10 @@ def _finite(value: Any) -> Any:
 
 def _child_env() -> dict[str, str]:
     # A real key or account in the environment must never reach the simulator or a worker.
-    return {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    # The test database's DSN is the one exception: `discover-pg` workers need it.
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_") or k == PG_DSN_ENV
+    }
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -1166,7 +1211,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cycles", type=int, default=5, help="measured cycles (default 5)")
     parser.add_argument(
-        "--modes", nargs="+", choices=MODES, default=list(MODES), help="modes (default all)"
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        default=default_modes(),
+        help=f"modes (default all; discover-pg when ${PG_DSN_ENV} is set)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="a short latency phase (5 changes); for CI"

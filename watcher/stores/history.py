@@ -22,6 +22,13 @@ from watcher.stores.rows import RowError, event_row, shown, text, ts, when
 MAX_HISTORY: Final = 10_000
 #: Event ids per `IN (...)` query (well under SQLite's limit of bound parameters).
 _CHUNK: Final = 500
+#: The columns `trace_row` (after the first two) and `silenced_row` decode (both backends).
+TRACE_COLUMNS: Final = (
+    "id, event_id, channel, url_display, status, delivered_at, attempts, last_error, silence_id"
+)
+SILENCED_COLUMNS: Final = (
+    "id, job_key, channel, url_display, old_state, new_state, created_at, silence_id"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,14 +110,14 @@ class HistoryTable(Tables):
         for start in range(0, len(event_ids), _CHUNK):
             chunk = event_ids[start : start + _CHUNK]
             rows = self._conn.execute(
-                "SELECT id, event_id, channel, url_display, status, delivered_at, attempts, "
-                f"last_error, silence_id FROM outbox WHERE event_id IN ({', '.join('?' * len(chunk))}) "
+                f"SELECT {TRACE_COLUMNS} FROM outbox "
+                f"WHERE event_id IN ({', '.join('?' * len(chunk))}) "
                 "ORDER BY id",
                 chunk,
             ).fetchall()
             for id_, event_id, *rest in rows:
                 try:
-                    found.setdefault(event_id, []).append(_trace(rest))
+                    found.setdefault(event_id, []).append(trace_row(rest))
                 except RowError as exc:
                     self._on_unreadable(f"outbox {shown(id_)}", str(exc))
         return found
@@ -122,27 +129,15 @@ class HistoryTable(Tables):
                 "SELECT COUNT(*) FROM outbox WHERE status = ?", (SILENCED,)
             ).fetchone()
             rows = self._conn.execute(
-                "SELECT id, job_key, channel, url_display, old_state, new_state, created_at, "
-                "silence_id FROM outbox WHERE status = ? ORDER BY id DESC LIMIT ?",
+                f"SELECT {SILENCED_COLUMNS} FROM outbox WHERE status = ? ORDER BY id DESC LIMIT ?",
                 (SILENCED, limit),
             ).fetchall()
         found: list[Silenced] = []
-        for id_, job_key, channel, url_display, old, new, created_at, silence_id in rows:
+        for row in rows:
             try:
-                found.append(
-                    Silenced(
-                        id=id_,
-                        job_key=text("outbox.job_key", job_key),
-                        channel=text("outbox.channel", channel),
-                        url_display=text("outbox.url_display", url_display),
-                        old_state=text("outbox.old_state", old),
-                        new_state=text("outbox.new_state", new),
-                        created_at=when("outbox.created_at", created_at),
-                        silence_id=_silence_id(silence_id),
-                    )
-                )
+                found.append(silenced_row(row))
             except RowError as exc:
-                self._on_unreadable(f"outbox {shown(id_)}", str(exc))
+                self._on_unreadable(f"outbox {shown(row[0])}", str(exc))
         return int(count), found
 
     def prune_history(self, before: datetime) -> tuple[int, int]:
@@ -175,7 +170,25 @@ def _predicate(job: Callable[[str], bool]) -> Callable[[object], int]:
     return accepts
 
 
-def _trace(row: Sequence[object]) -> Trace:
+def silenced_row(row: Sequence[object]) -> Silenced:
+    """A silenced delivery from its row (`SILENCED_COLUMNS`), every column checked."""
+    id_, job_key, channel, url_display, old, new, created_at, silence_id = row
+    if isinstance(id_, bool) or not isinstance(id_, int):
+        raise RowError(f"outbox.id: {shown(id_)} is not an id")
+    return Silenced(
+        id=id_,
+        job_key=text("outbox.job_key", job_key),
+        channel=text("outbox.channel", channel),
+        url_display=text("outbox.url_display", url_display),
+        old_state=text("outbox.old_state", old),
+        new_state=text("outbox.new_state", new),
+        created_at=when("outbox.created_at", created_at),
+        silence_id=silence_ref(silence_id),
+    )
+
+
+def trace_row(row: Sequence[object]) -> Trace:
+    """A delivery of an event from its row (`TRACE_COLUMNS` after the first two)."""
     channel, url_display, status, delivered_at, attempts, last_error, silence_id = row
     if isinstance(attempts, bool) or not isinstance(attempts, int):
         raise RowError(f"outbox.attempts: {shown(attempts)} is not a count")
@@ -186,11 +199,12 @@ def _trace(row: Sequence[object]) -> Trace:
         delivered_at=None if delivered_at is None else when("outbox.delivered_at", delivered_at),
         attempts=attempts,
         last_error=text("outbox.last_error", last_error),
-        silence_id=_silence_id(silence_id),
+        silence_id=silence_ref(silence_id),
     )
 
 
-def _silence_id(value: object) -> int | None:
+def silence_ref(value: object) -> int | None:
+    """An outbox row's silence id (None when no silence muted it)."""
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise RowError(f"outbox.silence_id: {shown(value)} is not an id")

@@ -55,7 +55,7 @@ class SilenceTable(Tables):
             if cursor.rowcount == 0:
                 return False
             row = conn.execute(f"SELECT {_COLUMNS} FROM silences WHERE id = ?", (silence_id,))
-            _history(conn, "expired", silence_id, _silence(row.fetchone()), now)
+            _history(conn, "expired", silence_id, silence_row(row.fetchone()), now)
         return True
 
     def silences(self, now: datetime, *, include_ended: bool = False) -> list[Silence]:
@@ -71,13 +71,14 @@ class SilenceTable(Tables):
         found: list[Silence] = []
         for row in rows:
             try:
-                found.append(_silence(row))
+                found.append(silence_row(row))
             except RowError as exc:
                 self._on_unreadable(f"silences {shown(row[0])}", str(exc))
         return found
 
 
-def _silence(row: tuple[object, ...]) -> Silence:
+def silence_row(row: tuple[object, ...]) -> Silence:
+    """A silence from its row (`_COLUMNS`), every column checked (both backends)."""
     id_, job, kind, state, channel, comment, created_at, ends_at, expired_at = row
     if not isinstance(id_, int):
         raise RowError(f"silences.id: {shown(id_)} is not an id")
@@ -97,6 +98,21 @@ def _silence(row: tuple[object, ...]) -> Silence:
 def _history(
     conn: sqlite3.Connection, action: str, silence_id: int, silence: Silence, now: datetime
 ) -> None:
+    conn.execute(
+        "INSERT INTO events (job_key, old_state, new_state, observed_at, notice, fields, kind) "
+        "VALUES (?, '', ?, ?, 1, ?, ?)",
+        (
+            SILENCE_KEY,
+            action.upper(),
+            ts(now),
+            history_fields(action, silence_id, silence),
+            SILENCE_EVENT,
+        ),
+    )
+
+
+def history_fields(action: str, silence_id: int, silence: Silence) -> str:
+    """The fields (JSON) of the history event of a silence added or expired (both backends)."""
     fields = {
         "action": action,
         "silence_id": str(silence_id),
@@ -107,14 +123,4 @@ def _history(
         "comment": silence.comment,
         "ends_at": ts(silence.ends_at) if silence.ends_at else "",
     }
-    conn.execute(
-        "INSERT INTO events (job_key, old_state, new_state, observed_at, notice, fields, kind) "
-        "VALUES (?, '', ?, ?, 1, ?, ?)",
-        (
-            SILENCE_KEY,
-            action.upper(),
-            ts(now),
-            json.dumps(fields, ensure_ascii=False, sort_keys=True),
-            SILENCE_EVENT,
-        ),
-    )
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True)
