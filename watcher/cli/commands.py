@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     from watcher.config import Settings
     from watcher.runtime.plan import WatchPlan
 
-from watcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _error, _load, _run_async
+from watcher.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    _error,
+    _load,
+    _run_async,
+    state_where,
+)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -80,7 +88,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     out.write(f", discover: {', '.join(plan.discover)}\n" if plan.discover else "\n")
     out.write(f"  poll every {plan.poll_interval:g} s, ")
     out.write(f"outcome states every {plan.terminal_poll_interval:g} s\n")
-    out.write(f"  state: {settings.watcher.state_path}\n")
+    out.write(f"  state: {state_where(settings.watcher)}\n")
     for channel in plan.channels:
         out.write(f"  channel {channel.name}:\n")
         out.writelines(f"    {target.url_display}\n" for target in channel.targets)

@@ -1,0 +1,233 @@
+"""Several real daemons on one PostgreSQL database, against the simulator and a real receiver:
+one polls, every transition is announced once, a killed leader is replaced and a stopped one
+hands over at once; `status` shows the lease and the replicas; `migrate` and `--no-migrate`;
+the database password appears nowhere.
+
+(`tests/chaos.py` is the long version: 100 kills, freezes, cut connections, a restart.)
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from fireworks_sim import Simulator
+from tests.servers import JsonReceiver
+from tests.test_daemon import DEADLINE, Daemon, wait_until
+
+POLL = 0.5
+
+
+@pytest.fixture
+def state_url(pg_dsn: str) -> Iterator[str]:
+    """A PostgreSQL schema of this test's own, as a `state_url` (dropped afterwards)."""
+    schema = f"ha_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            sep = "&" if "?" in pg_dsn else "?"
+            yield f"{pg_dsn}{sep}options=-csearch_path%3D{schema}"
+        finally:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def ha_config(tmp_path: Path, receiver: JsonReceiver) -> Path:
+    """Two jobs polled every 0.5 s, one channel; no state_path: the URL comes from the
+    environment, as in the compose and Kubernetes files."""
+    path = tmp_path / "watcher.toml"
+    path.write_text(
+        f"""
+[watcher]
+poll_interval = {POLL}
+max_requests_per_minute = 6000
+health_listen = ""
+
+[[watch]]
+jobs = ["job-a", "job-b"]
+
+[[channel]]
+name = "team"
+urls = ["{receiver.url()}"]
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def replicas(ha_config: Path, daemon_env: dict[str, str], state_url: str) -> Iterator[list[Daemon]]:
+    """Three daemons started on the one database (killed at the end, whatever happened)."""
+    env = daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url}
+    started = [Daemon(ha_config, env) for _ in range(3)]
+    yield started
+    for daemon in started:
+        daemon.close()
+
+
+def leader_of(daemons: list[Daemon]) -> Daemon:
+    """The daemon that logged `lease.acquired` (exactly one must have)."""
+    wait_until(
+        lambda: any('"lease.acquired"' in line for d in daemons for line in d.lines),
+        "a leader",
+    )
+    leaders = [d for d in daemons if any('"lease.acquired"' in line for line in d.lines)]
+    assert len(leaders) == 1, [d.lines[-5:] for d in daemons]
+    return leaders[0]
+
+
+def logged(daemon: Daemon, event: str) -> int:
+    return sum(f'"event": "{event}"' in line for line in daemon.lines)
+
+
+def cli(*args: str, env: dict[str, str], config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_one_replica_polls_and_each_transition_is_announced_once(
+    sim: Simulator, receiver: JsonReceiver, replicas: list[Daemon]
+) -> None:
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    leader = leader_of(replicas)
+    leader.wait_event("job.baseline", 2)
+
+    sim.set_state("job-a", "COMPLETED")
+    receiver.wait_for(1)
+    sim.set_state("job-b", "FAILED", status_message="node lost")
+    receiver.wait_for(2)
+    wait_until(lambda: logged(leader, "job.transition") == 2, "both transitions logged")
+
+    standbys = [d for d in replicas if d is not leader]
+    assert [logged(d, "job.baseline") + logged(d, "job.transition") for d in standbys] == [0, 0]
+    assert [m["title"] for m in receiver.messages] == [
+        "Sim job job-a (job-a): RUNNING → COMPLETED",
+        "Sim job job-b (job-b): RUNNING → FAILED: node lost",
+    ]
+
+
+def test_a_killed_leader_is_replaced_and_nothing_is_lost_or_repeated(
+    sim: Simulator, receiver: JsonReceiver, replicas: list[Daemon]
+) -> None:
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    first = leader_of(replicas)
+    first.wait_event("job.baseline", 2)
+    sim.set_state("job-a", "COMPLETED")
+    receiver.wait_for(1)
+
+    first.kill()
+    sim.set_state("job-b", "FAILED", status_message="node lost")
+    survivors = [d for d in replicas if d is not first]
+    wait_until(
+        lambda: any('"lease.acquired"' in line for d in survivors for line in d.lines),
+        "a standby to take the lease",
+        timeout=DEADLINE,
+    )
+    receiver.wait_for(2)
+
+    second = leader_of(survivors)
+    (taken,) = second.wait_event("lease.acquired")
+    assert taken["epoch"] == 2
+    assert [m["title"] for m in receiver.messages] == [
+        "Sim job job-a (job-a): RUNNING → COMPLETED",
+        "Sim job job-b (job-b): RUNNING → FAILED: node lost",
+    ]
+
+
+def test_a_stopped_leader_hands_over_at_once(
+    sim: Simulator, receiver: JsonReceiver, replicas: list[Daemon]
+) -> None:
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    first = leader_of(replicas)
+    first.wait_event("job.baseline", 2)
+
+    assert first.stop() == 0
+    assert logged(first, "lease.released") == 1
+    survivors = [d for d in replicas if d is not first]
+    second = leader_of(survivors)
+    sim.set_state("job-a", "CANCELLED")
+    receiver.wait_for(1)
+
+    assert second.wait_event("lease.acquired")[0]["epoch"] == 2
+    assert len(receiver.messages) == 1
+
+
+def test_status_shows_the_lease_and_every_replica_without_the_password(
+    sim: Simulator,
+    replicas: list[Daemon],
+    ha_config: Path,
+    daemon_env: dict[str, str],
+    state_url: str,
+) -> None:
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    leader = leader_of(replicas)
+    leader.wait_event("job.baseline", 2)
+    env = daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url}
+
+    def all_seen() -> bool:
+        return cli("status", env=env, config=ha_config).stdout.count("  replica ") == 3
+
+    wait_until(all_seen, "three replicas in status")
+    out = cli("status", env=env, config=ha_config).stdout
+
+    password = urlsplit(state_url).password or ""
+    holder = next(line for line in out.splitlines() if line.startswith("lease: "))
+    assert ", epoch 1, expires in " in holder
+    assert out.count(": leader, seen ") == 1
+    assert out.count(": standby, seen ") == 2
+    assert "job-a" in out
+    assert password
+    assert password not in out
+    for daemon in replicas:
+        assert not any(password in line for line in daemon.lines)
+
+
+def test_migrate_then_run_without_migrating(
+    ha_config: Path, daemon_env: dict[str, str], state_url: str
+) -> None:
+    env = daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url}
+    refused = cli("run", "--no-migrate", env=env, config=ha_config)
+    first = cli("migrate", env=env, config=ha_config)
+    again = cli("migrate", env=env, config=ha_config)
+
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1
+    assert "run `fireworks-watcher migrate`" in refused.stderr
+    assert first.returncode == 0
+    assert first.stdout.endswith(": schema 1 (was 0)\n")
+    assert again.stdout.endswith(": schema 1, up to date\n")
+    password = urlsplit(state_url).password or ""
+    assert password not in first.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_an_unreachable_database_is_one_line_and_exit_2(
+    ha_config: Path, daemon_env: dict[str, str]
+) -> None:
+    env = daemon_env | {
+        "FIREWORKS_WATCHER_STATE_URL": "postgresql://watcher:hunter2@127.0.0.1:1/none"
+    }
+
+    done = cli("run", env=env, config=ha_config)
+
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "postgresql://watcher@127.0.0.1:1/none" in done.stderr
+    assert "hunter2" not in done.stderr
