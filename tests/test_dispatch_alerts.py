@@ -315,6 +315,24 @@ async def test_quiet_hours_hold_info_and_let_a_failure_through(
 # -- grouping ------------------------------------------------------------------------------
 
 
+async def test_batched_channels_are_sent_only_where_told(
+    tmp_path: Path, receiver: JsonReceiver
+) -> None:
+    """With several replicas only the leader's dispatcher serves batched channels (their
+    windows and per-minute counts live in its memory); a standby's leaves them pending."""
+    leading = [False]
+    async with rig(tmp_path, receiver, max_per_minute=5) as r:
+        r.dispatcher.serve_batches(lambda: leading[0])
+        await r.record(r.entry("a", "RUNNING", "FAILED", reason="OOM"))
+        await r.dispatcher.dispatch_once()
+        as_standby = list(receiver.messages)
+        leading[0] = True
+        await r.dispatcher.dispatch_once()
+
+    assert [] == as_standby
+    assert ["a: RUNNING → FAILED: OOM"] == [m["title"] for m in receiver.messages]
+
+
 async def test_a_burst_of_forty_failures_arrives_as_one_message(
     tmp_path: Path, receiver: JsonReceiver
 ) -> None:

@@ -199,6 +199,27 @@ def test_status_shows_the_lease_and_every_replica_without_the_password(
         assert not any(password in line for line in daemon.lines)
 
 
+def test_once_refuses_to_poll_beside_a_running_leader(
+    sim: Simulator,
+    replicas: list[Daemon],
+    ha_config: Path,
+    daemon_env: dict[str, str],
+    state_url: str,
+) -> None:
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    leader = leader_of(replicas)
+
+    done = cli(
+        "once", env=daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url}, config=ha_config
+    )
+
+    assert done.returncode == 2
+    assert "the poller lease is held by" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("fireworks-watcher: error: ")
+    assert leader.proc.poll() is None
+
+
 def test_migrate_then_run_without_migrating(
     ha_config: Path, daemon_env: dict[str, str], state_url: str
 ) -> None:

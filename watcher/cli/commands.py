@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from watcher.core.errors import ConfigError
+from watcher.core.errors import ConfigError, StoreError
 from watcher.core.kinds import JobKind
 from watcher.core.text import for_terminal, without_userinfo
 
@@ -65,8 +65,18 @@ def _cmd_once(args: argparse.Namespace) -> int:
     notifier = app.build_notifier(settings)
 
     async def once() -> CycleReport:
-        async with app.open_watcher(settings, notifier=notifier) as watcher:
-            return await watcher.run_once()
+        async with app.open_runtime(settings, notifier=notifier) as runtime:
+            # Replicas may share the database: poll only while holding the poller lease,
+            # under its fence, and hand it back after.
+            lead = runtime.leadership
+            await lead.check()
+            if not lead.leader:
+                holder = lead.lease.holder if lead.lease else "nobody (the database is unreachable)"
+                raise StoreError(f"the poller lease is held by {holder}: a running replica polls")
+            try:
+                return await runtime.watcher.run_once()
+            finally:
+                await lead.release()
 
     report = _run_async(once)
     failed = report.api_errors or report.failed or report.dead

@@ -107,6 +107,7 @@ class Dispatcher(Lanes):
         self._store_error = ""  # the last one logged: a store that stays broken is said once
         self._silences = SilenceWatch(outbox, monotonic=monotonic, on_error=self._log_store_error)
         self._sent_at = SendTimes()
+        self._batches_here: Callable[[], bool] = lambda: True
 
     def _set_channels(self, channels: Sequence[Channel]) -> None:
         self._channels = {channel.name: channel for channel in channels}
@@ -131,6 +132,12 @@ class Dispatcher(Lanes):
         self._set_channels(channels)
         self._lease = timedelta(seconds=send_timeout + LEASE_MARGIN)
         self.wake()
+
+    def serve_batches(self, when: Callable[[], bool]) -> None:
+        """Send batched channels' targets (group windows, rate limits, quiet hours) only while
+        `when()` holds: with several replicas, the leader's dispatcher alone, so their windows
+        and per-minute counts (kept in memory) are one sender's, exact."""
+        self._batches_here = when
 
     def wake(self) -> None:
         """Rows were recorded: look for due ones now."""
@@ -216,7 +223,7 @@ class Dispatcher(Lanes):
                 )
             )
             for target, channel in self._batched.items():
-                if target in self._busy:
+                if target in self._busy or not self._batches_here():
                     continue
                 rows = await self._outbox.claim_target(
                     target,

@@ -159,7 +159,8 @@ class Leadership:
 
     def _step_down(self, event: str) -> None:
         holder = self.lease.holder if self.lease is not None else ""
-        log.warning(event, holder=self.holder, epoch=self.epoch, lease_holder=holder)
+        say = log.info if event == "lease.released" else log.warning
+        say(event, holder=self.holder, epoch=self.epoch, lease_holder=holder)
         # The fence keeps the old epoch: a write still in flight from this term is refused.
         self.role = STANDBY
         if self._term is not None:

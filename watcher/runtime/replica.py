@@ -60,6 +60,9 @@ async def run(
         replica=leadership.holder if leadership else None,
     )
     watcher.check_budget()
+    if leadership is not None:
+        # Group windows and rate limits are counted in memory: one sender keeps them exact.
+        watcher.dispatcher.serve_batches(lambda: leadership.leader)
     async with anyio.create_task_group() as tg:
         tg.start_soon(functools.partial(watcher.dispatcher.run, stop, grace=grace))
         with anyio.CancelScope() as polling:
