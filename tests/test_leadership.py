@@ -154,3 +154,25 @@ def test_replica_names_differ_between_processes_and_restarts() -> None:
 
     assert first != second
     assert first.rsplit("-", 2)[0] == second.rsplit("-", 2)[0]  # the same host
+
+
+async def test_an_exclusive_replica_keeps_polling_through_a_slow_renewal(any_store: Store) -> None:
+    """One process on its own file (SQLite's lock): nobody could take over, so a renewal that
+    comes late (a slow disk, a busy loop) never ends the term."""
+    a = Leadership(
+        any_store,
+        fence=any_store.fence,
+        holder="a",
+        ttl=0.05,
+        started_at=datetime.now(UTC),
+        exclusive=True,
+    )
+    await a.check()
+
+    with anyio.move_on_after(0.3) as waited:
+        async with a.term():
+            await anyio.sleep_forever()
+    await a.check()
+
+    assert waited.cancelled_caught  # the term outlived its lease time: ended by the test
+    assert a.role == LEADER

@@ -234,6 +234,7 @@ async def open_runtime(
             ttl=lease_ttl(settings.watcher.poll_interval),
             started_at=utcnow(),
             observer=health,
+            exclusive=store.single_process,
         )
         yield Runtime(watcher, client, budget, leadership)
 

@@ -12,6 +12,7 @@ another replica; its writes are fenced by the store in any case (`ports.StateRep
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import socket
@@ -48,6 +49,8 @@ class Leadership:
         ttl: the lease time in seconds (`core.lease.lease_ttl`).
         started_at: when this replica started (its heartbeat says so).
         observer: told the role and lease after each check.
+        exclusive: no other replica can exist (a SQLite file, locked by this process): a slow
+            renewal then never ends a term, since nobody could take over.
     """
 
     def __init__(
@@ -59,8 +62,10 @@ class Leadership:
         ttl: float,
         started_at: datetime,
         observer: Observer | None = None,
+        exclusive: bool = False,
     ) -> None:
         self._leases = leases
+        self._exclusive = exclusive
         self._fence = fence
         self.holder = holder
         self.ttl = ttl
@@ -81,7 +86,7 @@ class Leadership:
     async def check(self) -> None:
         """One round: renew or take the lease, or learn who has it; then beat."""
         began = anyio.current_time()
-        if self.leader and began >= self._until:
+        if self.leader and began >= self._until and not self._exclusive:
             self._step_down("lease.expired")  # frozen, or renewals failing past the lease
         try:
             lease = await self._leases.acquire_lease(
@@ -100,7 +105,7 @@ class Leadership:
         if lease.held_by(self.holder):
             if self.leader and lease.epoch != self.epoch:
                 self._step_down("lease.lost")  # released and re-taken: a new term
-            self._until = began + self.ttl
+            self._until = math.inf if self._exclusive else began + self.ttl
             if self._term is not None:
                 self._term.deadline = self._until
             if not self.leader:
