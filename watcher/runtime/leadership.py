@@ -24,7 +24,7 @@ import anyio
 import structlog
 
 from watcher.core.errors import StoreError
-from watcher.core.lease import LEADER, POLLER, STANDBY, Lease
+from watcher.core.lease import LEADER, MAX_TTL, POLLER, STANDBY, Lease, renew_every
 from watcher.ports import Leases, Observer
 
 log = structlog.get_logger("watcher")
@@ -83,14 +83,21 @@ class Leadership:
     def leader(self) -> bool:
         return self.role == LEADER
 
+    @property
+    def check_every(self) -> float:
+        """Seconds between lease checks: a quarter of the lease; for an exclusive replica,
+        which renews only for the record (`status`), a quarter of the longest lease."""
+        return renew_every(MAX_TTL if self._exclusive else self.ttl)
+
     async def check(self) -> None:
         """One round: renew or take the lease, or learn who has it; then beat."""
         began = anyio.current_time()
         if self.leader and began >= self._until and not self._exclusive:
             self._step_down("lease.expired")  # frozen, or renewals failing past the lease
         try:
+            held_for = MAX_TTL if self._exclusive else self.ttl
             lease = await self._leases.acquire_lease(
-                POLLER, self.holder, ttl=timedelta(seconds=self.ttl)
+                POLLER, self.holder, ttl=timedelta(seconds=held_for)
             )
         except StoreError as exc:
             if self._store_error != str(exc):

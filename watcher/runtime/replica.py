@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 
-from watcher.core.lease import renew_every
 from watcher.runtime.leadership import Leadership
 
 if TYPE_CHECKING:
@@ -91,7 +90,7 @@ async def _lease_loop(
         await leadership.check()
         if on_cycle is not None and not leadership.leader:
             on_cycle()
-        with anyio.move_on_after(renew_every(leadership.ttl)):
+        with anyio.move_on_after(leadership.check_every):
             await stop.wait()
 
 
