@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeAlias
 
 import structlog
 
@@ -16,13 +17,15 @@ from watcher.stores.aio import AsyncStore
 from watcher.stores.base import OnUnreadable
 from watcher.stores.lock import exclusive
 from watcher.stores.pg import url as pg_url
-from watcher.stores.pg.store import PgStore
 from watcher.web.health import Health
+
+if TYPE_CHECKING:
+    from watcher.stores.pg.store import PgStore
 
 log = structlog.get_logger("watcher")
 
 #: The state database, on either backend (the CLI reads `status` and `history` through it).
-StateDb = AsyncStore | PgStore
+StateDb: TypeAlias = "AsyncStore | PgStore"
 
 
 @asynccontextmanager
@@ -43,6 +46,9 @@ async def open_state(
     told = on_unreadable or _row_unreadable
     url = settings.state_url
     if url is not None:
+        # psycopg is imported only when used: SQLite's daemons and the CLI start without it.
+        from watcher.stores.pg.store import PgStore
+
         dsn = url.get_secret_value()
         logs.add_secrets([dsn, *filter(None, [pg_url.password(dsn)])])
         pg = await PgStore.open(dsn, on_unreadable=told, migrate=migrate)
