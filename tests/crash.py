@@ -194,21 +194,24 @@ class CrashReport:
 # -- pure parts: the plan and the classification ---------------------------------------------
 
 
-def plan_steps(rng: random.Random, *, kills: int, jobs: int) -> list[Step]:
-    """About `kills * 1.5` steps of 1-3 job changes each, exactly `kills` of them with a kill."""
+def plan_steps(
+    rng: random.Random, *, kills: int, jobs: int, steps: int | None = None
+) -> list[Step]:
+    """About `kills * 1.5` steps (or `steps`, at least `kills`) of 1-3 job changes each,
+    exactly `kills` of them with a kill."""
     if kills < 0 or jobs < 1:
         raise ValueError("kills must be >= 0 and jobs >= 1")
-    count = max(1, kills, round(kills * 1.5))
+    count = max(1, kills, round(kills * 1.5) if steps is None else steps)
     killed = set(rng.sample(range(count), kills))
     modes, weights = list(_KILL_WEIGHTS), list(_KILL_WEIGHTS.values())
-    steps: list[Step] = []
+    planned: list[Step] = []
     for index in range(count):
         picked = sorted(rng.sample(range(jobs), rng.randint(1, min(3, jobs))))
         changes = tuple(
             Change(f"job-{j}", rng.choice(STATES), f"step-{index}-job-{j}") for j in picked
         )
         if index not in killed:
-            steps.append(Step(index, changes))
+            planned.append(Step(index, changes))
             continue
         mode = rng.choices(modes, weights)[0]
         delay = {
@@ -217,8 +220,8 @@ def plan_steps(rng: random.Random, *, kills: int, jobs: int) -> list[Step]:
             KillMode.ON_RECEIPT: 0.0,
             KillMode.AFTER_DELIVERY: rng.uniform(0.0, 0.3),
         }[mode]
-        steps.append(Step(index, changes, mode, delay))
-    return steps
+        planned.append(Step(index, changes, mode, delay))
+    return planned
 
 
 def sender_of(received_at: float, started_at: Sequence[float | None]) -> int:
@@ -298,6 +301,8 @@ class Incarnation:
         self.killed_at: float | None = None
         self.events: list[dict[str, Any]] = []
         self.lines: list[str] = []
+        #: When each of `events` was read (time.monotonic()), in step with it.
+        self.seen_at: list[float] = []
         self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "watcher", "run", "-c", str(config)],
@@ -322,6 +327,7 @@ class Incarnation:
                 self.lines.append(line)
                 if isinstance(event, dict):
                     self.events.append(event)
+                    self.seen_at.append(seen_at)
                     if event.get("event") == "watcher.started" and self.started_at is None:
                         self.started_at = seen_at
                 self._changed.notify_all()
@@ -341,12 +347,17 @@ class Incarnation:
 
     def sent_ids(self) -> set[int]:
         """The outbox row ids this incarnation logged `notify.sent` for."""
+        return set(self.sent_at())
+
+    def sent_at(self) -> dict[int, float]:
+        """When (time.monotonic()) this incarnation first logged `notify.sent` for each row."""
+        found: dict[int, float] = {}
         with self._changed:
-            return {
-                int(e["delivery"])
-                for e in self.events
-                if e.get("event") == "notify.sent" and isinstance(e.get("delivery"), int)
-            }
+            for event, seen_at in zip(self.events, self.seen_at, strict=True):
+                delivery = event.get("delivery")
+                if event.get("event") == "notify.sent" and isinstance(delivery, int):
+                    found.setdefault(delivery, seen_at)
+        return found
 
     def error_lines(self) -> list[str]:
         """Its error-level log lines, and any line that is not JSON (a traceback, say)."""
@@ -399,7 +410,17 @@ def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> bool
     return True
 
 
-def _write_config(workdir: Path, *, jobs: int, poll: float, receiver: JsonReceiver) -> Path:
+def _write_config(
+    workdir: Path,
+    *,
+    jobs: int,
+    poll: float,
+    receiver: JsonReceiver,
+    budget: int = 60000,
+    extra: str = "",
+) -> Path:
+    """The daemon's config: `jobs` jobs and the stuck ones, one channel to `receiver`;
+    `extra` holds more `[watcher]` lines."""
     path = workdir / "watcher.toml"
     job_ids = [f"job-{j}" for j in range(jobs)] + [STUCK_FAILED, STUCK_RUNNING]
     # json.dumps gives valid TOML basic strings and arrays for these plain values.
@@ -408,9 +429,10 @@ def _write_config(workdir: Path, *, jobs: int, poll: float, receiver: JsonReceiv
 [watcher]
 poll_interval = {poll}
 terminal_poll_interval = {poll}
-max_requests_per_minute = 60000
+max_requests_per_minute = {budget}
 state_path = {json.dumps(str(workdir / "state.db"))}
 health_listen = ""
+{extra}
 
 [[watch]]
 jobs = {json.dumps(job_ids)}
@@ -437,6 +459,25 @@ def _daemon_env(base_url: str) -> dict[str, str]:
     }
 
 
+#: Runs a SELECT on the state database and returns its rows (SQLite or PostgreSQL).
+Query = Callable[[str], list[tuple[Any, ...]]]
+
+
+def sqlite_query(db: Path) -> Query:
+    """A `Query` on the SQLite state file `db` (no rows while the file does not exist)."""
+
+    def query(sql: str) -> list[tuple[Any, ...]]:
+        if not db.exists():
+            return []
+        conn = sqlite3.connect(db, timeout=10)
+        try:
+            return list(conn.execute(sql).fetchall())
+        finally:
+            conn.close()
+
+    return query
+
+
 @dataclass(frozen=True, slots=True)
 class _OutboxRow:
     id: int
@@ -445,21 +486,15 @@ class _OutboxRow:
     last_error: str
 
 
-def _read_outbox(db: Path) -> dict[str, list[_OutboxRow]]:
+def _read_outbox(query: Query) -> dict[str, list[_OutboxRow]]:
     """Outbox rows by the token their body names (rendered from the row's event, as the
     dispatcher renders it, for rows that keep no text of their own)."""
     rows: dict[str, list[_OutboxRow]] = defaultdict(list)
-    if not db.exists():
-        return rows
-    conn = sqlite3.connect(db, timeout=10)
-    try:
-        found = conn.execute(
-            "SELECT o.id, o.body, e.fields, o.status, o.attempts, o.last_error FROM outbox AS o"
-            " LEFT JOIN events AS e ON e.id = o.event_id WHERE NOT coalesce(e.notice, 0)"
-            " ORDER BY o.id"
-        ).fetchall()
-    finally:
-        conn.close()
+    found = query(
+        "SELECT o.id, o.body, CAST(e.fields AS text), o.status, o.attempts, o.last_error"
+        " FROM outbox AS o LEFT JOIN events AS e ON e.id = o.event_id"
+        " WHERE NOT coalesce(e.notice, false) ORDER BY o.id"
+    )
     for id_, stored, fields, status, attempts, last_error in found:
         body = stored or (BODY.format_map(json.loads(fields)) if fields else "")
         parsed = parse_body(body)
@@ -468,12 +503,8 @@ def _read_outbox(db: Path) -> dict[str, list[_OutboxRow]]:
     return rows
 
 
-def _pending(db: Path) -> int:
-    conn = sqlite3.connect(db, timeout=10)
-    try:
-        (count,) = conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()
-    finally:
-        conn.close()
+def _pending(query: Query) -> int:
+    (count,) = query("SELECT COUNT(*) FROM outbox WHERE status = 'pending'")[0]
     return int(count)
 
 
@@ -580,8 +611,8 @@ class _Run:
         """Wait until everything arrived, the outbox is empty, and a few more cycles passed."""
         if not wait_until(lambda: set(self.expected) <= self.received_tokens()):
             self.notes.append(f"final settle: not everything arrived within {DEADLINE:g} s")
-        db = self.workdir / "state.db"
-        if not wait_until(lambda: _pending(db) == 0):
+        query = sqlite_query(self.workdir / "state.db")
+        if not wait_until(lambda: _pending(query) == 0):
             self.notes.append("final settle: outbox rows still pending")
         polled = self.sim.request_count
         # Three more poll cycles: a late duplicate would show up in them.
@@ -599,7 +630,8 @@ def _tail(incarnation: Incarnation, lines: int = 20) -> str:
 
 def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float) -> CrashReport:
     """Compare what arrived with what was expected, and classify every repeat."""
-    outbox = _read_outbox(run.workdir / "state.db")
+    query = sqlite_query(run.workdir / "state.db")
+    outbox = _read_outbox(query)
     started_at = [i.started_at for i in run.incarnations]
     sent_logged: dict[int, set[int]] = defaultdict(set)
     for incarnation in run.incarnations:
@@ -664,7 +696,15 @@ def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float
             in_flight += 1
             notes.append(f"in-flight repeat: {text}")
 
-    notices = _count_notices(run, notice_posts, sent_logged, problems, notes)
+    incarnations = run.incarnations
+
+    def allowance(sender: int) -> int:
+        # One lane, one send at a time: a killed incarnation had at most one in flight.
+        return 1 if 0 <= sender < len(incarnations) and incarnations[sender].killed_at else 0
+
+    notices = _count_notices(
+        _read_notices(query), notice_posts, sent_logged, problems, notes, allowance=allowance
+    )
     unexpected += notices.pop("unexpected")
     kinds = notices.pop("kinds")
     errors = [line for i in run.incarnations for line in i.error_lines()]
@@ -703,16 +743,12 @@ class _NoticeRow:
     content: tuple[str, str]
 
 
-def _read_notices(db: Path) -> list[_NoticeRow]:
+def _read_notices(query: Query) -> list[_NoticeRow]:
     """The outbox rows of notices (conditions, reminders), with the text they are sent as."""
-    conn = sqlite3.connect(db, timeout=10)
-    try:
-        found = conn.execute(
-            "SELECT o.id, e.kind, o.status, e.fields FROM outbox AS o"
-            " JOIN events AS e ON e.id = o.event_id WHERE e.notice = 1 ORDER BY o.id"
-        ).fetchall()
-    finally:
-        conn.close()
+    found = query(
+        "SELECT o.id, e.kind, o.status, CAST(e.fields AS text) FROM outbox AS o"
+        " JOIN events AS e ON e.id = o.event_id WHERE e.notice ORDER BY o.id"
+    )
     rows = []
     for id_, kind, status, fields in found:
         decoded = json.loads(fields)
@@ -722,19 +758,21 @@ def _read_notices(db: Path) -> list[_NoticeRow]:
 
 
 def _count_notices(
-    run: _Run,
+    rows: list[_NoticeRow],
     posts: list[tuple[int, str, str]],
     sent_logged: dict[int, set[int]],
     problems: list[str],
     notes: list[str],
+    *,
+    allowance: Callable[[int], int],
 ) -> dict[str, Any]:
-    """Notices carry no token: count each text's copies against its outbox rows.
+    """Notices carry no token: count each text's copies against its outbox `rows`.
 
     Lost: a text with fewer copies than delivered rows. A true repeat: an incarnation that
-    sent a text more often than it logged `notify.sent` for rows of it, beyond the one send a
-    killed incarnation may have had in flight (one lane: one send at a time).
+    sent a text more often than it logged `notify.sent` for rows of it, beyond the sends it
+    may have had in flight when it was disrupted (`allowance(incarnation)`: for a killed
+    one, the one send of its lane).
     """
-    rows = _read_notices(run.workdir / "state.db")
     by_content: dict[tuple[str, str], list[_NoticeRow]] = defaultdict(list)
     for row in rows:
         by_content[row.content].append(row)
@@ -766,14 +804,13 @@ def _count_notices(
             logged = sum(1 for r in of_content if sender in sent_logged.get(r.id, ()))
             extras[sender] += max(0, n - logged)
     for sender, extra in sorted(extras.items()):
-        killed = 0 <= sender < len(run.incarnations) and run.incarnations[sender].killed_at
-        allowed = 1 if killed else 0
+        allowed = allowance(sender)
         in_flight += min(extra, allowed)
         if extra > allowed:
             repeated += extra - allowed
             problems.append(f"repeated: incarnation {sender} sent {extra} notice copies unlogged")
         elif extra:
-            notes.append(f"in-flight notice repeat from killed incarnation {sender}")
+            notes.append(f"in-flight notice repeat from disrupted incarnation {sender}")
     kinds = Counter(r.kind for r in rows if r.status == "delivered")
     return {
         "delivered": sum(kinds.values()),
