@@ -93,7 +93,7 @@ class Leadership:
         """One round: renew or take the lease, or learn who has it; then beat."""
         began = anyio.current_time()
         if self.leader and began >= self._until and not self._exclusive:
-            self._step_down("lease.expired")  # frozen, or renewals failing past the lease
+            self._step_down("expired")  # frozen, or renewals failing past the lease
         try:
             held_for = MAX_TTL if self._exclusive else self.ttl
             lease = await self._leases.acquire_lease(
@@ -111,14 +111,14 @@ class Leadership:
         self.lease = lease
         if lease.held_by(self.holder):
             if self.leader and lease.epoch != self.epoch:
-                self._step_down("lease.lost")  # released and re-taken: a new term
+                self._step_down("lost")  # released and re-taken: a new term
             self._until = math.inf if self._exclusive else began + self.ttl
             if self._term is not None:
                 self._term.deadline = self._until
             if not self.leader:
                 self._elect(lease)
         elif self.leader:
-            self._step_down("lease.lost")
+            self._step_down("lost")
         # A failed beat is not news: the next check says so if the store stays out of reach.
         with contextlib.suppress(StoreError):
             await self._leases.beat(self.holder, role=self.role, started_at=self._started_at)
@@ -156,7 +156,7 @@ class Leadership:
         """Give the lease up (a clean stop), so a standby takes over without waiting."""
         if not self.leader:
             return
-        self._step_down("lease.released")
+        self._step_down("released")
         with anyio.move_on_after(RELEASE_TIMEOUT, shield=True):
             try:
                 await self._leases.release_lease(POLLER, self.holder)
@@ -169,10 +169,19 @@ class Leadership:
         log.info("lease.acquired", holder=self.holder, epoch=lease.epoch)
         self._notify()
 
-    def _step_down(self, event: str) -> None:
-        holder = self.lease.holder if self.lease is not None else ""
-        say = log.info if event == "lease.released" else log.warning
-        say(event, holder=self.holder, epoch=self.epoch, lease_holder=holder)
+    def _step_down(self, why: str) -> None:
+        """Become standby: `why` is "released" (a clean stop), "expired" or "lost"."""
+        fields = {
+            "holder": self.holder,
+            "epoch": self.epoch,
+            "lease_holder": self.lease.holder if self.lease is not None else "",
+        }
+        if why == "released":
+            log.info("lease.released", **fields)
+        elif why == "expired":
+            log.warning("lease.expired", **fields)
+        else:
+            log.warning("lease.lost", **fields)
         # The fence keeps the old epoch: a write still in flight from this term is refused.
         self.role = STANDBY
         if self._term is not None:
