@@ -550,6 +550,7 @@ async def _watcher_cycles(opts: WorkerOptions) -> None:
             _emit("profile", text=_profile_text(profiler, title))
             return
         cycles: list[Cycle] = []
+        server_cpu = _postgres_cpu() if opts.mode == "discover-pg" else None
         for _ in range(opts.cycles):
             before = await _sim_requests(control)
             cpu = time.process_time()
@@ -558,13 +559,42 @@ async def _watcher_cycles(opts: WorkerOptions) -> None:
             wall = time.perf_counter() - wall
             cpu = time.process_time() - cpu
             cycles.append(Cycle(wall, cpu, await _sim_requests(control) - before, report.polled))
+    note = ""
+    if server_cpu is not None:
+        polled = sum(c.polled for c in cycles)
+        spent = _postgres_cpu_since(server_cpu)
+        note = f"PostgreSQL server: {1e6 * spent / max(1, polled):.1f} CPU ms / 1k job-polls"
     _emit(
         "result",
         baseline_wall_s=baseline,
         cycles=[[c.wall_s, c.cpu_s, c.requests, c.polled] for c in cycles],
         maxrss_kib=_maxrss_kib(),
-        note="",
+        note=note,
     )
+
+
+def _postgres_cpu() -> dict[int, int]:
+    """CPU clock ticks of each `postgres` process on this machine (the server's share of a
+    `discover-pg` cycle, which the worker's own CPU time leaves out)."""
+    found: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        name, rest = text[text.index("(") + 1 :].split(")", 1)
+        if name.startswith("postgres"):
+            fields = rest.split()
+            found[int(stat.parent.name)] = int(fields[11]) + int(fields[12])  # utime, stime
+    return found
+
+
+def _postgres_cpu_since(before: dict[int, int]) -> float:
+    """CPU seconds the `postgres` processes used since `before` (new ones count whole; one
+    that ended meanwhile is not counted: a backend lives as long as its pooled connection)."""
+    now = _postgres_cpu()
+    ticks = sum(max(0, cpu - before.get(pid, 0)) for pid, cpu in now.items())
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def _watcher_latency(opts: WorkerOptions) -> None:
