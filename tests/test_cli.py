@@ -323,6 +323,32 @@ class TestWatch:
         assert "job-w: PENDING" in out
         assert f"RUNNING → {final}" in out
 
+    def test_each_transition_is_printed_once_and_logs_stay_quiet(
+        self, env: None, sim: Simulator, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """stdout has each transition once; stderr has no info log of it (warning level, unless
+        `--log-level` asks for more)."""
+        sim.add_job("job-w", state="PENDING")
+        sim.script("job-w", [(0.3, "COMPLETED", "OK", "")])
+
+        code, out, err = run_cli(capsys, "watch", "job-w", "--interval", "0.1")
+
+        assert 0 == code
+        assert 1 == out.count("PENDING → COMPLETED")
+        assert "job.transition" not in err
+        assert "job.baseline" not in err
+
+    def test_log_level_brings_the_info_logs_back(
+        self, env: None, sim: Simulator, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        sim.add_job("job-w", state="PENDING")
+        sim.script("job-w", [(0.3, "COMPLETED", "OK", "")])
+
+        code, _, err = run_cli(capsys, "--log-level", "info", "watch", "job-w", "--interval", "0.1")
+
+        assert 0 == code
+        assert "job.transition" in err
+
     def test_vanished_job(
         self, env: None, sim: Simulator, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from watcher import logs
 
-    logs.configure(level=args.log_level)
+    # `watch` prints each transition itself: its logs stay on stderr, at warning unless asked.
+    logs.configure(level=args.log_level or ("warning" if args.command == "watch" else "info"))
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -61,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default: info (warning for watch)",
     )
     parser.set_defaults(command=None)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
