@@ -53,7 +53,7 @@ LIBRARIES: dict[str, set[str]] = {
     "runtime": {"anyio", "structlog"},
     "sources": {"httpx", "anyio", "orjson", "structlog"},
     "stores": {"anyio", "psycopg", "psycopg_pool"},
-    "notify": {"apprise", "anyio"},
+    "notify": {"apprise", "anyio", "rich"},
     "web": {"anyio", "prometheus_client", "uvicorn"},
     "config": {"pydantic", "pydantic_core"},
     "logs": {"structlog"},

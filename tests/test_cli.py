@@ -430,7 +430,8 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_shows_completed_and_failed() -> None:
-    """`fireworks-watcher demo` needs no account, ends with exit 0 and shows jobs finishing."""
+    """`fireworks-watcher demo` needs no account, ends with exit 0 and shows jobs finishing,
+    in few lines of plain text when piped."""
     done = subprocess.run(
         [sys.executable, "-m", "watcher", "demo"],
         capture_output=True,
@@ -444,6 +445,15 @@ def test_demo_shows_completed_and_failed() -> None:
     assert "RUNNING → COMPLETED" in done.stdout
     assert "RUNNING → FAILED" in done.stdout
     assert "CUDA out of memory" in done.stdout
+    # Piped, console:// prints clean text: no Markdown marks, no ANSI codes (issue 13).
+    assert "**" not in done.stdout
+    assert "`" not in done.stdout
+    assert "\x1b[" not in done.stdout
+    # One transition takes two or three lines, not nine.
+    lines = done.stdout.splitlines()
+    events = sum(line.startswith("[") for line in lines)
+    assert events >= 4
+    assert len(lines) <= 6 + 3 * events
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def run_demo(*, duration: float = 40.0) -> int:
         f"fireworks-watcher demo: a simulated Fireworks API at {base_url} with "
         f"{len(job_ids)} DPO jobs ({', '.join(job_ids)}).\n"
         "The watcher discovers them, records their states silently, then announces every\n"
-        "transition on a console channel (in production: Slack, email, ... via apprise).\n"
+        "transition on a console channel (in production: Slack, email, ... via apprise).\n\n"
     )
     out.flush()
     with tempfile.TemporaryDirectory(prefix="fireworks-watcher-demo-") as tmp:
@@ -78,7 +78,7 @@ def run_demo(*, duration: float = 40.0) -> int:
         settled = anyio.run(_watch_until_settled, settings, moving, duration)
     out.write(
         f"\ndemo finished: {settled} of {len(moving)} moving jobs reached an outcome; "
-        "`fireworks-watcher status` shows the same for a real daemon.\n"
+        '"fireworks-watcher status" shows the same for a real daemon.\n'
     )
     return 0
 

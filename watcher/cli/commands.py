@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from watcher.core.errors import ConfigError, StoreError
 from watcher.core.kinds import JobKind
 from watcher.core.text import for_terminal, without_userinfo
+from watcher.core.urls import short_url
 
 if TYPE_CHECKING:
     from watcher.config import Settings
@@ -101,7 +102,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     out.write(f"  state: {state_where(settings.watcher)}\n")
     for channel in plan.channels:
         out.write(f"  channel {channel.name}:\n")
-        out.writelines(f"    {target.url_display}\n" for target in channel.targets)
+        out.writelines(f"    {short_url(target.url_display)}\n" for target in channel.targets)
     if not plan.channels:
         out.write("  no [[channel]]: transitions will be recorded but not announced\n")
     if args.probe:
@@ -192,7 +193,7 @@ def _cmd_test_notify(args: argparse.Namespace) -> int:
                 ok = result.outcome is SendOutcome.DELIVERED
                 failures += not ok
                 verdict = "delivered" if ok else f"{result.outcome}: {for_terminal(result.detail)}"
-                sys.stdout.write(f"{channel.name} {target.url_display}: {verdict}\n")
+                sys.stdout.write(f"{channel.name} {short_url(target.url_display)}: {verdict}\n")
         return EXIT_FAILED if failures else EXIT_OK
 
     return _run_async(send_all)

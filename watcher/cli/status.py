@@ -22,6 +22,7 @@ from watcher.cli.common import EXIT_OK
 from watcher.core.conditions import Condition, ConditionName, Since
 from watcher.core.messages import format_duration
 from watcher.core.text import for_terminal, mask_url
+from watcher.core.urls import short_url
 
 if TYPE_CHECKING:
     from watcher.config import WatcherSettings
@@ -316,7 +317,7 @@ def _write_undelivered(undelivered: list[Delivery]) -> None:
         when = "dead" if d.status == "dead" else f"next try {d.next_attempt_at:%Y-%m-%d %H:%M:%S}Z"
         line = (
             f"{e.job_key} {e.old_state or '-'} → {e.new_state} to {e.channel} "
-            f"({mask_url(e.url_display)}): {d.attempts} attempt(s), {when}; {d.last_error}"
+            f"({short_url(e.url_display)}): {d.attempts} attempt(s), {when}; {d.last_error}"
         )
         out.write(f"  {for_terminal(line, 2 * _SHOWN)}\n")
 
@@ -332,6 +333,6 @@ def _write_silenced(state: _State) -> None:
         by = f"silence {d.silence_id}" if d.silence_id is not None else "a silence"
         line = (
             f"{_stamp(d.created_at)} {d.job_key} {d.old_state or '-'} → {d.new_state} to "
-            f"{d.channel} ({mask_url(d.url_display)}): by {by}"
+            f"{d.channel} ({short_url(d.url_display)}): by {by}"
         )
         out.write(f"  {for_terminal(line, 2 * _SHOWN)}\n")

@@ -22,7 +22,9 @@ from apprise.decorators import notify
 
 from watcher.core.delivery import SendOutcome, SendResult, Target
 from watcher.core.errors import NotifyError
+from watcher.core.markdown import console_layout
 from watcher.core.text import for_terminal, mask_url, one_line, scrub
+from watcher.notify import console
 
 CONSOLE_SCHEME = "console"
 _console_registered = False
@@ -38,8 +40,8 @@ def register_console_scheme() -> None:
     def _print(body: str, title: str, notify_type: str, *args: Any, **kwargs: Any) -> bool:
         # The text holds what the API said: no escape sequence of it may reach the terminal.
         lines = "\n".join(for_terminal(line) for line in body.splitlines())
-        sys.stdout.write(f"\n[{for_terminal(notify_type)}] {for_terminal(title)}\n{lines}\n")
-        sys.stdout.flush()
+        shown = console_layout(for_terminal(title), lines, for_terminal(notify_type))
+        console.write(shown, sys.stdout)
         return True
 
     _console_registered = True

@@ -25,6 +25,7 @@ from watcher.core.delivery import (
     settle,
 )
 from watcher.core.errors import LeaseLost, StoreError
+from watcher.core.urls import short_url
 from watcher.ports import Observer, Outbox, Sender
 from watcher.runtime.gates import SendTimes, SilenceWatch, quiet_end
 
@@ -187,5 +188,5 @@ def log_fields(row: Delivery, delivery: object) -> dict[str, object]:
         "delivery": delivery,
         "job": entry.job_key,
         "channel": entry.channel,
-        "url": entry.url_display,
+        "url": short_url(entry.url_display),
     }
