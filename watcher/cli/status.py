@@ -245,7 +245,7 @@ def _write_status(path: Path, state: _State, now: datetime) -> None:
     out = sys.stdout
     out.write(f"state: {state.where or path}\n")
     _write_lease(state, now)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for s in state.jobs:
         since = state.since.get(s.ref.key)
         status = f"{s.status_code}: {s.status_message}" if s.status_message else s.status_code
@@ -261,6 +261,50 @@ def _write_status(path: Path, state: _State, now: datetime) -> None:
             )
         )
     header = ("JOB", "NAME", "STATE", "FOR", "POLLED", "STATUS")
+    if out.isatty():
+        _write_table(header, rows, state, now)
+    else:
+        _write_plain(header, rows, state, now)
+    _write_rest(state, now)
+
+
+def _write_table(
+    header: tuple[str, ...], rows: list[tuple[str, ...]], state: _State, now: datetime
+) -> None:
+    """The jobs as a coloured table (a terminal): the state by its outcome, conditions in
+    yellow under their job. Every cell is plain `Text`: API text is never rich markup."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from watcher.core.kinds import watch_exit
+
+    table = Table(*header, box=None, pad_edge=False, header_style="bold")
+    for row, job in zip(rows, state.jobs, strict=True):
+        outcome = watch_exit(job.ref.kind, job.state)
+        colour = {0: "green", 1: "red"}.get(outcome, "blue") if outcome is not None else "blue"
+        cells = [Text(cell) for cell in row]
+        cells[2].stylize(f"bold {colour}")
+        cells[0].stylize("bold")
+        table.add_row(*cells)
+        for c in state.job_conditions(job.ref.key):
+            table.add_row(
+                "",
+                "",
+                Text("! " + str(c.name), style="yellow"),
+                "",
+                "",
+                Text(_condition_line(c, now), style="yellow"),
+            )
+    Console(file=sys.stdout, highlight=False, markup=False, emoji=False, soft_wrap=True).print(
+        table
+    )
+
+
+def _write_plain(
+    header: tuple[str, ...], rows: list[tuple[str, ...]], state: _State, now: datetime
+) -> None:
+    out = sys.stdout
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
 
     def write_row(row: tuple[str, ...]) -> None:
@@ -272,6 +316,11 @@ def _write_status(path: Path, state: _State, now: datetime) -> None:
         write_row(row)
         for c in state.job_conditions(job.ref.key):
             out.write(f"{'':<{widths[0]}}  ! {_condition_line(c, now)}\n")
+
+
+def _write_rest(state: _State, now: datetime) -> None:
+    """The watcher's own conditions, unreadable resources, silences and unreadable rows."""
+    out = sys.stdout
     keys = {s.ref.key for s in state.jobs}
     others = [
         c

@@ -1,0 +1,66 @@
+"""`status` on a terminal: a coloured table (rich), with API text shown as written; piped, the
+plain columns (tests/test_status.py)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from watcher.core.model import JobKind, JobRef, JobSnapshot
+from watcher.stores.sqlite import StateStore
+
+
+def run_on_a_terminal(args: list[str], env: dict[str, str]) -> str:
+    """Run a command with stdout on a pseudo-terminal; all it printed."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(args, stdout=follower, stderr=subprocess.DEVNULL, env=env)
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=60)
+    os.close(leader)
+    return b"".join(chunks).decode()
+
+
+def test_status_on_a_terminal_is_a_coloured_table(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    now = datetime.now(UTC)
+    with StateStore.open(db) as store:
+        store.record(
+            [
+                JobSnapshot(ref=JobRef(JobKind.DPO, "good"), state="COMPLETED", account_id="a"),
+                JobSnapshot(
+                    ref=JobRef(JobKind.DPO, "bad"),
+                    state="FAILED",
+                    account_id="a",
+                    status_code="INTERNAL",
+                    status_message="[bold red]not styled[/] **nor bold**",
+                ),
+            ],
+            [],
+            now=now,
+        )
+    config = tmp_path / "watcher.toml"
+    config.write_text(f'[watcher]\nstate_path = "{db}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    env |= {"COLUMNS": "160", "TERM": "xterm-256color"}
+
+    out = run_on_a_terminal([sys.executable, "-m", "watcher", "status", "-c", str(config)], env)
+
+    assert "\x1b[" in out  # styled
+    assert "COMPLETED" in out
+    assert "FAILED" in out
+    assert "[bold red]not styled[/] **nor bold**" in out  # the API's text, as written
