@@ -320,7 +320,8 @@ class ChaosReport:
     def ok(self) -> bool:
         worst = self.failover_max
         return (
-            self.lost == 0
+            not self.problems
+            and self.lost == 0
             and self.true_repeats == 0
             and self.unexpected == 0
             and self.self_exits == 0
@@ -926,8 +927,11 @@ class _Chaos:
         if not wait_until(lambda: _pending(self.database.query) == 0, timeout=SETTLE_DEADLINE):
             self.notes.append("final settle: outbox rows still pending")
         polled = len(self.api.times)
-        # Three more poll cycles: a late duplicate would show up in them.
-        if not wait_until(lambda: len(self.api.times) >= polled + 3 * (self.jobs + 2)):
+        # Three more polls (a cycle costs at least one request): a late duplicate would show
+        # up after them.
+        if not wait_until(
+            lambda: len(self.api.times) >= polled + 3, timeout=max(DEADLINE, 10 * self.poll)
+        ):
             self.problems.append("final settle: nobody polls any more")
         for incarnation in self.slots:  # all at once: each stop waits for its sends
             self._signal(incarnation, signal.SIGTERM)

@@ -35,6 +35,7 @@ def test_twenty_events_on_three_replicas_lose_and_repeat_nothing(
     )
 
     details = "\n".join([report.table(), *report.problems, *report.notes])
+    assert [] == report.problems, details
     assert 0 == report.lost, details
     assert 0 == report.true_repeats, details
     assert 0 == report.unexpected, details
