@@ -276,3 +276,50 @@ class TestWhen:
     async def test_a_naive_datetime_is_refused(self) -> None:
         with pytest.raises(RowError, match=r"c: .* has no time zone"):
             when("c", T0.replace(tzinfo=None))
+
+
+async def test_a_leader_frozen_mid_transaction_cannot_block_the_takeover(
+    pg_dsn: str, schema: str
+) -> None:
+    """The leader froze (SIGSTOP) inside a poll's write, holding the lease row `FOR SHARE`:
+    the server ends its idle transaction after `hold_timeout`, so a standby takes the expired
+    lease then, instead of waiting for as long as the leader stays frozen."""
+    from watcher.core.errors import Fenced
+    from watcher.core.lease import POLLER
+
+    async with (
+        await PgStore.open(pg_dsn, schema=schema, hold_timeout=0.5) as frozen,
+        await PgStore.open(pg_dsn, schema=schema, hold_timeout=0.5) as standby,
+    ):
+        old = await frozen.acquire_lease(POLLER, "old", ttl=timedelta(0))
+        frozen.fence(old.epoch)
+        wakes = anyio.Event()
+        outcome: list[BaseException] = []
+
+        async def write_then_freeze() -> None:
+            try:
+                async with frozen._tx() as conn:
+                    await frozen._check_fence(conn)  # the row is now held FOR SHARE
+                    await wakes.wait()  # frozen: the transaction idles
+                    await conn.execute("SELECT 1")
+            except StoreError as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_then_freeze)
+            await anyio.wait_all_tasks_blocked()
+            with anyio.fail_after(10):  # without the timeout: blocked until the thaw
+                taken = None
+                while taken is None or taken.holder != "new":
+                    try:
+                        taken = await standby.acquire_lease(
+                            POLLER, "new", ttl=timedelta(seconds=30)
+                        )
+                    except StoreError:  # lock_timeout: still held; the next check retries
+                        continue
+            wakes.set()
+
+        assert (taken.holder, taken.epoch) == ("new", old.epoch + 1)
+        assert len(outcome) == 1  # the frozen write failed, and wrote nothing
+        with pytest.raises(Fenced):
+            await frozen.record([], [], now=T0, flags={"late": "1"})

@@ -12,7 +12,7 @@ import structlog
 
 from watcher import logs
 from watcher.config import WatcherSettings
-from watcher.core.lease import POLLER
+from watcher.core.lease import POLLER, lease_ttl
 from watcher.stores.aio import AsyncStore
 from watcher.stores.base import OnUnreadable
 from watcher.stores.lock import exclusive
@@ -51,7 +51,9 @@ async def open_state(
 
         dsn = url.get_secret_value()
         logs.add_secrets([dsn, *filter(None, [pg_url.password(dsn)])])
-        pg = await PgStore.open(dsn, on_unreadable=told, migrate=migrate)
+        # A transaction idle past half a lease is a frozen replica's: the server ends it.
+        hold = max(1.0, lease_ttl(settings.poll_interval) / 2)
+        pg = await PgStore.open(dsn, on_unreadable=told, migrate=migrate, hold_timeout=hold)
         try:
             yield pg
         finally:

@@ -35,6 +35,8 @@ class PgTables:
     _pool: AsyncConnectionPool[Connection]
     _on_unreadable: OnUnreadable
     _fence: int | None = None
+    #: Seconds a transaction may idle holding locks, and a lease check wait for one.
+    hold_timeout: float = 5.0
     #: The database as logs and errors show it: no password, ever.
     display: str = "postgresql"
 

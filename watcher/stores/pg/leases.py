@@ -41,6 +41,10 @@ class PgLeases(PgTables):
         """See `ports.Leases.acquire_lease`."""
         params = {"name": clean(name), "holder": clean(holder), "ttl": ttl}
         async with self._tx() as conn:
+            # Never wait long on the row: a lock held by a frozen replica is ended by the
+            # server (`idle_in_transaction_session_timeout`); the next check tries again.
+            wait = f"{max(1, round(self.hold_timeout * 1000))}ms"
+            await conn.execute("SELECT set_config('lock_timeout', %s, true)", (wait,))
             cursor = await conn.execute(_ACQUIRE, params)
             row = await cursor.fetchone()
             if row is None:

@@ -31,6 +31,9 @@ from watcher.stores.pg.url import display_url
 #: Seconds to open one connection, and to wait for one from the pool.
 CONNECT_TIMEOUT = 5
 POOL_TIMEOUT = 10.0
+#: Seconds a transaction may sit idle holding locks (see `open`): far above any healthy
+#: transaction's pauses, far below a lease. The daemon passes half the lease time instead.
+HOLD_TIMEOUT = 5.0
 #: Connections per replica: the poller's writes, the dispatcher's claims and settles, the
 #: leadership renewals and a read or two; more would only queue at the database.
 POOL_SIZE = 4
@@ -59,10 +62,16 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
         on_unreadable: OnUnreadable = ignore,
         migrate: bool = True,
         pool_size: int = POOL_SIZE,
+        hold_timeout: float = HOLD_TIMEOUT,
     ) -> Self:
         """Connect to the database at `url` (in PostgreSQL `schema`, when given: the tests
         use one each) and bring its schema up to date (with `migrate=False`, refuse one that
         is behind instead).
+
+        `hold_timeout` bounds how long one of this store's transactions may hold its locks
+        while idle (a replica frozen mid-transaction: SIGSTOP, a paused VM): the server ends
+        that session after it, so a frozen leader cannot keep the lease row locked and block
+        the takeover; a lease check waits for a lock at most that long too.
 
         Raises:
             StoreError: it cannot be reached, was written by a newer fireworks-watcher, or
@@ -74,7 +83,10 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
         except psycopg.ProgrammingError as exc:
             raise StoreError(f"cannot open state database {display}: {reason(exc)}") from None
         # The URL's own options (`?options=-csearch_path%3Dwatcher`) are kept, then ours.
-        ours = "-c timezone=UTC" + (f" -c search_path={schema}" if schema else "")
+        held = max(1, round(hold_timeout * 1000))
+        ours = f"-c timezone=UTC -c idle_in_transaction_session_timeout={held}" + (
+            f" -c search_path={schema}" if schema else ""
+        )
         options = f"{given} {ours}".strip()
         kwargs: dict[str, Any] = {
             "autocommit": True,
@@ -91,6 +103,7 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
             name="fireworks-watcher",
         )
         store = cls(pool, display=display)
+        store.hold_timeout = hold_timeout
         store._on_unreadable = on_unreadable
         try:
             # One connection first, on its own: its error says why (a wrong password, no
