@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument(
         "--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 3)"
     )
+    watch.add_argument(
+        "--no-live",
+        action="store_true",
+        help="no live status line on a terminal: one plain line per transition, as when piped",
+    )
     status = command("status", _cmd_status, "last known state of every job, undelivered messages")
     with_config(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")

@@ -7,7 +7,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -15,7 +15,7 @@ from watcher.core.errors import ConfigError, NotifyError
 
 if TYPE_CHECKING:
     from watcher.config import Settings
-    from watcher.core.model import JobRef, Transition
+    from watcher.core.model import JobRef, JobSnapshot, Transition
     from watcher.runtime.poller import Watcher
 
 from watcher.cli.common import EXIT_TIMEOUT, EXIT_USAGE, _error, _run_async
@@ -76,6 +76,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     import tempfile
 
     from watcher import app
+    from watcher.cli import live
 
     if not 0 < args.interval < math.inf:
         _error("--interval must be > 0")
@@ -87,9 +88,9 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         settings = _watch_settings(args, os.environ, Path(tmp) / "state.db")
         (ref,) = settings.refs()
 
-        def show(transition: Transition) -> None:
-            sys.stdout.write(transition_line(transition) + "\n")
-            sys.stdout.flush()
+        job = live.LiveJob(ref)
+        # A live line on a terminal only: piped output stays one plain line per transition.
+        on_tty = sys.stdout.isatty() and not args.no_live
 
         async def follow() -> int:
             import anyio
@@ -98,15 +99,18 @@ def _cmd_watch(args: argparse.Namespace) -> int:
                 notifier = app.build_notifier(settings)
             except NotifyError as exc:
                 raise NotifyError(_flag_error(str(exc))) from None
-            async with app.open_watcher(settings, on_transition=show, notifier=notifier) as w:
-                with anyio.move_on_after(args.timeout if args.timeout is not None else math.inf):
-                    return await _follow(w, ref, account=settings.fireworks.account_id)
-                last = w.last(ref)
-                state = last.state if last is not None else "not seen yet"
-                _error(
-                    f"--timeout: {ref.kind}/{ref.job_id} is still {state} after {args.timeout:g} s"
-                )
-                return EXIT_TIMEOUT
+            with live.display(job, transition_line, live=on_tty) as show:
+                async with app.open_watcher(settings, on_transition=show, notifier=notifier) as w:
+                    with anyio.move_on_after(
+                        args.timeout if args.timeout is not None else math.inf
+                    ):
+                        return await _follow(
+                            w, ref, account=settings.fireworks.account_id, polled=job.polled
+                        )
+                    last = w.last(ref)
+            state = last.state if last is not None else "not seen yet"
+            _error(f"--timeout: {ref.kind}/{ref.job_id} is still {state} after {args.timeout:g} s")
+            return EXIT_TIMEOUT
 
         return _run_async(follow)
 
@@ -128,7 +132,13 @@ def transition_line(transition: Transition) -> str:
     return for_terminal(line, SHOWN_MESSAGE)
 
 
-async def _follow(watcher: Watcher, ref: JobRef, *, account: str) -> int:
+async def _follow(
+    watcher: Watcher,
+    ref: JobRef,
+    *,
+    account: str,
+    polled: Callable[[JobSnapshot | None], None] = lambda _: None,
+) -> int:
     """Poll until the resource reaches an outcome; returns the exit code it means."""
     import anyio
 
@@ -148,6 +158,7 @@ async def _follow(watcher: Watcher, ref: JobRef, *, account: str) -> int:
                 if rejections >= WATCH_REJECTIONS:
                     raise ConfigError(f"{ref.kind}/{ref.job_id}: {error}")
         last = watcher.last(ref)
+        polled(last)
         code = watch_exit(ref.kind, last.state) if last is not None else None
         if code is not None:
             # Give the last notifications a fair chance before exiting.
