@@ -319,6 +319,7 @@ async def test_a_leader_frozen_mid_transaction_cannot_block_the_takeover(
                         continue
             wakes.set()
 
+        assert taken is not None
         assert (taken.holder, taken.epoch) == ("new", old.epoch + 1)
         assert len(outcome) == 1  # the frozen write failed, and wrote nothing
         with pytest.raises(Fenced):
