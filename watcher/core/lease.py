@@ -65,9 +65,3 @@ def lease_ttl(poll_interval: float) -> float:
 def renew_every(ttl: float) -> float:
     """Seconds between renewals (and a standby's attempts) for a lease of `ttl` seconds."""
     return ttl / RENEWALS_PER_TTL
-
-
-def term_left(ttl: float, *, renewed_at: float, now: float) -> float:
-    """Seconds (monotonic) the holder may still act as leader after a renewal that began at
-    `renewed_at`: the store counted the lease from a moment no earlier than that."""
-    return renewed_at + ttl - now
