@@ -5,11 +5,12 @@ its own; the same contract as the PostgreSQL store keeps one runtime for both.""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from watcher.core.errors import Fenced, StoreError
 from watcher.core.lease import POLLER, Lease, Replica
-from watcher.stores.base import Tables
+from watcher.stores.base import OnUnreadable, Tables
 from watcher.stores.rows import RowError, shown, text, ts, when
 
 _LEASE_COLUMNS = "name, holder, epoch, expires_at, renewed_at"
@@ -34,13 +35,7 @@ class LeaseTable(Tables):
         if self._fence is None:
             return
         row = conn.execute("SELECT holder, epoch FROM leases WHERE name = ?", (POLLER,)).fetchone()
-        if row is None or row[1] != self._fence:
-            holder = "nobody" if row is None else str(row[0])
-            epoch = "none" if row is None else str(row[1])
-            raise Fenced(
-                f"the poller lease is at epoch {epoch} ({holder}), not {self._fence}: "
-                "this replica's write was refused"
-            )
+        check_fence(row, self._fence)
 
     def acquire_lease(self, name: str, holder: str, *, ttl: timedelta) -> Lease:
         """See `ports.Leases.acquire_lease`."""
@@ -49,7 +44,7 @@ class LeaseTable(Tables):
             row = conn.execute(
                 f"SELECT {_LEASE_COLUMNS} FROM leases WHERE name = ?", (name,)
             ).fetchone()
-            current = None if row is None else _lease(row)
+            current = None if row is None else lease_row(row)
             if current is None:
                 conn.execute(
                     "INSERT INTO leases (name, holder, epoch, expires_at, renewed_at) "
@@ -68,7 +63,7 @@ class LeaseTable(Tables):
             found = conn.execute(
                 f"SELECT {_LEASE_COLUMNS} FROM leases WHERE name = ?", (name,)
             ).fetchone()
-        return _lease(found)
+        return lease_row(found)
 
     def release_lease(self, name: str, holder: str) -> None:
         """See `ports.Leases.release_lease`."""
@@ -84,7 +79,7 @@ class LeaseTable(Tables):
             row = self._conn.execute(
                 f"SELECT {_LEASE_COLUMNS} FROM leases WHERE name = ?", (name,)
             ).fetchone()
-        return None if row is None else _lease(row)
+        return None if row is None else lease_row(row)
 
     def beat(self, holder: str, *, role: str, started_at: datetime) -> None:
         """See `ports.Leases.beat`."""
@@ -104,23 +99,10 @@ class LeaseTable(Tables):
                 "ORDER BY role != 'leader', holder",
                 (ts(_now() - seen_within),),
             ).fetchall()
-        found: list[Replica] = []
-        for holder, role, started_at, seen_at in rows:
-            try:
-                found.append(
-                    Replica(
-                        text("replicas.holder", holder),
-                        text("replicas.role", role),
-                        when("replicas.started_at", started_at),
-                        when("replicas.seen_at", seen_at),
-                    )
-                )
-            except RowError as exc:
-                self._on_unreadable(f"replicas {shown(holder)}", str(exc))
-        return found
+        return replica_rows(rows, self._on_unreadable)
 
 
-def _lease(row: tuple[object, ...]) -> Lease:
+def lease_row(row: Sequence[object]) -> Lease:
     # A lease that cannot be read decides nothing: the replica stays standby, and says why.
     name, holder, epoch, expires_at, renewed_at = row
     try:
@@ -135,3 +117,34 @@ def _lease(row: tuple[object, ...]) -> Lease:
         )
     except RowError as exc:
         raise StoreError(f"cannot read the lease {shown(name)}: {exc}") from None
+
+
+def replica_rows(rows: Iterable[Sequence[object]], on_unreadable: OnUnreadable) -> list[Replica]:
+    """The replicas of (holder, role, started_at, seen_at) rows; one that does not decode
+    costs only itself (told to `on_unreadable`)."""
+    found: list[Replica] = []
+    for holder, role, started_at, seen_at in rows:
+        try:
+            found.append(
+                Replica(
+                    text("replicas.holder", holder),
+                    text("replicas.role", role),
+                    when("replicas.started_at", started_at),
+                    when("replicas.seen_at", seen_at),
+                )
+            )
+        except RowError as exc:
+            on_unreadable(f"replicas {shown(holder)}", str(exc))
+    return found
+
+
+def check_fence(row: Sequence[object] | None, fence: int) -> None:
+    """Refuse a poll's write (`Fenced`) unless the poller lease's (holder, epoch) `row` still
+    has the write's epoch `fence`."""
+    if row is None or row[1] != fence:
+        holder = "nobody" if row is None else str(row[0])
+        epoch = "none" if row is None else str(row[1])
+        raise Fenced(
+            f"the poller lease is at epoch {epoch} ({holder}), not {fence}: "
+            "this replica's write was refused"
+        )

@@ -13,9 +13,10 @@ import anyio
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from watcher.core.errors import Fenced, StoreError
+from watcher.core.errors import StoreError
 from watcher.core.lease import POLLER
 from watcher.stores.base import OnUnreadable
+from watcher.stores.leases import check_fence
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 #: Seconds the idle connections may take to be tested after one broke.
@@ -84,14 +85,7 @@ class PgTables:
         cursor = await conn.execute(
             "SELECT holder, epoch FROM leases WHERE name = %s FOR SHARE", (POLLER,)
         )
-        row = await cursor.fetchone()
-        if row is None or row[1] != self._fence:
-            holder = "nobody" if row is None else str(row[0])
-            epoch = "none" if row is None else str(row[1])
-            raise Fenced(
-                f"the poller lease is at epoch {epoch} ({holder}), not {self._fence}: "
-                "this replica's write was refused"
-            )
+        check_fence(await cursor.fetchone(), self._fence)
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:

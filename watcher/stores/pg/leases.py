@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 
 from watcher.core.errors import StoreError
 from watcher.core.lease import Lease, Replica
+from watcher.stores.leases import lease_row, replica_rows
 from watcher.stores.pg.base import PgTables, clean
-from watcher.stores.rows import RowError, shown, text, when
+from watcher.stores.rows import shown
 
 _LEASE_COLUMNS = "name, holder, epoch, expires_at, renewed_at"
 
@@ -54,7 +55,7 @@ class PgLeases(PgTables):
                 row = await cursor.fetchone()
         if row is None:  # deleted between the two statements: nobody holds it
             raise StoreError(f"cannot read the lease {shown(name)}: its row was deleted")
-        return _lease(row)
+        return lease_row(row)
 
     async def release_lease(self, name: str, holder: str) -> None:
         """See `ports.Leases.release_lease`."""
@@ -71,7 +72,7 @@ class PgLeases(PgTables):
                 f"SELECT {_LEASE_COLUMNS} FROM leases WHERE name = %s", (clean(name),)
             )
             row = await cursor.fetchone()
-        return None if row is None else _lease(row)
+        return None if row is None else lease_row(row)
 
     async def beat(self, holder: str, *, role: str, started_at: datetime) -> None:
         """See `ports.Leases.beat`."""
@@ -97,34 +98,4 @@ class PgLeases(PgTables):
                 (seen_within,),
             )
             rows = await cursor.fetchall()
-        found: list[Replica] = []
-        for holder, role, started_at, seen_at in rows:
-            try:
-                found.append(
-                    Replica(
-                        text("replicas.holder", holder),
-                        text("replicas.role", role),
-                        when("replicas.started_at", started_at),
-                        when("replicas.seen_at", seen_at),
-                    )
-                )
-            except RowError as exc:
-                self._on_unreadable(f"replicas {shown(holder)}", str(exc))
-        return found
-
-
-def _lease(row: tuple[object, ...]) -> Lease:
-    # A lease that cannot be read decides nothing: the replica stays standby, and says why.
-    name, holder, epoch, expires_at, renewed_at = row
-    try:
-        if isinstance(epoch, bool) or not isinstance(epoch, int):
-            raise RowError(f"leases.epoch: {shown(epoch)} is not a count")
-        return Lease(
-            text("leases.name", name),
-            text("leases.holder", holder),
-            epoch,
-            when("leases.expires_at", expires_at),
-            when("leases.renewed_at", renewed_at),
-        )
-    except RowError as exc:
-        raise StoreError(f"cannot read the lease {shown(name)}: {exc}") from None
+        return replica_rows(rows, self._on_unreadable)
