@@ -369,6 +369,28 @@ def test_a_state_file_lost_while_running_is_loud_and_loses_nothing(
     assert set(TOKENS) == sent_tokens(receiver)
 
 
+async def test_a_lost_store_is_said_once_by_poller_and_dispatcher_together(
+    tmp_path: Path, receiver: JsonReceiver, server: ServedApp, sim: Simulator
+) -> None:
+    """Every part that meets the lost store fails, and `store.error` is one line: a send in
+    flight and the poller's next write used to add their own (CI saw two)."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    settings = settings_for(tmp_path, receiver, server.url)
+    receiver.status = 500  # the row stays pending, so every dispatch reads the store
+    with capture_logs() as logs:
+        async with app.open_watcher(settings) as watcher:
+            await watcher.run_once(force=True)
+            await anyio.to_thread.run_sync(settings.watcher.state_path.unlink)
+            for state in ("COMPLETED", "FAILED"):
+                sim.set_state("job-a", state)  # a change to write, each round
+                await watcher.poll_once(force=True)
+                await watcher.dispatch_once()
+    said = [line for line in logs if line["event"] == "store.error"]
+    assert 1 == len(said), said
+    assert "was deleted" in said[0]["error"]
+
+
 def replace_with_database(path: Path) -> bytes:
     StateStore.open(other := path.with_name("other.db")).close()
     content = other.read_bytes()

@@ -42,6 +42,7 @@ from watcher.core.errors import StoreError
 from watcher.ports import NullObserver, Observer, Outbox, Sender
 from watcher.runtime.gates import SendTimes, SilenceWatch, batched
 from watcher.runtime.lanes import Lanes, log_fields
+from watcher.runtime.storelog import StoreErrorLog
 
 log = structlog.get_logger("watcher")
 
@@ -90,6 +91,7 @@ class Dispatcher(Lanes):
         rand: Callable[[], float] = random.random,
         holder: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        store_errors: StoreErrorLog | None = None,
     ) -> None:
         self._outbox = outbox
         self._sender = sender
@@ -104,8 +106,10 @@ class Dispatcher(Lanes):
         self._wake = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
-        self._store_error = ""  # the last one logged: a store that stays broken is said once
-        self._silences = SilenceWatch(outbox, monotonic=monotonic, on_error=self._log_store_error)
+        self._store_errors = store_errors if store_errors is not None else StoreErrorLog()
+        self._silences = SilenceWatch(
+            outbox, monotonic=monotonic, on_error=self._store_errors.failed
+        )
         self._sent_at = SendTimes()
         self._batches_here: Callable[[], bool] = lambda: True
 
@@ -199,7 +203,7 @@ class Dispatcher(Lanes):
         try:
             due = await self._outbox.next_due_at()
         except StoreError as exc:
-            self._log_store_error(exc)
+            self._store_errors.failed(exc)
             due = None
         if due is not None:
             pause = min(pause, max(0.0, (due - self._clock()).total_seconds()))
@@ -236,9 +240,9 @@ class Dispatcher(Lanes):
                     claimed[target] = rows
         except StoreError as exc:
             report.store_failed = True
-            self._log_store_error(exc)
+            self._store_errors.failed(exc)
             return {}
-        self._store_error = ""
+        self._store_errors.worked()
         return claimed
 
     async def _announce(self) -> None:
@@ -246,7 +250,7 @@ class Dispatcher(Lanes):
         try:
             ended = await self._outbox.announce_after_silences(self._clock())
         except StoreError as exc:
-            self._log_store_error(exc)
+            self._store_errors.failed(exc)
             return
         if ended:
             # The cached list may still hold it (expired by hand within the last second): the
@@ -255,13 +259,6 @@ class Dispatcher(Lanes):
         for silence, queued in ended.items():
             if queued:
                 log.info("silence.ended", silence=silence, queued=queued)
-
-    def _log_store_error(self, exc: StoreError) -> None:
-        # Every few seconds the same line would say nothing new (a lost state file, a full
-        # disk): it is logged when it changes, and again after the store has worked.
-        if str(exc) != self._store_error:
-            self._store_error = str(exc)
-            log.error("store.error", error=str(exc))
 
     async def _lane(self, target: str, rows: list[Delivery], report: DispatchReport) -> None:
         """Send one target's rows one after another (a batched target's as planned)."""
@@ -322,7 +319,7 @@ class Dispatcher(Lanes):
         try:
             self._observer.outbox(*await self._outbox.outbox_stats())
         except StoreError as exc:
-            self._log_store_error(exc)
+            self._store_errors.failed(exc)
 
 
 def _by_target(rows: list[Delivery]) -> dict[str, list[Delivery]]:

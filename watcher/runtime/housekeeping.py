@@ -9,6 +9,7 @@ import structlog
 
 from watcher.core.errors import StoreError
 from watcher.ports import StateRepo
+from watcher.runtime.storelog import StoreErrorLog
 
 log = structlog.get_logger("watcher")
 
@@ -22,7 +23,9 @@ class Housekeeping:
     def __init__(self) -> None:
         self._next = datetime.min.replace(tzinfo=UTC)
 
-    async def run(self, store: StateRepo, now: datetime, *, history_days: int) -> None:
+    async def run(
+        self, store: StateRepo, now: datetime, *, history_days: int, errors: StoreErrorLog
+    ) -> None:
         """Delete events and settled notifications older than `history_days`, if an hour
         has passed since the last time."""
         if now < self._next:
@@ -31,7 +34,7 @@ class Housekeeping:
         try:
             events, deliveries = await store.prune_history(now - timedelta(days=history_days))
         except StoreError as exc:
-            log.error("store.error", error=str(exc))
+            errors.failed(exc)
             return
         if events or deliveries:
             log.info("history.pruned", events=events, deliveries=deliveries)

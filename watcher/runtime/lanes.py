@@ -28,6 +28,7 @@ from watcher.core.errors import LeaseLost, StoreError
 from watcher.core.urls import short_url
 from watcher.ports import Observer, Outbox, Sender
 from watcher.runtime.gates import SendTimes, SilenceWatch, quiet_end
+from watcher.runtime.storelog import StoreErrorLog
 
 if TYPE_CHECKING:
     from watcher.runtime.dispatcher import DispatchReport
@@ -47,6 +48,7 @@ class Lanes:
     _rand: Callable[[], float]
     _silences: SilenceWatch
     _sent_at: SendTimes
+    _store_errors: StoreErrorLog
     holder: str
 
     def _told(
@@ -98,7 +100,7 @@ class Lanes:
                 return True
             except StoreError as exc:
                 report.store_failed = True
-                log.error("store.error", error=str(exc), **fields)
+                self._store_errors.failed(exc, **fields)
                 return True
         self._observer.silenced(delivery.entry.channel)
         log.info("notify.silenced", silence=silence.id, **fields)
@@ -176,7 +178,7 @@ class Lanes:
             return False
         except StoreError as exc:
             report.store_failed = True
-            log.error("store.error", error=str(exc), **fields)
+            self._store_errors.failed(exc, **fields)
             return False
         return True
 

@@ -34,6 +34,7 @@ from watcher.runtime.fetcher import Fetcher, list_key
 from watcher.runtime.housekeeping import Housekeeping
 from watcher.runtime.leadership import Leadership
 from watcher.runtime.plan import CycleReport, WatchPlan
+from watcher.runtime.storelog import StoreErrorLog
 
 log = structlog.get_logger("watcher")
 T = TypeVar("T")
@@ -84,6 +85,7 @@ class Watcher:
         self._clock_steps = StepNotice()
         self._rand = rand
         self._on_transition = on_transition
+        self._store_errors = StoreErrorLog()  # one line per failure, poller and dispatcher alike
         self.dispatcher = Dispatcher(
             store,
             sender,
@@ -93,6 +95,7 @@ class Watcher:
             observer=self._observer,
             clock=self._clock,
             rand=rand,
+            store_errors=self._store_errors,
         )
         self._last: dict[str, JobSnapshot] | None = None
         self._schedule = PollSchedule(plan.poll_interval, plan.terminal_poll_interval)
@@ -162,7 +165,7 @@ class Watcher:
         try:
             await self._store.forget(dropped)
         except StoreError as exc:
-            log.error("store.error", error=str(exc))
+            self._store_errors.failed(exc)
         else:
             for key in dropped:
                 del self._last[key]
@@ -197,7 +200,7 @@ class Watcher:
         try:
             await self._store.record([], [], now=self._clock(), resolved=gone)
         except StoreError as exc:
-            log.error("store.error", error=str(exc))
+            self._store_errors.failed(exc)
             return
         for condition in gone:
             self._alerts.open.pop(condition.key, None)
@@ -242,7 +245,9 @@ class Watcher:
             unreadable=self._unreadable.notices(self.plan.unreadable_after),
             full=True,
         )
-        await self._housekeeping.run(self._store, now, history_days=self.plan.history_days)
+        await self._housekeeping.run(
+            self._store, now, history_days=self.plan.history_days, errors=self._store_errors
+        )
         self._observer.cycle_done(report, at=self._clock())
         self._fetcher.check_budget(self.plan)
         return report
@@ -296,7 +301,7 @@ class Watcher:
         except StoreError as exc:
             # Nothing was written, so the next cycle sees the same changes again.
             report.store_failed = True
-            log.error("store.error", error=str(exc))
+            self._store_errors.failed(exc)
             return 0
         self._last.update((s.ref.key, s) for s in decision.snapshots)
         self._listed_kinds.update(report.listed)
