@@ -91,17 +91,28 @@ def env(monkeypatch: pytest.MonkeyPatch, server: ServedApp) -> None:
     monkeypatch.setenv("FIREWORKS_WATCHER_LOG_FORMAT", "json")
 
 
-@pytest.fixture
-def daemon_env(server: ServedApp) -> dict[str, str]:
+def deployed_env(base_url: str) -> dict[str, str]:
     """The environment a deployed daemon gets: key, account and base URL from variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
     env |= {
         "FIREWORKS_API_KEY": KEY,
         "FIREWORKS_ACCOUNT_ID": ACCOUNT,
-        "FIREWORKS_BASE_URL": server.url,
+        "FIREWORKS_BASE_URL": base_url,
         "FIREWORKS_WATCHER_LOG_FORMAT": "json",
     }
     return env
+
+
+@pytest.fixture
+def daemon_env(server: ServedApp) -> dict[str, str]:
+    """`deployed_env` for the simulator behind `server`."""
+    return deployed_env(server.url)
+
+
+@pytest.fixture(scope="module")
+def module_env(server: ServedApp) -> dict[str, str]:
+    """`daemon_env` for a daemon shared by a module's tests."""
+    return deployed_env(server.url)
 
 
 # The contract suite's fixtures: every store test there runs on SQLite and PostgreSQL.

@@ -28,7 +28,7 @@ PACKAGE = ROOT / "watcher"
 SIMULATOR = ROOT / "fireworks_sim"
 
 ADAPTERS = {"sources", "stores", "notify", "web"}
-COMPOSITION = {"app", "backends", "cli", "demo", "__main__"}
+COMPOSITION = {"app", "backends", "cli", "demo", "views", "__main__"}
 #: Standard-library modules that do I/O: the core may not import them.
 STDLIB_IO = {
     "sqlite3",
@@ -54,7 +54,7 @@ LIBRARIES: dict[str, set[str]] = {
     "sources": {"httpx", "anyio", "orjson", "structlog"},
     "stores": {"anyio", "psycopg", "psycopg_pool"},
     "notify": {"apprise", "anyio", "rich"},
-    "web": {"anyio", "prometheus_client", "uvicorn"},
+    "web": {"anyio", "jinja2", "prometheus_client", "uvicorn"},
     "config": {"pydantic", "pydantic_core"},
     "logs": {"structlog"},
 }

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fireworks_sim import Simulator
@@ -454,6 +456,32 @@ def test_demo_shows_completed_and_failed() -> None:
     events = sum(line.startswith("[") for line in lines)
     assert events >= 4
     assert len(lines) <= 6 + 3 * events
+    assert re.search(
+        r"^status page: open http://127\.0\.0\.1:\d+/ while it runs$", done.stdout, re.MULTILINE
+    )
+
+
+def test_demo_serves_the_page_while_it_runs() -> None:
+    """The URL the demo prints answers with its jobs (issue 13); with --stay it stays up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    with subprocess.Popen(
+        [sys.executable, "-m", "watcher", "demo", "--stay"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    ) as demo:  # fmt: skip
+        try:
+            assert demo.stdout is not None
+            url = ""
+            for line in demo.stdout:
+                if found := re.search(r"http://127\.0\.0\.1:\d+/", line):
+                    url = found.group(0)
+                if "stays up" in line:
+                    break
+            jobs = httpx.get(f"{url}api/v1/jobs", timeout=10).json()["jobs"]
+            assert {"dpo/demo-complete", "dpo/demo-oom"} <= {job["job"] for job in jobs}
+            assert "COMPLETED" in httpx.get(url, timeout=10).text
+        finally:
+            demo.terminate()
+            demo.wait(timeout=30)
 
 
 @pytest.fixture

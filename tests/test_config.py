@@ -862,7 +862,7 @@ class TestExample:
         }
         defaults = WatcherSettings().model_dump()
 
-        examples = ("state_path", "state_url")  # shown as examples: their defaults are none
+        examples = ("state_path", "state_url", "web_token")  # examples: their defaults are none
         assert {k: defaults[k] for k in written if k not in examples} == {
             k: v for k, v in written.items() if k not in examples
         }
@@ -1043,5 +1043,44 @@ class TestStateUrl:
 
         message = str(caught.value)
         assert "watcher.state_url" in message
+        assert "\n" not in message
+        assert "hunter2" not in message
+
+
+class TestWebToken:
+    """`watcher.web_token`: the status page's token; a secret, from the file or
+    `$FIREWORKS_WATCHER_WEB_TOKEN`, bounded where it enters."""
+
+    BASE: ClassVar[dict[str, Any]] = {
+        "fireworks": {"account_id": "acme"},
+        "watch": [{"kind": "sft", "jobs": ["a"]}],
+    }
+    TOKEN = "page-token-hunter2-0123456789"
+
+    def test_absent_means_none(self) -> None:
+        assert config.parse(self.BASE, {}).watcher.web_token is None
+
+    def test_the_environment_gives_the_default_and_the_file_wins(self) -> None:
+        env = {"FIREWORKS_WATCHER_WEB_TOKEN": self.TOKEN}
+        token = config.parse(self.BASE, env).watcher.web_token
+        assert token is not None
+        assert (self.TOKEN, False) == (token.get_secret_value(), self.TOKEN in repr(token))
+        data = {**self.BASE, "watcher": {"web_token": "x" * 16}}
+        token = config.parse(data, env).watcher.web_token
+        assert token is not None
+        assert "x" * 16 == token.get_secret_value()
+
+    @pytest.mark.parametrize(
+        "value",
+        ["hunter2", "hunter2 with spaces in it", "hunter2\x00-0123456789abc", "h" * 257, "", 12],
+    )
+    def test_a_weak_or_odd_token_is_refused_without_echoing_it(self, value: object) -> None:
+        data = {**self.BASE, "watcher": {"web_token": value}}
+
+        with pytest.raises(ConfigError) as refused:
+            config.parse(data, {})
+
+        message = str(refused.value)
+        assert "watcher.web_token" in message
         assert "\n" not in message
         assert "hunter2" not in message

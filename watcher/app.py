@@ -5,18 +5,22 @@ Used by the command line and the demo; the only module (with them) that knows ev
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 import anyio
+import anyio.from_thread
+import anyio.to_thread
 import httpx
 import structlog
 
-from watcher import logs
-from watcher.backends import exclusive_use, open_state
+from watcher import __version__, logs
+from watcher.backends import StateDb, exclusive_use, open_state
 from watcher.config import Settings
 from watcher.core.budget import RequestBudget
 from watcher.core.clock import SteadyClock
@@ -34,7 +38,10 @@ from watcher.runtime.plan import WatchPlan
 from watcher.runtime.poller import Watcher
 from watcher.runtime.sdnotify import SystemdNotifier
 from watcher.sources.fireworks import FireworksClient
+from watcher.views import StoreStatus
+from watcher.web.auth import LOCKED_REASON, Access, is_loopback
 from watcher.web.health import Health
+from watcher.web.page import StatusPage
 from watcher.web.serve import serve_health
 
 log = structlog.get_logger("watcher")
@@ -172,6 +179,7 @@ class Runtime:
     client: FireworksClient
     budget: RequestBudget
     leadership: Leadership
+    store: StateDb
 
 
 @asynccontextmanager
@@ -236,7 +244,7 @@ async def open_runtime(
             observer=health,
             exclusive=store.single_process,
         )
-        yield Runtime(watcher, client, budget, leadership)
+        yield Runtime(watcher, client, budget, leadership, store)
 
 
 async def run_daemon(
@@ -278,13 +286,16 @@ async def run_daemon(
         open_runtime(
             settings, notifier=notifier, health=health, clock=clock, migrate=migrate
         ) as runtime,
+        anyio.from_thread.BlockingPortal() as portal,
         anyio.create_task_group() as tg,
     ):
         watcher = runtime.watcher
         address = settings.watcher.health_address
         if address is not None:
-            port = await tg.start(serve_health, health.app(), *address)
-            log.info("health.listening", host=address[0], port=port)
+            page = await status_page(settings, runtime.store, health, portal, clock)
+            port = await tg.start(serve_health, health.app(page), *address)
+            shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+            log.info("health.listening", host=address[0], port=port, page=f"http://{shown}:{port}/")
 
         async def on_signals() -> None:
             with anyio.open_signal_receiver(
@@ -310,6 +321,33 @@ async def run_daemon(
             leadership=runtime.leadership,
         )
         tg.cancel_scope.cancel()
+
+
+async def status_page(
+    settings: Settings,
+    store: StateDb,
+    health: Health,
+    portal: anyio.from_thread.BlockingPortal,
+    clock: Callable[[], datetime],
+) -> StatusPage:
+    """The status page on the daemon's store, behind `web_token` (required beyond loopback:
+    without one there the page is off, and the health endpoints stay served)."""
+    address = settings.watcher.health_address
+    assert address is not None
+    secret = settings.watcher.web_token
+    access = Access(secret.get_secret_value() if secret else None, loopback=is_loopback(address[0]))
+    if access.token is None and not access.loopback:
+        log.warning("web.locked", host=address[0], reason=LOCKED_REASON)
+    # Built in a thread: it reads its templates and assets from the package.
+    return await anyio.to_thread.run_sync(
+        functools.partial(
+            StatusPage,
+            StoreStatus(store, portal=portal, watcher=health.summary, clock=clock),
+            access=access,
+            poll_interval=settings.watcher.poll_interval,
+            version=__version__,
+        )
+    )
 
 
 def _reload(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from watcher.core.conditions import Condition, Since
 from watcher.core.delivery import Delivery, Event, Mark, OutboxEntry, SendResult
@@ -17,6 +17,7 @@ from watcher.core.kinds import JobKind
 from watcher.core.lease import Lease, Replica
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.silences import Silence
+from watcher.core.timeline import Timeline
 
 
 class Page(Protocol):
@@ -190,6 +191,17 @@ class Report(Protocol):
     def auth_failed(self) -> bool: ...
     @property
     def store_failed(self) -> bool: ...
+
+
+class StatusSource(Protocol):
+    """What the status page reads (`views.StoreStatus`): JSON-ready documents (see
+    `views.overview_document`) and a job's timeline."""
+
+    async def overview(self) -> dict[str, Any]:
+        """Every job, condition, silence and undelivered notification, and the daemon's role."""
+
+    async def job(self, key: str) -> tuple[dict[str, Any], Timeline] | None:
+        """One job with its history, and its timeline; None when there is no such job."""
 
 
 class Observer(Protocol):

@@ -143,6 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     healthcheck.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
     demo = command("demo", _cmd_demo, "simulated jobs moving, announced on the console (~20 s)")
     demo.add_argument("--duration", type=float, default=40.0, help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--stay", action="store_true", help="keep watching and serving the page until Ctrl-C"
+    )
     simulate = command("simulate", _cmd_simulate, "run the Fireworks API simulator alone")
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8080)

@@ -234,7 +234,7 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from watcher.demo import run_demo
 
-    return run_demo(duration=args.duration)
+    return run_demo(duration=args.duration, stay=args.stay)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

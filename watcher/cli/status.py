@@ -13,83 +13,37 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from watcher.cli.common import EXIT_OK
-from watcher.core.conditions import Condition, ConditionName, Since
+from watcher.core.conditions import Condition, ConditionName
 from watcher.core.messages import format_duration
-from watcher.core.text import for_terminal, mask_url
+from watcher.core.text import for_terminal
 from watcher.core.urls import short_url
+from watcher.views import Overview, read_overview, status_document
 
 if TYPE_CHECKING:
     from watcher.config import WatcherSettings
     from watcher.core.delivery import Delivery
-    from watcher.core.lease import Lease, Replica
-    from watcher.core.model import JobSnapshot
-    from watcher.core.silences import Silence
-    from watcher.stores.history import Silenced
 
 # What the API said is shown escaped and cut: a status message may hold terminal controls.
 _SHOWN: Final = 500
 #: Silenced deliveries listed (all are counted): they pile up until `history_days` prunes them.
 SILENCED_SHOWN: Final = 20
 SILENCED_JSON: Final = 1000
-#: Replicas whose heartbeat is older than this are not listed (a lease check is every few s).
-REPLICAS_SEEN: Final = timedelta(minutes=5)
 
 
-@dataclass
-class _State:
-    """Everything `status` reads, in one pass over the store."""
-
-    jobs: list[JobSnapshot] = field(default_factory=list)
-    since: dict[str, Since] = field(default_factory=dict)
-    polled: dict[str, datetime] = field(default_factory=dict)
-    conditions: list[Condition] = field(default_factory=list)
-    undelivered: list[Delivery] = field(default_factory=list)
-    silences: list[Silence] = field(default_factory=list)
-    silenced_count: int = 0
-    silenced: list[Silenced] = field(default_factory=list)
-    bad_rows: list[tuple[str, str]] = field(default_factory=list)
-    where: str = ""
-    lease: Lease | None = None
-    replicas: list[Replica] = field(default_factory=list)
-
-    def job_conditions(self, key: str) -> list[Condition]:
-        return [c for c in self.conditions if c.subject == key]
-
-    def unreadable(self) -> list[tuple[str, str]]:
-        return sorted(
-            (c.subject, c.detail) for c in self.conditions if c.name is ConditionName.UNREADABLE
-        )
-
-
-async def _read(settings: WatcherSettings, now: datetime, *, silenced_limit: int) -> _State:
+async def _read(settings: WatcherSettings, now: datetime, *, silenced_limit: int) -> Overview:
     from watcher import backends
-    from watcher.core.lease import POLLER
 
-    state = _State()
+    state = Overview()
     async with backends.open_state(
         settings, on_unreadable=lambda row, error: state.bad_rows.append((row, error))
     ) as store:
-        state.where = store.display
-        state.jobs = sorted((await store.last_all()).values(), key=lambda s: s.ref.key)
-        state.since = await store.since_all()
-        state.polled = await store.polled_all()
-        state.conditions = await store.open_conditions()
-        state.undelivered = await store.undelivered()
-        state.silences = await store.silences(now)
-        state.silenced_count, state.silenced = await store.silenced(limit=silenced_limit)
-        state.lease = await store.lease(POLLER)
-        state.replicas = await store.replicas(seen_within=REPLICAS_SEEN)
+        await read_overview(store, now, silenced_limit=silenced_limit, into=state)
     return state
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _stamp(value: datetime) -> str:
@@ -111,14 +65,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     if settings.state_url is None and not path.exists():
         if args.json:
-            sys.stdout.write(json.dumps(_document(path, _State(where=str(path)), now)) + "\n")
+            sys.stdout.write(json.dumps(status_document(Overview(where=str(path)), now)) + "\n")
         else:
             sys.stdout.write(f"no state yet at {path}\n")
         return EXIT_OK
     limit = SILENCED_JSON if args.json else SILENCED_SHOWN
     state = _run_async(lambda: _read(settings, now, silenced_limit=limit))
     if args.json:
-        sys.stdout.write(json.dumps(_document(path, state, now), indent=2) + "\n")
+        sys.stdout.write(json.dumps(status_document(state, now), indent=2) + "\n")
         return EXIT_OK
     _write_status(path, state, now)
     if state.undelivered:
@@ -129,105 +83,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _condition(c: Condition) -> dict[str, object]:
-    return {
-        "subject": c.subject,
-        "condition": str(c.name),
-        "opened_at": _iso(c.opened_at),
-        "detail": c.detail,
-    }
-
-
-def _document(path: Path, state: _State, now: datetime) -> dict[str, object]:
-    def job(s: JobSnapshot) -> dict[str, object]:
-        since = state.since.get(s.ref.key)
-        return {
-            "job": s.ref.key,
-            "kind": str(s.ref.kind),
-            "job_id": s.ref.job_id,
-            "display_name": s.display_name,
-            "state": s.state,
-            "status_code": s.status_code,
-            "status_message": s.status_message,
-            "reason": s.reason,
-            "progress": s.progress,
-            "update_time": s.update_time,
-            "state_since": _iso(since.state) if since else None,
-            "moved_at": _iso(since.moved) if since else None,
-            "polled_at": _iso(state.polled.get(s.ref.key)),
-            "conditions": [_condition(c) for c in state.job_conditions(s.ref.key)],
-        }
-
-    return {
-        "state_path": state.where,
-        "now": _iso(now),
-        "lease": None
-        if state.lease is None
-        else {
-            "holder": state.lease.holder,
-            "epoch": state.lease.epoch,
-            "expires_at": _iso(state.lease.expires_at),
-        },
-        "replicas": [
-            {
-                "holder": r.holder,
-                "role": r.role,
-                "started_at": _iso(r.started_at),
-                "seen_at": _iso(r.seen_at),
-            }
-            for r in state.replicas
-        ],
-        "jobs": [job(s) for s in state.jobs],
-        "conditions": [_condition(c) for c in state.conditions],
-        "unreadable": [{"target": t, "error": e} for t, e in state.unreadable()],
-        "undelivered": [
-            {
-                "id": d.id,
-                "status": d.status,
-                "job": d.entry.job_key,
-                "channel": d.entry.channel,
-                "url": mask_url(d.entry.url_display),
-                "old_state": d.entry.old_state,
-                "new_state": d.entry.new_state,
-                "created_at": d.entry.created_at.isoformat(),
-                "attempts": d.attempts,
-                "next_attempt_at": d.next_attempt_at.isoformat(),
-                "last_error": d.last_error,
-            }
-            for d in state.undelivered
-        ],
-        "silences": [
-            {
-                "id": s.id,
-                "job": s.job,
-                "kind": s.kind,
-                "state": s.state,
-                "channel": s.channel,
-                "comment": s.comment,
-                "created_at": _iso(s.created_at),
-                "ends_at": _iso(s.end()),
-            }
-            for s in state.silences
-        ],
-        "silenced_count": state.silenced_count,
-        "silenced": [
-            {
-                "id": d.id,
-                "job": d.job_key,
-                "channel": d.channel,
-                "url": mask_url(d.url_display),
-                "old_state": d.old_state,
-                "new_state": d.new_state,
-                "created_at": _iso(d.created_at),
-                "silence_id": d.silence_id,
-            }
-            for d in state.silenced
-        ],
-        "unreadable_rows": [{"row": row, "error": error} for row, error in state.bad_rows],
-    }
-
-
-def _write_lease(state: _State, now: datetime) -> None:
+def _write_lease(state: Overview, now: datetime) -> None:
     """Who polls (the lease holder) and every replica seen lately, with its role."""
     out = sys.stdout
     lease = state.lease
@@ -241,7 +97,7 @@ def _write_lease(state: _State, now: datetime) -> None:
         out.write(f"  replica {name}: {r.role}, seen {_ago(r.seen_at, now)} ago\n")
 
 
-def _write_status(path: Path, state: _State, now: datetime) -> None:
+def _write_status(path: Path, state: Overview, now: datetime) -> None:
     out = sys.stdout
     out.write(f"state: {state.where or path}\n")
     _write_lease(state, now)
@@ -269,7 +125,7 @@ def _write_status(path: Path, state: _State, now: datetime) -> None:
 
 
 def _write_table(
-    header: tuple[str, ...], rows: list[tuple[str, ...]], state: _State, now: datetime
+    header: tuple[str, ...], rows: list[tuple[str, ...]], state: Overview, now: datetime
 ) -> None:
     """The jobs as a coloured table (a terminal): the state by its outcome, conditions in
     yellow under their job. Every cell is plain `Text`: API text is never rich markup."""
@@ -302,7 +158,7 @@ def _write_table(
 
 
 def _write_plain(
-    header: tuple[str, ...], rows: list[tuple[str, ...]], state: _State, now: datetime
+    header: tuple[str, ...], rows: list[tuple[str, ...]], state: Overview, now: datetime
 ) -> None:
     out = sys.stdout
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
@@ -318,7 +174,7 @@ def _write_plain(
             out.write(f"{'':<{widths[0]}}  ! {_condition_line(c, now)}\n")
 
 
-def _write_rest(state: _State, now: datetime) -> None:
+def _write_rest(state: Overview, now: datetime) -> None:
     """The watcher's own conditions, unreadable resources, silences and unreadable rows."""
     out = sys.stdout
     keys = {s.ref.key for s in state.jobs}
@@ -371,7 +227,7 @@ def _write_undelivered(undelivered: list[Delivery]) -> None:
         out.write(f"  {for_terminal(line, 2 * _SHOWN)}\n")
 
 
-def _write_silenced(state: _State) -> None:
+def _write_silenced(state: Overview) -> None:
     if not state.silenced_count:
         return
     out = sys.stdout

@@ -43,6 +43,7 @@ from watcher.config.schema import (
     HEALTH_LISTEN_ENV,
     STATE_DIRECTORY_ENV,
     STATE_URL_ENV,
+    WEB_TOKEN_ENV,
     ChannelSettings,
     FireworksSettings,
     Settings,
@@ -64,6 +65,7 @@ __all__ = [
     "HEALTH_LISTEN_ENV",
     "STATE_DIRECTORY_ENV",
     "STATE_URL_ENV",
+    "WEB_TOKEN_ENV",
     "ChannelSettings",
     "FireworksSettings",
     "Settings",
@@ -306,7 +308,8 @@ def _watcher_table(table: Any, env: Mapping[str, str], origins: _Origins) -> Any
 
     `state_path` from systemd's `$STATE_DIRECTORY`; `state_url` from
     `$FIREWORKS_WATCHER_STATE_URL`; `health_listen` from
-    `$FIREWORKS_WATCHER_HEALTH_LISTEN` (the container image listens on every interface).
+    `$FIREWORKS_WATCHER_HEALTH_LISTEN` (the container image listens on every interface);
+    `web_token` from `$FIREWORKS_WATCHER_WEB_TOKEN`.
     """
     if not isinstance(table, Mapping):
         return table
@@ -321,6 +324,9 @@ def _watcher_table(table: Any, env: Mapping[str, str], origins: _Origins) -> Any
     if "health_listen" not in out and HEALTH_LISTEN_ENV in env:
         origins.env_default["watcher.health_listen"] = HEALTH_LISTEN_ENV
         out["health_listen"] = env[HEALTH_LISTEN_ENV]
+    if "web_token" not in out and env.get(WEB_TOKEN_ENV, ""):
+        origins.env_default["watcher.web_token"] = WEB_TOKEN_ENV
+        out["web_token"] = env[WEB_TOKEN_ENV]
     return out
 
 

@@ -42,12 +42,13 @@ BASE_URL_ENV: Final = "FIREWORKS_BASE_URL"
 STATE_DIRECTORY_ENV: Final = "STATE_DIRECTORY"  # set by systemd's StateDirectory=
 STATE_URL_ENV: Final = "FIREWORKS_WATCHER_STATE_URL"  # postgresql://... for several replicas
 HEALTH_LISTEN_ENV: Final = "FIREWORKS_WATCHER_HEALTH_LISTEN"  # e.g. 0.0.0.0:9464 in the image
+WEB_TOKEN_ENV: Final = "FIREWORKS_WATCHER_WEB_TOKEN"  # the status page's token beyond loopback
 CREDENTIALS_DIRECTORY_ENV: Final = "CREDENTIALS_DIRECTORY"  # set by systemd's LoadCredential=
 #: The credential name the systemd unit loads the API key under.
 API_KEY_CREDENTIAL: Final = "fireworks_api_key"
 
 _TOP_LEVEL_KEYS: Final = ("fireworks", "watcher", "watch", "channel")
-_SECRET_KEYS: Final = frozenset({"urls", "api_key", "api_key_file", "state_url"})
+_SECRET_KEYS: Final = frozenset({"urls", "api_key", "api_key_file", "state_url", "web_token"})
 _MAX_KEY_FILE_BYTES: Final = 64 * 1024
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _RESOURCE_NAME = re.compile(r"accounts/([^/]+)/([^/]+)/([^/]+)")
@@ -108,6 +109,13 @@ def _state_url(value: SecretStr) -> SecretStr:
     if scheme not in ("postgresql", "postgres") or len(text) > 4096:
         raise ValueError("must be a postgresql://user@host:port/database URL")
     return SecretStr(text)
+
+
+def _web_token(value: SecretStr) -> SecretStr:
+    text = value.get_secret_value()
+    if not 16 <= len(text) <= 256 or not text.isprintable() or any(c.isspace() for c in text):
+        raise ValueError("must be 16 to 256 printable characters, without spaces")
+    return value
 
 
 def _listen_address(value: str) -> str:
@@ -220,6 +228,8 @@ class WatcherSettings(_Frozen):
     health_listen: Annotated[str, Field(strict=True), AfterValidator(_listen_address)] = (
         "127.0.0.1:9464"
     )
+    # The status page's and JSON API's bearer token; required to see them beyond loopback.
+    web_token: Annotated[SecretStr, Field(strict=False), AfterValidator(_web_token)] | None = None
     request_timeout: _Timeout = 10.0
     retry_max_delay: _Interval = 60.0
     retry_for: Annotated[float, Field(strict=True, gt=0, le=30 * _DAY, allow_inf_nan=False)] = (

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
@@ -28,6 +28,15 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Page(Protocol):
+    """An ASGI app serving some paths beside the health endpoints (`web.page.StatusPage`)."""
+
+    def owns(self, path: str) -> bool: ...
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
+
 
 #: The shortest silence that makes the loop look stuck, however short the poll interval.
 MIN_LIVENESS_WINDOW = 60.0
@@ -177,6 +186,22 @@ class Health:
             f"cannot read {target}: {error}" for target, error in sorted(self._unreadable.items())
         ]
 
+    def summary(self) -> dict[str, object]:
+        """The daemon's own facts for the status page: role, last poll, readiness."""
+        ready, reasons = self.readiness()
+
+        def stamp(value: datetime | None) -> str | None:
+            return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
+
+        return {
+            "role": self._role or LEADER,
+            "last_poll": stamp(self._last_cycle),
+            "last_success": stamp(self._last_success),
+            "ready": ready,
+            "reasons": reasons,
+            "poll_interval": self._poll_interval,
+        }
+
     def _standby(self) -> bool:
         # A standby does not poll: its lease checks are what must keep happening.
         return self._role is not None and self._role != LEADER
@@ -254,12 +279,15 @@ class Health:
 
     # -- HTTP ------------------------------------------------------------------------------
 
-    def app(self) -> AsgiApp:
-        """A plain ASGI 3 app serving `/healthz`, `/readyz` and `/metrics`."""
+    def app(self, page: Page | None = None) -> AsgiApp:
+        """A plain ASGI 3 app serving `/healthz`, `/readyz` and `/metrics`, and the paths
+        `page` owns (the status page and its API) when given."""
 
         async def health_app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "lifespan":
                 await _lifespan(receive, send)
+            elif scope["type"] == "http" and page is not None and page.owns(scope["path"]):
+                await page(scope, receive, send)
             elif scope["type"] == "http":
                 await _respond(send, scope["method"], *self._route(scope["path"], scope["method"]))
 
