@@ -117,5 +117,6 @@ def module_env(server: ServedApp) -> dict[str, str]:
 
 # The contract suite's fixtures: every store test there runs on SQLite and PostgreSQL.
 from tests.backends import any_store, backend, stores
+from tests.browser import browser, chromium_path, page, playwright_turn  # noqa: F401
 
 __all__ = ["any_store", "backend", "stores"]

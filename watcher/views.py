@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from watcher.backends import StateDb
-    from watcher.core.delivery import Delivery
+    from watcher.core.delivery import Delivery, Event
     from watcher.core.lease import Lease, Replica
     from watcher.core.model import JobSnapshot
     from watcher.core.silences import Silence
@@ -43,6 +43,10 @@ REPLICAS_SEEN: Final = timedelta(minutes=5)
 JOB_HISTORY: Final = 500
 #: Silenced deliveries the page lists (all are counted).
 SILENCED_SHOWN: Final = 20
+#: Each job's last transition is found among the latest `LAST_MOVES` events of the last
+#: `LAST_MOVES_WITHIN`: a bounded read, so a job that last moved before them shows none.
+LAST_MOVES: Final = 2000
+LAST_MOVES_WITHIN: Final = timedelta(days=30)
 
 Doc = dict[str, Any]
 
@@ -63,6 +67,7 @@ class Overview:
     where: str = ""
     lease: Lease | None = None
     replicas: list[Replica] = field(default_factory=list)
+    last_moves: dict[str, Event] = field(default_factory=dict)
 
     def job_conditions(self, key: str) -> list[Condition]:
         return [c for c in self.conditions if c.subject == key]
@@ -89,7 +94,14 @@ async def read_overview(
     state.silenced_count, state.silenced = await store.silenced(limit=silenced_limit)
     state.lease = await store.lease(POLLER)
     state.replicas = await store.replicas(seen_within=REPLICAS_SEEN)
+    entries, _ = await store.history(since=now - LAST_MOVES_WITHIN, limit=LAST_MOVES)
+    state.last_moves = {e.event.job_key: e.event for e in entries if is_move(e.event)}
     return state
+
+
+def is_move(event: Event) -> bool:
+    """A transition of a job (not a notice, not a first sighting)."""
+    return not event.notice and bool(event.old_state)
 
 
 # -- documents ------------------------------------------------------------------------------
@@ -149,7 +161,20 @@ def job_doc(s: JobSnapshot, state: Overview, now: datetime) -> Doc:
         "wandb_url": link(s.wandb_url),
         "console_url": link(console_url(s)),
         "page": page_path(str(s.ref.kind), s.ref.job_id),
+        "last_transition": move_doc(state.last_moves.get(s.ref.key)),
         "conditions": [condition_doc(c) for c in state.job_conditions(s.ref.key)],
+    }
+
+
+def move_doc(event: Event | None) -> Doc | None:
+    if event is None:
+        return None
+    fields = event.field_map()
+    return {
+        "old_state": event.old_state,
+        "new_state": event.new_state,
+        "at": iso(event.observed_at),
+        "reason": fields.get("reason") or fields.get("status_message", ""),
     }
 
 
@@ -291,7 +316,7 @@ def job_timeline(
     moves = [
         Move(e.event.observed_at, e.event.old_state, e.event.new_state)
         for e in entries
-        if not e.event.notice and e.event.old_state
+        if is_move(e.event)
     ]
     first = since.state if since is not None and not since.entered else None
     start = window_start(now, created=api_time(job.create_time), first_seen=first)
@@ -347,6 +372,9 @@ class StoreStatus:
         entries, more = await self._store.history(
             since=now - timedelta(hours=24), job=lambda k: k == key, limit=JOB_HISTORY
         )
+        moved = [e.event for e in entries if is_move(e.event)]
+        if moved:
+            state.last_moves = {key: moved[-1]}
         doc = {
             "now": iso(now),
             "job": job_doc(job, state, now),

@@ -111,6 +111,7 @@ class StatusPage:
             lstrip_blocks=True,
         )
         env.filters["shown"] = lambda text, limit=SHOWN: for_terminal(str(text), limit)
+        env.filters["duration"] = lambda seconds: format_duration(float(seconds)) or "0s"
         self._templates = {name: env.get_template(name) for name in sources}
         self._static = {name: (package / "static" / name).read_bytes() for name in STATIC}
         self._openapi = (package / "openapi.json").read_bytes()
@@ -259,6 +260,7 @@ class StatusPage:
         body = self._templates[template].render(
             **context,
             ago=lambda stamp: _ago(stamp, now),
+            until=lambda stamp: format_duration((_parse(stamp) - now).total_seconds()) or "0s",
             refresh=self._refresh,
             reload=self._reload,
             version=self._version,
