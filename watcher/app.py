@@ -31,6 +31,7 @@ from watcher.core.lease import lease_ttl
 from watcher.core.model import Transition
 from watcher.core.text import userinfo
 from watcher.core.transitions import ChannelRules
+from watcher.core.urls import host_port
 from watcher.notify.apprise_sender import AppriseNotifier, register_console_scheme
 from watcher.runtime.clocks import monotonic, utcnow
 from watcher.runtime.leadership import Leadership, replica_name
@@ -294,8 +295,8 @@ async def run_daemon(
         if address is not None:
             page = await status_page(settings, runtime.store, health, portal, clock)
             port = await tg.start(serve_health, health.app(page), *address)
-            shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-            log.info("health.listening", host=address[0], port=port, page=f"http://{shown}:{port}/")
+            page_url = f"http://{host_port(address[0], port)}/"
+            log.info("health.listening", host=address[0], port=port, page=page_url)
 
         async def on_signals() -> None:
             with anyio.open_signal_receiver(

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlsplit
 
@@ -23,6 +23,7 @@ import anyio.to_thread
 from watcher.core.conditions import Condition, ConditionName, Since
 from watcher.core.lease import POLLER
 from watcher.core.messages import api_time, console_url
+from watcher.core.messages import iso_time as iso
 from watcher.core.progress import eta_seconds, percent
 from watcher.core.text import mask_url
 from watcher.core.timeline import Move, Timeline, timeline, window_start
@@ -105,10 +106,6 @@ def is_move(event: Event) -> bool:
 
 
 # -- documents ------------------------------------------------------------------------------
-
-
-def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def link(url: str) -> str | None:

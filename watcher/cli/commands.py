@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from watcher.core.errors import ConfigError, StoreError
 from watcher.core.kinds import JobKind
 from watcher.core.text import for_terminal, without_userinfo
-from watcher.core.urls import short_url
+from watcher.core.urls import host_port, short_url
 
 if TYPE_CHECKING:
     from watcher.config import Settings
@@ -217,7 +217,7 @@ def _cmd_healthcheck(args: argparse.Namespace) -> int:
     host, port = address
     # A wildcard listen address is reached through loopback.
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
-    url = f"http://[{host}]:{port}/healthz" if ":" in host else f"http://{host}:{port}/healthz"
+    url = f"http://{host_port(host, port)}/healthz"
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
     try:
         with opener.open(url, timeout=args.timeout) as response:

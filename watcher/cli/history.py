@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 from watcher.cli.common import EXIT_OK, EXIT_USAGE, _error, has_state, state_where, with_state
 from watcher.core.durations import parse_duration
+from watcher.core.messages import iso_time
 from watcher.core.text import for_terminal, mask_url, one_line
 
 if TYPE_CHECKING:
@@ -63,10 +64,6 @@ def _job_id(key: str) -> str:
 
 def _stamp(value: datetime) -> str:
     return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def kind_name(entry: Entry) -> str:
@@ -130,7 +127,7 @@ def document(entry: Entry) -> dict[str, object]:
     fields = event.field_map()
     return {
         "id": entry.id,
-        "observed_at": _iso(event.observed_at),
+        "observed_at": iso_time(event.observed_at),
         "kind": kind_name(entry),
         "job": event.job_key,
         "old_state": event.old_state,
@@ -141,7 +138,7 @@ def document(entry: Entry) -> dict[str, object]:
                 "channel": t.channel,
                 "url": mask_url(t.url_display),
                 "status": t.status,
-                "delivered_at": _iso(t.delivered_at),
+                "delivered_at": iso_time(t.delivered_at),
                 "attempts": t.attempts,
                 "last_error": t.last_error,
                 "silence_id": t.silence_id,
@@ -182,7 +179,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         out = {
             "state_path": str(path),
-            "since": _iso(since),
+            "since": iso_time(since),
             "events": [document(e) for e in entries],
             "cut": cut,
             "unreadable_rows": [{"row": row, "error": error} for row, error in bad_rows],

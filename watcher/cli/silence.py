@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 from watcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _error, has_state, with_state
 from watcher.core.durations import parse_duration
 from watcher.core.kinds import ALL_STATES, JobKind, short_state
-from watcher.core.messages import format_duration
+from watcher.core.messages import format_duration, iso_time
 from watcher.core.silences import Silence
 from watcher.core.text import for_terminal
 
@@ -47,10 +47,6 @@ def _now() -> datetime:
 
 def _stamp(value: datetime | None) -> str:
     return "" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _checked_text(flag: str, value: str, limit: int, *, empty: bool = False) -> str:
@@ -156,9 +152,9 @@ def _document(silence: Silence, now: datetime) -> dict[str, object]:
         "state": silence.state,
         "channel": silence.channel,
         "comment": silence.comment,
-        "created_at": _iso(silence.created_at),
-        "ends_at": _iso(silence.ends_at),
-        "expired_at": _iso(silence.expired_at),
+        "created_at": iso_time(silence.created_at),
+        "ends_at": iso_time(silence.ends_at),
+        "expired_at": iso_time(silence.expired_at),
         "active": silence.active(now),
     }
 

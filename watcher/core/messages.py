@@ -129,6 +129,12 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def iso_time(value: datetime | None) -> str | None:
+    """A time as RFC 3339 in UTC to the second (`2026-12-02T10:33:48+00:00`), None for None:
+    the form every JSON document of the watcher gives."""
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
+
+
 def api_time(value: str) -> datetime | None:
     """An RFC 3339 time from the API as an aware datetime (UTC when it names no zone), or
     None when it is empty or not a time."""

@@ -127,6 +127,11 @@ def _kept(scheme: str, host: str, query: str) -> list[str]:
     return kept
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (`[::1]:9464`), as a URL authority."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def short_url(display: str, limit: int = PATH_LIMIT) -> str:
     """An apprise URL's privacy form as a person reads it, one line safe for a terminal.
 

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from watcher.core import labels
 from watcher.core.lease import LEADER, Lease
+from watcher.core.messages import iso_time
 from watcher.ports import Report
 from watcher.web.metrics import MAX_JOB_SERIES, Metrics
 
@@ -189,14 +190,10 @@ class Health:
     def summary(self) -> dict[str, object]:
         """The daemon's own facts for the status page: role, last poll, readiness."""
         ready, reasons = self.readiness()
-
-        def stamp(value: datetime | None) -> str | None:
-            return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
-
         return {
             "role": self._role or LEADER,
-            "last_poll": stamp(self._last_cycle),
-            "last_success": stamp(self._last_success),
+            "last_poll": iso_time(self._last_cycle),
+            "last_success": iso_time(self._last_success),
             "ready": ready,
             "reasons": reasons,
             "poll_interval": self._poll_interval,

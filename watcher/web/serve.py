@@ -17,6 +17,7 @@ import anyio.to_thread
 import uvicorn
 
 from watcher.core.errors import ListenError
+from watcher.core.urls import host_port
 from watcher.web.health import BACKLOG, MAX_CONNECTIONS, AsgiApp
 
 #: Seconds the server may take to start, and to stop.
@@ -86,7 +87,7 @@ async def serve_health(
         ListenError: the address cannot be bound (in use, not local, ...), or the server did
             not start.
     """
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    shown = host_port(host, port)
     try:
         sock = _listen(host, port)
     except OSError as exc:
