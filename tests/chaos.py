@@ -936,7 +936,7 @@ class _Chaos:
         for incarnation in self.slots:  # all at once: each stop waits for its sends
             self._signal(incarnation, signal.SIGTERM)
         for incarnation in self.slots:
-            code = incarnation.stop()
+            code = incarnation.stop(signalled=True)
             if code != 0:
                 self.notes.append(f"final SIGTERM: incarnation {incarnation.index} exit {code}")
         for incarnation in self.incarnations:

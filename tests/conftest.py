@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from psycopg import sql
 
 from fireworks_sim import Simulator
 from tests.servers import JsonReceiver, ServedApp
@@ -113,6 +116,19 @@ def daemon_env(server: ServedApp) -> dict[str, str]:
 def module_env(server: ServedApp) -> dict[str, str]:
     """`daemon_env` for a daemon shared by a module's tests."""
     return deployed_env(server.url)
+
+
+@pytest.fixture
+def state_url(pg_dsn: str) -> Iterator[str]:
+    """A PostgreSQL schema of this test's own, as a `state_url` (dropped afterwards)."""
+    schema = f"ha_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            sep = "&" if "?" in pg_dsn else "?"
+            yield f"{pg_dsn}{sep}options=-csearch_path%3D{schema}"
+        finally:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 # The contract suite's fixtures: every store test there runs on SQLite and PostgreSQL.

@@ -374,10 +374,12 @@ class Incarnation:
         self.proc.wait(timeout=10)
         return True
 
-    def stop(self) -> int:
-        """SIGTERM it and return its exit code (SIGKILL after 15 s without exiting)."""
+    def stop(self, *, signalled: bool = False) -> int:
+        """SIGTERM it (unless `signalled`: a second SIGTERM ends a graceful stop at once)
+        and return its exit code (SIGKILL after 15 s without exiting)."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if not signalled:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 return self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -8,35 +8,19 @@ the database password appears nowhere.
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from fireworks_sim import Simulator
 from tests.servers import JsonReceiver
 from tests.test_daemon import DEADLINE, Daemon, wait_until
 
 POLL = 0.5
-
-
-@pytest.fixture
-def state_url(pg_dsn: str) -> Iterator[str]:
-    """A PostgreSQL schema of this test's own, as a `state_url` (dropped afterwards)."""
-    schema = f"ha_{secrets.token_hex(4)}"
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-        try:
-            sep = "&" if "?" in pg_dsn else "?"
-            yield f"{pg_dsn}{sep}options=-csearch_path%3D{schema}"
-        finally:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture
