@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from fireworks_sim import Simulator
+from tests.netcut import Relay
 from tests.servers import JsonReceiver
 from tests.test_daemon import DEADLINE, Daemon, wait_until
 
@@ -236,3 +238,55 @@ def test_an_unreachable_database_is_one_line_and_exit_2(
     assert done.stderr.count("\n") == 1
     assert "postgresql://watcher@127.0.0.1:1/none" in done.stderr
     assert "hunter2" not in done.stderr
+
+
+def test_a_leader_cut_off_from_the_database_is_replaced_and_writes_nothing(
+    sim: Simulator,
+    receiver: JsonReceiver,
+    ha_config: Path,
+    daemon_env: dict[str, str],
+    state_url: str,
+) -> None:
+    """The leader's route to the database goes silent (a partition: no reset, no error, just
+    no answer): its term ends by itself, a standby takes over and announces what moved meanwhile;
+    once the route heals the old leader stands by and repeats nothing."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    url = urlsplit(state_url)
+    with Relay((url.hostname or "127.0.0.1", url.port or 5432)) as relay:
+        via_relay = url._replace(netloc=f"{url.netloc.rsplit('@', 1)[0]}@127.0.0.1:{relay.port}")
+        env = daemon_env | {"FIREWORKS_WATCHER_STATE_URL": via_relay.geturl()}
+        first = Daemon(ha_config, env)
+        others: list[Daemon] = []
+        try:
+            first.wait_event("lease.acquired")
+            first.wait_event("job.baseline", 2)
+            others = [
+                Daemon(ha_config, daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url})
+                for _ in range(2)
+            ]
+            wait_until(lambda: all(logged(d, "watcher.started") for d in others), "standbys")
+
+            relay.cut()
+            cut_at = time.monotonic()
+            sim.set_state("job-a", "FAILED", status_message="node lost")
+            second = leader_of(others)
+            took = time.monotonic() - cut_at
+            receiver.wait_for(1)
+            first.wait_event("lease.expired")
+            moved_before_heal = logged(first, "job.transition")
+
+            relay.heal()
+            first.wait_event("lease.reachable")  # a standby now: it had stepped down
+            sim.set_state("job-b", "COMPLETED")
+            receiver.wait_for(2)
+            second.wait_event("job.transition", 2)
+        finally:
+            for daemon in [first, *others]:
+                daemon.close()
+    print(f"partition: a standby held the lease {took:.2f} s after the cut")
+    assert moved_before_heal == logged(first, "job.transition") == 0
+    assert [m["title"] for m in receiver.messages] == [
+        "Sim job job-a (job-a): RUNNING → FAILED: node lost",
+        "Sim job job-b (job-b): RUNNING → COMPLETED",
+    ]

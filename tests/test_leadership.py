@@ -4,7 +4,7 @@ ends by itself when the lease may have passed on; a clean stop hands the lease o
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
@@ -176,3 +176,48 @@ async def test_an_exclusive_replica_keeps_polling_through_a_slow_renewal(any_sto
 
     assert waited.cancelled_caught  # the term outlived its lease time: ended by the test
     assert a.role == LEADER
+
+
+class Silent:
+    """A store whose answers stopped coming (a partition): lease calls wait forever."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.silent = False
+
+    async def acquire_lease(self, name: str, holder: str, *, ttl: timedelta) -> Lease:
+        if self.silent:
+            await anyio.sleep_forever()
+        return await self._store.acquire_lease(name, holder, ttl=ttl)
+
+    async def beat(self, holder: str, *, role: str, started_at: datetime) -> None:
+        if self.silent:
+            await anyio.sleep_forever()
+        await self._store.beat(holder, role=role, started_at=started_at)
+
+
+async def test_a_check_without_an_answer_ends_within_the_lease_and_steps_down(
+    any_store: Store,
+) -> None:
+    """No answer at all (not an error): each check gives up after one lease time (at least
+    1 s), says the
+    database is unreachable, and the leader whose lease has run out steps down."""
+    seen = Seen()
+    silent = Silent(any_store)
+    a = Leadership(
+        silent,  # type: ignore[arg-type]
+        fence=any_store.fence,
+        holder="a",
+        ttl=0.2,
+        started_at=datetime.now(UTC),
+        observer=seen,  # type: ignore[arg-type]
+    )
+    await a.check()
+    silent.silent = True
+
+    with anyio.fail_after(5):
+        await a.check()
+        await a.check()
+
+    assert a.role == STANDBY
+    assert [reachable for _, _, reachable in seen.checks] == [True, False, False]

@@ -131,6 +131,22 @@ class TestMigrations:
 
 
 class TestConnections:
+    @pytest.mark.parametrize(
+        ("query", "expected"), [("", "30000"), ("tcp_user_timeout=5000", "5000")]
+    )
+    async def test_a_silent_server_is_given_up_on_by_tcp(
+        self, pg_dsn: str, schema: str, query: str, expected: str
+    ) -> None:
+        """Keepalives and a TCP user timeout on every connection, so a partition ends it in
+        about 30 s rather than the kernel's 15 minutes; a value in the URL wins."""
+        sep = "&" if "?" in pg_dsn else "?"
+        url = f"{pg_dsn}{sep}{query}" if query else pg_dsn
+        opened = await PgStore.open(url, schema=schema)
+        async with opened, opened._pool.connection() as conn:
+            params = conn.info.get_parameters()
+
+        assert (params["tcp_user_timeout"], params["keepalives_idle"]) == (expected, "10")
+
     @pytest.mark.parametrize("pool_size", [1, 3])
     async def test_a_killed_connection_costs_at_most_one_call(
         self, pg_dsn: str, schema: str, pool_size: int

@@ -24,7 +24,7 @@ import anyio
 import structlog
 
 from watcher.core.errors import StoreError
-from watcher.core.lease import LEADER, MAX_TTL, POLLER, STANDBY, Lease, renew_every
+from watcher.core.lease import LEADER, MAX_TTL, MIN_TTL, POLLER, STANDBY, Lease, renew_every
 from watcher.ports import Leases, Observer
 
 log = structlog.get_logger("watcher")
@@ -94,15 +94,26 @@ class Leadership:
         began = anyio.current_time()
         if self.leader and began >= self._until and not self._exclusive:
             self._step_down("expired")  # frozen, or renewals failing past the lease
+        held_for = MAX_TTL if self._exclusive else self.ttl
+        # A check that outlives the lease is no use (whatever it renewed has expired), and a
+        # silent route to the database (a partition) would hold it for the kernel's minutes.
+        patience = math.inf if self._exclusive else max(self.ttl, MIN_TTL)
         try:
-            held_for = MAX_TTL if self._exclusive else self.ttl
-            lease = await self._leases.acquire_lease(
-                POLLER, self.holder, ttl=timedelta(seconds=held_for)
+            with anyio.fail_after(patience):
+                lease = await self._leases.acquire_lease(
+                    POLLER, self.holder, ttl=timedelta(seconds=held_for)
+                )
+        except (StoreError, TimeoutError) as exc:
+            error = (
+                f"no answer from the state database in {patience:g} s"
+                if isinstance(exc, TimeoutError)
+                else str(exc)
             )
-        except StoreError as exc:
-            if self._store_error != str(exc):
-                log.error("lease.unreachable", error=str(exc), role=self.role)
-            self._store_error = str(exc)
+            if self.leader and anyio.current_time() >= self._until:
+                self._step_down("expired")
+            if self._store_error != error:
+                log.error("lease.unreachable", error=error, role=self.role)
+            self._store_error = error
             self._tell(reachable=False)
             return
         if self._store_error is not None:
@@ -120,7 +131,7 @@ class Leadership:
         elif self.leader:
             self._step_down("lost")
         # A failed beat is not news: the next check says so if the store stays out of reach.
-        with contextlib.suppress(StoreError):
+        with contextlib.suppress(StoreError), anyio.move_on_after(patience):
             await self._leases.beat(self.holder, role=self.role, started_at=self._started_at)
         self._tell(reachable=True)
 

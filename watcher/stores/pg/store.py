@@ -9,7 +9,7 @@ the dead replaced at once: `PgTables._drop_broken`), not the daemon. Errors leav
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import psycopg
 from psycopg import sql
@@ -31,6 +31,15 @@ from watcher.stores.pg.url import display_url
 #: Seconds to open one connection, and to wait for one from the pool.
 CONNECT_TIMEOUT = 5
 POOL_TIMEOUT = 10.0
+#: A server that goes silent (a partition: no reset) ends a connection within about 30 s,
+#: not the kernel's 15 minutes; the URL's own values win.
+TCP_DEFAULTS: Final = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 #: Seconds a transaction may sit idle holding locks (see `open`): far above any healthy
 #: transaction's pauses, far below a lease. The daemon passes half the lease time instead.
 HOLD_TIMEOUT = 5.0
@@ -79,7 +88,8 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
         """
         display = display_url(url)
         try:
-            given = str(conninfo_to_dict(url).get("options") or "")
+            params = conninfo_to_dict(url)
+            given = str(params.get("options") or "")
         except psycopg.ProgrammingError as exc:
             raise StoreError(f"cannot open state database {display}: {reason(exc)}") from None
         # The URL's own options (`?options=-csearch_path%3Dwatcher`) are kept, then ours.
@@ -89,6 +99,7 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
         )
         options = f"{given} {ours}".strip()
         kwargs: dict[str, Any] = {
+            **{k: v for k, v in TCP_DEFAULTS.items() if k not in params},
             "autocommit": True,
             "connect_timeout": CONNECT_TIMEOUT,
             "options": options,
