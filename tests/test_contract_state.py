@@ -188,6 +188,24 @@ class TestAlertState:
 
         assert {"sft/a": later, "sft/b": T0} == await any_store.polled_all()
 
+    async def test_one_job_is_read_alone(self, any_store: Store) -> None:
+        """A job page's reads: one job's snapshot, times and poll, whatever the others hold;
+        an unknown key reads as nothing."""
+        entered = Since(T0, T0 + timedelta(minutes=5), entered=True)
+        await any_store.record(
+            [snapshot("a", "FAILED"), snapshot("b")],
+            [],
+            now=T0,
+            since={"sft/a": entered, "sft/b": Since(T0, T0)},
+        )
+
+        assert "FAILED" == getattr(await any_store.last(JobRef(JobKind.SFT, "a")), "state", None)
+        assert {"sft/a": entered} == await any_store.since_all(job="sft/a")
+        assert {"sft/a": T0} == await any_store.polled_all(job="sft/a")
+        assert await any_store.last(JobRef(JobKind.SFT, "nobody")) is None
+        assert {} == await any_store.since_all(job="sft/nobody")
+        assert {} == await any_store.polled_all(job="sft/%")
+
     async def test_conditions_open_update_and_resolve(self, any_store: Store) -> None:
         """Listed oldest first; opening one again keeps its time and takes the new detail;
         a resolved one is gone."""

@@ -25,7 +25,7 @@ from watcher.core.kinds import (
     short_state,
     watch_exit,
 )
-from watcher.core.model import JobSnapshot
+from watcher.core.model import JobRef, JobSnapshot
 from watcher.sources.parse import parse_job
 
 #: Each kind's SDK model: what a GET answers.
@@ -300,3 +300,21 @@ def test_parse_kind_fields(
 
     assert expected == {key: getattr(snapshot, key) for key in expected}
     assert "secret" not in repr(snapshot)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("dpo/my-job", JobRef(JobKind.DPO, "my-job")),
+        ("deployment/a/b", JobRef(JobKind.DEPLOYMENT, "a/b")),
+        ("dpo/", None),
+        ("dpo", None),
+        ("nosuchkind/x", None),
+        ("", None),
+    ],
+)
+def test_a_key_names_its_reference(key: str, expected: JobRef | None) -> None:
+    found = JobRef.from_key(key)
+
+    assert found == expected
+    assert found is None or found.key == key

@@ -24,6 +24,7 @@ from watcher.core.conditions import Condition, ConditionName, Since
 from watcher.core.lease import POLLER
 from watcher.core.messages import api_time, console_url
 from watcher.core.messages import iso_time as iso
+from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.progress import eta_seconds, percent
 from watcher.core.text import mask_url
 from watcher.core.timeline import Move, Timeline, timeline, window_start
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     from watcher.backends import StateDb
     from watcher.core.delivery import Delivery, Event
     from watcher.core.lease import Lease, Replica
-    from watcher.core.model import JobSnapshot
     from watcher.core.silences import Silence
     from watcher.stores.history import Entry, Silenced
 
@@ -358,13 +358,13 @@ class StoreStatus:
     async def _job(self, key: str) -> tuple[Doc, Timeline] | None:
         now = self._clock()
         state = Overview()
-        # The store reads every job's row for this one: a page view, not a poll.
-        job = (await self._store.last_all()).get(key)
+        ref = JobRef.from_key(key)
+        job = None if ref is None else await self._store.last(ref)
         if job is None:
             return None
         state.jobs = [job]
-        state.since = {k: v for k, v in (await self._store.since_all()).items() if k == key}
-        state.polled = {k: v for k, v in (await self._store.polled_all()).items() if k == key}
+        state.since = await self._store.since_all(job=key)
+        state.polled = await self._store.polled_all(job=key)
         state.conditions = [c for c in await self._store.open_conditions() if c.subject == key]
         entries, more = await self._store.history(
             since=now - timedelta(hours=24), job=lambda k: k == key, limit=JOB_HISTORY

@@ -76,6 +76,15 @@ class JobRef:
         """The API resource name, e.g. `accounts/acme/dpoJobs/my-dpo-job`."""
         return f"accounts/{account_id}/{self.kind.collection}/{self.job_id}"
 
+    @classmethod
+    def from_key(cls, key: str) -> JobRef | None:
+        """The reference a `key` names (`dpo/my-dpo-job`), or None when it names no known
+        kind or no id."""
+        kind, _, job_id = key.partition("/")
+        if not job_id or kind not in JobKind._value2member_map_:
+            return None
+        return cls(JobKind(kind), job_id)
+
 
 @dataclass(frozen=True, slots=True)
 class JobSnapshot:

@@ -14,7 +14,7 @@ import anyio.to_thread
 from watcher.core.conditions import Condition, Since
 from watcher.core.delivery import Delivery, Event, Mark, OutboxEntry
 from watcher.core.lease import Lease, Replica
-from watcher.core.model import JobSnapshot
+from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.silences import Silence
 from watcher.stores.base import OnUnreadable, ignore
 from watcher.stores.history import MAX_HISTORY, Entry, Silenced
@@ -98,9 +98,9 @@ class AsyncStore:
         """See `ports.Leases.replicas`."""
         return await self._run(self.sync.replicas, seen_within=seen_within)
 
-    async def polled_all(self) -> dict[str, datetime]:
+    async def polled_all(self, *, job: str | None = None) -> dict[str, datetime]:
         """See `StateStore.polled_all`."""
-        return await self._run(self.sync.polled_all)
+        return await self._run(self.sync.polled_all, job=job)
 
     async def undelivered(self) -> list[Delivery]:
         """See `StateStore.undelivered`."""
@@ -127,6 +127,10 @@ class AsyncStore:
     async def expire_silence(self, silence_id: int, *, now: datetime) -> bool:
         """See `StateStore.expire_silence`."""
         return await self._run(self.sync.expire_silence, silence_id, now=now)
+
+    async def last(self, ref: JobRef) -> JobSnapshot | None:
+        """See `StateStore.last`."""
+        return await self._run(self.sync.last, ref)
 
     async def last_all(self) -> dict[str, JobSnapshot]:
         """See `StateStore.last_all`."""
@@ -223,9 +227,9 @@ class AsyncStore:
         """See `StateStore.mark_dead`."""
         await self._run(self.sync.mark_dead, delivery_id, now=now, error=error, claim=claim)
 
-    async def since_all(self) -> dict[str, Since]:
+    async def since_all(self, *, job: str | None = None) -> dict[str, Since]:
         """See `StateStore.since_all`."""
-        return await self._run(self.sync.since_all)
+        return await self._run(self.sync.since_all, job=job)
 
     async def open_conditions(self) -> list[Condition]:
         """See `StateStore.open_conditions`."""

@@ -19,13 +19,14 @@ ReminderTimes = Mapping[tuple[str, str], datetime | None]
 class AlertTables(Tables):
     """Reads and writes of the jobs' times, conditions and reminders."""
 
-    def since_all(self) -> dict[str, Since]:
-        """When each job entered its state and last moved (jobs from before version 4 have
-        no times: they count from now, as if first seen)."""
+    def since_all(self, *, job: str | None = None) -> dict[str, Since]:
+        """When each job (or only the one keyed `job`) entered its state and last moved (jobs
+        from before version 4 have no times: they count from now, as if first seen)."""
         with self._lock, self._errors("read"):
             rows = self._conn.execute(
                 "SELECT job_key, state_since, moved_at, entered FROM jobs "
-                "WHERE state_since IS NOT NULL"
+                "WHERE state_since IS NOT NULL AND (? IS NULL OR job_key = ?)",
+                (job, job),
             ).fetchall()
         found: dict[str, Since] = {}
         for key, state, moved, entered in rows:
@@ -37,11 +38,14 @@ class AlertTables(Tables):
                 self._on_unreadable(f"jobs {shown(key)}", str(exc))
         return found
 
-    def polled_all(self) -> dict[str, datetime]:
-        """When each job was last polled, as far as it was written (at most a minute stale)."""
+    def polled_all(self, *, job: str | None = None) -> dict[str, datetime]:
+        """When each job (or only the one keyed `job`) was last polled, as far as it was
+        written (at most a minute stale)."""
         with self._lock, self._errors("read"):
             rows = self._conn.execute(
-                "SELECT job_key, polled_at FROM jobs WHERE polled_at IS NOT NULL"
+                "SELECT job_key, polled_at FROM jobs "
+                "WHERE polled_at IS NOT NULL AND (? IS NULL OR job_key = ?)",
+                (job, job),
             ).fetchall()
         found: dict[str, datetime] = {}
         for key, polled in rows:

@@ -227,10 +227,12 @@ class PgState(PgTables):
 
     # -- alert state ------------------------------------------------------------------------
 
-    async def since_all(self) -> dict[str, Since]:
-        """When each job entered its state and last moved."""
+    async def since_all(self, *, job: str | None = None) -> dict[str, Since]:
+        """When each job (or only the one keyed `job`) entered its state and last moved."""
         rows = await self._rows(
-            "SELECT job_key, state_since, moved_at, entered FROM jobs WHERE state_since IS NOT NULL"
+            "SELECT job_key, state_since, moved_at, entered FROM jobs "
+            "WHERE state_since IS NOT NULL AND (%(job)s::text IS NULL OR job_key = %(job)s)",
+            {"job": None if job is None else clean(job)},
         )
         return dict(
             self._decoded(
@@ -245,9 +247,14 @@ class PgState(PgTables):
             )
         )
 
-    async def polled_all(self) -> dict[str, datetime]:
-        """When each job was last polled, as far as it was written."""
-        rows = await self._rows("SELECT job_key, polled_at FROM jobs WHERE polled_at IS NOT NULL")
+    async def polled_all(self, *, job: str | None = None) -> dict[str, datetime]:
+        """When each job (or only the one keyed `job`) was last polled, as far as it was
+        written."""
+        rows = await self._rows(
+            "SELECT job_key, polled_at FROM jobs "
+            "WHERE polled_at IS NOT NULL AND (%(job)s::text IS NULL OR job_key = %(job)s)",
+            {"job": None if job is None else clean(job)},
+        )
         return dict(
             self._decoded(
                 rows,
@@ -290,9 +297,11 @@ class PgState(PgTables):
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _rows(self, query: str) -> list[tuple[Any, ...]]:
+    async def _rows(
+        self, query: str, params: Mapping[str, object] | None = None
+    ) -> list[tuple[Any, ...]]:
         async with self._conn() as conn:
-            cursor = await conn.execute(query)
+            cursor = await conn.execute(query, params)
             return await cursor.fetchall()
 
     def _decoded(
