@@ -95,9 +95,11 @@ class Leadership:
         if self.leader and began >= self._until and not self._exclusive:
             self._step_down("expired")  # frozen, or renewals failing past the lease
         held_for = MAX_TTL if self._exclusive else self.ttl
-        # A check that outlives the lease is no use (whatever it renewed has expired), and a
-        # silent route to the database (a partition) would hold it for the kernel's minutes.
-        patience = math.inf if self._exclusive else max(self.ttl, MIN_TTL)
+        # A silent route to the database (a partition) would hold a check for the kernel's
+        # minutes. Two lease times: a check may wait up to half a lease (at least 1 s) for
+        # the lease row's lock (`PgStore.hold_timeout`), and a cancelled one costs its
+        # connection, so giving up sooner would slow the takeover it is for.
+        patience = math.inf if self._exclusive else 2 * max(self.ttl, MIN_TTL)
         try:
             with anyio.fail_after(patience):
                 lease = await self._leases.acquire_lease(
