@@ -383,3 +383,46 @@ async def test_a_standby_waiting_on_a_frozen_leaders_lock_is_not_given_up_on(
         errors = [e.get("error", "") for e in logs if e["event"] == "lease.unreachable"]
         assert not [e for e in errors if e.startswith("no answer")], errors
         assert new.epoch == old.epoch + 1
+
+
+async def test_a_leader_stuck_mid_statement_is_ended_for_the_takeover(
+    pg_dsn: str, schema: str
+) -> None:
+    """A write that holds the lease row and never ends, out of reach of the idle timeout
+    (its session is not idle: a pipeline paused before its Sync, here a long statement):
+    once the lease has expired and the transaction is older than `hold_timeout`, the
+    standby ends that session and takes the lease, rather than wait for it."""
+    async with (
+        await PgStore.open(pg_dsn, schema=schema, hold_timeout=0.5) as stuck,
+        await PgStore.open(pg_dsn, schema=schema, hold_timeout=0.5) as standby,
+    ):
+        old = await stuck.acquire_lease(POLLER, "old", ttl=timedelta(0))
+        stuck.fence(old.epoch)
+        outcome: list[BaseException] = []
+        holding = anyio.Event()
+
+        async def write_forever() -> None:
+            try:
+                async with stuck._tx() as conn:
+                    await stuck._check_fence(conn)  # the row is now held FOR SHARE
+                    holding.set()
+                    await conn.execute("SELECT pg_sleep(60)")
+            except StoreError as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_forever)
+            await holding.wait()
+            with anyio.fail_after(10):  # without it: blocked for the whole minute
+                taken = None
+                while taken is None or taken.holder != "new":
+                    try:
+                        taken = await standby.acquire_lease(
+                            POLLER, "new", ttl=timedelta(seconds=30)
+                        )
+                    except StoreError:
+                        continue
+
+        assert taken is not None
+        assert (taken.holder, taken.epoch) == ("new", old.epoch + 1)
+        assert len(outcome) == 1  # its session was ended: the write failed, wrote nothing

@@ -34,6 +34,19 @@ _ACQUIRE = (
     f"RETURNING {_LEASE_COLUMNS}"
 )
 
+# End the sessions of this role that hold the lease table for a write (FOR SHARE in a fence
+# check, or an update) in a transaction older than hold_timeout, while the lease has expired:
+# a healthy write lasts milliseconds, and a live lease's holder is never touched.
+_END_STUCK = (
+    "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a "
+    "WHERE a.pid <> pg_backend_pid() AND a.usename = current_user "
+    "AND a.datname = current_database() "
+    "AND a.xact_start < clock_timestamp() - %(held)s "
+    "AND EXISTS (SELECT 1 FROM pg_locks k WHERE k.pid = a.pid AND k.granted "
+    "AND k.relation = 'leases'::regclass AND k.mode IN ('RowShareLock', 'RowExclusiveLock')) "
+    "AND EXISTS (SELECT 1 FROM leases WHERE name = %(name)s AND expires_at <= clock_timestamp())"
+)
+
 
 class PgLeases(PgTables):
     """acquire_lease, release_lease, lease, beat, replicas."""
@@ -46,6 +59,10 @@ class PgLeases(PgTables):
             # server (`idle_in_transaction_session_timeout`); the next check tries again.
             wait = f"{max(1, round(self.hold_timeout * 1000))}ms"
             await conn.execute("SELECT set_config('lock_timeout', %s, true)", (wait,))
+            # A replica frozen mid-write holds the row, and the idle timeout does not reach
+            # it when it froze inside a pipeline (before its Sync): end it first, if its
+            # lease is over, so the takeover does not wait for the thaw.
+            await conn.execute(_END_STUCK, {"name": clean(name), "held": self._held()})
             cursor = await conn.execute(_ACQUIRE, params)
             row = await cursor.fetchone()
             if row is None:
@@ -56,6 +73,9 @@ class PgLeases(PgTables):
         if row is None:  # deleted between the two statements: nobody holds it
             raise StoreError(f"cannot read the lease {shown(name)}: its row was deleted")
         return lease_row(row)
+
+    def _held(self) -> timedelta:
+        return timedelta(seconds=self.hold_timeout)
 
     async def release_lease(self, name: str, holder: str) -> None:
         """See `ports.Leases.release_lease`."""
