@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from watcher.core.delivery import Event, OutboxEntry
 from watcher.core.errors import StoreError
-from watcher.core.lease import POLLER
+from watcher.core.lease import POLLER, Lease
 from watcher.core.model import JobKind, JobRef, JobSnapshot
 from watcher.runtime.leadership import Leadership
 from watcher.stores.pg.schema import SCHEMA_VERSION
@@ -298,6 +298,21 @@ class TestWhen:
             when("c", T0.replace(tzinfo=None))
 
 
+@contextlib.asynccontextmanager
+async def leader_and_standby(
+    pg_dsn: str, schema: str, hold_timeout: float
+) -> AsyncIterator[tuple[PgStore, PgStore, Lease]]:
+    """Two stores on one schema: the first holds the poller lease (already expired) and is
+    fenced at its epoch, as a leader about to write; the second stands by."""
+    async with (
+        await PgStore.open(pg_dsn, schema=schema, hold_timeout=hold_timeout) as leader,
+        await PgStore.open(pg_dsn, schema=schema, hold_timeout=hold_timeout) as standby,
+    ):
+        old = await leader.acquire_lease(POLLER, "old", ttl=timedelta(0))
+        leader.fence(old.epoch)
+        yield leader, standby, old
+
+
 async def test_a_leader_frozen_mid_transaction_cannot_block_the_takeover(
     pg_dsn: str, schema: str
 ) -> None:
@@ -305,14 +320,8 @@ async def test_a_leader_frozen_mid_transaction_cannot_block_the_takeover(
     the server ends its idle transaction after `hold_timeout`, so a standby takes the expired
     lease then, instead of waiting for as long as the leader stays frozen."""
     from watcher.core.errors import Fenced
-    from watcher.core.lease import POLLER
 
-    async with (
-        await PgStore.open(pg_dsn, schema=schema, hold_timeout=0.5) as frozen,
-        await PgStore.open(pg_dsn, schema=schema, hold_timeout=0.5) as standby,
-    ):
-        old = await frozen.acquire_lease(POLLER, "old", ttl=timedelta(0))
-        frozen.fence(old.epoch)
+    async with leader_and_standby(pg_dsn, schema, 0.5) as (frozen, standby, old):
         wakes = anyio.Event()
         outcome: list[BaseException] = []
 
@@ -353,12 +362,7 @@ async def test_a_standby_waiting_on_a_frozen_leaders_lock_is_not_given_up_on(
     frozen leader's transaction is ended then): Leadership waits for that answer rather than
     giving the check up, which would cost the connection and slow the takeover (CI saw 2.07 s
     for a 1 s lease when it gave up after one lease time)."""
-    async with (
-        await PgStore.open(pg_dsn, schema=schema, hold_timeout=1.5) as frozen,
-        await PgStore.open(pg_dsn, schema=schema, hold_timeout=1.5) as standby,
-    ):
-        old = await frozen.acquire_lease(POLLER, "old", ttl=timedelta(0))
-        frozen.fence(old.epoch)
+    async with leader_and_standby(pg_dsn, schema, 1.5) as (frozen, standby, old):
         wakes = anyio.Event()
         new = Leadership(
             standby, fence=standby.fence, holder="new", ttl=1.0, started_at=datetime.now(UTC)
@@ -392,12 +396,7 @@ async def test_a_leader_stuck_mid_statement_is_ended_for_the_takeover(
     (its session is not idle: a pipeline paused before its Sync, here a long statement):
     once the lease has expired and the transaction is older than `hold_timeout`, the
     standby ends that session and takes the lease, rather than wait for it."""
-    async with (
-        await PgStore.open(pg_dsn, schema=schema, hold_timeout=0.5) as stuck,
-        await PgStore.open(pg_dsn, schema=schema, hold_timeout=0.5) as standby,
-    ):
-        old = await stuck.acquire_lease(POLLER, "old", ttl=timedelta(0))
-        stuck.fence(old.epoch)
+    async with leader_and_standby(pg_dsn, schema, 0.5) as (stuck, standby, old):
         outcome: list[BaseException] = []
         holding = anyio.Event()
 

@@ -62,7 +62,9 @@ class PgLeases(PgTables):
             # A replica frozen mid-write holds the row, and the idle timeout does not reach
             # it when it froze inside a pipeline (before its Sync): end it first, if its
             # lease is over, so the takeover does not wait for the thaw.
-            await conn.execute(_END_STUCK, {"name": clean(name), "held": self._held()})
+            await conn.execute(
+                _END_STUCK, {"name": clean(name), "held": timedelta(seconds=self.hold_timeout)}
+            )
             cursor = await conn.execute(_ACQUIRE, params)
             row = await cursor.fetchone()
             if row is None:
@@ -73,9 +75,6 @@ class PgLeases(PgTables):
         if row is None:  # deleted between the two statements: nobody holds it
             raise StoreError(f"cannot read the lease {shown(name)}: its row was deleted")
         return lease_row(row)
-
-    def _held(self) -> timedelta:
-        return timedelta(seconds=self.hold_timeout)
 
     async def release_lease(self, name: str, holder: str) -> None:
         """See `ports.Leases.release_lease`."""
