@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from watcher.core.errors import ConfigError, StoreError
 from watcher.core.kinds import JobKind
-from watcher.core.text import for_terminal, without_userinfo
+from watcher.core.text import for_terminal, one_line, without_userinfo
 from watcher.core.urls import host_port, short_url
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     settings = _load(args)
     settings.require_watches()
     app.api_key(settings)
+    state_note = _check_state_path(settings)
     plan = app.build_plan(settings, app.build_notifier(settings))
     out = sys.stdout
     out.write(f"config {settings.source}: ok\n")
@@ -99,7 +100,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     out.write(f", discover: {', '.join(plan.discover)}\n" if plan.discover else "\n")
     out.write(f"  poll every {plan.poll_interval:g} s, ")
     out.write(f"outcome states every {plan.terminal_poll_interval:g} s\n")
-    out.write(f"  state: {state_where(settings.watcher)}\n")
+    out.write(f"  state: {state_where(settings.watcher)}{state_note}\n")
     for channel in plan.channels:
         out.write(f"  channel {channel.name}:\n")
         out.writelines(f"    {short_url(target.url_display)}\n" for target in channel.targets)
@@ -109,6 +110,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return _probe(settings, plan)
     _write_budget(settings, plan, pages={})
     return EXIT_OK
+
+
+def _check_state_path(settings: Settings) -> str:
+    """Refuse a `state_path` that `run` could not open (one line, exit 2); say when its folder
+    will be created. Nothing is created here."""
+    from watcher.stores import files
+
+    path = settings.watcher.state_path
+    if settings.watcher.state_url is not None:
+        return ""
+    if problem := files.unusable(path):
+        raise ConfigError(one_line(f"{settings.source}: watcher.state_path: {problem}"))
+    return "" if path.parent.is_dir() else f" (folder {path.parent} will be created)"
 
 
 def _write_budget(settings: Settings, plan: WatchPlan, *, pages: dict[JobKind, int]) -> None:

@@ -26,6 +26,7 @@ from watcher.config.describe import (
     _Origins,
     _quote,
     _render,
+    did_you_mean,
 )
 from watcher.config.schema import (
     _ACCOUNT,
@@ -97,9 +98,9 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], *, source: str = "<co
         raise _fail(source, "(top level)", "the config must be a TOML document (a table of keys)")
     for key in data:
         if key not in _TOP_LEVEL_KEYS:
-            raise _fail(
-                source, _render((key,)), "unknown key (fireworks, watcher, watch or channel)"
-            )
+            known = f"{', '.join(_TOP_LEVEL_KEYS[:-1])} or {_TOP_LEVEL_KEYS[-1]}"
+            problem = "unknown key" + (did_you_mean(key, _TOP_LEVEL_KEYS) or f" ({known})")
+            raise _fail(source, _render((key,)), problem)
     fireworks_table = data.get("fireworks")
     if isinstance(fireworks_table, Mapping) and "api_key" in fireworks_table:
         problem = f"the API key does not belong in a config file; set {API_KEY_ENV} or api_key_file"

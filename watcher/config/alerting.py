@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from watcher.core.durations import parse_clock, parse_duration, parse_hours
+from watcher.core.durations import DURATION_RULE, parse_clock, parse_duration, parse_hours
 
 
 def _duration(value: object) -> object:
-    # Seconds as a number, or "30m", "2h", "1d": the unit people think in for these keys.
+    # Seconds as a number, or "90s", "30m", "2h": the unit people think in for these keys.
     if isinstance(value, str):
         return parse_duration(value)
-    if isinstance(value, bool):
-        msg = "must be a duration"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"must be {DURATION_RULE}"
         raise ValueError(msg)  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
     return value
 

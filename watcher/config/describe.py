@@ -3,12 +3,22 @@ that came from the environment."""
 
 from __future__ import annotations
 
+import difflib
+import typing
+from collections.abc import Iterable
 from typing import Any, Final
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from watcher.config.schema import _BARE_KEY, _SECRET_KEYS, ACCOUNT_ENV, _Invalid
+from watcher.config.schema import (
+    _BARE_KEY,
+    _SECRET_KEYS,
+    ACCOUNT_ENV,
+    FireworksSettings,
+    Settings,
+    _Invalid,
+)
 from watcher.core.errors import ConfigError
 from watcher.core.text import one_line
 
@@ -103,6 +113,8 @@ def _describe_one(error: ErrorDetails, origins: _Origins) -> str:
         problem = f"must be an array of tables: write [[{path}]]"
     if loc == ("fireworks", "account_id") and kind == "missing":
         problem = f"required (or set {ACCOUNT_ENV})"
+    if kind == "extra_forbidden" and loc and isinstance(loc[-1], str):
+        problem += did_you_mean(loc[-1], _known_keys(loc[:-1]))
     if path in origins.env_default:
         problem += f" (from {origins.env_default[path]})"
     elif show_input and kind not in ("missing", "extra_forbidden"):
@@ -110,6 +122,42 @@ def _describe_one(error: ErrorDetails, origins: _Origins) -> str:
         if shown:
             problem += f", got {shown}"
     return f"{path}: {origins.scrub(path, problem)}"
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """` (did you mean poll_interval?)` for a key close to one of `known`, else ""."""
+    if len(key) > _MAX_KEY_GUESSED:  # no key is this long: not a typo, and costly to compare
+        return ""
+    known = sorted(known)
+    # A plural first: `[[watches]]` means `[[watch]]` more likely than `[watcher]`.
+    close = [k for k in known if key in (f"{k}s", f"{k}es")]
+    close = close or difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _known_keys(loc: tuple[str | int, ...]) -> tuple[str, ...]:
+    """The keys the TOML table at pydantic location `loc` may hold, from the schema itself."""
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model else None
+        model = _model_in(field.annotation) if field else None
+    if model is None:
+        return ()
+    # `fireworks.api_key` is read from `api_key_file`, never written in the file.
+    names = {"api_key": "api_key_file"} if model is FireworksSettings else {}
+    return tuple(names.get(name, name) for name in model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (`tuple[WatchSettings, ...]` -> WatchSettings)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if (model := _model_in(arg)) is not None:
+            return model
+    return None
 
 
 def _bound(value: Any, loc: tuple[str | int, ...]) -> str:
@@ -171,3 +219,4 @@ def _fail(source: str, path: str, problem: str) -> ConfigError:
 
 
 _MAX_LINE: Final = 1000
+_MAX_KEY_GUESSED: Final = 100

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any, Final, Self
 
@@ -23,8 +24,10 @@ from pydantic import (
 )
 
 from watcher.config.alerting import _digest, _duration, _group_by, _quiet_hours, _time_zone
+from watcher.config.network import IN_CLEAR, in_clear_beyond_loopback
 from watcher.config.templates import template
 from watcher.core.errors import ConfigError
+from watcher.core.hosts import host_name
 from watcher.core.kinds import ALL_STATES, DEFAULT_BASE_URL, JobKind, short_state
 from watcher.core.model import JobRef
 from watcher.core.names import ID_RULE, is_valid_id
@@ -118,6 +121,14 @@ def _web_token(value: SecretStr) -> SecretStr:
     return value
 
 
+def _allowed_host(value: str) -> str:
+    name = host_name(value)
+    if name is None:
+        msg = 'must be a host name or address, without scheme or port: "watcher.example"'
+        raise ValueError(msg)
+    return name
+
+
 def _listen_address(value: str) -> str:
     if value and parse_listen(value) is None:
         msg = 'must be "host:port" (port 0-65535), e.g. "127.0.0.1:9464", or "" to disable'
@@ -179,18 +190,20 @@ def _state_name(value: str) -> str:
 # schedule's arithmetic at run time; `check` refuses it with one line instead.
 _DAY: Final = 86400.0
 _MIB: Final = 1024 * 1024
-_Interval = Annotated[float, Field(strict=True, gt=0, le=_DAY, allow_inf_nan=False)]
-_Timeout = Annotated[float, Field(strict=True, gt=0, le=600, allow_inf_nan=False)]
+#: THE type of every duration key: seconds as a number, or "90s", "30m", "2h", "1h30m"; each
+#: use adds its own bounds.
+_Seconds = Annotated[float, BeforeValidator(_duration), Field(strict=True, allow_inf_nan=False)]
+_Interval = Annotated[_Seconds, Field(gt=0, le=_DAY)]
+_Timeout = Annotated[_Seconds, Field(gt=0, le=600)]
 _Count = Annotated[int, Field(strict=True, le=10_000)]
 _Text = Annotated[str, Field(strict=True), AfterValidator(_non_blank)]
 _Template = Annotated[str, Field(strict=True), AfterValidator(template)]
 _JobId = Annotated[str, Field(strict=True), AfterValidator(_job_id)]
 _StateName = Annotated[str, Field(strict=True), AfterValidator(_state_name)]
 _Url = Annotated[SecretStr, AfterValidator(_secret_non_blank)]
+_AllowedHost = Annotated[str, Field(strict=True), AfterValidator(_allowed_host)]
 #: Seconds, or "30m", "2h", "1d"; 0 switches the feature off; at most a year.
-_Duration = Annotated[
-    float, BeforeValidator(_duration), Field(strict=True, ge=0, le=366 * _DAY, allow_inf_nan=False)
-]
+_Duration = Annotated[_Seconds, Field(ge=0, le=366 * _DAY)]
 
 
 class _Frozen(BaseModel):
@@ -230,11 +243,12 @@ class WatcherSettings(_Frozen):
     )
     # The status page's and JSON API's bearer token; required to see them beyond loopback.
     web_token: Annotated[SecretStr, Field(strict=False), AfterValidator(_web_token)] | None = None
+    # Host names the page and API answer to beside loopback ones (the Host header is checked
+    # on loopback without a token, against DNS rebinding, and everywhere once this is set).
+    web_allowed_hosts: tuple[_AllowedHost, ...] = ()
     request_timeout: _Timeout = 10.0
     retry_max_delay: _Interval = 60.0
-    retry_for: Annotated[float, Field(strict=True, gt=0, le=30 * _DAY, allow_inf_nan=False)] = (
-        86400.0
-    )
+    retry_for: Annotated[_Seconds, Field(gt=0, le=30 * _DAY)] = 86400.0
     notify_timeout: _Timeout = 30.0
     api_down_after: Annotated[_Count, Field(ge=1)] = 3
     unreadable_after: Annotated[_Count, Field(ge=0)] = 3
@@ -248,14 +262,18 @@ class WatcherSettings(_Frozen):
     history_days: Annotated[int, Field(strict=True, ge=1, le=3660)] = 90
     # `fireworks_watcher_job_state{kind,job,state}`: off for accounts with too many jobs.
     job_state_metrics: Annotated[bool, Field(strict=True)] = True
+    # `http://` to a host beyond loopback sends the API key in clear: refused unless this is set.
+    allow_insecure_base_url: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="before")
     @classmethod
     def _default_terminal_interval(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get("terminal_poll_interval") is None:
             poll = data.get("poll_interval", 30.0)
+            with suppress(ValueError):
+                poll = _duration(poll)  # "2m" too
             # An invalid poll_interval is reported by its own field; the default then does not matter.
-            if isinstance(poll, int | float) and not isinstance(poll, bool) and 0 < poll < 1e300:
+            if isinstance(poll, int | float) and not isinstance(poll, bool) and 0 < poll <= _DAY:
                 data = {**data, "terminal_poll_interval": max(poll, min(10 * poll, 600.0))}
         return data
 
@@ -363,6 +381,13 @@ class Settings(_Frozen):
                 raise _Invalid((index, "name"), problem)
             first[channel.name] = index
         return channels
+
+    @model_validator(mode="after")
+    def _api_key_not_in_clear(self) -> Self:
+        allowed = self.watcher.allow_insecure_base_url
+        if not allowed and in_clear_beyond_loopback(self.fireworks.base_url):
+            raise _Invalid(("fireworks", "base_url"), IN_CLEAR)
+        return self
 
     def refs(self) -> tuple[JobRef, ...]:
         """Every explicit job of every watch, without duplicates, in config order."""
