@@ -40,7 +40,7 @@ from watcher.runtime.poller import Watcher
 from watcher.runtime.sdnotify import SystemdNotifier
 from watcher.sources.fireworks import FireworksClient
 from watcher.views import StoreStatus
-from watcher.web.auth import LOCKED_REASON, Access, is_loopback
+from watcher.web.auth import LOCKED_REASON, MISDIRECTED_REASON, Access, is_loopback
 from watcher.web.health import Health
 from watcher.web.page import StatusPage
 from watcher.web.serve import serve_health
@@ -105,6 +105,7 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
         api_down_after=w.api_down_after,
         unreadable_after=w.unreadable_after,
         api_label=settings.fireworks.base_url,
+        account_id=settings.fireworks.account_id,
         notify_timeout=w.notify_timeout,
         max_new_per_cycle=w.max_new_per_cycle,
         # An explicit job takes its own watch's thresholds (the first that names it).
@@ -336,9 +337,17 @@ async def status_page(
     address = settings.watcher.health_address
     assert address is not None
     secret = settings.watcher.web_token
-    access = Access(secret.get_secret_value() if secret else None, loopback=is_loopback(address[0]))
+    access = Access(
+        secret.get_secret_value() if secret else None,
+        loopback=is_loopback(address[0]),
+        hosts=frozenset(settings.watcher.web_allowed_hosts),
+    )
     if access.token is None and not access.loopback:
         log.warning("web.locked", host=address[0], reason=LOCKED_REASON)
+
+    def misdirected(host: str, refused: int) -> None:
+        log.warning("web.misdirected", host=host, refused=refused, reason=MISDIRECTED_REASON)
+
     # Built in a thread: it reads its templates and assets from the package.
     return await anyio.to_thread.run_sync(
         functools.partial(
@@ -347,6 +356,7 @@ async def status_page(
             access=access,
             poll_interval=settings.watcher.poll_interval,
             version=__version__,
+            on_misdirected=misdirected,
         )
     )
 
@@ -377,6 +387,11 @@ def _reload(
         ("watcher.state_path", current.watcher.state_path, new.watcher.state_path),
         ("watcher.state_url", current.watcher.state_url, new.watcher.state_url),
         ("watcher.health_listen", current.watcher.health_listen, new.watcher.health_listen),
+        (
+            "watcher.web_allowed_hosts",
+            current.watcher.web_allowed_hosts,
+            new.watcher.web_allowed_hosts,
+        ),
     ):
         if old_value != new_value:
             log.warning("config.reload_needs_restart", key=key)

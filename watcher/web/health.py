@@ -42,7 +42,8 @@ class Page(Protocol):
 #: The shortest silence that makes the loop look stuck, however short the poll interval.
 MIN_LIVENESS_WINDOW = 60.0
 #: How long `serve_health` waits for uvicorn to report it is serving.
-#: Health connections served at once (probes and a scraper or two); beyond it, 503 at once.
+#: Connections with a request served at once (a scraper or two, the page); beyond it, 503 at
+#: once, but for the probes, which are always answered (`web.guard`).
 MAX_CONNECTIONS = 32
 BACKLOG = 64  # connections the kernel queues before they are accepted
 #: The longest `/metrics` serves the same rendering: a flood of scrapes costs one render a second.
@@ -50,6 +51,13 @@ METRICS_MAX_AGE = 1.0
 
 AUTH_REASON = "API rejected the credentials (401/403)"
 STORE_REASON = "state database not writable"
+
+
+def fresh_window(poll_interval: float, terminal_poll_interval: float) -> float:
+    """Seconds within which a cycle (and a successful poll) is expected: three poll intervals;
+    or, when every job has settled and is polled slowly, one slow interval plus a poll
+    interval of slack (readiness, here and in `status`)."""
+    return max(3 * poll_interval, terminal_poll_interval + poll_interval)
 
 
 def _utcnow() -> datetime:
@@ -220,9 +228,7 @@ class Health:
 
     def _fresh_window(self) -> float:
         """Seconds within which a cycle (and a successful poll) is expected."""
-        # Three poll intervals; or, when every job has settled and is polled slowly, one
-        # slow interval plus a poll interval of slack.
-        return max(3 * self._poll_interval, self._terminal_interval + self._poll_interval)
+        return fresh_window(self._poll_interval, self._terminal_interval)
 
     def _oldest_pending_age(self) -> float:
         if self._oldest_pending is None:

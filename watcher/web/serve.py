@@ -1,7 +1,8 @@
 """The health server: `Health.app()` under uvicorn, in a thread with its own event loop.
 
 Leaving signals to the daemon, so a flood of scrapes never queues the poller's tasks: beyond
-`MAX_CONNECTIONS` it answers 503 at once.
+`MAX_CONNECTIONS` busy connections it answers 503 at once (the probes excepted), and a
+connection that sends no request is closed after `guard.HEADER_TIMEOUT` (`web.guard`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uvicorn
 
 from watcher.core.errors import ListenError
 from watcher.core.urls import host_port
+from watcher.web.guard import Guard
 from watcher.web.health import BACKLOG, MAX_CONNECTIONS, AsgiApp
 
 #: Seconds the server may take to start, and to stop.
@@ -93,8 +95,11 @@ async def serve_health(
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ListenError(f"watcher.health_listen: cannot listen on {shown}: {reason}") from None
+    guard = Guard(max_busy=MAX_CONNECTIONS)
     config = uvicorn.Config(
-        app,
+        guard.app(app),
+        # h11 with a header read timeout and connections that wait counted apart.
+        http=guard.protocol(),
         interface="asgi3",
         lifespan="off",
         ws="none",
@@ -104,7 +109,6 @@ async def serve_health(
         # None keeps uvicorn from rewriting the process's logging configuration.
         log_config=None,
         server_header=False,
-        limit_concurrency=MAX_CONNECTIONS,
         backlog=BACKLOG,
         timeout_keep_alive=5,
         # A scrape still in flight must not hold up the daemon's shutdown for long.
