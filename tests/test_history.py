@@ -21,6 +21,8 @@ from watcher.stores.sqlite import StateStore
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 URL = "json://bot:****@127.0.0.1:9/hook"
+#: How the page and `--json` show it: a webhook's path may be its token (issue 20).
+SHOWN_URL = "json://bot:****@127.0.0.1:9/****"
 
 
 def event(key: str, old: str, new: str, at: datetime, kind: str = "", **fields: str) -> Event:
@@ -219,7 +221,7 @@ def test_history_json(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "deliveries": [
             {
                 "channel": "ml-team",
-                "url": URL,
+                "url": SHOWN_URL,
                 "status": "delivered",
                 "delivered_at": (NOW - timedelta(hours=2)).isoformat(),
                 "attempts": 0,
@@ -228,7 +230,7 @@ def test_history_json(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
             },
             {
                 "channel": "oncall",
-                "url": URL,
+                "url": SHOWN_URL,
                 "status": SILENCED,
                 "delivered_at": None,
                 "attempts": 0,

@@ -34,24 +34,28 @@ SECRETS = (HOOK_TOKEN, ARG_TOKEN, FIELD_TOKEN, PROXY_PASSWORD, URL_PASSWORD)
         pytest.param(
             "json://h/x?method=POST&%2BAuthorization=Bearer%20tok",
             (),
-            "json://h/x?method=POST&+Authorization=****",
+            "json://h/****?method=POST&+Authorization=****",
             id="encoded-header",
         ),
-        pytest.param("json://h/x?+X-Key=abc", (), "json://h/x?+X-Key=****", id="plain-header"),
-        pytest.param("form://h/x?-token=abc&a=b", (), "form://h/x?-token=****&a=b", id="argument"),
-        pytest.param("xml://h/x?%3Amsg=abc", (), "xml://h/x?:msg=****", id="payload-field"),
+        pytest.param("json://h/x?+X-Key=abc", (), "json://h/****?+X-Key=****", id="plain-header"),
+        pytest.param(
+            "form://h/x?-token=abc&a=b", (), "form://h/****?-token=****&a=b", id="argument"
+        ),
+        pytest.param("xml://h/x?%3Amsg=abc", (), "xml://h/****?:msg=****", id="payload-field"),
         pytest.param(
             "ntfy://h/t?priority=high&token=tk_secret1",
             ("tk_secret1",),
-            "ntfy://h/t?priority=high&token=****",
+            "ntfy://h/****?priority=high&token=****",
             id="env-query-value",
         ),
         pytest.param(
-            "json://h/x?k=a%2Bb%20c%2Fd", ("a+b c/d",), "json://h/x?k=****", id="env-encoded"
+            "json://h/x?k=a%2Bb%20c%2Fd", ("a+b c/d",), "json://h/****?k=****", id="env-encoded"
         ),
-        pytest.param("json://h/x?k=abc", ("ab",), "json://h/x?k=abc", id="short-env-ignored"),
-        pytest.param("json://h/x", ("x",), "json://h/x", id="no-query"),
-        pytest.param("json://h/x?flag&+H=v#f", (), "json://h/x?flag&+H=****#f", id="bare-and-frag"),
+        pytest.param("matrix://h/x?k=abc", ("ab",), "matrix://h/x?k=abc", id="short-env-ignored"),
+        pytest.param("matrix://h/x", ("x",), "matrix://h/x", id="no-query"),
+        pytest.param(
+            "json://h/x?flag&+H=v#f", (), "json://h/****?flag&+H=****#f", id="bare-and-frag"
+        ),
     ],
 )
 def test_mask_url(url: str, hidden: tuple[str, ...], expected: str) -> None:

@@ -3,7 +3,8 @@
 apprise's privacy form (`Target.url_display`) is exact but long: it lists every parameter,
 defaults included (`json://h/hook?method=POST&overflow=truncate&retry=0&wait=0.5&optional=no`).
 `status --json`, `history --json` and the state file keep that form; `check`, `test-notify`,
-`status` and the `notify.*` log lines show `short_url(display)`: `json://h/hook`.
+`status` and the `notify.*` log lines show `short_url(display)`: `json://h/****` (a webhook's
+path is masked: it may be its token, see `text.mask_url`).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def host_port(host: str, port: int) -> str:
 def short_url(display: str, limit: int = PATH_LIMIT) -> str:
     """An apprise URL's privacy form as a person reads it, one line safe for a terminal.
 
-    Kept: the scheme, the user with the password masked (`user:****@`), the host and port,
+    Masked first by `mask_url` (a webhook's path, an ntfy topic, header values). Kept: the
+    scheme, the user with the password masked (`user:****@`), the host and port,
     the path (without a trailing `/`, its percent-encoded letters decoded: `%C3%BC` -> `ü`,
     `%40` -> `@`; `/`, `?`, `#`, `%`, spaces and controls stay encoded) cut to `limit`
     characters with "…", the fragment, and
@@ -146,7 +148,7 @@ def short_url(display: str, limit: int = PATH_LIMIT) -> str:
     never hides a setting. Header (`+`), argument (`-`) and payload (`:`) parameters are kept
     with their values masked (`+Authorization=****`): they change what is sent.
 
-    `json://u:****@h:8/hook?method=POST&retry=0&+X-Key=****` -> `json://u:****@h:8/hook?+X-Key=****`
+    `json://u:****@h:8/hook?method=POST&retry=0&+X-Key=****` -> `json://u:****@h:8/****?+X-Key=****`
     """
     masked = mask_url(display)
     match = _URL.match(masked)

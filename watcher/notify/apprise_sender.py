@@ -23,7 +23,15 @@ from apprise.decorators import notify
 from watcher.core.delivery import SendOutcome, SendResult, Target
 from watcher.core.errors import NotifyError
 from watcher.core.markdown import console_layout
-from watcher.core.text import for_terminal, mask_url, one_line, scrub
+from watcher.core.text import (
+    NTFY_SCHEMES,
+    WEBHOOK_SCHEMES,
+    escape_markdown,
+    for_terminal,
+    mask_url,
+    one_line,
+    scrub,
+)
 from watcher.notify import console
 
 CONSOLE_SCHEME = "console"
@@ -81,13 +89,35 @@ def _load(url: str, where: str) -> apprise.Apprise:
     return app
 
 
+#: A path segment that reads as a name, not a token: no digit, at most 16 characters.
+_NAME_LIKE = re.compile(r"[A-Za-z_.-]{1,16}")
+
+
 def secret_parts(url: str, display: str, hidden: Iterable[str] = ()) -> frozenset[str]:
-    """Pieces of `url` that its display form hides (tokens, passwords, header values), raw and
-    percent-decoded, and the `hidden` values `${VAR}` put there: to scrub from any text."""
+    """Pieces of `url` that its display form hides (tokens, passwords, header values, a
+    webhook's path), raw and percent-decoded, and the `hidden` values `${VAR}` put there: to
+    scrub from any text. A webhook's path segment or an ntfy topic that reads as a name
+    (`hooks`, `notify`: letters, at most 16) is scrubbed as `/hooks`, as a request line or an
+    error names it: bare, it would mask words of every log line (`notify.sent`)."""
+    hidden = tuple(hidden)
     decoded = urllib.parse.unquote(url)
     pieces = [*re.split(r"[/:@?&=#,+]", url), *re.split(r"[/:@?&=#,+\s]", decoded)]
-    pieces += [value for _, value in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)]
-    return frozenset(p for p in [*pieces, *hidden] if len(p) >= 4 and p not in display)
+    split = urllib.parse.urlsplit(url)
+    pieces += [value for _, value in urllib.parse.parse_qsl(split.query)]
+    names = (
+        {
+            segment
+            for segment in [*split.path.split("/"), *urllib.parse.unquote(split.path).split("/")]
+            if _NAME_LIKE.fullmatch(segment)
+        }
+        if split.scheme.lower() in WEBHOOK_SCHEMES | NTFY_SCHEMES
+        else set()
+    )
+    return frozenset(
+        f"/{piece}" if piece in names and piece not in hidden else piece
+        for piece in [*pieces, *hidden]
+        if len(piece) >= 4 and piece not in display
+    )
 
 
 def _display(app: apprise.Apprise) -> str:
@@ -143,6 +173,8 @@ class AppriseNotifier:
         app = self._apps.get(key)
         if app is None:
             return SendResult(SendOutcome.UNKNOWN_TARGET, "channel URL is no longer configured")
+        if _title_read_as_markdown(app):
+            title = escape_markdown(title)
 
         def call() -> SendResult:
             result = app.notify(
@@ -159,6 +191,16 @@ class AppriseNotifier:
     def secrets(self) -> frozenset[str]:
         """Every secret piece of every configured URL, for log redaction."""
         return frozenset().union(*self._secrets.values())
+
+
+def _title_read_as_markdown(app: apprise.Apprise) -> bool:
+    """Whether a service puts the title into its Markdown (or HTML) body (Telegram...): the
+    title is plain text, so there it is escaped like the API's text in a body."""
+    return any(
+        server.title_maxlen <= 0
+        and server.resolve_format(NotifyFormat.MARKDOWN) != NotifyFormat.TEXT
+        for server in app
+    )
 
 
 def _outcome(result: apprise.AppriseResult, secrets: frozenset[str]) -> SendResult:
