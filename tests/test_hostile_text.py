@@ -288,8 +288,9 @@ def test_channel_gets_text_with_mentions_defused_and_capped(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A real apprise post of a 100 KB status message full of mentions: the body is within
-    BODY_LIMIT, no mention survives, the channel's own `<!here>` does, and the history keeps
-    the whole text."""
+    BODY_LIMIT, no mention survives (the body is Markdown: the API's `<` is escaped too), the
+    channel's own `<!here>` does, and the history keeps the text as stored: its first
+    FIELD_LIMIT characters (the state file is bounded)."""
     config = str(config_file(tmp_path, receiver, 'body = "<!here> {status_message}"'))
     hostile = "<!channel> @everyone <@U0123> " + "y" * 100_000
     sim.add_job("job-a", state="RUNNING")
@@ -307,10 +308,10 @@ def test_channel_gets_text_with_mentions_defused_and_capped(
     assert len(title) <= TITLE_LIMIT
     for mention in ("<!channel>", "@everyone", "<@U0123>"):
         assert mention not in body + title
-    assert f"<{ZW}!channel> @{ZW}everyone <{ZW}@U0123>" in body
+    assert f"\\<{ZW}!channel\\> @{ZW}everyone \\<{ZW}@U0123\\>" in body
     with sqlite3.connect(tmp_path / "state.db") as db:
         (fields,) = db.execute("SELECT fields FROM events ORDER BY id DESC LIMIT 1").fetchone()
-    assert hostile == json.loads(fields)["status_message"]
+    assert cap(hostile, FIELD_LIMIT) == json.loads(fields)["status_message"]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from watcher.core.text import for_terminal, scrub
+from watcher.core.text import cap, for_terminal, scrub
 
 _secrets: set[str] = set()
 
@@ -49,6 +49,34 @@ def _redact_event(
 ) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
         event_dict[key] = _redacted(value)
+    return event_dict
+
+
+#: A text value of a log line is cut to this many characters (an API's 100 KB status message
+#: is one line, not 100 KB); a traceback to `LOG_TRACEBACK_LIMIT`, keeping its head and tail.
+LOG_TEXT_LIMIT = 500
+LOG_TRACEBACK_LIMIT = 8000
+
+
+def _capped(value: Any, limit: int = LOG_TEXT_LIMIT) -> Any:
+    """`value` with every text in it cut to `limit`, keeping lists and mappings as such."""
+    if isinstance(value, str):
+        return cap(value, limit)
+    if isinstance(value, list):
+        return [_capped(item, limit) for item in value]
+    if isinstance(value, dict):
+        return {key: _capped(item, limit) for key, item in value.items()}
+    return value
+
+
+def _cap_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # After redaction: a secret cut in two would no longer match its mask.
+    for key, value in event_dict.items():
+        if key == "exception" and isinstance(value, str) and len(value) > LOG_TRACEBACK_LIMIT:
+            half = LOG_TRACEBACK_LIMIT // 2
+            event_dict[key] = f"{value[:half]}\n…\n{value[-half:]}"
+        elif key != "exception":
+            event_dict[key] = _capped(value)
     return event_dict
 
 
@@ -97,6 +125,7 @@ def configure(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         _redact_event,  # last before rendering, so tracebacks are redacted too
+        _cap_event,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()

@@ -15,19 +15,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
 
-from watcher.core.conditions import Condition, ConditionName, Since
+from watcher.core.conditions import Condition, ConditionName, Since, subject_account
 from watcher.core.lease import POLLER
 from watcher.core.messages import api_time, console_url
 from watcher.core.messages import iso_time as iso
 from watcher.core.model import JobRef, JobSnapshot
+from watcher.core.notices import key_headline, key_rejections
 from watcher.core.progress import eta_seconds, percent
-from watcher.core.text import mask_url
+from watcher.core.text import mask_url, web_link
 from watcher.core.timeline import Move, Timeline, timeline, window_start
+from watcher.core.transitions import move_label
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
@@ -110,12 +112,8 @@ def is_move(event: Event) -> bool:
 
 def link(url: str) -> str | None:
     """`url` when it is an absolute http(s) link, else None: the API's text never becomes a
-    `javascript:` href."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    return url if parts.scheme in ("http", "https") and parts.netloc else None
+    `javascript:` href (the same rule as messages: `text.web_link`)."""
+    return web_link(url)
 
 
 def page_path(kind: str, job_id: str) -> str:
@@ -130,6 +128,20 @@ def condition_doc(c: Condition) -> Doc:
         "opened_at": iso(c.opened_at),
         "detail": c.detail,
     }
+
+
+def key_rejected_doc(conditions: list[Condition]) -> list[Doc]:
+    """The accounts whose API key the API rejects: the first thing `status` says, and the
+    page's header (empty when every key is accepted)."""
+    return [
+        {
+            "account": subject_account(c.subject),
+            "message": key_headline(c),
+            "since": iso(c.opened_at),
+            "detail": c.detail,
+        }
+        for c in key_rejections(conditions)
+    ]
 
 
 def job_doc(s: JobSnapshot, state: Overview, now: datetime) -> Doc:
@@ -170,9 +182,16 @@ def move_doc(event: Event | None) -> Doc | None:
     return {
         "old_state": event.old_state,
         "new_state": event.new_state,
+        "change": _change(event, fields),
         "at": iso(event.observed_at),
         "reason": fields.get("reason") or fields.get("status_message", ""),
     }
+
+
+def _change(event: Event, fields: Mapping[str, str]) -> str:
+    """`RUNNING → FAILED`, or `status changed: …` within one state (`move_label`)."""
+    code, message = fields.get("status_code", ""), fields.get("status_message", "")
+    return move_label(event.old_state, event.new_state, code, message)
 
 
 def delivery_doc(d: Delivery) -> Doc:
@@ -239,6 +258,7 @@ def status_document(state: Overview, now: datetime) -> Doc:
         "now": iso(now),
         "lease": lease_doc(state.lease),
         "replicas": [replica_doc(r) for r in state.replicas],
+        "key_rejected": key_rejected_doc(state.conditions),
         "jobs": [job_doc(s, state, now) for s in state.jobs],
         "conditions": [condition_doc(c) for c in state.conditions],
         "unreadable": [{"target": t, "error": e} for t, e in state.unreadable()],
@@ -257,6 +277,7 @@ def overview_document(state: Overview, now: datetime, watcher: Mapping[str, Any]
     doc: Doc = {
         "now": iso(now),
         "watcher": {**watcher, "lease": lease_doc(state.lease), "state": state.where},
+        "key_rejected": key_rejected_doc(state.conditions),
         "jobs": [job_doc(s, state, now) for s in state.jobs],
         "conditions": [condition_doc(c) for c in state.conditions],
         "silences": [silence_doc(s) for s in state.silences],
@@ -289,6 +310,7 @@ def history_doc(entry: Entry) -> Doc:
         "observed_at": iso(entry.event.observed_at),
         "old_state": entry.event.old_state,
         "new_state": entry.event.new_state,
+        "change": _change(entry.event, fields),
         "notice": entry.event.kind or ("notice" if entry.event.notice else ""),
         "reason": fields.get("reason", ""),
         "status_message": fields.get("status_message", ""),
@@ -310,14 +332,21 @@ def job_timeline(
     job: JobSnapshot, since: Since | None, entries: list[Entry], now: datetime
 ) -> Timeline:
     """The job's last day (or less, when it is younger) from its transitions."""
-    moves = [
-        Move(e.event.observed_at, e.event.old_state, e.event.new_state)
-        for e in entries
-        if is_move(e.event)
-    ]
+    moves = [_move(e.event) for e in entries if is_move(e.event)]
     first = since.state if since is not None and not since.entered else None
     start = window_start(now, created=api_time(job.create_time), first_seen=first)
     return timeline(moves, state=job.state, start=start, now=now, meaning=job.ref.kind.spec.meaning)
+
+
+def _move(event: Event) -> Move:
+    fields = event.field_map()
+    return Move(
+        event.observed_at,
+        event.old_state,
+        event.new_state,
+        fields.get("status_code", ""),
+        fields.get("status_message", ""),
+    )
 
 
 # -- the page's source ----------------------------------------------------------------------

@@ -29,7 +29,8 @@ from watcher.core.conditions import Condition, ConditionName
 from watcher.core.delivery import Channel, Event
 from watcher.core.durations import parse_clock
 from watcher.core.kinds import JobKind, Meaning, meaning_of
-from watcher.core.messages import BODY_LIMIT, TITLE_LIMIT, Message, api_text, target_label
+from watcher.core.markdown import code_span
+from watcher.core.messages import BODY_LIMIT, TITLE_LIMIT, Message, api_markdown, target_label
 from watcher.core.model import JobSnapshot
 from watcher.core.notices import DIGEST, DIGEST_STATE, Notice, routes, subject_fields
 from watcher.core.text import cap, one_line
@@ -163,6 +164,7 @@ _CONDITION_WORDS: Final = {
     ConditionName.MAX_RUNTIME: "running too long",
     ConditionName.UNREADABLE: "cannot be read",
     ConditionName.API_DOWN: "unreachable",
+    ConditionName.KEY_REJECTED: "API key rejected",
 }
 _NOTHING: Final = (
     "Nothing to report: no job completed or failed, none is active, and no condition is open."
@@ -209,8 +211,8 @@ def active(jobs: Iterable[JobSnapshot]) -> list[JobSnapshot]:
 
 def _name(job_id: str, display_name: str) -> str:
     if display_name and display_name != job_id:
-        return f"**{api_text(display_name, 120)}** (`{api_text(job_id, 120)}`)"
-    return f"**{api_text(job_id, 120)}**"
+        return f"**{api_markdown(display_name, 120)}** ({code_span(api_markdown(job_id, 120))})"
+    return f"**{api_markdown(job_id, 120)}**"
 
 
 def _when(at: datetime, period: Period) -> str:
@@ -232,9 +234,9 @@ class _Item:
 def _outcome_item(event: Event, period: Period, *, failed: bool) -> _Item:
     fields = event.field_map()
     line = f"- {_name(fields.get('job_id', event.job_key), fields.get('display_name', ''))}"
-    line += f" {api_text(event.new_state, 60)} at {_when(event.observed_at, period)}"
+    line += f" {api_markdown(event.new_state, 60)} at {_when(event.observed_at, period)}"
     if fields.get("duration"):
-        line += f" after {api_text(fields['duration'], 40)}"
+        line += f" after {api_markdown(fields['duration'], 40)}"
     cost = parse_cost(fields.get("estimated_cost", ""))
     if cost is not None:
         line += f" · {_money(*cost)}"
@@ -242,14 +244,14 @@ def _outcome_item(event: Event, period: Period, *, failed: bool) -> _Item:
     code = fields.get("status_code", "")
     if failed and reason:
         prefix = f"{code}: " if code and code != "OK" and not fields.get("reason") else ""
-        line += f": {one_line(api_text(prefix + reason, 400))}"
+        line += f": {one_line(api_markdown(prefix + reason, 400))}"
     return _Item(event.job_key, cap(line, LINE_LIMIT), cost)
 
 
 def _running_item(job: JobSnapshot) -> _Item:
-    line = f"- {_name(job.ref.job_id, job.display_name)} {api_text(job.state, 60)}"
+    line = f"- {_name(job.ref.job_id, job.display_name)} {api_markdown(job.state, 60)}"
     if job.progress:
-        line += f", {api_text(job.progress, 20)}%"
+        line += f", {api_markdown(job.progress, 20)}%"
     cost = parse_cost(job.estimated_cost)
     if cost is not None:
         line += f" · {_money(*cost)}"
@@ -260,12 +262,12 @@ def _condition_item(condition: Condition, job: JobSnapshot | None, period: Perio
     name = (
         _name(job.ref.job_id, job.display_name)
         if job is not None
-        else f"**{api_text(target_label(condition.subject), 120)}**"
+        else f"**{api_markdown(target_label(condition.subject), 120)}**"
     )
     words = _CONDITION_WORDS.get(condition.name, str(condition.name))
     line = f"- {name}: {words} since {_when(condition.opened_at, period)}"
     if condition.detail:
-        line += f": {one_line(api_text(condition.detail, 400))}"
+        line += f": {one_line(api_markdown(condition.detail, 400))}"
     return _Item(condition.subject, cap(line, LINE_LIMIT))
 
 

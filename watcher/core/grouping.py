@@ -34,7 +34,7 @@ from watcher.core.messages import (
     notify_type,
     render_fields,
 )
-from watcher.core.text import cap, one_line
+from watcher.core.text import cap, escape_markdown, one_line
 
 #: A list in a grouped message shows at most this many lines, then "… and N more".
 MAX_LINES: Final = 50
@@ -281,7 +281,8 @@ def _path(run: Sequence[Delivery]) -> tuple[str, str] | None:
 
 
 def _listed(lines: Sequence[str]) -> list[str]:
-    shown = [f"- {line}" for line in lines[:MAX_LINES]]
+    # Each line is plain text (a title): escaped, it is one Markdown list item as it reads.
+    shown = [f"- {escape_markdown(line)}" for line in lines[:MAX_LINES]]
     if len(lines) > MAX_LINES:
         shown.append(f"- … and {len(lines) - MAX_LINES} more")
     return shown

@@ -100,6 +100,20 @@ def inline(text: str) -> Styled:
     return out.build()
 
 
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def unescape(markdown: str) -> str:
+    """Markdown's backslash escapes undone (`\\<b\\>` -> `<b>`), every other mark kept."""
+    return _ESCAPE.sub(r"\1", markdown)
+
+
+def code_span(markdown: str) -> str:
+    """Escaped text as a code span: escapes do not apply in one and only a backtick ends it,
+    so it holds the text unescaped, on one line, without backticks (a job id has none)."""
+    return f"`{' '.join(unescape(markdown).split()).replace('`', '')}`"
+
+
 def to_terminal(markdown: str, *, indent: str = "") -> Styled:
     """A Markdown text as terminal lines: marks removed, blank lines dropped, each line
     prefixed with `indent`; `> ` quotes shown indented, a `**X**` line as a heading."""
@@ -126,8 +140,9 @@ def to_terminal(markdown: str, *, indent: str = "") -> Styled:
 
 # --- a whole message --------------------------------------------------------------------------
 
-#: The first line of a transition's default body (`core.messages.default_body`).
-_MOVED = re.compile(r"\) moved \*\*.+\*\*\.$")
+#: The first line of a transition's default body (`core.messages.default_body`): a move, or
+#: a change of status within one state.
+_MOVED = re.compile(r"\) (?:moved|status changed, still) \*\*.+\*\*\.$")
 #: The details a compact transition keeps; the rest are in `status` and `history`.
 _LINKS = ("W&B run", "Console")
 _TONES = frozenset({"info", "success", "warning", "failure"})
@@ -138,9 +153,10 @@ def console_layout(title: str, body: str, notify_type: str) -> Styled:
 
     A transition with the default body takes two or three lines: the title, the status
     message (unless the title carries it), then the W&B and console links on one line. Its
-    text from the API (the status message, the reason, the links) is shown as it is, never
-    read as Markdown. Any other body (notices, a channel's own template) is rendered with
-    `to_terminal`, indented, without blank lines.
+    text from the API (the status message, the reason, the links) is shown as the API said
+    it: the body escaped it (`text.escape_markdown`), and only those escapes are undone.
+    Any other body (notices, a channel's own template) is rendered with `to_terminal`,
+    indented, without blank lines.
     """
     out = _Builder()
     tone = notify_type if notify_type in _TONES else "info"
@@ -157,13 +173,14 @@ def console_layout(title: str, body: str, notify_type: str) -> Styled:
     links: list[tuple[str, str]] = []
     for line in lines[1:]:
         if line.startswith(">"):
-            said = line[1:].strip()
+            said = unescape(line[1:].strip())
             _, _, message = said.partition(": ")
             if said not in title and (not message or message not in title):
                 out.add("\n  ")
                 out.add(said, "quote")
             continue
         label, _, value = line.removeprefix("- ").partition(": ")
+        value = unescape(value)
         if label == "Reason" and value not in title:
             out.add("\n  ")
             out.add("Reason: ", "label")

@@ -7,8 +7,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from watcher.core.kinds import JobKind, Meaning, meaning_of
+from watcher.core.markdown import code_span
 from watcher.core.model import JobSnapshot, Transition
-from watcher.core.text import cap, defuse_mentions, one_line, without_userinfo
+from watcher.core.text import (
+    cap,
+    defuse_mentions,
+    escape_markdown,
+    one_line,
+    web_link,
+    without_userinfo,
+)
+from watcher.core.transitions import status_change
 
 #: The names a channel's `title` and `body` templates may use, as `{job_id}`.
 MESSAGE_FIELDS: tuple[str, ...] = (
@@ -44,11 +53,15 @@ MESSAGE_FIELDS: tuple[str, ...] = (
 _FIRST_SIGHT = "(first seen)"
 _NEW_JOB = "(new job)"
 _CONSOLE = "https://app.fireworks.ai/dashboard"
-# Messages about the watcher itself, not about one resource.
 #: The outbox's job key and states for messages about the API itself, not about one job.
 API_JOB_KEY = "api"
 API_DOWN = "API_UNREACHABLE"
 API_UP = "API_REACHABLE"
+#: The subject of an account's key-rejected condition is this prefix and the account id.
+ACCOUNT_PREFIX = "account:"
+#: Outbox states for messages about an account whose API key the API rejects (or again accepts).
+KEY_REJECTED = "API_KEY_REJECTED"
+KEY_ACCEPTED = "API_KEY_ACCEPTED"
 
 
 #: Outbox states for messages about a resource the watcher cannot read (or can again).
@@ -66,7 +79,9 @@ DIGEST = "DIGEST"
 _OWN_STATES: dict[str, str] = {
     API_DOWN: "failure",
     UNREADABLE: "failure",
+    KEY_REJECTED: "failure",
     API_UP: "success",
+    KEY_ACCEPTED: "success",
     READABLE: "success",
     # Conditions, reminders and the rest (`core.notices`): a condition is a warning, its end
     # good news, a reminder a warning again; milestones and digests are information.
@@ -181,7 +196,7 @@ def message_fields(transition: Transition) -> dict[str, str]:
         "create_time": job.create_time,
         "completed_time": job.completed_time,
         "duration": job_duration(job, transition.observed_at),
-        "wandb_url": job.wandb_url,
+        "wandb_url": web_link(job.wandb_url) or "",
         "console_url": console_url(job),
         "observed_at": transition.observed_at.astimezone(UTC).isoformat(timespec="seconds"),
         "progress": f"{job.progress}%" if job.progress else "",
@@ -200,13 +215,17 @@ TITLE_REASON = 80
 
 
 def default_title(fields: Mapping[str, str], *, first: str = _FIRST_SIGHT) -> str:
-    """`my-job: RUNNING → FAILED`, with the display name when it differs from the id.
+    """`my-job: RUNNING → FAILED`, with the display name when it differs from the id; a
+    change of status within one state is `my-job: status changed: NCCL timeout again`.
 
-    A failure carries its short reason (the ErrorInfo reason, else the status message).
+    A failure carries its short reason (the ErrorInfo reason, else the status message). The
+    title is plain text: where a service reads it as Markdown, the sender escapes it.
     """
     name = fields["job_id"]
     if fields["display_name"] != name:
         name = f"{fields['display_name']} ({name})"
+    if _status_only(fields):
+        return f"{name}: {status_change(fields['status_code'], fields['status_message'])}"
     old = fields["old_state"] or first
     title = f"{name}: {old} → {fields['new_state']}"
     reason = fields["reason"] or fields["status_message"]
@@ -215,17 +234,31 @@ def default_title(fields: Mapping[str, str], *, first: str = _FIRST_SIGHT) -> st
     return title
 
 
+def _status_only(fields: Mapping[str, str]) -> bool:
+    """A transition that changed the status code or message, not the state."""
+    return bool(fields["old_state"]) and fields["old_state"] == fields["new_state"]
+
+
 def default_body(
     fields: Mapping[str, str], kind: JobKind | None, *, first: str = _FIRST_SIGHT
 ) -> str:
-    """A Markdown body: the move, the status message when there is one, then the job's details."""
+    """A Markdown body: the move, the status message when there is one, then the job's details.
+
+    `fields` are as Markdown (`field_values(markdown=True)`): each line stays one line
+    whatever the API said, and the status message is quoted line by line.
+    """
     old = fields["old_state"] or first
     label = kind.spec.label if kind is not None else "resource"
-    job = f"**{fields['display_name']}** ({label} `{fields['job_id']}`)"
-    lines = [f"{job} moved **{old} → {fields['new_state']}**."]
+    job = f"**{one_line(fields['display_name'])}** ({label} {code_span(fields['job_id'])})"
+    new = one_line(fields["new_state"])
+    if _status_only(fields):
+        lines = [f"{job} status changed, still **{new}**."]
+    else:
+        lines = [f"{job} moved **{one_line(old)} → {new}**."]
     if fields["status_message"]:
-        code = fields["status_code"]
-        lines += ["", f"> {code + ': ' if code and code != 'OK' else ''}{fields['status_message']}"]
+        code = one_line(fields["status_code"])
+        said = f"{code + ': ' if code and code != 'OK' else ''}{fields['status_message']}"
+        lines += ["", *(f"> {line}" for line in said.splitlines() if line.strip())]
     details = [
         ("Reason", fields["reason"]),
         ("Progress", fields["progress"]),
@@ -243,7 +276,7 @@ def default_body(
         ("Console", fields["console_url"]),
     ]
     lines.append("")
-    lines += [f"- {label}: {value}" for label, value in details if value]
+    lines += [f"- {label}: {one_line(value)}" for label, value in details if value]
     return "\n".join(lines)
 
 
@@ -277,8 +310,27 @@ BODY_LIMIT = 10_000
 
 
 def api_text(text: str, limit: int = FIELD_LIMIT) -> str:
-    """Text that came from the API, as a message may carry it: cut to `limit`, mentions defused."""
+    """Text from the API as a plain-text title carries it: cut to `limit`, mentions defused."""
     return cap(defuse_mentions(text), limit)
+
+
+def api_markdown(text: str, limit: int = FIELD_LIMIT) -> str:
+    """Text that came from the API, as a Markdown body may carry it: mentions defused, escaped
+    so that it renders as itself (no tag, link or image: `escape_markdown`), cut to `limit`."""
+    return escape_markdown(defuse_mentions(text), limit)
+
+
+#: Fields holding a link: sent only when http(s) (`web_link`), never escaped (percent-encoded).
+LINK_FIELDS: tuple[str, ...] = ("wandb_url", "console_url")
+
+
+def field_values(fields: Mapping[str, str], *, markdown: bool) -> dict[str, str]:
+    """Every message field as a template gets it: for a Markdown body `api_markdown`, for a
+    title `api_text`; a link only when it is http(s), as one link whatever reads it."""
+    text = api_markdown if markdown else api_text
+    values = {name: text(fields.get(name, "")) for name in MESSAGE_FIELDS}
+    links = {name: web_link(cap(fields.get(name, ""), FIELD_LIMIT)) for name in LINK_FIELDS}
+    return values | {name: link or "" for name, link in links.items()}
 
 
 def render_fields(
@@ -288,20 +340,21 @@ def render_fields(
 
     Templates are validated against `MESSAGE_FIELDS` when the config is loaded; a field an
     older event lacks renders as "". Every field value comes from the API (or is derived from
-    it), so each is cut and has its mentions defused; the channel's own template text is not.
+    it), so each is cut and has its mentions defused, and in the body (Markdown) escaped; a
+    link is kept only when it is http(s). The channel's own template text is not touched.
     """
-    values = {name: api_text(fields.get(name, "")) for name in MESSAGE_FIELDS}
+    plain, markdown = field_values(fields, markdown=False), field_values(fields, markdown=True)
     first = _NEW_JOB if fields.get(NEW_JOB_FIELD) else _FIRST_SIGHT
-    kind = JobKind(values["kind"]) if values["kind"] in _KINDS else None
+    kind = JobKind(plain["kind"]) if plain["kind"] in _KINDS else None
     return Message(
         title=cap(
-            title.format_map(values) if title is not None else default_title(values, first=first),
+            title.format_map(plain) if title is not None else default_title(plain, first=first),
             TITLE_LIMIT,
         ),
         body=cap(
-            body.format_map(values)
+            body.format_map(markdown)
             if body is not None
-            else default_body(values, kind, first=first),
+            else default_body(markdown, kind, first=first),
             BODY_LIMIT,
         ),
     )
@@ -311,24 +364,28 @@ _KINDS = frozenset(kind.value for kind in JobKind)
 
 
 def target_label(target: str) -> str:
-    """`sft/x` as it is; `list:sft` (a LIST standing in for polls) -> `the sft list`."""
+    """`sft/x` as it is; `list:sft` (a LIST standing in for polls) -> `the sft list`;
+    `account:acme` (a rejected key's subject) -> `account acme`."""
     if target.startswith("list:"):
         return f"the {target.split(':')[1]} list"
+    if target.startswith(ACCOUNT_PREFIX):
+        return f"account {target.removeprefix(ACCOUNT_PREFIX)}"
     return target
 
 
 def unreadable_message(target: str, error: str) -> Message:
     """The one message every channel gets when a resource cannot be read ("" error: again)."""
     label = api_text(target_label(target))
+    shown = escape_markdown(label)
     if error:
         return Message(
             title=api_text(f"cannot read {label}: {_short(error)}", TITLE_LIMIT),
-            body=f"fireworks-watcher cannot read {label}: {api_text(error)}. Its transitions are "
-            "not being seen; they will be reported once it can be read again.",
+            body=f"fireworks-watcher cannot read {shown}: {api_markdown(error)}. Its transitions "
+            "are not being seen; they will be reported once it can be read again.",
         )
     return Message(
         title=f"{label} is readable again",
-        body=f"fireworks-watcher reads {label} again. Transitions that happened meanwhile "
+        body=f"fireworks-watcher reads {shown} again. Transitions that happened meanwhile "
         "follow in their own messages.",
     )
 
@@ -344,8 +401,8 @@ def api_message(*, down: bool, detail: str, base_url: str) -> Message:
     """The one message every channel gets when the API becomes unreachable, or comes back.
 
     `base_url` is shown without its user and password (an authenticating proxy's)."""
-    base_url = without_userinfo(base_url)
-    detail = api_text(detail)
+    base_url = escape_markdown(without_userinfo(base_url))
+    detail = api_markdown(detail)
     if down:
         return Message(
             title="Fireworks API unreachable",

@@ -44,7 +44,10 @@ def _start(job: JobSnapshot, since: Since) -> datetime:
 
 
 def eta_seconds(job: JobSnapshot, since: Since, done: float, now: datetime) -> float | None:
-    """Seconds to 100 % at the average rate since the run began; None when unknown."""
+    """Seconds to 100 % at the average rate since the run began; None when unknown, and
+    None unless the job is on its way: an outcome (FAILED at 40 %) or a halt has no ETA."""
+    if job.meaning is not Meaning.ACTIVE:
+        return None
     elapsed = (now - _start(job, since)).total_seconds()
     if done <= 0 or elapsed <= 0:
         return None

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from watcher.core.kinds import Meaning
+from watcher.core.transitions import move_label
 
 #: The window drawn: the last day, or less when the job is younger.
 WINDOW: Final = timedelta(hours=24)
@@ -25,11 +26,18 @@ TICKS: Final = 5
 
 @dataclass(frozen=True, slots=True)
 class Move:
-    """A transition of the job: at `at`, from `old` to `new`."""
+    """A transition of the job: at `at`, from `old` to `new`, with the status it then had."""
 
     at: datetime
     old: str
     new: str
+    status_code: str = ""
+    status_message: str = ""
+
+    @property
+    def label(self) -> str:
+        """`RUNNING → FAILED`, or `status changed: …` for a move within one state."""
+        return move_label(self.old, self.new, self.status_code, self.status_message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 
 from watcher.core.model import JobSnapshot, JobState, Transition
+from watcher.core.text import cap, one_line
 
 
 def diff(
@@ -52,6 +53,24 @@ def _keep_known_details(last_seen: JobSnapshot | None, observed: JobSnapshot) ->
         status_message=observed.status_message,
         reason=observed.reason,
     )
+
+
+def status_change(status_code: str, status_message: str, limit: int = 80) -> str:
+    """What a move within one state says: `status changed: NCCL timeout again` (the code when
+    there is no message), or `status cleared`."""
+    said = one_line(status_message) or (status_code if status_code != "OK" else "")
+    return f"status changed: {cap(said, limit)}" if said else "status cleared"
+
+
+def move_label(
+    old_state: str, new_state: str, status_code: str = "", status_message: str = ""
+) -> str:
+    """A move as one short line: `RUNNING → FAILED` (`- → RUNNING` for a first sighting),
+    or for a change of status within one state `status changed: NCCL timeout again` (never
+    `FAILED → FAILED`)."""
+    if old_state and old_state == new_state:
+        return status_change(status_code, status_message)
+    return f"{old_state or '-'} → {new_state}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """Reading the API's JSON: one resource's payload into a snapshot. Pure functions, no I/O.
 
 The snapshot keeps only the fields its kind reads (`watcher.core.kinds`), so secrets in a
-payload (`wandbConfig.apiKey`, `*SignedUrl`, route keys, cloud credentials) never go further.
+payload (`wandbConfig.apiKey`, `*SignedUrl`, route keys, cloud credentials) never go further;
+and each text it keeps is bounded (`STATE_LIMIT`, `TEXT_LIMIT`), since it is stored and may
+enter the history with every transition.
 """
 
 from __future__ import annotations
@@ -11,9 +13,16 @@ from typing import Final
 
 from watcher.core.errors import PayloadError
 from watcher.core.kinds import JobKind, short_state
+from watcher.core.messages import FIELD_LIMIT
 from watcher.core.model import JobRef, JobSnapshot, JobState
 from watcher.core.names import job_id_of
-from watcher.core.text import one_line
+from watcher.core.text import cap, one_line
+
+#: A state name or status code is cut to this many characters. The API's are under 30; a
+#: longer one is a bad answer, and each distinct name is stored in the history.
+STATE_LIMIT: Final = 64
+#: Every other text kept of a payload is cut to this many characters, as a message carries it.
+TEXT_LIMIT: Final = FIELD_LIMIT
 
 
 def _str(value: object) -> str:
@@ -61,13 +70,20 @@ def parse_job(
     status = _dict(get("status"))
     raw_state = get("state")
     # Each kind reads its own fields (watcher.core.kinds); the snapshot keeps nothing else.
-    fields = {name: field.convert(get(field.key)) for name, field in kind.spec.fields.items()}
+    fields = {
+        name: cap(field.convert(get(field.key)), TEXT_LIMIT)
+        for name, field in kind.spec.fields.items()
+    }
     return JobSnapshot(
         ref=ref,
         account_id=account_id,
-        state=short_state(raw_state) if type(raw_state) is str else JobState.UNSPECIFIED,
-        status_code=_str(status.get("code")),
-        status_message=_str(status.get("message")),
+        state=(
+            cap(short_state(raw_state), STATE_LIMIT)
+            if type(raw_state) is str
+            else JobState.UNSPECIFIED
+        ),
+        status_code=cap(_str(status.get("code")), STATE_LIMIT),
+        status_message=cap(_str(status.get("message")), TEXT_LIMIT),
         reason=status_reason(status),
         **fields,
     )

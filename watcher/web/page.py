@@ -5,6 +5,7 @@
   poll; `/jobs/{kind}/{id}` one job with its timeline (SVG, drawn here) and history.
 - `/api/v1/jobs`, `/api/v1/jobs/{kind}/{id}`, `/api/v1/conditions`, `/api/v1/deliveries`,
   described by `/api/v1/openapi.json`; `/static/` the page's CSS and script.
+- `POST` of the login form (`token=`) to any page sets the session cookie (`web.auth`).
 
 Everything from the API is untrusted: templates autoescape (Jinja2), links are http(s) only
 (`views.link`), and the script only swaps in HTML this server rendered. Templates and assets
@@ -21,7 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Any, Final
-from urllib.parse import parse_qs, unquote, urlencode
+from urllib.parse import parse_qs, unquote
 
 import anyio
 import jinja2
@@ -32,7 +33,16 @@ from watcher.core.messages import format_duration
 from watcher.core.text import for_terminal
 from watcher.core.timeline import Timeline
 from watcher.ports import StatusSource
-from watcher.web.auth import COOKIE, LOCKED_REASON, Access, Verdict
+from watcher.web.auth import LOCKED_REASON, MISDIRECTED_REASON, Access, Verdict
+from watcher.web.login import (
+    FormError,
+    MisdirectedReport,
+    MisdirectedReports,
+    here,
+    is_secure,
+    read_form,
+    session_cookie,
+)
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Any]
@@ -89,9 +99,12 @@ class StatusPage:
         poll_interval: float,
         version: str,
         monotonic: Callable[[], float] = time.monotonic,
+        on_misdirected: MisdirectedReport | None = None,
     ) -> None:
         self._source = source
         self._access = access
+        # `on_misdirected` hears of refused Host headers, at most once a minute.
+        self._misdirected = MisdirectedReports(on_misdirected, monotonic)
         # The script asks again twice per poll interval (within 1-10 s): a change shows
         # within one interval of its poll; without the script the page reloads itself.
         self._refresh = min(10.0, max(1.0, poll_interval / 2))
@@ -130,17 +143,33 @@ class StatusPage:
         given = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         query = {k: v[0] for k, v in given.items()}
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if method not in ("GET", "HEAD"):
-            status, out, body = _json(405, {"error": "only GET and HEAD are served"})
-            out.append((b"allow", b"GET, HEAD"))
+        api = parts[:2] == ["api", "v1"]
+        form = not api and parts[0] != "static"  # a page: it may be posted the login form
+        verdict = self._access.verdict(headers, query.get("token"))
+        # Where a login goes back to, and whether its cookie is kept to HTTPS.
+        back, secure = here(raw, query), is_secure(scope, headers)
+        if verdict is Verdict.MISDIRECTED:
+            self._misdirected(headers.get("host", ""))
+            status, out, body = self._refused(verdict, api=api)
+        elif method == "POST" and form:
+            status, out, body = await self._login(verdict, receive, back, secure)
+        elif method not in ("GET", "HEAD"):
+            allow = "GET, HEAD, POST" if form else "GET, HEAD"
+            status, out, body = _json(405, {"error": f"only {allow} are served here"})
+            out.append((b"allow", allow.encode()))
         else:
-            status, out, body = await self._route(parts, query, headers)
+            status, out, body = await self._route(parts, query, verdict, back, secure)
         out = [*out, *SECURITY_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
 
     async def _route(
-        self, parts: list[str], query: dict[str, str], headers: Mapping[str, str]
+        self,
+        parts: list[str],
+        query: dict[str, str],
+        verdict: Verdict,
+        back: str,
+        secure: bool,
     ) -> Response:
         api = parts[:2] == ["api", "v1"]
         if parts[0] == "static":
@@ -148,15 +177,15 @@ class StatusPage:
             if name not in STATIC:
                 return _text(404, "not found\n")
             return 200, [(b"content-type", STATIC[name])], self._static[name]
-        verdict = self._access.verdict(headers, query.get("token"))
         if verdict is not Verdict.ALLOWED:
             return self._refused(verdict, api=api)
         if "token" in query and not api:
-            # The token leaves the address bar (and the history): a cookie carries it on.
-            rest = urlencode({k: v for k, v in query.items() if k != "token"})
-            cookie = f"{COOKIE}={self._access.cookie_value()}; Path=/; HttpOnly; SameSite=Strict"
-            where = "/" + "/".join(parts) + (f"?{rest}" if rest else "")
-            return 303, [(b"location", where.encode()), (b"set-cookie", cookie.encode())], b""
+            # Kept for links made before the form posted it: the token leaves the address
+            # bar (and the history) at once, and a cookie carries it on when there is one.
+            where = [(b"location", back.encode())]
+            if self._access.token is None:
+                return 303, where, b""
+            return 303, [*where, session_cookie(self._access, secure=secure)], b""
         try:
             if api:
                 return await self._api(parts[2:], query)
@@ -169,12 +198,36 @@ class StatusPage:
         except BadRequest as exc:
             return _json(400, {"error": str(exc)})
 
+    async def _login(self, verdict: Verdict, receive: Receive, back: str, secure: bool) -> Response:
+        """The login form, posted: a session cookie for the right token, then `back`."""
+        if verdict is Verdict.LOCKED:
+            return self._refused(verdict, api=False)
+        try:
+            form = await read_form(receive)
+        except FormError as exc:
+            return self._message(400, "Bad request", str(exc))
+        if self._access.token is None:
+            return 303, [(b"location", back.encode())], b""  # nothing to log in to
+        if not self._access.accepts(form.get("token", "")):
+            return self._refused(Verdict.UNAUTHORIZED, api=False)
+        return 303, [(b"location", back.encode()), session_cookie(self._access, secure=secure)], b""
+
     def _refused(self, verdict: Verdict, *, api: bool) -> Response:
         if verdict is Verdict.LOCKED:
             if api:
                 return _json(403, {"error": LOCKED_REASON})
             return self._message(403, "Status page off", LOCKED_REASON)
-        reason = "a token is required: Authorization: Bearer TOKEN, or open /?token=TOKEN"
+        if verdict is Verdict.MISDIRECTED:
+            # 421: this server is not the one the name meant (a DNS rebinding, or a proxy
+            # sending its own name); nothing of the state is read.
+            if api:
+                return _json(421, {"error": MISDIRECTED_REASON})
+            return self._message(421, "Unknown host name", MISDIRECTED_REASON)
+        reason = (
+            "a token is required: Authorization: Bearer TOKEN"
+            if api
+            else "a token is required: enter it below, or send Authorization: Bearer TOKEN"
+        )
         status, out, body = (
             _json(401, {"error": reason})
             if api
@@ -294,7 +347,7 @@ def svg(drawn: Timeline, width: float = 1000.0) -> dict[str, Any]:
         "marks": [
             {
                 "x": round(m.x * width, 2),
-                "title": f"{m.move.at.astimezone(UTC):%H:%M:%S} {m.move.old} → {m.move.new}",
+                "title": f"{m.move.at.astimezone(UTC):%H:%M:%S} {m.move.label}",
             }
             for m in drawn.marks
         ],
