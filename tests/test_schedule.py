@@ -68,22 +68,22 @@ def test_success_resets_the_backoff() -> None:
 
 
 @pytest.mark.parametrize(
-    ("slow", "retry_after", "delay"),
+    ("retry_after", "delay"),
     [
-        pytest.param(True, None, 300, id="rejected credentials wait the slow interval"),
-        pytest.param(False, 90.0, 90, id="retry-after longer than the backoff"),
-        pytest.param(False, 5.0, 30, id="retry-after shorter than the backoff"),
-        pytest.param(False, 86400.0, 300, id="a day's retry-after waits the slow interval"),
-        pytest.param(False, 1e20, 300, id="1e20 s neither overflows nor stalls"),
-        pytest.param(False, float("inf"), 30, id="infinity is no hint"),
-        pytest.param(False, float("nan"), 30, id="nan is no hint"),
-        pytest.param(False, -5.0, 30, id="a negative hint is none"),
+        pytest.param(None, 30, id="no hint: the first backoff step"),
+        pytest.param(90.0, 90, id="retry-after longer than the backoff"),
+        pytest.param(5.0, 30, id="retry-after shorter than the backoff"),
+        pytest.param(86400.0, 300, id="a day's retry-after waits the slow interval"),
+        pytest.param(1e20, 300, id="1e20 s neither overflows nor stalls"),
+        pytest.param(float("inf"), 30, id="infinity is no hint"),
+        pytest.param(float("nan"), 30, id="nan is no hint"),
+        pytest.param(-5.0, 30, id="a negative hint is none"),
     ],
 )
-def test_failure_kinds(slow: bool, retry_after: float | None, delay: float) -> None:
-    """Auth failures wait long; a server's Retry-After is honoured when it asks for more."""
+def test_failure_kinds(retry_after: float | None, delay: float) -> None:
+    """A server's Retry-After is honoured when it asks for more than the backoff."""
     s = schedule()
-    s.failed("a", T0, slow=slow, retry_after=retry_after)
+    s.failed("a", T0, retry_after=retry_after)
 
     assert at(delay) == s.next_at(["a"], T0)
 

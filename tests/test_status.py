@@ -78,8 +78,12 @@ def test_status_text(config: Path, now: datetime, capsys: pytest.CaptureFixture[
     hours_ago = now - timedelta(hours=3)
     lines = out.splitlines()
 
-    assert ["JOB", "NAME", "STATE", "FOR", "POLLED", "STATUS"] == lines[1].split()
-    dpo, sft, condition = lines[2:5]
+    assert lines[1].startswith("daemon: last poll 1m ")
+    assert lines[1].endswith(
+        ", not ready: no daemon holds the poller lease; Fireworks API unreachable"
+    )
+    assert ["JOB", "NAME", "STATE", "FOR", "POLLED", "STATUS"] == lines[2].split()
+    dpo, sft, condition = lines[3:6]
     assert ["dpo/my-dpo", "FAILED", "-", "1m"] == dpo.split()[:4]
     assert dpo.endswith("  INTERNAL")
     assert ["sft/my-sft", "My", "SFT", "RUNNING", "3h", "00m"] == sft.split()[:6]
@@ -91,7 +95,7 @@ def test_status_text(config: Path, now: datetime, capsys: pytest.CaptureFixture[
     assert "1 undelivered notification(s):\n  dpo/my-dpo RUNNING → FAILED to ml-team" in out
     assert "1 silenced notification(s) (recorded, not sent):\n" in out
     assert (
-        "dpo/my-dpo RUNNING → FAILED to oncall (json://bot:****@127.0.0.1:9/hook): by silence 1"
+        "dpo/my-dpo RUNNING → FAILED to oncall (json://bot:****@127.0.0.1:9/****): by silence 1"
         in out
     )
 
@@ -134,3 +138,83 @@ def test_status_without_state_json(tmp_path: Path, capsys: pytest.CaptureFixture
     assert 0 == document.pop("silenced_count")
     assert {"state_path", "now"} == {k for k, v in document.items() if v}
     assert not (tmp_path / "none.db").exists()
+
+
+def key_rejected_state(tmp_path: Path, now: datetime, *, leased: bool = True) -> Path:
+    """A state file whose daemon polled a minute ago and holds the lease, and whose API key
+    the API rejects for account acme since ten minutes."""
+    path = tmp_path / "state.db"
+    job = JobSnapshot(JobRef(JobKind.DPO, "my-dpo"), "acme", "RUNNING")
+    with StateStore.open(path) as store:
+        store.record(
+            [job],
+            [],
+            now=now - timedelta(minutes=1),
+            opened=[
+                Condition(
+                    "account:acme",
+                    ConditionName.KEY_REJECTED,
+                    now - timedelta(minutes=10),
+                    "GET /v1/accounts/acme/dpoJobs/my-dpo: HTTP 401 UNAUTHENTICATED",
+                )
+            ],
+        )
+        if leased:
+            store.acquire_lease("poller", "host-1", ttl=timedelta(hours=1))
+    config = tmp_path / "watcher.toml"
+    config.write_text(f'[watcher]\nstate_path = "{path}"\nhealth_listen = ""\n')
+    return config
+
+
+def test_a_rejected_key_is_the_first_line(
+    tmp_path: Path, now: datetime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first line says the API rejects the key, since when and what it answered; the
+    daemon line gives it as why the daemon is not ready; it is not said a third time among
+    the watcher's conditions. `--json` has it as `key_rejected`."""
+    config = key_rejected_state(tmp_path, now)
+    since = now - timedelta(minutes=10)
+
+    lines = status(capsys, config).splitlines()
+    document = json.loads(status(capsys, config, "--json"))
+
+    assert (
+        f"Fireworks rejects the API key for account acme (since {since:%Y-%m-%d %H:%M:%S}Z): "
+        "GET /v1/accounts/acme/dpoJobs/my-dpo: HTTP 401 UNAUTHENTICATED"
+    ) == lines[0]
+    assert lines[1].startswith("state: ")
+    assert lines[2].endswith(", not ready: Fireworks rejects the API key for account acme")
+    assert not any("open condition(s)" in line for line in lines)
+    assert [
+        {
+            "account": "acme",
+            "message": "Fireworks rejects the API key for account acme",
+            "since": since.isoformat(),
+            "detail": "GET /v1/accounts/acme/dpoJobs/my-dpo: HTTP 401 UNAUTHENTICATED",
+        }
+    ] == document["key_rejected"]
+
+
+def test_the_daemon_line_says_its_last_poll_and_readiness_and_no_lease_without_state_url(
+    tmp_path: Path, now: datetime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A daemon that holds the lease and polled a minute ago is ready; the same state with
+    nobody holding the lease is not. One SQLite file has one daemon: no lease lines."""
+    with StateStore.open(tmp_path / "state.db") as store:
+        job = JobSnapshot(JobRef(JobKind.DPO, "my-dpo"), "acme", "RUNNING")
+        store.record([job], [], now=now - timedelta(minutes=1))
+        store.acquire_lease("poller", "host-1", ttl=timedelta(hours=1))
+    config = tmp_path / "watcher.toml"
+    config.write_text(f'[watcher]\nstate_path = "{tmp_path / "state.db"}"\n')
+    lines = status(capsys, config).splitlines()
+    stale = key_rejected_state(tmp_path / "stale", now, leased=False)
+    stale_lines = status(capsys, stale).splitlines()
+
+    ago = now - timedelta(minutes=1)
+    assert lines[1].startswith("daemon: last poll 1m ")
+    assert lines[1].endswith(f" ago ({ago:%Y-%m-%d %H:%M:%S}Z), ready")
+    assert stale_lines[2].endswith(
+        ", not ready: no daemon holds the poller lease;"
+        " Fireworks rejects the API key for account acme"
+    )
+    assert not any(line.startswith(("lease:", "  replica ")) for line in lines)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from watcher.core.conditions import Condition, ConditionName, Since
 from watcher.core.model import JobKind, JobRef, JobSnapshot
 from watcher.stores.sqlite import StateStore
 
@@ -64,3 +66,45 @@ def test_status_on_a_terminal_is_a_coloured_table(tmp_path: Path) -> None:
     assert "COMPLETED" in out
     assert "FAILED" in out
     assert "[bold red]not styled[/] **nor bold**" in out  # the API's text, as written
+
+
+def test_status_on_a_terminal_shows_progress_last_poll_readiness_and_no_lease(
+    tmp_path: Path,
+) -> None:
+    """What the page shows the terminal shows too: each job's progress and ETA, the daemon's
+    last poll and readiness, and a rejected key first. The lease lines are for a shared
+    database (`state_url`): one SQLite file has one daemon, so they are left out."""
+    db = tmp_path / "state.db"
+    now = datetime.now(UTC)
+    hour_ago = now - timedelta(hours=1)
+    sft = JobSnapshot(
+        ref=JobRef(JobKind.SFT, "tuning"),
+        state="RUNNING",
+        account_id="acme",
+        progress="40",
+        create_time=f"{hour_ago:%Y-%m-%dT%H:%M:%SZ}",
+    )
+    with StateStore.open(db) as store:
+        store.record(
+            [sft],
+            [],
+            now=now,
+            since={sft.ref.key: Since(hour_ago, hour_ago, entered=True)},
+            opened=[Condition("account:acme", ConditionName.KEY_REJECTED, now, "HTTP 401")],
+        )
+        store.acquire_lease("poller", "host-1", ttl=timedelta(hours=1))
+    config = tmp_path / "watcher.toml"
+    config.write_text(f'[watcher]\nstate_path = "{db}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    env |= {"COLUMNS": "200", "TERM": "xterm-256color"}
+
+    out = run_on_a_terminal([sys.executable, "-m", "watcher", "status", "-c", str(config)], env)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out).replace("\r", "")
+    lines = text.splitlines()
+
+    assert lines[0].startswith("Fireworks rejects the API key for account acme (since ")
+    assert re.match(r"daemon: last poll \d+s ago \(", lines[2]), lines[2]
+    assert lines[2].endswith("not ready: Fireworks rejects the API key for account acme")
+    assert ["JOB", "NAME", "STATE", "PROGRESS", "FOR", "POLLED", "STATUS"] == lines[3].split()
+    assert re.search(r"sft/tuning\s+RUNNING\s+40% ETA 1h 30m", lines[4]), lines[4]
+    assert "lease:" not in text

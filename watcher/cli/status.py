@@ -2,6 +2,10 @@
 last polled and its open conditions; the conditions of the watcher itself (API down,
 resources it cannot read); the silences in force; undelivered and silenced notifications.
 
+A key the API rejects is the first line. Then what the page's header says of the daemon, as
+far as the state shows it: its last poll and its readiness; the lease and the replicas when
+they are shared (`state_url`). On a terminal the job table also shows progress and ETA.
+
 The state file only: no channel secret (`${VAR}`), account or key is needed to read it, and
 it is read while a daemon runs. A row the store cannot read is listed as such; it never
 stops the rest being shown.
@@ -20,13 +24,17 @@ from typing import TYPE_CHECKING, Final
 from watcher.cli.common import EXIT_OK
 from watcher.core.conditions import Condition, ConditionName
 from watcher.core.messages import format_duration
+from watcher.core.notices import key_headline, key_rejections
 from watcher.core.text import for_terminal
 from watcher.core.urls import short_url
-from watcher.views import Overview, read_overview, status_document
+from watcher.views import Overview, job_doc, read_overview, status_document
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from watcher.config import WatcherSettings
     from watcher.core.delivery import Delivery
+    from watcher.core.model import JobSnapshot
 
 # What the API said is shown escaped and cut: a status message may hold terminal controls.
 _SHOWN: Final = 500
@@ -74,7 +82,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(status_document(state, now), indent=2) + "\n")
         return EXIT_OK
-    _write_status(path, state, now)
+    _write_status(path, state, now, settings)
     if state.undelivered:
         _write_undelivered(state.undelivered)
     elif not any(row.startswith("outbox") for row, _ in state.bad_rows):
@@ -97,10 +105,68 @@ def _write_lease(state: Overview, now: datetime) -> None:
         out.write(f"  replica {name}: {r.role}, seen {_ago(r.seen_at, now)} ago\n")
 
 
-def _write_status(path: Path, state: Overview, now: datetime) -> None:
+def readiness(state: Overview, now: datetime, settings: WatcherSettings) -> list[str]:
+    """Why the daemon is not ready, as far as the state shows it (empty: ready): nobody holds
+    the poller lease, no job polled lately, the API key rejected or the API unreachable. A
+    job's poll time is rewritten at most every `POLLED_EVERY` while nothing else changes, so
+    that much is allowed beyond the window `/readyz` uses."""
+    from watcher.runtime.alerts import POLLED_EVERY
+    from watcher.web.health import fresh_window
+
+    reasons: list[str] = []
+    lease = state.lease
+    if lease is None:
+        reasons.append("no daemon holds the poller lease")
+    elif lease.expires_at <= now:
+        reasons.append(
+            f"no daemon holds the poller lease (expired {_ago(lease.expires_at, now)} ago)"
+        )
+    window = fresh_window(settings.poll_interval, settings.terminal_poll_interval)
+    window += POLLED_EVERY.total_seconds()
+    last = last_poll(state)
+    if last is None:
+        reasons.append("no job polled yet")
+    elif (now - last).total_seconds() > window:
+        reasons.append(f"no job polled in the last {format_duration(window)}")
+    reasons += [key_headline(c) for c in key_rejections(state.conditions)]
+    if any(c.name is ConditionName.API_DOWN for c in state.conditions):
+        reasons.append("Fireworks API unreachable")
+    return reasons
+
+
+def last_poll(state: Overview) -> datetime | None:
+    """When the daemon last read a job, as the state records it."""
+    return max(state.polled.values(), default=None)
+
+
+def _daemon_line(state: Overview, now: datetime, settings: WatcherSettings) -> tuple[str, bool]:
+    """ "daemon: last poll 12s ago (…Z), ready", and whether it is ready."""
+    last = last_poll(state)
+    polled = f"last poll {_ago(last, now)} ago ({_stamp(last)})" if last else "no poll yet"
+    reasons = readiness(state, now, settings)
+    verdict = "ready" if not reasons else "not ready: " + "; ".join(reasons)
+    return for_terminal(f"daemon: {polled}, {verdict}", 2 * _SHOWN), not reasons
+
+
+def _write_status(path: Path, state: Overview, now: datetime, settings: WatcherSettings) -> None:
     out = sys.stdout
+    tty = out.isatty()
+    rejected = [
+        for_terminal(f"{key_headline(c)} (since {_stamp(c.opened_at)}): {c.detail}", _SHOWN)
+        for c in key_rejections(state.conditions)
+    ]
+    daemon, ready = _daemon_line(state, now, settings)
+    if tty:
+        _write_styled([(line, "bold red") for line in rejected])
+    else:
+        out.writelines(f"{line}\n" for line in rejected)
     out.write(f"state: {state.where or path}\n")
-    _write_lease(state, now)
+    if tty:
+        _write_styled([(daemon, "green" if ready else "red")])
+    else:
+        out.write(f"{daemon}\n")
+    if settings.state_url is not None:
+        _write_lease(state, now)
     rows: list[tuple[str, ...]] = []
     for s in state.jobs:
         since = state.since.get(s.ref.key)
@@ -117,32 +183,57 @@ def _write_status(path: Path, state: Overview, now: datetime) -> None:
             )
         )
     header = ("JOB", "NAME", "STATE", "FOR", "POLLED", "STATUS")
-    if out.isatty():
+    if tty:
         _write_table(header, rows, state, now)
     else:
         _write_plain(header, rows, state, now)
     _write_rest(state, now)
 
 
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(file=sys.stdout, highlight=False, markup=False, emoji=False, soft_wrap=True)
+
+
+def _write_styled(lines: list[tuple[str, str]]) -> None:
+    """Lines in a style each (a terminal); the text is plain `Text`, never markup."""
+    from rich.text import Text
+
+    console = _console()
+    for line, style in lines:
+        console.print(Text(line, style=style))
+
+
+def _progress(job: JobSnapshot, state: Overview, now: datetime) -> str:
+    """ "42% ETA 1h 10m", as the page shows it (`views.job_doc`); "-" without progress."""
+    doc = job_doc(job, state, now)
+    if doc["percent"] is None:
+        return "-"
+    eta = doc["eta_seconds"]
+    return f"{doc['percent']:.0f}%" + (f" ETA {format_duration(eta)}" if eta else "")
+
+
 def _write_table(
     header: tuple[str, ...], rows: list[tuple[str, ...]], state: Overview, now: datetime
 ) -> None:
-    """The jobs as a coloured table (a terminal): the state by its outcome, conditions in
-    yellow under their job. Every cell is plain `Text`: API text is never rich markup."""
-    from rich.console import Console
+    """The jobs as a coloured table (a terminal): the state by its outcome, its progress and
+    ETA, conditions in yellow under their job. Every cell is plain `Text`: API text is never
+    rich markup."""
     from rich.table import Table
     from rich.text import Text
 
     from watcher.core.kinds import watch_exit
 
-    table = Table(*header, box=None, pad_edge=False, header_style="bold")
+    table = Table(*header[:3], "PROGRESS", *header[3:], box=None, pad_edge=False)
+    table.header_style = "bold"
     for row, job in zip(rows, state.jobs, strict=True):
         outcome = watch_exit(job.ref.kind, job.state)
         colour = {0: "green", 1: "red"}.get(outcome, "blue") if outcome is not None else "blue"
         cells = [Text(cell) for cell in row]
         cells[2].stylize(f"bold {colour}")
         cells[0].stylize("bold")
-        table.add_row(*cells)
+        table.add_row(*cells[:3], Text(_progress(job, state, now)), *cells[3:])
         for c in state.job_conditions(job.ref.key):
             table.add_row(
                 "",
@@ -150,11 +241,10 @@ def _write_table(
                 Text("! " + str(c.name), style="yellow"),
                 "",
                 "",
+                "",
                 Text(_condition_line(c, now), style="yellow"),
             )
-    Console(file=sys.stdout, highlight=False, markup=False, emoji=False, soft_wrap=True).print(
-        table
-    )
+    _console().print(table)
 
 
 def _write_plain(
@@ -181,7 +271,9 @@ def _write_rest(state: Overview, now: datetime) -> None:
     others = [
         c
         for c in state.conditions
-        if c.name is not ConditionName.UNREADABLE and c.subject not in keys
+        # Unreadable resources are listed next; a rejected key is the first line.
+        if c.name not in (ConditionName.UNREADABLE, ConditionName.KEY_REJECTED)
+        and c.subject not in keys
     ]
     if others:
         out.write(f"\n{len(others)} open condition(s) of the watcher:\n")

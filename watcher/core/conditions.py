@@ -1,5 +1,6 @@
 """Conditions: what is wrong with a resource beyond its state (stalled, pending too long,
-running too long, unreadable, the API down), opened and resolved from snapshots and time.
+running too long, unreadable, the API down, the API key rejected), opened and resolved from
+snapshots and time.
 
 Pure: the poller hands in the last snapshots, when each entered its state and last moved,
 and now; it gets back which conditions open and which resolve. A condition is announced
@@ -17,7 +18,7 @@ from enum import StrEnum
 from typing import Final
 
 from watcher.core.kinds import Meaning
-from watcher.core.messages import api_time
+from watcher.core.messages import ACCOUNT_PREFIX, api_time
 from watcher.core.messages import format_duration as _for
 from watcher.core.model import JobSnapshot
 
@@ -25,6 +26,9 @@ from watcher.core.model import JobSnapshot
 WAITING_STATES: Final = frozenset({"PENDING", "CREATING", "VALIDATING", "RE_QUEUEING"})
 #: The subject of the API-down condition (the outbox's job key for it).
 API_SUBJECT: Final = "api"
+#: HTTP statuses that refuse the key itself (401), or what it may read (403).
+UNAUTHORIZED: Final = 401
+FORBIDDEN: Final = 403
 
 
 class ConditionName(StrEnum):
@@ -35,6 +39,7 @@ class ConditionName(StrEnum):
     MAX_RUNTIME = "max_runtime"
     UNREADABLE = "unreadable"
     API_DOWN = "api_down"
+    KEY_REJECTED = "key_rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,34 @@ class Condition:
     def key(self) -> tuple[str, ConditionName]:
         """What identifies it: one condition of a name per subject."""
         return (self.subject, self.name)
+
+
+def account_subject(account_id: str) -> str:
+    """The subject of the key-rejected condition of one account (`account:acme`)."""
+    return f"{ACCOUNT_PREFIX}{account_id}"
+
+
+def subject_account(subject: str) -> str:
+    """The account id an `account:` subject names ("" for any other subject)."""
+    return subject.removeprefix(ACCOUNT_PREFIX) if subject.startswith(ACCOUNT_PREFIX) else ""
+
+
+def key_verdict(calls: int, answered: int, refusals: Iterable[int]) -> bool | None:
+    """Whether one poll cycle shows the API rejecting the key (True) or accepting it (False);
+    None when it shows neither (no call, or no answer but timeouts and 5xx).
+
+    `refusals` are the HTTP statuses of the calls the API refused (4xx; 0 for a request
+    never sent). The key is rejected by a 401 on any call, or by a 403 on every call: a 403
+    among other answers is a permission on one resource, not the key. It is accepted by any
+    other answer, a 404 or a bad body included: the API read the key and let it through.
+    """
+    statuses = list(refusals)
+    forbidden = statuses.count(FORBIDDEN)
+    if UNAUTHORIZED in statuses or (forbidden and forbidden == calls):
+        return True
+    if answered > forbidden + statuses.count(0):
+        return False
+    return None
 
 
 def _moved(snapshot: JobSnapshot) -> tuple[str, ...]:
@@ -197,7 +230,8 @@ def evaluate(
     names: frozenset[ConditionName] = frozenset(_RULES),
 ) -> ConditionChanges:
     """Compare the job conditions that hold now with the open ones (of `names` only: the
-    unreadable and API-down conditions are decided by the poller's own bookkeeping).
+    unreadable, API-down and key-rejected conditions are decided by the poller's own
+    bookkeeping).
 
     A job no longer passed in (forgotten, unwatched) resolves its open conditions.
     """

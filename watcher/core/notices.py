@@ -8,16 +8,17 @@ display name, kind and state in its event fields, so silences and the history ca
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
 from watcher.core import messages
-from watcher.core.conditions import API_SUBJECT, Condition, ConditionName
+from watcher.core.conditions import API_SUBJECT, Condition, ConditionName, subject_account
 from watcher.core.delivery import Channel, Event, OutboxEntry
 from watcher.core.messages import (
     Message,
+    api_markdown,
     api_message,
     api_text,
     format_duration,
@@ -25,7 +26,7 @@ from watcher.core.messages import (
     unreadable_message,
 )
 from watcher.core.model import JobSnapshot
-from watcher.core.text import one_line
+from watcher.core.text import escape_markdown, one_line, without_userinfo
 from watcher.core.transitions import names_match
 
 #: Event kinds (the `events.kind` column); "" is a transition.
@@ -44,11 +45,13 @@ CONDITION_STATES: Final = {
     ConditionName.MAX_RUNTIME: messages.MAX_RUNTIME,
     ConditionName.UNREADABLE: messages.UNREADABLE,
     ConditionName.API_DOWN: messages.API_DOWN,
+    ConditionName.KEY_REJECTED: messages.KEY_REJECTED,
 }
-#: The outbox `new_state` of a condition that resolved (API and unreadable keep their own).
+#: The outbox `new_state` of a condition that resolved (the watcher's own keep their own).
 RESOLVED_STATES: Final = {
     ConditionName.UNREADABLE: messages.READABLE,
     ConditionName.API_DOWN: messages.API_UP,
+    ConditionName.KEY_REJECTED: messages.KEY_ACCEPTED,
 }
 RESOLVED_STATE: Final = messages.RESOLVED
 REMINDER_STATE: Final = messages.REMINDER
@@ -61,11 +64,13 @@ _TITLES: Final = {
     ConditionName.MAX_RUNTIME: "running too long",
     ConditionName.UNREADABLE: "unreadable",
     ConditionName.API_DOWN: "unreachable",
+    ConditionName.KEY_REJECTED: "with its API key rejected",
 }
-_OWN: Final = frozenset({ConditionName.UNREADABLE, ConditionName.API_DOWN})
-
-
-_EVERYONES: Final = frozenset({ConditionName.UNREADABLE.value, ConditionName.API_DOWN.value})
+#: The watcher's own trouble: every channel's business, each with a message of its own.
+_OWN: Final = frozenset(
+    {ConditionName.UNREADABLE, ConditionName.API_DOWN, ConditionName.KEY_REJECTED}
+)
+_EVERYONES: Final = frozenset(name.value for name in _OWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,8 @@ def condition_notice(
         if condition.name is ConditionName.API_DOWN:
             detail = condition.detail if resolved_at is None else "answering again"
             message = api_message(down=resolved_at is None, detail=detail, base_url=api_label)
+        elif condition.name is ConditionName.KEY_REJECTED:
+            message = key_message(condition, rejected=resolved_at is None, base_url=api_label)
         else:
             error = condition.detail if resolved_at is None else ""
             message = unreadable_message(condition.subject, error)
@@ -149,18 +156,21 @@ def condition_notice(
         return Notice(condition.subject, message, state, kind, fields)
     name = _name(job, condition.subject)
     detail = api_text(condition.detail)
+    # Titles are plain text; the API's text in a body (Markdown) is escaped.
+    shown, said = escape_markdown(name), escape_markdown(detail)
     if resolved_at is None:
         title = f"{name}: {_TITLES[condition.name]}: {one_line(detail, 120)}"
-        body = f"**{name}** is {_TITLES[condition.name]}: {detail}."
+        body = f"**{shown}** is {_TITLES[condition.name]}: {said}."
         state = CONDITION_STATES[condition.name]
         kind = CONDITION
     else:
         lasted = format_duration((resolved_at - condition.opened_at).total_seconds())
         what = _TITLES[condition.name]
         title = f"{name}: no longer {what}"
-        body = f"**{name}** is no longer {what} (it was for {lasted}: {detail})."
+        body = f"**{shown}** is no longer {what} (it was for {lasted}: {said})."
         if job is not None:
-            body += f" Now {job.state}" + (f" at {job.progress}%." if job.progress else ".")
+            progress = f" at {api_markdown(job.progress)}%." if job.progress else "."
+            body += f" Now {api_markdown(job.state)}{progress}"
         state = RESOLVED_STATES.get(condition.name, RESOLVED_STATE)
         kind = RESOLVED
     return Notice(condition.subject, Message(api_text(title, 250), body), state, kind, fields)
@@ -180,9 +190,9 @@ def reminder_notice(
     name = _name(job, subject)
     lasted = format_duration((now - since).total_seconds())
     title = api_text(f"Reminder: {name} still {what} ({lasted})", 250)
-    body = f"Reminder: **{name}** has been {api_text(what)} for {lasted}."
+    body = f"Reminder: **{escape_markdown(name)}** has been {api_markdown(what)} for {lasted}."
     if job is not None and job.status_message and not condition:
-        body += f"\n\n> {api_text(job.status_message)}"
+        body += f"\n\n> {api_markdown(job.status_message)}"
     fields = (*subject_fields(job, subject), ("condition", condition))
     return Notice(
         subject, Message(title, body), REMINDER_STATE, REMINDER, fields, frozenset({channel})
@@ -196,7 +206,8 @@ def milestone_notice(
     name = _name(job, job.ref.key)
     eta_text = f", ETA {format_duration(eta)}" if eta is not None else ""
     title = f"{name}: {milestone}% done{eta_text}"
-    body = f"**{name}** has reached {api_text(job.progress)}% (milestone {milestone}%){eta_text}."
+    reached = f"{api_markdown(job.progress)}% (milestone {milestone}%){eta_text}"
+    body = f"**{escape_markdown(name)}** has reached {reached}."
     fields = (*subject_fields(job, job.ref.key), ("milestone", str(milestone)))
     return Notice(
         job.ref.key,
@@ -206,6 +217,38 @@ def milestone_notice(
         fields,
         channels,
     )
+
+
+def key_message(condition: Condition, *, rejected: bool, base_url: str) -> Message:
+    """The one message every channel gets when the API rejects an account's key, or accepts
+    it again. The key itself is never in it: the detail is what the API answered."""
+    account = api_text(subject_account(condition.subject) or condition.subject, 200)
+    if rejected:
+        return Message(
+            title=key_headline(condition),
+            body=f"{without_userinfo(base_url)} rejects the API key fireworks-watcher uses for "
+            f"account **{escape_markdown(account)}**: {api_markdown(condition.detail)}. No job "
+            "of this account is being seen; they will be reported once the key is accepted "
+            "(check FIREWORKS_API_KEY or `api_key_file`).",
+        )
+    return Message(
+        title=f"Fireworks accepts the API key for account {account} again",
+        body=f"fireworks-watcher reads account **{escape_markdown(account)}** again. "
+        "Transitions that happened meanwhile follow in their own messages.",
+    )
+
+
+def key_headline(condition: Condition) -> str:
+    """ "Fireworks rejects the API key for account acme": the one line `status` starts with,
+    the page's header and the notification's title say."""
+    account = api_text(subject_account(condition.subject) or condition.subject, 200)
+    return f"Fireworks rejects the API key for account {account}"
+
+
+def key_rejections(conditions: Iterable[Condition]) -> list[Condition]:
+    """The open key-rejected conditions among `conditions`, by account."""
+    found = [c for c in conditions if c.name is ConditionName.KEY_REJECTED]
+    return sorted(found, key=lambda c: c.subject)
 
 
 def api_condition(*, detail: str, opened_at: datetime) -> Condition:

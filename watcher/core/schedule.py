@@ -72,17 +72,16 @@ class PollSchedule:
         interval = self.slow_interval if settled else self.poll_interval
         self._next[key] = now + interval
 
-    def failed(
-        self, key: str, now: float, *, slow: bool = False, retry_after: float | None = None
-    ) -> None:
+    def failed(self, key: str, now: float, *, retry_after: float | None = None) -> None:
         """A poll failed: back off, doubling from the poll interval up to the slow interval.
 
-        `slow` (credentials rejected) waits the slow interval at once; the server's
+        Rejected credentials back off the same way, not the slow interval at once: a wrong key
+        must reach `api_down_after` cycles within minutes to be announced. The server's
         `retry_after` is honoured when it asks for longer.
         """
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        delay = self.slow_interval if slow else self._backoff(failures)
+        delay = self._backoff(failures)
         self._next[key] = now + max(delay, self._hint(retry_after))
 
     def follow(self, leader: str, keys: Iterable[str]) -> None:

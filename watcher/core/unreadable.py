@@ -3,7 +3,9 @@
 
 A target (a job key, or `list:KIND`) is unreadable after `threshold` consecutive polls that the
 API refused (a 4xx other than 404) or answered unparsably; it is announced once, and once more
-at the first good poll after that.
+at the first good poll after that. The poller keeps a second ledger of the same kind for the
+API key, by account (`account:ID`): a cycle whose key the API rejected is a failed poll of its
+account, a cycle it accepted the key a good one (`conditions.key_verdict`).
 """
 
 from __future__ import annotations

@@ -351,11 +351,16 @@ class Alerts:
 
 
 def own_troubles(
-    unreadable: Mapping[str, str], api_notice: tuple[str, str] | None
+    ledgers: Mapping[ConditionName, Mapping[str, str]], api_notice: tuple[str, str] | None
 ) -> list[OwnTrouble]:
-    """The watcher's own conditions from the poller's bookkeeping: targets to announce as
-    unreadable (error) or readable again (""), and the API's reachability ("down"/"up")."""
-    own = [OwnTrouble(t, ConditionName.UNREADABLE, e or None) for t, e in unreadable.items()]
+    """The watcher's own conditions from the poller's bookkeeping: per condition name, the
+    subjects its ledger announces now (the error; "" when it is over: readable again, the key
+    accepted again), and the API's reachability ("down"/"up")."""
+    own = [
+        OwnTrouble(subject, name, error or None)
+        for name, due in ledgers.items()
+        for subject, error in due.items()
+    ]
     if api_notice is not None:
         detail = api_notice[1] if api_notice[0] == "down" else None
         own.append(OwnTrouble(API_SUBJECT, ConditionName.API_DOWN, detail))

@@ -347,11 +347,12 @@ class Fetcher:
                 log.warning("api.error", target=target, error=str(exc), status=exc.status_code)
                 if exc.status_code != 404:  # an HTML 404 is a proxy's, not the resource's
                     self._unreadable.failed(target, str(exc))
-            self._schedule.failed(target, now, slow=exc.is_auth)
+            self._schedule.failed(target, now)
             return None
         except ApiUnavailable as exc:
             report.api_errors += 1
             report.unavailable += 1
+            report.unreachable = str(exc)
             if exc.retry_after is not None:
                 report.retry_after = max(report.retry_after or 0.0, exc.retry_after)
             self._observer.api_call("unavailable")

@@ -38,6 +38,7 @@ class WatchPlan:
     api_down_after: int = 3
     unreadable_after: int = 3
     api_label: str = "the Fireworks API"
+    account_id: str = ""  # the account polled: a rejected key is announced for it
     notify_timeout: float = 30.0
     max_new_per_cycle: int = 1000
     job_thresholds: Mapping[str, Thresholds] = field(default_factory=dict)
@@ -59,6 +60,7 @@ class CycleReport:
     transitions: list[Transition] = field(default_factory=list)
     api_errors: int = 0
     unavailable: int = 0
+    unreachable: str = ""  # the error of the cycle's last unavailable call
     auth_failed: bool = False
     # (target, HTTP status, error) of every call the API refused (4xx), in order
     rejected: list[tuple[str, int, str]] = field(default_factory=list)

@@ -10,7 +10,7 @@ stop (see `runtime.replica`). The poller reaches the API, the store, the notifie
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -24,7 +24,6 @@ from watcher.core.decide import listed_flag
 from watcher.core.errors import StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
 from watcher.core.schedule import PollSchedule
-from watcher.core.unreadable import UnreadableLedger
 from watcher.ports import Budget, NullObserver, Observer, Outbox, Sender, Source, StateRepo
 from watcher.runtime import replica
 from watcher.runtime.alerts import Alerts, own_troubles
@@ -35,6 +34,7 @@ from watcher.runtime.housekeeping import Housekeeping
 from watcher.runtime.leadership import Leadership
 from watcher.runtime.plan import CycleReport, WatchPlan
 from watcher.runtime.storelog import StoreErrorLog
+from watcher.runtime.troubles import Due, Troubles
 
 log = structlog.get_logger("watcher")
 T = TypeVar("T")
@@ -100,7 +100,8 @@ class Watcher:
         self._last: dict[str, JobSnapshot] | None = None
         self._schedule = PollSchedule(plan.poll_interval, plan.terminal_poll_interval)
         self._alerts = Alerts()
-        self._unreadable = UnreadableLedger()
+        self._troubles = Troubles()  # unreadable resources, and rejected keys by account
+        self._unreadable = self._troubles.unreadable
         self._pending_reload: tuple[WatchPlan, Sender] | None = None
         self._wake = anyio.Event()
         self._budget = budget
@@ -132,7 +133,7 @@ class Watcher:
                 await self._store.open_conditions(),
                 await self._store.reminder_times(),
             )
-            self._unreadable.announced = self._alerts.announced(ConditionName.UNREADABLE)
+            self._troubles.load(self._alerts.announced)
             self._observer.unreadable(self._unreadable.announced)
             self._alerts.started(self._last, self._observer)
             self._listed_kinds = {
@@ -236,13 +237,14 @@ class Watcher:
             at, calls=report.calls, unavailable=report.unavailable, retry_after=report.retry_after
         )
         now = self._clock_steps.read(self._clock)
+        self._troubles.judge_key(report, self.plan.account_id)
         await self._record(
             observed,
             report,
             api_notice=self._alerts.api_notice(
                 self._schedule.failed_cycles, self.plan.api_down_after, answered=report.answered > 0
             ),
-            unreadable=self._unreadable.notices(self.plan.unreadable_after),
+            troubles=self._troubles.due(self.plan),
             full=True,
         )
         await self._housekeeping.run(
@@ -258,15 +260,15 @@ class Watcher:
         report: CycleReport,
         *,
         api_notice: tuple[str, str] | None = None,
-        unreadable: Mapping[str, str] | None = None,
+        troubles: Due | None = None,
         full: bool = False,
     ) -> int:
         """Store what changed and queue its notifications, in one transaction.
 
-        `unreadable` maps targets to announce as unreadable to the error ("" for readable
-        again); with the API's reachability they open and resolve the watcher's own
-        conditions. Milestones join every write; conditions, reminders and digests the
-        cycle's last (`full`).
+        `troubles` are the subjects to announce as unreadable or with a rejected key, each
+        with its error ("" when it is over); with the API's reachability they open and
+        resolve the watcher's own conditions. Milestones join every write; conditions,
+        reminders and digests the cycle's last (`full`).
 
         Returns how many outbox rows were queued.
         """
@@ -288,7 +290,7 @@ class Watcher:
             decision,
             observed=observed,
             now=now,
-            own=own_troubles(unreadable or {}, api_notice),
+            own=own_troubles(troubles or {}, api_notice),
             silences=await self._alerts.silences(self._store, self.plan, now) if full else (),
             full=full,
         )
@@ -308,14 +310,10 @@ class Watcher:
         self._alerts.applied(alert, decision, now=now, watch=self.plan)
         if api_notice is not None:
             log.warning("api.unreachable" if api_notice[0] == "down" else "api.reachable")
-        if unreadable:
-            self._unreadable.announced_now(unreadable)
-            for target, error in unreadable.items():
-                if error:
-                    log.error("resource.unreadable", target=target, error=error)
-                else:
-                    log.info("resource.readable", target=target)
-            self._observer.unreadable(self._unreadable.announced)
+        if troubles:
+            self._troubles.recorded(troubles)
+            if troubles.get(ConditionName.UNREADABLE):
+                self._observer.unreadable(self._unreadable.announced)
         self._alerts.log(alert, decision, self._observer)
         report.transitions += decision.transitions
         for transition in decision.transitions:
@@ -385,8 +383,7 @@ class Watcher:
         cycle reloads it all from the store and polls every job (a term of leadership)."""
         self._last = None
         self._alerts = Alerts()
-        self._unreadable.runs.clear()
-        self._unreadable.recovered.clear()
+        self._troubles.new_term()
         self._schedule.force()
 
     async def poll_forever(
