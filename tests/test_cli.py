@@ -351,14 +351,15 @@ class TestWatch:
         assert 0 == code
         assert "job.transition" in err
 
-    def test_vanished_job(
+    def test_missing_job(
         self, env: None, sim: Simulator, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """A job that does not exist ends `watch` with exit 1."""
-        code, out, _ = run_cli(capsys, "watch", "no-such-job", "--interval", "0.1")
+        """A job that never existed ends `watch` as a usage error, exit 2 (issue 20: it was
+        exit 1, like a job that failed)."""
+        code, out, err = run_cli(capsys, "watch", "no-such-job", "--interval", "0.1")
 
-        assert 1 == code
-        assert "NOT_FOUND" in out
+        assert (2, "") == (code, out)
+        assert "no dpo job no-such-job in account acme; no other kind has it" in err
 
     def test_notifies_urls(
         self,

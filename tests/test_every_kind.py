@@ -201,12 +201,13 @@ def test_watch_exit_code_for_every_kind(
 def test_watch_of_a_missing_resource_ends_at_once(
     cli_env: None, sim: Simulator, capsys: pytest.CaptureFixture[str], kind: JobKind
 ) -> None:
-    """A resource that does not exist ends `watch` with 1 after one poll, not a 10-minute hang."""
+    """A resource that does not exist ends `watch` after one poll, not a 10-minute hang: a
+    typo, exit 2, after one GET of the id in each other kind (issue 20)."""
     exit_code = main(["watch", "no-such-thing", "--kind", str(kind), "--interval", "0.1"])
 
-    assert 1 == exit_code
-    assert f"{kind}/no-such-thing: NOT_FOUND" in capsys.readouterr().out
-    assert 1 == sim.request_count
+    assert 2 == exit_code
+    assert "no-such-thing in account acme; no other kind has it" in capsys.readouterr().err
+    assert len(JobKind) == sim.request_count
 
 
 def test_watch_gives_up_on_a_persistent_rejection(

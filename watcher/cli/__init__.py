@@ -7,6 +7,7 @@ them, so `--help` and usage errors answer at once.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,14 @@ from watcher.cli.commands import (
     _cmd_simulate,
     _cmd_test_notify,
 )
-from watcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _error
+from watcher.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    LOG_FORMAT_ENV,
+    _error,
+    lower,
+)
 from watcher.cli.history import _cmd_history
 from watcher.cli.silence import _cmd_silence_add, _cmd_silence_expire, _cmd_silence_list
 from watcher.cli.status import _cmd_status
@@ -40,8 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from watcher import logs
 
-    # `watch` prints each transition itself: its logs stay on stderr, at warning unless asked.
-    logs.configure(level=args.log_level or ("warning" if args.command == "watch" else "info"))
+    watch = args.command == "watch"
+    # `watch` prints each transition itself: its logs stay on stderr, at warning unless asked,
+    # and are lines for the person who runs it, piped or not (JSON only when asked for).
+    logs.configure(
+        level=args.log_level or ("warning" if watch else "info"),
+        json=False if watch and not os.environ.get(LOG_FORMAT_ENV) else None,
+    )
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
@@ -63,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--log-level",
+        type=lower,
         choices=["debug", "info", "warning", "error"],
         help="default: info (warning for watch)",
     )
@@ -107,15 +121,22 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("job", help="resource id or full resource name")
     kinds = [kind.value for kind in JobKind]
     watch.add_argument(
-        "--kind", default="dpo", choices=kinds, metavar="KIND", help=" | ".join(kinds)
+        "--kind", default="dpo", type=lower, choices=kinds, metavar="KIND", help=" | ".join(kinds)
     )
     watch.add_argument("--account", help="account id (default: $FIREWORKS_ACCOUNT_ID)")
     watch.add_argument(
         "--notify", action="append", default=[], metavar="URL", help="apprise URL (repeatable)"
     )
-    watch.add_argument("--interval", type=float, default=15.0, help="seconds between polls")
     watch.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="give up after this long (exit 3)"
+        "--interval",
+        default="15",
+        metavar="DURATION",
+        help="time between polls: 90s, 30m, 2h or seconds (default 15)",
+    )
+    watch.add_argument(
+        "--timeout",
+        metavar="DURATION",
+        help="give up after this long (exit 3): 90s, 30m, 2h or seconds",
     )
     watch.add_argument(
         "--no-live",

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from watcher.core.errors import WatcherError
+from watcher.core.errors import ConfigError, WatcherError
 
 if TYPE_CHECKING:
     from watcher.backends import StateDb
@@ -23,13 +23,47 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 
+#: Forces the log format (`json` or `console`); see `watcher.logs.configure`.
+LOG_FORMAT_ENV = "FIREWORKS_WATCHER_LOG_FORMAT"
+
 
 def _error(message: str) -> None:
+    _say(f"error: {message}")
+
+
+def _note(message: str) -> None:
+    """One line on stderr about the command's own progress (`API unreachable ...`)."""
+    _say(message)
+
+
+def _say(message: str) -> None:
     from watcher.core.text import for_terminal
     from watcher.logs import redact
 
     # An error may quote the API (a rejection's message): no control of it reaches the terminal.
-    sys.stderr.write(f"fireworks-watcher: error: {for_terminal(redact(message), 2000)}\n")
+    sys.stderr.write(f"fireworks-watcher: {for_terminal(redact(message), 2000)}\n")
+
+
+def lower(text: str) -> str:
+    """An argument's value as its choices are spelled (`--kind SFT`, `--log-level DEBUG`)."""
+    return text.strip().lower()
+
+
+def duration_flag(flag: str, text: str) -> float:
+    """A duration flag's value (`--interval 90s`, `--timeout 2h`, `--timeout 600`) in seconds.
+
+    Raises:
+        ConfigError: not a duration, or not more than 0; the message names `flag`.
+    """
+    from watcher.core.durations import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+    if seconds <= 0:
+        raise ConfigError(f"{flag}: must be more than 0")
+    return seconds
 
 
 def _load(args: argparse.Namespace) -> Settings:

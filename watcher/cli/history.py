@@ -24,6 +24,7 @@ from watcher.core.messages import iso_time
 from watcher.core.text import for_terminal, mask_url, one_line
 
 if TYPE_CHECKING:
+    from watcher.backends import StateDb
     from watcher.stores.history import Entry, Trace
 
 #: The event fields `history` shows (the rest of an event's fields stay in the store).
@@ -47,6 +48,8 @@ SHOWN_FIELDS: Final = (
     "ends_at",
 )
 _GLOB: Final = frozenset("*?[")
+#: Before any event: `history` looks this far back for whether a job was ever seen.
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _SHOWN = 300
 
 
@@ -148,6 +151,21 @@ def document(entry: Entry) -> dict[str, object]:
     }
 
 
+async def _read(store: StateDb, since: datetime, pattern: str) -> tuple[list[Entry], bool, bool]:
+    """The events since `since` of the jobs `pattern` matches (all without one), whether older
+    ones were cut, and whether the state knows any job `pattern` matches: one it holds a state
+    of, or one with an event at any time."""
+    matcher = job_matcher(pattern) if pattern else None
+    entries, cut = await store.history(since=since, job=matcher)
+    if matcher is None or entries:
+        return entries, cut, True
+    known = any(matcher(key) for key in await store.last_all())
+    if not known:
+        ever, more = await store.history(since=_EPOCH, job=matcher, limit=1)
+        known = bool(ever) or more
+    return entries, cut, known
+
+
 def _cmd_history(args: argparse.Namespace) -> int:
     from watcher import config
     from watcher.stores.history import MAX_HISTORY
@@ -170,12 +188,18 @@ def _cmd_history(args: argparse.Namespace) -> int:
     entries: list[Entry] = []
     cut = False
     bad_rows: list[tuple[str, str]] = []
+    known = not pattern
     if has_state(settings):
-        entries, cut = with_state(
+        entries, cut, known = with_state(
             settings,
-            lambda store: store.history(since=since, job=job_matcher(pattern) if pattern else None),
+            lambda store: _read(store, since, pattern),
             on_unreadable=lambda row, error: bad_rows.append((row, error)),
         )
+    if not known:
+        # A job the state never saw is a typo, not a quiet job.
+        what = "matching " if _GLOB & set(pattern) else ""
+        _error(f"no job {what}{pattern} in the state ({path})")
+        return EXIT_USAGE
     if args.json:
         out = {
             "state_path": str(path),

@@ -193,8 +193,13 @@ class LiveJob:
 
 
 def terminal_console(out: TextIO) -> Console:
-    """A rich console for `out`, with markup, emoji codes and highlighting off (API text)."""
-    return Console(file=out, highlight=False, markup=False, emoji=False)
+    """A rich console for `out`, with markup, emoji codes and highlighting off (API text).
+
+    Soft wrap: what is printed above the live line (transitions, and `console://`
+    notifications written to stdout meanwhile) is wrapped by the terminal, not cut into lines
+    by rich, so a long URL stays one URL.
+    """
+    return Console(file=out, highlight=False, markup=False, emoji=False, soft_wrap=True)
 
 
 @contextmanager

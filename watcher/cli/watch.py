@@ -7,27 +7,36 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from watcher.core.errors import ConfigError, NotifyError
+from watcher.core.kinds import NOT_FOUND
 
 if TYPE_CHECKING:
+    from watcher.cli.lookup import Elsewhere
     from watcher.config import Settings
     from watcher.core.model import JobRef, JobSnapshot, Transition
+    from watcher.runtime.plan import CycleReport
     from watcher.runtime.poller import Watcher
 
-from watcher.cli.common import EXIT_TIMEOUT, EXIT_USAGE, _error, _run_async
+from watcher.cli.common import EXIT_TIMEOUT, _error, _note, _run_async, duration_flag
 
 #: `watch` gives up on an API rejection (a 4xx other than 404/408/409/429) after this many polls.
 WATCH_REJECTIONS = 3
+#: Log events `watch` says itself, as its own lines: dropped unless `--log-level` asks for
+#: logs (a rejected key ends as one error line; an unreachable API is one note per outage).
+SAID_BY_WATCH: Final = frozenset(
+    {"api.error", "api.auth_failed", "api.unreachable", "api.reachable"}
+)
 
 
 #: Config key paths `watch` builds, by the flag a user typed them with.
 _WATCH_FLAGS: Final = (
     ("fireworks.account_id", "--account"),
-    ("fireworks.api_key_file", "FIREWORKS_API_KEY"),
     ("watch[0].jobs[0]", "JOB"),
     ("watch[0].kind", "--kind"),
     ("watcher.terminal_poll_interval", "--interval"),
@@ -45,7 +54,9 @@ def _flag_error(message: str) -> str:
     return re.sub(r"--notify\[(\d+)\]", lambda m: f"--notify #{int(m[1]) + 1}", text)
 
 
-def _watch_settings(args: argparse.Namespace, env: Mapping[str, str], state: Path) -> Settings:
+def _watch_settings(
+    args: argparse.Namespace, interval: float, env: Mapping[str, str], state: Path
+) -> Settings:
     from watcher import config
 
     fireworks: dict[str, Any] = {}
@@ -54,10 +65,10 @@ def _watch_settings(args: argparse.Namespace, env: Mapping[str, str], state: Pat
     data: dict[str, Any] = {
         "fireworks": fireworks,
         "watcher": {
-            "poll_interval": args.interval,
-            "terminal_poll_interval": args.interval,
+            "poll_interval": interval,
+            "terminal_poll_interval": interval,
             # One job: its poll interval is the budget (twice over, for retries).
-            "max_requests_per_minute": max(60, math.ceil(120 / args.interval)),
+            "max_requests_per_minute": max(60, math.ceil(120 / interval)),
             "state_path": str(state),
             "health_listen": "",
         },
@@ -66,31 +77,66 @@ def _watch_settings(args: argparse.Namespace, env: Mapping[str, str], state: Pat
     }
     try:
         settings = config.parse(data, env, source="watch")
-        settings.require_api_key()
     except ConfigError as exc:
         raise ConfigError(_flag_error(str(exc))) from None
+    if settings.fireworks.api_key is None:
+        # `watch` reads no config file: no `api_key_file` to point at.
+        raise ConfigError(f"missing API key: set {config.API_KEY_ENV} (watch reads no config file)")
     return settings
+
+
+def _drop_said_by_watch(_: Any, __: str, event: MutableMapping[str, Any]) -> Any:
+    import structlog
+
+    if event.get("event") in SAID_BY_WATCH:
+        raise structlog.DropEvent
+    return event
+
+
+@contextmanager
+def _api_errors_left_to_watch(leave: bool) -> Iterator[None]:
+    """With `leave`, drop the log events `watch` turns into its own lines (`SAID_BY_WATCH`)
+    until it ends."""
+    import structlog
+
+    processors = list(structlog.get_config()["processors"])
+    if leave:
+        structlog.configure(processors=[_drop_said_by_watch, *processors])
+    try:
+        yield
+    finally:
+        structlog.configure(processors=processors)
+
+
+def api_authority(base_url: str) -> str:
+    """`host:port` of the API, as connection errors name it (no user, no path)."""
+    import httpx
+
+    from watcher.core.urls import host_port
+
+    url = httpx.URL(base_url)
+    return host_port(url.host, url.port or (443 if url.scheme == "https" else 80))
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
     import tempfile
 
     from watcher import app
-    from watcher.cli import live
+    from watcher.cli import live, lookup
 
-    if not 0 < args.interval < math.inf:
-        _error("--interval must be > 0")
-        return EXIT_USAGE
-    if args.timeout is not None and not 0 < args.timeout < math.inf:
-        _error("--timeout must be > 0")
-        return EXIT_USAGE
-    with tempfile.TemporaryDirectory(prefix="fireworks-watcher-") as tmp:
-        settings = _watch_settings(args, os.environ, Path(tmp) / "state.db")
+    interval = duration_flag("--interval", args.interval)
+    timeout = math.inf if args.timeout is None else duration_flag("--timeout", args.timeout)
+    with (
+        _api_errors_left_to_watch(args.log_level is None),
+        tempfile.TemporaryDirectory(prefix="fireworks-watcher-") as tmp,
+    ):
+        settings = _watch_settings(args, interval, os.environ, Path(tmp) / "state.db")
         (ref,) = settings.refs()
 
         job = live.LiveJob(ref)
         # A live line on a terminal only: piped output stays one plain line per transition.
         on_tty = sys.stdout.isatty() and not args.no_live
+        followed = Followed(api=api_authority(settings.fireworks.base_url))
 
         async def follow() -> int:
             import anyio
@@ -100,19 +146,70 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             except NotifyError as exc:
                 raise NotifyError(_flag_error(str(exc))) from None
             with live.display(job, transition_line, live=on_tty) as show:
-                async with app.open_watcher(settings, on_transition=show, notifier=notifier) as w:
-                    with anyio.move_on_after(
-                        args.timeout if args.timeout is not None else math.inf
-                    ):
+
+                def shown(transition: Transition) -> None:
+                    # A first sight that is a 404 is not a line: it ends as the typo's error.
+                    if transition.old is not None or transition.new.state != NOT_FOUND:
+                        show(transition)
+
+                async with app.open_runtime(
+                    settings, on_transition=shown, notifier=notifier
+                ) as runtime:
+
+                    async def elsewhere(missing: JobRef) -> Elsewhere:
+                        return await lookup.ask_other_kinds(settings, missing, runtime.budget)
+
+                    with anyio.move_on_after(timeout):
                         return await _follow(
-                            w, ref, account=settings.fireworks.account_id, polled=job.polled
+                            runtime.watcher,
+                            ref,
+                            account=settings.fireworks.account_id,
+                            polled=job.polled,
+                            elsewhere=elsewhere,
+                            followed=followed,
                         )
-                    last = w.last(ref)
-            state = last.state if last is not None else "not seen yet"
-            _error(f"--timeout: {ref.kind}/{ref.job_id} is still {state} after {args.timeout:g} s")
+                    last = runtime.watcher.last(ref)
+            _error(f"--timeout: {_timeout_message(ref, last, followed, timeout)}")
             return EXIT_TIMEOUT
 
         return _run_async(follow)
+
+
+@dataclass(slots=True)
+class Followed:
+    """What `watch` learned of the resource and the API so far (for its last words).
+
+    Attributes:
+        api: the API's `host:port`.
+        seen: the resource existed at some poll (a 404 after that is its end, not a typo).
+        unreachable: the error of the last cycle in which the API answered nothing, until
+            a cycle gets an answer ("" while it answers).
+    """
+
+    api: str
+    seen: bool = False
+    unreachable: str = ""
+
+    def cycle(self, report: CycleReport) -> None:
+        """Note a cycle's reachability; say when the API stops and starts answering."""
+        if report.unavailable and not report.answered:
+            if not self.unreachable:
+                _note(f"API unreachable ({self.api}): {report.unreachable}; trying again")
+            self.unreachable = report.unreachable
+        elif report.answered and self.unreachable:
+            _note(f"API reachable again ({self.api})")
+            self.unreachable = ""
+
+
+def _timeout_message(
+    ref: JobRef, last: JobSnapshot | None, followed: Followed, timeout: float
+) -> str:
+    subject = f"{ref.kind}/{ref.job_id}"
+    where = f"is still {last.state}" if last is not None else "not seen"
+    text = f"{subject} {where} after {timeout:g} s"
+    if followed.unreachable:
+        return f"API unreachable ({followed.api}): {followed.unreachable}; {text}"
+    return text
 
 
 #: A `watch` line shows this much of the status message (the API's text, of any size).
@@ -138,12 +235,20 @@ async def _follow(
     *,
     account: str,
     polled: Callable[[JobSnapshot | None], None] = lambda _: None,
+    elsewhere: Callable[[JobRef], Awaitable[Elsewhere]] | None = None,
+    followed: Followed | None = None,
 ) -> int:
-    """Poll until the resource reaches an outcome; returns the exit code it means."""
+    """Poll until the resource reaches an outcome; returns the exit code it means.
+
+    A resource whose first answer is a 404 is a usage error (a typo of the id or the kind):
+    `elsewhere` says which other kinds have the id.
+    """
     import anyio
 
+    from watcher.cli.lookup import Elsewhere, typo_message
     from watcher.core.kinds import watch_exit
 
+    followed = followed if followed is not None else Followed(api="the API")
     rejections = 0
     while True:
         report = await watcher.run_once()
@@ -157,8 +262,14 @@ async def _follow(
                 rejections += 1
                 if rejections >= WATCH_REJECTIONS:
                     raise ConfigError(f"{ref.kind}/{ref.job_id}: {error}")
+        followed.cycle(report)
         last = watcher.last(ref)
         polled(last)
+        if last is not None and last.state != NOT_FOUND:
+            followed.seen = True
+        elif last is not None and not followed.seen:
+            found = await elsewhere(ref) if elsewhere is not None else Elsewhere()
+            raise ConfigError(typo_message(ref, account, found))
         code = watch_exit(ref.kind, last.state) if last is not None else None
         if code is not None:
             # Give the last notifications a fair chance before exiting.

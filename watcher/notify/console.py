@@ -40,5 +40,10 @@ def write(styled: Styled, out: TextIO) -> None:
         text.stylize(RICH_STYLES.get(span.style, ""), span.start, span.end)
     # soft_wrap: the terminal wraps long lines, rich does not cut or re-flow them.
     console = Console(file=out, highlight=False, markup=False, emoji=False, soft_wrap=True)
-    console.print(text)
+    # Rendered, then written through `out` in one piece: under `watch`'s live line, `out` is
+    # rich's proxy of stdout, which clears the live line, prints and draws it again (a Console
+    # writes past that proxy, onto the live line).
+    with console.capture() as captured:
+        console.print(text)
+    out.write(captured.get())
     out.flush()

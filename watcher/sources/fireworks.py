@@ -32,6 +32,7 @@ from watcher.core.kinds import DEFAULT_BASE_URL, JobKind
 from watcher.core.model import JobRef, JobSnapshot, JobState
 from watcher.core.names import shown_name
 from watcher.core.text import scrub
+from watcher.core.urls import host_port
 from watcher.sources.answers import (
     decode_json,
     error_message,
@@ -120,6 +121,8 @@ class FireworksClient:
             msg = "invalid Fireworks base URL: expected http(s)://host[:port]"
             raise ValueError(msg)
         self._http = http
+        # Named in connection errors: which host and port was tried (never the key).
+        self._authority = host_port(url.host, url.port or (443 if url.scheme == "https" else 80))
         self._account_id = account_id
         self._api_key = api_key
         self._base_url = base_url.rstrip("/")
@@ -364,6 +367,8 @@ class FireworksClient:
                 # Timeouts, connection and protocol errors: the request may or may not have
                 # reached the server, and another try is the cure.
                 detail = f"GET {path}: {type(exc).__name__}"
+                if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                    detail += f": cannot connect to {self._authority}"
                 if str(exc):
                     detail += f": {short(str(exc))}"
             except httpx.HTTPError as exc:  # e.g. TooManyRedirects: another try will not help
