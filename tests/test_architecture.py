@@ -67,8 +67,8 @@ INTERNAL: dict[str, set[str]] = {
     "config": {"core", "config"},
     "logs": {"core"},
 }
-#: "About 400 lines": past this a module is split by role.
-MAX_LINES = 420
+#: A ceiling, not a target: a module is cut by its job, and one past this is a smell to explain.
+MAX_LINES = 600
 
 
 def imports(path: Path) -> set[str]:
@@ -158,7 +158,7 @@ def test_nothing_imports_the_cli() -> None:
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_stay_small(path: Path) -> None:
-    """No module grows past about 400 lines: split it by role instead."""
+    """No module grows past 600 lines: a long module with one job is fine, a longer one is a smell."""
     assert len(path.read_text().splitlines()) <= MAX_LINES
 
 
@@ -201,5 +201,5 @@ def test_only_the_composition_root_imports_the_simulator() -> None:
 
 @pytest.mark.parametrize("path", SIMULATOR_MODULES, ids=lambda p: p.name)
 def test_simulator_modules_stay_small(path: Path) -> None:
-    """No module of the simulator grows past 450 lines: split it by role instead."""
-    assert len(path.read_text().splitlines()) <= 450
+    """No module of the simulator grows past the same ceiling."""
+    assert len(path.read_text().splitlines()) <= MAX_LINES
