@@ -223,10 +223,11 @@ async def test_missing_fields_and_unknown_states_pass(
 
 
 @pytest.mark.parametrize("status", [401, 403])
-async def test_rejected_credentials_are_loud_and_retried_slowly(
+async def test_rejected_credentials_are_loud_and_backed_off(
     settings: config.Settings, jobs: Simulator, status: int
 ) -> None:
-    """401/403 log an error and wait the slow interval before the next try."""
+    """401/403 log an error and back off like any failure: one poll interval first (doubling
+    up to the slow interval later), so a wrong key reaches `api_down_after` cycles in minutes."""
     async with fast_watcher(settings) as watcher:
         jobs.add_fault(status=status, times=2)
         with capture_logs() as logs:
@@ -234,7 +235,8 @@ async def test_rejected_credentials_are_loud_and_retried_slowly(
 
         assert report.auth_failed
         assert {"error"} == {e["log_level"] for e in logs if e["event"] == "api.auth_failed"}
-        assert settings.watcher.terminal_poll_interval - 1 <= await watcher.next_wake()
+        wait = await watcher.next_wake()
+        assert settings.watcher.poll_interval - 0.1 <= wait < settings.watcher.terminal_poll_interval
 
 
 async def test_connection_refused_is_survived(
