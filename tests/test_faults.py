@@ -236,7 +236,9 @@ async def test_rejected_credentials_are_loud_and_backed_off(
         assert report.auth_failed
         assert {"error"} == {e["log_level"] for e in logs if e["event"] == "api.auth_failed"}
         wait = await watcher.next_wake()
-        assert settings.watcher.poll_interval - 0.1 <= wait < settings.watcher.terminal_poll_interval
+        assert (
+            settings.watcher.poll_interval - 0.1 <= wait < settings.watcher.terminal_poll_interval
+        )
 
 
 async def test_connection_refused_is_survived(
