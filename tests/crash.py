@@ -2,7 +2,7 @@
 
 Run it as a script::
 
-    python -m tests.crash --kills 200 [--jobs 4] [--seed N] [--poll 0.2] [--json]
+    python -m tests.crash --kills 200 [--jobs 4] [--seed N] [--poll 0.2] [--slow S] [--json]
 
 The simulator and an apprise `json://` receiver run in this process; the daemon is a real
 subprocess (`python -m watcher run`). Step by step, 1-3 jobs change state and status message
@@ -19,6 +19,12 @@ stays FAILED and `stuck-running` stays RUNNING (reminded every 10 s). Those noti
 token, so they are counted against the outbox: every delivered notice row must have arrived,
 and an incarnation may have sent a notice more often than it logged `notify.sent` for it
 only by the one send in flight when it was killed.
+
+With `--slow S` a slow channel is in the mix: a second receiver answers each post S seconds
+after it arrived (past apprise's own 4 s read timeout at S > 4), for a channel that hears
+only `slow-job`, a job that moves every 2*S steps (about as often as that lane can send).
+Its sends are the ones most often in flight at a kill; it is counted like the first channel,
+and the table adds its POSTs per message.
 
 `tests/test_crash.py` runs it in CI with 20 kills; the exit code is 0 when nothing was lost,
 repeated, or announced that never happened.
@@ -64,6 +70,8 @@ MAX_KILL_DELAY = 0.8
 STUCK_FAILED, STUCK_RUNNING = "stuck-failed", "stuck-running"
 #: Reminders of what stays failed or stalled, this often.
 REPEAT_INTERVAL = 10
+#: With `--slow`: the job only the slow channel hears (besides the first), and that channel.
+SLOW_JOB, SLOW_CHANNEL, CHANNEL = "slow-job", "slow", "crash"
 
 
 class KillMode(StrEnum):
@@ -146,6 +154,11 @@ class CrashReport:
     notices_repeated: int = 0
     notices_in_flight: int = 0
     notice_kinds: dict[str, int] = field(default_factory=dict)
+    slow_delay: float = 0.0
+    slow_expected: int = 0
+    slow_received: int = 0
+    slow_in_flight_repeats: int = 0
+    slow_resent_copies: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -160,8 +173,23 @@ class CrashReport:
             and self.notices_repeated == 0
         )
 
+    def _slow_rows(self) -> list[tuple[str, str]]:
+        if not self.slow_delay:
+            return []
+        expected = max(1, self.slow_expected)
+        uncut = self.slow_received - self.slow_resent_copies
+        return [
+            ("slow channel: answer after", f"{self.slow_delay:g} s"),
+            ("  notifications expected", str(self.slow_expected)),
+            ("  posts received", str(self.slow_received)),
+            ("  in-flight repeats", str(self.slow_in_flight_repeats)),
+            ("  copies resent after a kill", str(self.slow_resent_copies)),
+            ("  POSTs per message", f"{self.slow_received / expected:.2f}"),
+            ("  ... not counting those", f"{uncut / expected:.2f}"),
+        ]
+
     def table(self) -> str:
-        """The figures as an aligned two-column table."""
+        """The figures as an aligned two-column table (totals over both channels)."""
         rows = [
             ("seed", str(self.seed)),
             ("jobs", str(self.jobs)),
@@ -185,6 +213,7 @@ class CrashReport:
             ("notices lost", str(self.notices_lost)),
             ("notices repeated (true)", str(self.notices_repeated)),
             ("notice in-flight repeats", str(self.notices_in_flight)),
+            *self._slow_rows(),
             ("wall time", f"{self.wall_time:.1f} s"),
         ]
         width = max(len(name) for name, _ in rows)
@@ -420,11 +449,27 @@ def _write_config(
     receiver: JsonReceiver,
     budget: int = 60000,
     extra: str = "",
+    slow: JsonReceiver | None = None,
 ) -> Path:
     """The daemon's config: `jobs` jobs and the stuck ones, one channel to `receiver`;
-    `extra` holds more `[watcher]` lines."""
+    `extra` holds more `[watcher]` lines. With `slow`, `slow-job` too (watched with the
+    default stall and pending limits: no conditions) and a channel for it alone on `slow`."""
     path = workdir / "watcher.toml"
     job_ids = [f"job-{j}" for j in range(jobs)] + [STUCK_FAILED, STUCK_RUNNING]
+    slow_part = (
+        f"""
+[[watch]]
+jobs = [{json.dumps(SLOW_JOB)}]
+
+[[channel]]
+name = {json.dumps(SLOW_CHANNEL)}
+urls = [{json.dumps(slow.url())}]
+jobs = [{json.dumps(SLOW_JOB)}]
+body = {json.dumps(BODY)}
+"""
+        if slow is not None
+        else ""
+    )
     # json.dumps gives valid TOML basic strings and arrays for these plain values.
     path.write_text(
         f"""
@@ -440,13 +485,15 @@ health_listen = ""
 jobs = {json.dumps(job_ids)}
 stall_after = 1
 pending_after = 1
+flap_threshold = 0  # every move is counted on: none may be folded
 
 [[channel]]
-name = "crash"
+name = {json.dumps(CHANNEL)}
 urls = [{json.dumps(receiver.url())}]
 body = {json.dumps(BODY)}
 repeat_interval = {REPEAT_INTERVAL}
-"""
+max_per_second = 100  # the changes come fast: not held to the default pace of one a second
+{slow_part}"""
     )
     return path
 
@@ -488,14 +535,14 @@ class _OutboxRow:
     last_error: str
 
 
-def _read_outbox(query: Query) -> dict[str, list[_OutboxRow]]:
-    """Outbox rows by the token their body names (rendered from the row's event, as the
-    dispatcher renders it, for rows that keep no text of their own)."""
+def _read_outbox(query: Query, channel: str = CHANNEL) -> dict[str, list[_OutboxRow]]:
+    """A channel's outbox rows by the token their body names (rendered from the row's event,
+    as the dispatcher renders it, for rows that keep no text of their own)."""
     rows: dict[str, list[_OutboxRow]] = defaultdict(list)
     found = query(
         "SELECT o.id, o.body, CAST(e.fields AS text), o.status, o.attempts, o.last_error"
         " FROM outbox AS o LEFT JOIN events AS e ON e.id = o.event_id"
-        " WHERE NOT coalesce(e.notice, false) ORDER BY o.id"
+        f" WHERE NOT coalesce(e.notice, false) AND o.channel = '{channel}' ORDER BY o.id"
     )
     for id_, stored, fields, status, attempts, last_error in found:
         body = stored or (BODY.format_map(json.loads(fields)) if fields else "")
@@ -513,19 +560,29 @@ def _pending(query: Query) -> int:
 class _Run:
     """The state of one run: servers, the incarnations so far, and the changes made."""
 
-    def __init__(self, workdir: Path, *, jobs: int, poll: float) -> None:
+    def __init__(self, workdir: Path, *, jobs: int, poll: float, slow: float = 0.0) -> None:
         self.workdir = workdir
         self.jobs = jobs
         self.poll = poll
         self.sim = Simulator(api_key=KEY, account_id=ACCOUNT)
         self.receiver = _TimedReceiver()
+        #: The slow channel's receiver (with `slow`), and the step spacing of its job's moves.
+        self.slow_receiver: _TimedReceiver | None = None
+        self.slow_every = max(1, round(2 * slow))
+        self.slow_changes = 0
+        if slow > 0:
+            self.slow_receiver = _TimedReceiver()
+            self.slow_receiver.delay = slow
         self.served = ServedApp(self.sim)
         self.incarnations: list[Incarnation] = []
         self.kills = 0
         self.notes: list[str] = []
-        # token -> the body its notification must have
+        # token -> the body its notification must have (the slow channel's: some of them)
         self.expected: dict[str, str] = {}
+        self.slow_expected: set[str] = set()
         self.states = {f"job-{j}": "RUNNING" for j in range(jobs)}
+        if self.slow_receiver is not None:
+            self.states[SLOW_JOB] = "RUNNING"
         self.config = Path()
         self.env: dict[str, str] = {}
 
@@ -538,11 +595,15 @@ class _Run:
         for job in [*self.states, STUCK_FAILED, STUCK_RUNNING]:
             self.sim.add_job(job, state="RUNNING", status_message=f"start-{job}")
         self.config = _write_config(
-            self.workdir, jobs=self.jobs, poll=self.poll, receiver=self.receiver
+            self.workdir,
+            jobs=self.jobs,
+            poll=self.poll,
+            receiver=self.receiver,
+            slow=self.slow_receiver,
         )
         self.env = _daemon_env(self.served.url)
         first = self.spawn()
-        if not first.wait_event("job.baseline", self.jobs + 2):
+        if not first.wait_event("job.baseline", len(self.states) + 2):
             raise RuntimeError(f"the daemon did not baseline its jobs:\n{_tail(first)}")
         # Seen entering FAILED, so it is reminded of (a baseline failure never is).
         token = "stuck-failed-token"
@@ -553,6 +614,8 @@ class _Run:
         for incarnation in self.incarnations:
             incarnation.close()
         self.receiver.close()
+        if self.slow_receiver is not None:
+            self.slow_receiver.close()
         self.served.stop()
 
     def spawn(self) -> Incarnation:
@@ -564,20 +627,27 @@ class _Run:
             )
         return incarnation
 
-    def received_tokens(self) -> set[str]:
+    def received_tokens(self, receiver: JsonReceiver | None = None) -> set[str]:
         return {
             parsed[3]
-            for m in self.receiver.messages
+            for m in (receiver or self.receiver).messages
             if (parsed := parse_body(str(m.get("message", "")))) is not None
         }
 
     def make(self, step: Step) -> set[str]:
-        for change in step.changes:
+        changes = list(step.changes)
+        if self.slow_receiver is not None and step.index % self.slow_every == 0:
+            # The next state in STATES: always a move, and the plan's random draws untouched.
+            state = STATES[(STATES.index(self.states[SLOW_JOB]) + 1) % len(STATES)]
+            changes.append(Change(SLOW_JOB, state, f"step-{step.index}-{SLOW_JOB}"))
+            self.slow_expected.add(changes[-1].token)
+            self.slow_changes += 1
+        for change in changes:
             old = self.states[change.job]
             self.states[change.job] = change.state
             self.expected[change.token] = f"{change.job}|{old}|{change.state}|{change.token}"
             self.sim.set_state(change.job, change.state, status_message=change.token)
-        return {c.token for c in step.changes}
+        return {c.token for c in changes}
 
     def step(self, step: Step) -> None:
         posts = len(self.receiver.messages)
@@ -614,7 +684,16 @@ class _Run:
         if not wait_until(lambda: set(self.expected) <= self.received_tokens()):
             self.notes.append(f"final settle: not everything arrived within {DEADLINE:g} s")
         query = sqlite_query(self.workdir / "state.db")
-        if not wait_until(lambda: _pending(query) == 0):
+        # The slow channel's lane sends one message per `delay` s: its backlog takes that long.
+        slow = self.slow_receiver
+        backlog = DEADLINE + (slow.delay * (_pending(query) + 1) if slow is not None else 0.0)
+        if slow is not None and not wait_until(
+            lambda: self.slow_expected <= self.received_tokens(slow), timeout=backlog
+        ):
+            self.notes.append(
+                f"final settle: not everything reached the slow channel in {backlog:g} s"
+            )
+        if not wait_until(lambda: _pending(query) == 0, timeout=backlog):
             self.notes.append("final settle: outbox rows still pending")
         polled = self.sim.request_count
         # Three more poll cycles: a late duplicate would show up in them.
@@ -630,31 +709,52 @@ def _tail(incarnation: Incarnation, lines: int = 20) -> str:
     return "".join(incarnation.lines[-lines:])
 
 
-def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float) -> CrashReport:
-    """Compare what arrived with what was expected, and classify every repeat."""
+@dataclass(slots=True)
+class _Tally:
+    """What one channel's receiver got, against what it should have."""
+
+    received: int = 0
+    lost: int = 0
+    repeated: int = 0
+    in_flight: int = 0
+    #: Copies beyond the first of the in-flight repeats (a send cut by a kill, sent again).
+    resent: int = 0
+    unexpected: int = 0
+    torn: int = 0
+    notices: dict[str, Any] = field(default_factory=dict)
+
+
+def _tally(
+    run: _Run,
+    *,
+    channel: str,
+    messages: list[dict[str, Any]],
+    expected: Collection[str],
+    problems: list[str],
+    notes: list[str],
+) -> _Tally:
+    """Compare what one channel's receiver got with the tokens it should have got, and
+    classify every repeat; its notices are counted against its outbox rows."""
     query = sqlite_query(run.workdir / "state.db")
-    outbox = _read_outbox(query)
+    outbox = _read_outbox(query, channel)
     started_at = [i.started_at for i in run.incarnations]
     sent_logged: dict[int, set[int]] = defaultdict(set)
     for incarnation in run.incarnations:
         for delivery in incarnation.sent_ids():
             sent_logged[delivery].add(incarnation.index)
 
+    found = _Tally(received=len(messages))
     copies: dict[str, list[int]] = defaultdict(list)
-    problems: list[str] = []
-    notes = list(run.notes)
-    unexpected = torn = 0
     notice_posts: list[tuple[int, str, str]] = []
-    messages = run.receiver.messages
     for record in messages:
         sender = sender_of(float(record["received_at"]), started_at)
         if "raw" in record:  # tests.servers files a body that is not JSON under "raw"
             killed_at = run.incarnations[sender].killed_at if sender >= 0 else None
             if is_torn(float(record["received_at"]), killed_at):
-                torn += 1
+                found.torn += 1
                 notes.append(f"torn post from incarnation {sender}: {record['raw']!r}")
             else:
-                unexpected += 1
+                found.unexpected += 1
                 problems.append(f"unexpected: a post that is not JSON: {record['raw']!r}")
             continue
         body = str(record.get("message", "")).strip()
@@ -663,24 +763,24 @@ def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float
             notice_posts.append((sender, str(record.get("title", "")), body))
             continue
         token = parsed[3]
-        if token not in run.expected:
-            unexpected += 1
-            problems.append(f"unexpected: a post announcing no change made: {body!r}")
+        if token not in expected:
+            found.unexpected += 1
+            problems.append(f"unexpected ({channel}): a post announcing no change made: {body!r}")
             continue
         if body != run.expected[token]:
-            unexpected += 1
+            found.unexpected += 1
             problems.append(f"wrong text: {body!r}, expected {run.expected[token]!r}")
         copies[token].append(sender)
 
-    lost = [token for token in run.expected if token not in copies]
+    lost = [token for token in expected if token not in copies]
+    found.lost = len(lost)
     for token in lost:
         rows = outbox.get(token, [])
         where = ", ".join(
             f"row {r.id} {r.status} after {r.attempts} attempts {r.last_error!r}" for r in rows
         )
-        problems.append(f"lost: {run.expected[token]} ({where or 'no outbox row'})")
+        problems.append(f"lost ({channel}): {run.expected[token]} ({where or 'no outbox row'})")
 
-    repeated = in_flight = 0
     for token, senders in copies.items():
         if len(senders) < 2:
             continue
@@ -688,14 +788,16 @@ def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float
         logged = set().union(*(sent_logged[r.id] for r in rows))
         kind = classify_repeat(senders, logged, rows=len(rows))
         text = (
-            f"{run.expected[token]} arrived {len(senders)}x from incarnations {senders};"
-            f" outbox rows {[r.id for r in rows]}; notify.sent logged by {sorted(logged)}"
+            f"{run.expected[token]} arrived {len(senders)}x at {channel} from incarnations"
+            f" {senders}; outbox rows {[r.id for r in rows]}; notify.sent logged by"
+            f" {sorted(logged)}"
         )
         if kind is RepeatKind.TRUE:
-            repeated += 1
+            found.repeated += 1
             problems.append(f"repeated: {text}")
         else:
-            in_flight += 1
+            found.in_flight += 1
+            found.resent += len(senders) - 1
             notes.append(f"in-flight repeat: {text}")
 
     incarnations = run.incarnations
@@ -704,34 +806,76 @@ def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float
         # One lane, one send at a time: a killed incarnation had at most one in flight.
         return 1 if 0 <= sender < len(incarnations) and incarnations[sender].killed_at else 0
 
-    notices = _count_notices(
-        _read_notices(query), notice_posts, sent_logged, problems, notes, allowance=allowance
+    found.notices = _count_notices(
+        _read_notices(query, channel),
+        notice_posts,
+        sent_logged,
+        problems,
+        notes,
+        allowance=allowance,
     )
-    unexpected += notices.pop("unexpected")
-    kinds = notices.pop("kinds")
+    found.unexpected += found.notices.pop("unexpected")
+    return found
+
+
+def _count(run: _Run, *, seed: int, steps: int, transitions: int, started: float) -> CrashReport:
+    """Compare what arrived with what was expected, channel by channel, and add it up."""
+    problems: list[str] = []
+    notes = list(run.notes)
+    main = _tally(
+        run,
+        channel=CHANNEL,
+        messages=run.receiver.messages,
+        expected=run.expected,
+        problems=problems,
+        notes=notes,
+    )
+    counts = ("delivered", "received", "lost", "repeated", "in_flight")
+    slow = _Tally(notices={**dict.fromkeys(counts, 0), "kinds": {}})
+    rejected = len(run.receiver.rejected)
+    if run.slow_receiver is not None:
+        slow = _tally(
+            run,
+            channel=SLOW_CHANNEL,
+            messages=run.slow_receiver.messages,
+            expected=run.slow_expected,
+            problems=problems,
+            notes=notes,
+        )
+        rejected += len(run.slow_receiver.rejected)
+    kinds = Counter(main.notices.pop("kinds")) + Counter(slow.notices.pop("kinds"))
     errors = [line for i in run.incarnations for line in i.error_lines()]
     notes += [f"daemon error: {line}" for line in errors[:20]]
+
+    def both(name: str) -> int:
+        return int(main.notices[name]) + int(slow.notices[name])
+
     return CrashReport(
         seed=seed,
         jobs=run.jobs,
         kills=run.kills,
         steps=steps,
         transitions=transitions,
-        expected=len(run.expected),
-        received=len(messages),
-        lost=len(lost),
-        repeated=repeated,
-        in_flight_repeats=in_flight,
-        unexpected=unexpected + len(run.receiver.rejected),
-        torn_posts=torn,
+        expected=len(run.expected) + len(run.slow_expected),
+        received=main.received + slow.received,
+        lost=main.lost + slow.lost,
+        repeated=main.repeated + slow.repeated,
+        in_flight_repeats=main.in_flight + slow.in_flight,
+        unexpected=main.unexpected + slow.unexpected + rejected,
+        torn_posts=main.torn + slow.torn,
         daemon_errors=len(errors),
         wall_time=time.monotonic() - started,
-        notices_delivered=notices["delivered"],
-        notices_received=notices["received"],
-        notices_lost=notices["lost"],
-        notices_repeated=notices["repeated"],
-        notices_in_flight=notices["in_flight"],
-        notice_kinds=kinds,
+        notices_delivered=both("delivered"),
+        notices_received=both("received"),
+        notices_lost=both("lost"),
+        notices_repeated=both("repeated"),
+        notices_in_flight=both("in_flight"),
+        notice_kinds=dict(kinds),
+        slow_delay=run.slow_receiver.delay if run.slow_receiver is not None else 0.0,
+        slow_expected=len(run.slow_expected),
+        slow_received=slow.received,
+        slow_in_flight_repeats=slow.in_flight,
+        slow_resent_copies=slow.resent,
         problems=problems,
         notes=notes,
     )
@@ -745,11 +889,12 @@ class _NoticeRow:
     content: tuple[str, str]
 
 
-def _read_notices(query: Query) -> list[_NoticeRow]:
-    """The outbox rows of notices (conditions, reminders), with the text they are sent as."""
+def _read_notices(query: Query, channel: str = CHANNEL) -> list[_NoticeRow]:
+    """A channel's outbox rows of notices (conditions, reminders), with their text."""
     found = query(
         "SELECT o.id, e.kind, o.status, CAST(e.fields AS text) FROM outbox AS o"
-        " JOIN events AS e ON e.id = o.event_id WHERE e.notice ORDER BY o.id"
+        f" JOIN events AS e ON e.id = o.event_id WHERE e.notice AND o.channel = '{channel}'"
+        " ORDER BY o.id"
     )
     rows = []
     for id_, kind, status, fields in found:
@@ -833,6 +978,7 @@ def run(
     poll: float = 0.2,
     workdir: Path,
     progress: Callable[[str], None] | None = None,
+    slow: float = 0.0,
 ) -> CrashReport:
     """Run the crash scenario with exactly `kills` SIGKILLs and count what arrived.
 
@@ -843,6 +989,7 @@ def run(
         poll: the daemon's poll interval in seconds.
         workdir: an empty directory for the config and the state database.
         progress: called with a short line now and then (e.g. to print it).
+        slow: with more than 0, a slow channel too: its receiver answers after `slow` s.
 
     Raises:
         RuntimeError: the daemon would not start, or the state database already exists.
@@ -852,7 +999,7 @@ def run(
     began = time.monotonic()
     plan = plan_steps(random.Random(seed), kills=kills, jobs=jobs)
     report = progress if progress is not None else (lambda _: None)
-    state = _Run(workdir, jobs=jobs, poll=poll)
+    state = _Run(workdir, jobs=jobs, poll=poll, slow=slow)
     with _closing(state):
         state.open()
         for step in plan:
@@ -863,8 +1010,8 @@ def run(
         # Every incarnation has exited: collect the rest of each log before counting.
         for incarnation in state.incarnations:
             incarnation.close()
-        # The steps' changes, and `stuck-failed` going FAILED.
-        transitions = sum(len(step.changes) for step in plan) + 1
+        # The steps' changes, `slow-job`'s, and `stuck-failed` going FAILED.
+        transitions = sum(len(step.changes) for step in plan) + state.slow_changes + 1
         return _count(state, seed=seed, steps=len(plan), transitions=transitions, started=began)
 
 
@@ -886,6 +1033,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=4, help="jobs watched (default 4)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--poll", type=float, default=0.2, help="poll interval in s (default 0.2)")
+    parser.add_argument(
+        "--slow",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="add a slow channel whose receiver answers after S s (default: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
@@ -902,6 +1056,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             poll=args.poll,
             workdir=Path(tmp),
             progress=progress,
+            slow=args.slow,
         )
     if args.json:
         print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))

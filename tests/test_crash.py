@@ -37,6 +37,23 @@ def test_twenty_kills_lose_and_repeat_nothing(tmp_path: Path) -> None:
     assert report.notice_kinds.get("reminder", 0) > 0, details
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_slow_channel_in_the_mix_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    """A channel whose receiver answers after 5 s (past apprise's own 4 s read timeout for
+    `json://`) gets each of its messages once, but for sends in flight at a kill: none is
+    given up as failed and sent again by the same incarnation."""
+    report = run(kills=10, jobs=4, seed=1, workdir=tmp_path, slow=5.0)
+
+    details = "\n".join([report.table(), *report.problems, *report.notes])
+    assert 10 == report.kills, details
+    assert (0, 0, 0) == (report.lost, report.repeated, report.unexpected), details
+    assert (0, 0) == (report.notices_lost, report.notices_repeated), details
+    assert report.slow_expected >= 2, details
+    # Every copy beyond the first is a send cut by a kill.
+    assert report.slow_received == report.slow_expected + report.slow_resent_copies, details
+
+
 @pytest.mark.parametrize(
     ("senders", "logged", "rows", "expected"),
     [

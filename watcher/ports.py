@@ -97,6 +97,7 @@ class Outbox(Protocol):
         limit: int = 100,
     ) -> list[Delivery]: ...
     async def release_claims(self) -> int: ...
+    async def release(self, delivery_ids: Sequence[int], *, claim: str) -> None: ...
     async def next_due_at(self) -> datetime | None: ...
     async def outbox_stats(self) -> tuple[int, datetime | None]: ...
     async def mark_delivered(
@@ -216,6 +217,9 @@ class Observer(Protocol):
     def notification(self, channel: str, outcome: str) -> None:
         """A send ended: sent, failed or dead."""
 
+    def maybe_delivered(self, channel: str) -> None:
+        """A send to `channel` timed out: it may have arrived, and is sent again."""
+
     def cycle_done(self, report: Report, *, at: datetime) -> None:
         """A poll cycle finished."""
 
@@ -249,6 +253,9 @@ class NullObserver:
         """Ignore it."""
 
     def notification(self, channel: str, outcome: str) -> None:
+        """Ignore it."""
+
+    def maybe_delivered(self, channel: str) -> None:
         """Ignore it."""
 
     def cycle_done(self, report: Report, *, at: datetime) -> None:

@@ -2,20 +2,28 @@
 
 The only module that imports apprise. The configured URLs are secrets: they stay in this
 module; the rest of the program names a URL by its `url_key` and shows its privacy form.
+
+Timing: a send may take `notify_timeout` seconds, and each URL's socket timeouts follow it
+(apprise's own defaults, 4 s for most plugins, would give up on a receiver that answers in
+5 s: a message that arrived, logged as failed and sent again). Past `notify_timeout` the send
+is maybe-delivered. Each send runs in a daemon thread of its own, so a send that is given up
+(timed out, or still running when a stop's grace ends) never holds up the process's exit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import re
 import sys
+import threading
 import urllib.parse
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import anyio
-import anyio.to_thread
 import apprise
 from apprise import AppriseResultStatus, NotifyFormat, OverflowMode
 from apprise.decorators import notify
@@ -33,6 +41,8 @@ from watcher.core.text import (
     scrub,
 )
 from watcher.notify import console
+
+T = TypeVar("T")
 
 CONSOLE_SCHEME = "console"
 _console_registered = False
@@ -70,11 +80,19 @@ def _silence_apprise_logger() -> None:
 
 
 _OVERFLOW = re.compile(r"[?&]overflow=", re.IGNORECASE)
+#: apprise's URL arguments for a plugin's socket timeouts (connect, read).
+_CONNECT_TIMEOUT = re.compile(r"[?&]cto=", re.IGNORECASE)
+_READ_TIMEOUT = re.compile(r"[?&]rto=", re.IGNORECASE)
+#: A socket read waits this much longer than the send: an answer later than `notify_timeout`
+#: then reads as maybe-delivered (the deadline), never as a connection error (failed).
+READ_MARGIN = 1.0
 
 
 def _load(url: str, where: str) -> apprise.Apprise:
     _silence_apprise_logger()
-    app = apprise.Apprise()
+    # No service limit of apprise's own (60 s by default): the send's deadline is ours
+    # (`notify_timeout`), and without one apprise calls the plugin in the calling thread.
+    app = apprise.Apprise(asset=apprise.AppriseAsset(service_timeout=0))
     # apprise answers False for a URL it cannot parse; it never raises for one.
     if not app.add(url):
         # Never echo the URL: it may hold a token.
@@ -124,13 +142,24 @@ def _display(app: apprise.Apprise) -> str:
     return "".join(server.url(privacy=True) for server in app)  # type: ignore[no-untyped-call]
 
 
+def _follow_timeout(app: apprise.Apprise, url: str, timeout: float) -> None:
+    """Set each plugin's socket timeouts from `timeout`, unless the URL sets its own
+    (`?cto=`, `?rto=`). Done after the display form is taken: it would show them."""
+    for server in app:
+        if not _CONNECT_TIMEOUT.search(url):
+            server.socket_connect_timeout = timeout
+        if not _READ_TIMEOUT.search(url):
+            server.socket_read_timeout = timeout + READ_MARGIN
+
+
 class AppriseNotifier:
     """Delivers rendered messages to apprise URLs.
 
     Args:
         urls: every configured URL, each with a label for error messages (e.g. `channel[0].urls[1]`).
-        timeout: seconds one send may take before it counts as maybe-delivered.
-        max_parallel: sends running at once (apprise blocks, so each runs in a worker thread).
+        timeout: seconds one send may take before it counts as maybe-delivered; each URL's
+            socket timeouts follow it unless the URL sets `cto`/`rto`.
+        max_parallel: sends running at once (apprise blocks, so each runs in a thread).
         hidden: values `${VAR}` put into the URLs: masked in every display form, even in a
             query value apprise would show.
     """
@@ -154,6 +183,7 @@ class AppriseNotifier:
             app = _load(url, where)
             self._apps[key] = app
             display = mask_url(_display(app), hidden)
+            _follow_timeout(app, url, timeout)
             self._targets[key] = Target(url_key=key, url_display=display)
             self._secrets[key] = secret_parts(url, display, (h for h in hidden if h in url))
         self._timeout = timeout
@@ -178,19 +208,39 @@ class AppriseNotifier:
 
         def call() -> SendResult:
             result = app.notify(
-                body,
-                title=title,
-                notify_type=notify_type,
-                body_format=NotifyFormat.MARKDOWN,
-                timeout=self._timeout,
+                body, title=title, notify_type=notify_type, body_format=NotifyFormat.MARKDOWN
             )
             return _outcome(result, self._secrets[key])
 
-        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+        # Cancelled (a stop whose grace ended), the wait ends at once and the send is left
+        # to finish in its thread: the row stays pending, to be sent again by the next start.
+        async with self._limiter:
+            with anyio.move_on_after(self._timeout):
+                return await _in_own_thread(call)
+        return SendResult(SendOutcome.MAYBE_DELIVERED, "timed out; it may have arrived")
 
     def secrets(self) -> frozenset[str]:
         """Every secret piece of every configured URL, for log redaction."""
         return frozenset().union(*self._secrets.values())
+
+
+async def _in_own_thread(call: Callable[[], T]) -> T:
+    """Run `call` in a daemon thread of its own and wait for it; a cancelled wait leaves the
+    thread running. anyio's worker threads are not daemons: the interpreter would wait for an
+    abandoned send at exit, as long as its socket timeouts allow."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # given up before it began: nothing was sent
+        try:
+            future.set_result(call())
+        except Exception as exc:  # noqa: BLE001 (handed to the waiter, if one is left)
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="apprise-send", daemon=True).start()
+    # asyncio's bridge, not anyio's: it drops the result if the loop is gone by then.
+    return await asyncio.wrap_future(future)
 
 
 def _title_read_as_markdown(app: apprise.Apprise) -> bool:

@@ -139,6 +139,11 @@ class Health:
             channel, labels.one_of(outcome, labels.SEND_OUTCOMES)
         ).inc()
 
+    def maybe_delivered(self, channel: str) -> None:
+        """A send timed out and may have arrived:
+        `fireworks_watcher_notifications_maybe_delivered_total`."""
+        self._metrics.maybe_delivered.labels(channel).inc()
+
     def cycle_done(self, report: Report, *, at: datetime) -> None:
         """A cycle finished: count its polls and update the readiness facts."""
         self._metrics.polls.labels("ok").inc(report.polled)

@@ -76,6 +76,13 @@ class Metrics:
             ["channel", "outcome"],
             registry=registry,
         )
+        self.maybe_delivered = Counter(
+            "fireworks_watcher_notifications_maybe_delivered",
+            "Sends that timed out after the request went out, by channel: each may have "
+            "arrived and is sent again (the one possible duplicate).",
+            ["channel"],
+            registry=registry,
+        )
         self.pending = Gauge(
             "fireworks_watcher_outbox_pending",
             "Notifications waiting in the outbox.",
