@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -141,6 +142,11 @@ class _ReceiverServer(ThreadingHTTPServer):
     daemon_threads = True
     receiver: JsonReceiver
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A slow answer to a sender that is gone (killed, or done waiting) is no error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class _ReceiverHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
@@ -159,6 +165,8 @@ class _ReceiverHandler(BaseHTTPRequestHandler):
         # A slow endpoint: the message has arrived, but the answer comes late.
         time.sleep(receiver.delay)
         self.send_response(status)
+        if receiver.retry_after is not None and not 200 <= status < 300:
+            self.send_header("Retry-After", receiver.retry_after)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -171,7 +179,9 @@ class JsonReceiver:
 
     Each record is the posted JSON (`title`, `message`, `type`, ...) plus `path` and `auth`
     (the Authorization header, "" if none). While `status` is not 2xx the server answers
-    with it and files the post under `rejected` instead of `messages`.
+    with it and files the post under `rejected` instead of `messages` (with a `Retry-After`
+    header when `retry_after` is set). `delivered_at` are the monotonic times of the
+    delivered posts, `posted_at` of every post.
     """
 
     def __init__(self) -> None:
@@ -181,6 +191,10 @@ class JsonReceiver:
         self._status = 200
         #: Seconds to wait before answering each post (after recording it).
         self.delay = 0.0
+        #: The `Retry-After` header of a non-2xx answer (None: no header).
+        self.retry_after: str | None = None
+        self._delivered_at: list[float] = []
+        self._posted_at: list[float] = []
         self._server = _ReceiverServer(("127.0.0.1", 0), _ReceiverHandler)
         self._server.receiver = self
         self.port = int(self._server.server_address[1])
@@ -221,11 +235,25 @@ class JsonReceiver:
         with self._condition:
             return list(self._rejected)
 
+    @property
+    def delivered_at(self) -> list[float]:
+        """The `time.monotonic()` of each delivered post, oldest first."""
+        with self._condition:
+            return list(self._delivered_at)
+
+    @property
+    def posted_at(self) -> list[float]:
+        """The `time.monotonic()` of each post, delivered or rejected, oldest first."""
+        with self._condition:
+            return list(self._posted_at)
+
     def clear(self) -> None:
         """Forget every recorded post."""
         with self._condition:
             self._messages.clear()
             self._rejected.clear()
+            self._delivered_at.clear()
+            self._posted_at.clear()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Block until at least `count` posts were delivered; raise AssertionError on timeout."""
@@ -249,7 +277,11 @@ class JsonReceiver:
     def _record(self, record: dict[str, Any]) -> int:
         with self._condition:
             status = self._status
-            (self._messages if 200 <= status < 300 else self._rejected).append(record)
+            delivered = 200 <= status < 300
+            (self._messages if delivered else self._rejected).append(record)
+            self._posted_at.append(time.monotonic())
+            if delivered:
+                self._delivered_at.append(self._posted_at[-1])
             self._condition.notify_all()
             return status
 

@@ -52,6 +52,7 @@ jobs = ["job-a", "job-b", "job-missing"]
 [[channel]]
 name = "team"
 urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}?+X-Hook-Token=${{HOOK_TOKEN}}"]
+max_per_second = 100
 """
     )
     env = daemon_env | {"FIREWORKS_API_KEY": API_KEY, "HOOK_TOKEN": HOOK_TOKEN}

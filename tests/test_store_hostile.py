@@ -51,7 +51,7 @@ def settings_for(tmp_path: Path, receiver: JsonReceiver, base_url: str) -> confi
             "fireworks": {"account_id": ACCOUNT, "base_url": base_url},
             "watcher": {"poll_interval": 1, "state_path": str(tmp_path / "state.db")},
             "watch": [{"kind": "dpo", "jobs": ["job-a", "job-b"]}],
-            "channel": [{"name": "team", "urls": [receiver.url()]}],
+            "channel": [{"name": "team", "urls": [receiver.url()], "max_per_second": 100}],
         },
         {"FIREWORKS_API_KEY": KEY},
     )
@@ -286,6 +286,7 @@ jobs = ["job-a", "job-b"]
 [[channel]]
 name = "team"
 urls = ["{receiver.url()}"]
+max_per_second = 100
 """
     )
     seed(tmp_path / "state.db", receiver.url(), datetime.now(UTC))

@@ -5,6 +5,7 @@ Pure data and arithmetic, shared by the loop (which decides) and the store and n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,6 +41,8 @@ class ChannelPolicy:
         digest_empty: send a digest with nothing in it.
         quiet_hours: ("22:00", "07:00") holds non-failure messages until the hours end; None off.
         progress_every: announce progress every this many percent (25: 25/50/75); 0 off.
+        max_per_second: the pace of sends to each of the channel's targets: every message
+            still goes, in order, at most this many a second (0.5: one every 2 s).
     """
 
     repeat_interval: float = 0.0
@@ -51,6 +54,7 @@ class ChannelPolicy:
     digest_empty: bool = False
     quiet_hours: tuple[str, str] | None = None
     progress_every: int = 0
+    max_per_second: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,23 +206,61 @@ def settle(
     *,
     now: datetime,
     rand: Callable[[], float],
+    retry_at: datetime | None = None,
 ) -> Mark:
     """Decide what one send's result makes of its delivery.
 
     Delivered is final. A failure (or a send that timed out and may have arrived) is retried
-    on the backoff schedule until `give_up_after` has passed since the transition; a target
-    the config no longer has is given up at once.
+    on the backoff schedule (at `retry_at` when given: when its target's backoff ends) until
+    `give_up_after` has passed since the transition; a target the config no longer has is
+    given up at once.
     """
     attempts = delivery.attempts + 1
     if result.outcome is SendOutcome.DELIVERED:
         return Mark(MarkKind.DELIVERED, now, attempts=attempts)
-    retry_at = (
+    own = (
         None
         if result.outcome is SendOutcome.UNKNOWN_TARGET
         else next_attempt(
             policy, attempts=attempts, created_at=delivery.entry.created_at, now=now, rand=rand
         )
     )
-    if retry_at is None:
+    if own is None:
         return Mark(MarkKind.DEAD, now, result.detail, attempts)
-    return Mark(MarkKind.RETRY, retry_at, result.detail, attempts)
+    return Mark(MarkKind.RETRY, own if retry_at is None else retry_at, result.detail, attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class Pushback:
+    """What a failed send's problem says of its target's limits.
+
+    Attributes:
+        rate_limited: the service answered 429 (Too Many Requests) or said it rate-limits.
+        retry_after: the seconds it asked to wait (`Retry-After`), when it said.
+    """
+
+    rate_limited: bool = False
+    retry_after: float | None = None
+
+
+# apprise's warnings: "Failed to send JSON POST notification: error=429.", "Discord rate
+# limiting in effect; blocking for 2.00 second(s)"; and the plain forms "HTTP 429",
+# "429 Too Many Requests", "Retry-After: 30".
+_RATE_LIMITED = re.compile(
+    r"(?:\berror\s*[=:]\s*|\bstatus(?:\s*code)?\s*[=:]?\s*|\bHTTP\s*|:\s*)429\b"
+    r"|\b429\s+too many|too many requests|rate[ -]?limit",
+    re.IGNORECASE,
+)
+_RETRY_AFTER = re.compile(
+    r"(?:retry[ -]after|blocking for|wait(?:ing)? for)\s*[=:]?\s*([0-9]{1,7}(?:\.[0-9]+)?)",
+    re.IGNORECASE,
+)
+
+
+def pushback(problem: str) -> Pushback:
+    """Read a failed send's one-line problem (apprise's last warning) for a 429 and a wait."""
+    wait = _RETRY_AFTER.search(problem)
+    return Pushback(
+        rate_limited=_RATE_LIMITED.search(problem) is not None,
+        retry_after=float(wait[1]) if wait else None,
+    )

@@ -6,6 +6,15 @@ they happened (the outbox only offers a job's oldest pending row per target). Th
 wakes the dispatcher as soon as it records rows; otherwise it sleeps until the next retry
 falls due.
 
+A lane keeps its target's pace (`max_per_second`: every message goes, in order, spaced). A
+failed send backs off its whole target (`core.pacing`): the lane stops and gives its other
+rows back, nothing is claimed for the target until the backoff has passed, and then the
+failed row goes first, alone, as a probe; the rest follow once it arrived. A channel that is
+down costs one request per backoff step, not one per pending message. The backoff is kept in
+this dispatcher's memory: with several replicas, each probes on its own schedule (a replica
+claims nothing for a target it has seen fail), so a down target sees one probe per replica
+per step; the pace, too, is each replica's own.
+
 Before a send, the silences in force are consulted (a covered row is recorded as silenced,
 never sent). A channel with grouping, a rate limit or quiet hours is served a batch at a
 time: all due rows of a target are claimed at once, `core.grouping` plans which go as one
@@ -39,9 +48,10 @@ from watcher.core.delivery import (
     settle,
 )
 from watcher.core.errors import StoreError
+from watcher.core.pacing import Pace, TargetBackoff
 from watcher.ports import NullObserver, Observer, Outbox, Sender
 from watcher.runtime.gates import SendTimes, SilenceWatch, batched
-from watcher.runtime.lanes import Lanes, log_fields
+from watcher.runtime.lanes import SEND_WINDOW, Lanes, Step, log_fields
 from watcher.runtime.storelog import StoreErrorLog
 
 log = structlog.get_logger("watcher")
@@ -51,6 +61,15 @@ log = structlog.get_logger("watcher")
 MAX_IDLE = 5.0
 #: A claim outlives the send by this much, so only a dead holder's rows are sent again.
 LEASE_MARGIN = 30.0
+#: The most rows one claim takes (of every target together).
+CLAIM_LIMIT = 100
+#: A target whose pace asks a longer wait than this (seconds) is not claimed until then: a
+#: lane waits for its pace only while its claim has time to spare (`SEND_WINDOW`).
+PACE_IN_LANE = 5.0
+#: Rows due but left by a claim are looked at again after this, doubling up to MAX_IDLE while
+#: claims take nothing (a row freed by a quarantine in the claim itself is sent soon; rows of
+#: a backed-off target cost a few claims, not a busy loop).
+MIN_RECHECK = 0.1
 
 
 @dataclass(slots=True)
@@ -112,9 +131,24 @@ class Dispatcher(Lanes):
         )
         self._sent_at = SendTimes()
         self._batches_here: Callable[[], bool] = lambda: True
+        self._backoff = TargetBackoff(policy)
+        self._pace = Pace()
+        # The last claim: when, and whether it took all it could (more may be due).
+        self._claimed_at: datetime | None = None
+        self._claim_full = False
+        # How long to wait before looking again at rows due but left by the last claims.
+        self._recheck = MIN_RECHECK
 
     def _set_channels(self, channels: Sequence[Channel]) -> None:
         self._channels = {channel.name: channel for channel in channels}
+        # Each target's pace: the strictest of the channels that send to it.
+        self._per_second: dict[str, float] = {}
+        for channel in channels:
+            for target in channel.targets:
+                rate = channel.policy.max_per_second
+                self._per_second[target.url_key] = min(
+                    rate, self._per_second.get(target.url_key, rate)
+                )
         # The targets served a batch at a time, with the channel that decides how.
         self._batched = {
             target.url_key: channel
@@ -133,6 +167,7 @@ class Dispatcher(Lanes):
     ) -> None:
         """Use a new notifier, retry policy and channel templates from now on (SIGHUP)."""
         self._sender, self._policy = sender, policy
+        self._backoff.policy = policy
         self._set_channels(channels)
         self._lease = timedelta(seconds=send_timeout + LEASE_MARGIN)
         self.wake()
@@ -174,8 +209,10 @@ class Dispatcher(Lanes):
     async def run(self, stop: anyio.Event, *, grace: float = 5.0) -> None:
         """Dispatch until `stop` is set; then let sends in flight finish for up to `grace` s.
 
-        A send still running when the grace ends is abandoned: its row stays pending under a
-        claim, and the next start releases the claim and sends it again.
+        A send still running when the grace ends is abandoned, however long `notify_timeout`
+        is: its thread is left to finish (it never holds up the exit), its row stays pending
+        under a claim, and the next start releases the claim and sends it again (the one
+        in-flight repeat).
         """
         report = DispatchReport()
         async with anyio.create_task_group() as lanes:
@@ -190,6 +227,8 @@ class Dispatcher(Lanes):
                 await self._sleep()
             with anyio.move_on_after(grace):
                 await self._idle.wait()
+            if self._busy:
+                log.warning("notify.abandoned", targets=len(self._busy), grace=grace)
             lanes.cancel_scope.cancel()
 
     async def _wake_on(self, stop: anyio.Event) -> None:
@@ -197,19 +236,39 @@ class Dispatcher(Lanes):
         self.wake()
 
     async def _sleep(self) -> None:
-        """Until woken (rows recorded, a lane done, stop) or the next retry is due; at most
-        MAX_IDLE."""
+        """Until woken (rows recorded, a lane done, stop), the next retry is due, a target's
+        backoff or pace ends; at once after a full claim; at most MAX_IDLE."""
+        pause = 0.0 if self._claim_full else await self._pause()
+        with anyio.move_on_after(pause):
+            await self._wake.wait()
+        if self._wake.is_set():  # rows recorded or a lane done: what was left may go now
+            self._recheck = MIN_RECHECK
+        self._wake = anyio.Event()
+
+    async def _pause(self) -> float:
+        now = self._clock()
         pause = MAX_IDLE
         try:
             due = await self._outbox.next_due_at()
         except StoreError as exc:
             self._store_errors.failed(exc)
             due = None
-        if due is not None:
-            pause = min(pause, max(0.0, (due - self._clock()).total_seconds()))
-        with anyio.move_on_after(pause):
-            await self._wake.wait()
-        self._wake = anyio.Event()
+        if due is not None and (self._claimed_at is None or due > self._claimed_at):
+            pause = min(pause, (due - now).total_seconds())
+        elif due is not None:
+            # Due already at the last claim and not taken: it waits for its target (in a lane,
+            # backed off, paced, another's), woken by a lane's end or the times below. Looked
+            # at again only after a pause that grows, not at once: that would spin the loop.
+            pause = min(pause, self._recheck)
+            self._recheck = min(2 * self._recheck, MAX_IDLE)
+        ends = self._backoff.ends_at(now)
+        if ends is not None:
+            pause = min(pause, (ends - now).total_seconds())
+        tick = time.monotonic()
+        paced = self._pace.soonest(self._pace.ahead(tick, PACE_IN_LANE))
+        if paced is not None:
+            pause = min(pause, paced - PACE_IN_LANE - tick)
+        return max(0.0, pause)
 
     # -- lanes ---------------------------------------------------------------------------
 
@@ -217,17 +276,23 @@ class Dispatcher(Lanes):
         """Due rows by target: a row at a time for most, a target's whole batch for batched
         channels (their targets are left out of the plain claim)."""
         now = self._clock()
+        # Backed-off targets, and those whose pace is far off, are left unclaimed.
+        waiting = self._backoff.waiting(now) | self._pace.ahead(time.monotonic(), PACE_IN_LANE)
+        self._claimed_at, self._claim_full = now, False
         try:
-            claimed = _by_target(
-                await self._outbox.claim(
-                    now,
-                    holder=self.holder,
-                    lease=self._lease,
-                    busy=self._busy | self._batched.keys(),
-                )
+            rows = await self._outbox.claim(
+                now,
+                holder=self.holder,
+                lease=self._lease,
+                busy=self._busy | self._batched.keys() | waiting,
+                limit=CLAIM_LIMIT,
             )
+            self._claim_full = len(rows) >= CLAIM_LIMIT
+            if rows:
+                self._recheck = MIN_RECHECK
+            claimed = _by_target(rows)
             for target, channel in self._batched.items():
-                if target in self._busy or not self._batches_here():
+                if target in self._busy or target in waiting or not self._batches_here():
                     continue
                 rows = await self._outbox.claim_target(
                     target,
@@ -266,8 +331,7 @@ class Dispatcher(Lanes):
             if target in self._batched:
                 await self._batches(target, rows, report)
             else:
-                for delivery in rows:
-                    await self._deliver(delivery, report)
+                await self._plain(target, rows, report)
         finally:
             self._busy.discard(target)
             if not self._busy:
@@ -275,16 +339,30 @@ class Dispatcher(Lanes):
             # A settled row may unblock the next message of its job for this target.
             self.wake()
 
-    async def _deliver(self, delivery: Delivery, report: DispatchReport) -> None:
+    async def _plain(self, target: str, rows: list[Delivery], report: DispatchReport) -> None:
+        """A plain target's rows, oldest first, at its pace, until one fails (its target backs
+        off) or the claim would run out; the rows not sent are given back."""
+        send_by = self._clock() + timedelta(seconds=SEND_WINDOW)
+        for index, delivery in enumerate(rows):
+            step = await self._deliver(delivery, report, send_by=send_by)
+            if step is not Step.NEXT:
+                await self._release(rows[index + (step is Step.STOP) :], report)
+                return
+
+    async def _deliver(
+        self, delivery: Delivery, report: DispatchReport, *, send_by: datetime
+    ) -> Step:
         entry = delivery.entry
         if await self._silenced(delivery, report):
-            return
+            return Step.NEXT
         try:
             message = self.render(entry)
         except (ValueError, LookupError, TypeError, AttributeError) as exc:
             # A stored event no template can render costs only itself: it is given up.
             result = SendResult(SendOutcome.UNKNOWN_TARGET, f"cannot render: {exc!r}"[:200])
         else:
+            if not await self._paced(entry.url_key, send_by):
+                return Step.LATER
             result = await self._sender.send(
                 entry.url_key,
                 title=message.title,
@@ -292,14 +370,15 @@ class Dispatcher(Lanes):
                 notify_type=messages.notify_type(entry.new_state),
             )
         now = self._clock()
-        mark = settle(delivery, result, self._policy, now=now, rand=self._rand)
+        retry_at = self._after_send(entry.url_key, delivery, result, now)
+        mark = settle(delivery, result, self._policy, now=now, rand=self._rand, retry_at=retry_at)
         fields = log_fields(delivery, delivery.id)
         # Shielded: a send that went out must be marked, or a restart would repeat it.
         with anyio.CancelScope(shield=True):
             marked = self._mark(delivery, mark.kind, mark.at, mark.error)
-            if not await self._settled(marked, fields, report):
-                return
-        self._told(mark, result, [delivery], report, fields)
+            if await self._settled(marked, fields, report):
+                self._told(mark, result, [delivery], report, fields)
+        return Step.NEXT if retry_at is None else Step.STOP
 
     def render(self, entry: OutboxEntry) -> messages.Message:
         """The text of a delivery, rendered now from its event with the channel's templates

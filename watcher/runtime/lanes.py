@@ -1,13 +1,16 @@
-"""The dispatcher's sends beside the plain one-row-at-a-time lane: silences, and batched
-targets (grouping, rate folding, quiet hours), whose message's rows are settled together.
+"""The dispatcher's sends beside the plain one-row-at-a-time lane: silences, batched targets
+(grouping, rate folding, quiet hours), whose message's rows are settled together, and what
+every lane does around a send: its target's pace before, its backoff after.
 
 A mixin of `Dispatcher` (which provides the state declared here), kept apart by role.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import Enum
 from typing import TYPE_CHECKING
 
 import anyio
@@ -22,9 +25,11 @@ from watcher.core.delivery import (
     RetryPolicy,
     SendOutcome,
     SendResult,
+    pushback,
     settle,
 )
 from watcher.core.errors import LeaseLost, StoreError
+from watcher.core.pacing import Pace, TargetBackoff
 from watcher.core.urls import short_url
 from watcher.ports import Observer, Outbox, Sender
 from watcher.runtime.gates import SendTimes, SilenceWatch, quiet_end
@@ -35,9 +40,23 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("watcher")
 
+#: A lane starts sends for this long after its claim (seconds), then gives the rest of its
+#: rows back to be claimed afresh: a paced lane's last send must be settled while its claim
+#: (`send_timeout` + `LEASE_MARGIN`, 30 s) still holds, or another replica could send it too.
+SEND_WINDOW = 15.0
+
+
+class Step(Enum):
+    """What a lane does after one of its rows."""
+
+    NEXT = "next"  # go on with the next row
+    STOP = "stop"  # the target failed (this row is settled): give the rest back
+    LATER = "later"  # not sent (the claim would run out first): give it and the rest back
+
 
 class Lanes:
-    """Silences and batched targets, over the dispatcher's outbox, sender and clock."""
+    """Silences, batched targets, and each target's pace and backoff, over the dispatcher's
+    outbox, sender and clock."""
 
     _outbox: Outbox
     _sender: Sender
@@ -49,6 +68,9 @@ class Lanes:
     _silences: SilenceWatch
     _sent_at: SendTimes
     _store_errors: StoreErrorLog
+    _backoff: TargetBackoff
+    _pace: Pace
+    _per_second: dict[str, float]
     holder: str
 
     def _told(
@@ -64,6 +86,8 @@ class Lanes:
         outcome = {MarkKind.DELIVERED: "sent", MarkKind.DEAD: "dead"}.get(mark.kind, "failed")
         for _ in rows:
             self._observer.notification(channel, outcome)
+            if result.outcome is SendOutcome.MAYBE_DELIVERED:
+                self._observer.maybe_delivered(channel)
         if mark.kind is MarkKind.DELIVERED:
             report.sent += len(rows)
             log.info("notify.sent", new_state=rows[-1].entry.new_state, **fields)
@@ -106,16 +130,75 @@ class Lanes:
         log.info("notify.silenced", silence=silence.id, **fields)
         return True
 
+    # -- a target's pace and backoff -----------------------------------------------------
+
+    async def _paced(self, target: str, send_by: datetime) -> bool:
+        """Wait for the target's pace (`max_per_second`), and take the send's turn; False,
+        without waiting, when the send would start after `send_by`. A target no channel has
+        (removed by a reload) is not paced: nothing goes out to it."""
+        per_second = self._per_second.get(target)
+        if per_second is None:
+            return True
+        wait = self._pace.wait(target, time.monotonic())
+        if self._clock() + timedelta(seconds=wait) > send_by:
+            return False
+        if wait > 0:
+            await anyio.sleep(wait)
+        self._pace.sent(target, time.monotonic(), per_second)
+        return True
+
+    def _after_send(
+        self, target: str, lead: Delivery, result: SendResult, now: datetime
+    ) -> datetime | None:
+        """Account for a send's result to its target: arrived, it is no longer backed off;
+        failed (a 429 or its `Retry-After` too), it is backed off, and the returned time is
+        when its probe (`lead`, the row that failed) is due. None: go on."""
+        if result.outcome is SendOutcome.DELIVERED:
+            self._backoff.succeeded(target)
+            return None
+        if result.outcome is SendOutcome.UNKNOWN_TARGET:
+            return None  # nothing was sent: no news of the target
+        hint = pushback(result.detail)
+        until = self._backoff.failed(
+            target, now, attempts=lead.attempts, rand=self._rand, retry_after=hint.retry_after
+        )
+        log.info(
+            "notify.backoff",
+            channel=lead.entry.channel,
+            url=short_url(lead.entry.url_display),
+            failures=self._backoff.failures(target),
+            rate_limited=hint.rate_limited,
+            until=until.isoformat(timespec="seconds"),
+        )
+        return until
+
+    async def _release(self, rows: Sequence[Delivery], report: DispatchReport) -> None:
+        """Give back claimed rows this lane will not send now, to be claimed afresh."""
+        if not rows:
+            return
+        try:
+            await self._outbox.release([d.id for d in rows], claim=self.holder)
+        except StoreError as exc:  # they wait out their claim instead
+            report.store_failed = True
+            self._store_errors.failed(exc, delivery=[d.id for d in rows])
+
     # -- batched targets -----------------------------------------------------------------
 
     async def _batches(self, target: str, rows: list[Delivery], report: DispatchReport) -> None:
         """A batched target's claimed rows: silenced ones recorded, the rest planned (per
-        channel: one URL may serve two), held or sent a message at a time."""
+        channel: one URL may serve two), held or sent a message at a time, at the target's
+        pace; the first failed message backs the target off and gives the rest back."""
+        send_by = self._clock() + timedelta(seconds=SEND_WINDOW)
         ready = [d for d in rows if not await self._silenced(d, report)]
         by_channel: dict[str, list[Delivery]] = {}
         for delivery in ready:
             by_channel.setdefault(delivery.entry.channel, []).append(delivery)
+        unsent: list[Delivery] = []
+        stopped = False
         for name, part in by_channel.items():
+            if stopped:
+                unsent += part
+                continue
             channel = self._channels.get(name) or Channel(name, ())
             now = self._clock()
             plan = grouping.plan_target(
@@ -131,14 +214,22 @@ class Lanes:
                 result = SendResult(SendOutcome.UNKNOWN_TARGET, why)
                 await self._settle_batch((delivery,), delivery, result, report)
             for batch in plan.batches:
+                if stopped or not await self._paced(target, send_by):
+                    stopped = True
+                    unsent += batch.rows
+                    continue
                 result = await self._sender.send(
                     target,
                     title=batch.message.title,
                     body=batch.message.body,
                     notify_type=batch.tone,
                 )
-                self._sent_at.add(target, self._clock())
-                await self._settle_batch(batch.rows, batch.lead, result, report)
+                now = self._clock()
+                self._sent_at.add(target, now)
+                retry_at = self._after_send(target, batch.lead, result, now)
+                await self._settle_batch(batch.rows, batch.lead, result, report, retry_at)
+                stopped = retry_at is not None
+        await self._release(unsent, report)
 
     async def _hold(
         self, delivery: Delivery, until: datetime, why: str, report: DispatchReport
@@ -155,9 +246,12 @@ class Lanes:
         lead: Delivery,
         result: SendResult,
         report: DispatchReport,
+        retry_at: datetime | None = None,
     ) -> None:
-        """Settle every row of one message together: all of them, or (the lease lost) none."""
-        mark = settle(lead, result, self._policy, now=self._clock(), rand=self._rand)
+        """Settle every row of one message together: all of them, or (the lease lost) none;
+        a retry goes at `retry_at` when given (its target's backoff)."""
+        now = self._clock()
+        mark = settle(lead, result, self._policy, now=now, rand=self._rand, retry_at=retry_at)
         ids = [d.id for d in rows]
         fields = log_fields(lead, ids[0] if len(ids) == 1 else ids)
         with anyio.CancelScope(shield=True):

@@ -195,6 +195,10 @@ class AsyncStore:
         """See `StateStore.release_claims`."""
         return await self._run(self.sync.release_claims)
 
+    async def release(self, delivery_ids: Sequence[int], *, claim: str) -> None:
+        """See `StateStore.release`."""
+        await self._run(self.sync.release, tuple(delivery_ids), claim=claim)
+
     async def next_due_at(self) -> datetime | None:
         """See `StateStore.next_due_at`."""
         return await self._run(self.sync.next_due_at)

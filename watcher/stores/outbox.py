@@ -140,6 +140,21 @@ class OutboxTable(Tables):
             )
         return cursor.rowcount
 
+    def release(self, delivery_ids: Sequence[int], *, claim: str) -> None:
+        """Drop `claim` from rows it took but will not send now (their target is backed off,
+        or its pace would outlast the claim): they are as they were before the claim, due
+        again, no attempt counted. A row no longer pending under `claim` is left alone."""
+        ids = sorted(set(delivery_ids))
+        if not ids:
+            return
+        marks = ", ".join("?" for _ in ids)
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE outbox SET claim = '', claimed_until = '' "
+                f"WHERE id IN ({marks}) AND status = ? AND claim = ?",
+                (*ids, PENDING, claim),
+            )
+
     def next_due_at(self) -> datetime | None:
         """When the earliest pending delivery is due, or None if nothing is pending."""
         # Only well-formed times take part: a corrupt one is claimed (and quarantined) by the

@@ -175,6 +175,18 @@ class PgOutbox(PgTables):
             )
         return cursor.rowcount
 
+    async def release(self, delivery_ids: Sequence[int], *, claim: str) -> None:
+        """Drop `claim` from rows it took but will not send now. See `StateStore.release`."""
+        ids = sorted(set(delivery_ids))
+        if not ids:
+            return
+        async with self._tx() as conn:
+            await conn.execute(
+                "UPDATE outbox SET claim = '', claimed_until = NULL "
+                f"WHERE id = ANY(%s) AND status = '{PENDING}' AND claim = %s",
+                (ids, claim),
+            )
+
     async def next_due_at(self) -> datetime | None:
         """When the earliest pending delivery is due (a claimed one when its lease ends), or
         None if nothing is pending."""
