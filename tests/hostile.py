@@ -129,7 +129,8 @@ def wait_for_job(daemon: Incarnation, key: str, timeout: float) -> bool:
 
 
 def write_config(workdir: Path, receiver: _TimedReceiver, poll: float) -> Path:
-    watches = ['[[watch]]\nkind = "dpo"\njobs = ["probe"]\n']
+    # The probe moves every few seconds and each move is timed: none may be folded as flapping.
+    watches = ['[[watch]]\nkind = "dpo"\njobs = ["probe"]\nflap_threshold = 0\n']
     watches += [f'[[watch]]\nkind = "{k}"\ndiscover = true\n' for k in ATTACKED_KINDS.values()]
     path = workdir / "watcher.toml"
     path.write_text(
@@ -146,6 +147,7 @@ health_listen = "127.0.0.1:0"
 [[channel]]
 name = "team"
 urls = [{json.dumps(receiver.url())}]
+max_per_second = 100  # the probe's latency is the poller's, not the default pace's
 """
     )
     return path

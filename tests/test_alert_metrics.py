@@ -118,7 +118,7 @@ async def test_conditions_open(health: Health) -> None:
         str(c): sample(before, name, condition=str(c)) for c in ConditionName
     }
     assert {"stalled": 2.0, "pending_too_long": 0.0, "max_runtime": 0.0, "unreadable": 1.0,
-            "api_down": 0.0, "key_rejected": 0.0} == {
+            "api_down": 0.0, "key_rejected": 0.0, "flapping": 0.0} == {
         str(c): sample(found, name, condition=str(c)) for c in ConditionName
     }  # fmt: skip
 

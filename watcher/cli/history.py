@@ -46,6 +46,7 @@ SHOWN_FIELDS: Final = (
     "channel",
     "comment",
     "ends_at",
+    "folded",
 )
 _GLOB: Final = frozenset("*?[")
 #: Before any event: `history` looks this far back for whether a job was ever seen.
@@ -101,6 +102,8 @@ def line(entry: Entry) -> str:
         reason = fields.get("status_message") or fields.get("reason", "")
         if reason:
             what += f"  ({one_line(reason, _SHOWN)})"
+        if fields.get("folded"):  # recorded, not sent: its job was flapping
+            what += f"  [folded: {one_line(fields['folded'], _SHOWN)}]"
     elif kind == "silence":
         what = f"silence {fields.get('silence_id', '?')} {event.new_state.lower()}: job=" + (
             fields.get("job", "")

@@ -1,6 +1,6 @@
 """Conditions: what is wrong with a resource beyond its state (stalled, pending too long,
-running too long, unreadable, the API down, the API key rejected), opened and resolved from
-snapshots and time.
+running too long, flapping, unreadable, the API down, the API key rejected), opened and
+resolved from snapshots and time.
 
 Pure: the poller hands in the last snapshots, when each entered its state and last moved,
 and now; it gets back which conditions open and which resolve. A condition is announced
@@ -11,16 +11,16 @@ repeats nor forgets it. A new condition is one `ConditionName`, one onset and de
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
-from watcher.core.kinds import Meaning
+from watcher.core.kinds import SETTLED, Meaning
 from watcher.core.messages import ACCOUNT_PREFIX, api_time
 from watcher.core.messages import format_duration as _for
-from watcher.core.model import JobSnapshot
+from watcher.core.model import JobSnapshot, Transition
 
 #: States of waiting before work starts: `pending_after` measures them, `stall_after` not.
 WAITING_STATES: Final = frozenset({"PENDING", "CREATING", "VALIDATING", "RE_QUEUEING"})
@@ -40,15 +40,22 @@ class ConditionName(StrEnum):
     UNREADABLE = "unreadable"
     API_DOWN = "api_down"
     KEY_REJECTED = "key_rejected"
+    FLAPPING = "flapping"
 
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Seconds after which a condition opens; 0 disables it (set per `[[watch]]`)."""
+    """Seconds after which a condition opens; 0 disables it (set per `[[watch]]`).
+
+    `flap_threshold` is the number of state changes within `flap_window` seconds that a job
+    may make without flapping (one more opens the condition); 0 disables it.
+    """
 
     stall_after: float = 1800.0
     pending_after: float = 7200.0
     max_runtime: float = 0.0
+    flap_threshold: int = 6
+    flap_window: float = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,3 +257,84 @@ def evaluate(
         if condition.name in names and key not in holding
     )
     return ConditionChanges(opened, resolved)
+
+
+# -- flapping ----------------------------------------------------------------------------------
+#
+# A job that changes `state` more than `flap_threshold` times within `flap_window` is flapping:
+# one message lists the states it went through, then its transitions are folded (recorded,
+# not sent) until it has stayed in one state for `flap_window`: "stable again in STATE".
+# Only changes of `state` count; a new status message within one state is not a flap (a job
+# may report its progress there), though it is folded like any transition while flapping.
+# Outcomes and tombstones are never folded: a final state is always sent.
+
+#: States listed in a flapping message at most (the first ones and the latest, "…" between).
+MAX_FLAP_STATES: Final = 10
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A change of a job's `state` (`old` to `new`) observed at `at`."""
+
+    at: datetime
+    old: str
+    new: str
+
+
+def state_change(transition: Transition) -> StateChange | None:
+    """The state change a transition is; None for a first sight or a change of status only."""
+    old = transition.old
+    if old is None or old.state == transition.new.state:
+        return None
+    return StateChange(transition.observed_at, old.state, transition.new.state)
+
+
+def recent_changes(
+    changes: Sequence[StateChange], limit: Thresholds, now: datetime
+) -> tuple[StateChange, ...]:
+    """The changes that count now, oldest first: those within `flap_window` before `now`, at
+    most `flap_threshold + 1` of the latest (one more than the threshold decides; older ones
+    cannot change the verdict). Empty when flapping is off."""
+    if not limit.flap_threshold:
+        return ()
+    start = now - timedelta(seconds=limit.flap_window)
+    inside = sorted((c for c in changes if start < c.at <= now), key=lambda c: c.at)
+    return tuple(inside[-(limit.flap_threshold + 1) :])
+
+
+def flap_detail(changes: Sequence[StateChange], now: datetime) -> str:
+    """ "RUNNING → PENDING → RUNNING … (7 changes in 12m 00s)": the states gone through."""
+    states = [changes[0].old, *(c.new for c in changes)] if changes else []
+    if len(states) > MAX_FLAP_STATES:
+        keep = MAX_FLAP_STATES // 2
+        states = [*states[: keep - 1], "…", *states[-keep:]]
+    took = _for((now - changes[0].at).total_seconds()) if changes else "0s"
+    count = len(changes)
+    return f"{' → '.join(states)} ({count} change{'s' * (count != 1)} in {took})"
+
+
+def flapping(changes: Sequence[StateChange], limit: Thresholds, now: datetime) -> str | None:
+    """The detail of a flapping condition that holds now (more than `flap_threshold` state
+    changes within `flap_window`), or None."""
+    counted = recent_changes(changes, limit, now)
+    if not limit.flap_threshold or len(counted) <= limit.flap_threshold:
+        return None
+    return flap_detail(counted, now)
+
+
+def stable_at(since: Since, limit: Thresholds) -> datetime:
+    """When an open flapping condition resolves if the job stays in its state: once it has
+    been in it for `flap_window`."""
+    return since.state + timedelta(seconds=limit.flap_window)
+
+
+def still_flapping(since: Since, limit: Thresholds, now: datetime) -> bool:
+    """Whether an open flapping condition holds: the job has not yet stayed in one state for
+    `flap_window` (and flapping is still switched on)."""
+    return bool(limit.flap_threshold) and now < stable_at(since, limit)
+
+
+def folds(transition: Transition) -> bool:
+    """Whether a flapping job's transition is folded: every one but outcomes and tombstones,
+    which are always sent."""
+    return transition.new.meaning not in SETTLED

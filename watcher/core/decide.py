@@ -9,17 +9,22 @@ decides how a cycle reads its due resources (GET each, or LIST) within the reque
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final
 
 from watcher.core import messages, transitions
-from watcher.core.conditions import Since, next_since
+from watcher.core.conditions import Since, folds, next_since
 from watcher.core.delivery import Channel, Event, OutboxEntry
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, JobSnapshot, Transition
 from watcher.core.notices import Notice, notice_entries
+
+#: The event field that marks a transition recorded in the history but sent to no channel,
+#: with why ("flapping": its job is flapping, see `conditions.flapping`).
+FOLDED_FIELD: Final = "folded"
+FLAPPING: Final = "flapping"
 
 
 def listed_flag(kind: JobKind) -> str:
@@ -104,6 +109,27 @@ def decide(
         flags,
         (*events, *notice_events),
         times,
+    )
+
+
+def fold(decision: Decision, keys: Collection[str]) -> Decision:
+    """The decision with the transitions of flapping jobs (`keys`) folded: still stored and
+    kept in the history, marked `folded`, but sent to no channel. Outcomes and tombstones
+    are never folded (`conditions.folds`)."""
+    folded = {
+        transition_event(t)
+        for t in decision.transitions
+        if t.ref.key in keys and t.old is not None and folds(t)
+    }
+    if not folded:
+        return decision
+    mark = (FOLDED_FIELD, FLAPPING)
+    return replace(
+        decision,
+        entries=tuple(e for e in decision.entries if e.event not in folded),
+        events=tuple(
+            replace(e, fields=(*e.fields, mark)) if e in folded else e for e in decision.events
+        ),
     )
 
 

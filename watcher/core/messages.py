@@ -71,6 +71,7 @@ READABLE = "READABLE"
 STALLED = "STALLED"
 PENDING_TOO_LONG = "PENDING_TOO_LONG"
 MAX_RUNTIME = "MAX_RUNTIME"
+FLAPPING = "FLAPPING"
 RESOLVED = "RESOLVED"
 REMINDER = "REMINDER"
 MILESTONE = "MILESTONE"
@@ -88,6 +89,7 @@ _OWN_STATES: dict[str, str] = {
     STALLED: "warning",
     PENDING_TOO_LONG: "warning",
     MAX_RUNTIME: "warning",
+    FLAPPING: "warning",
     RESOLVED: "success",
     REMINDER: "warning",
     MILESTONE: "info",

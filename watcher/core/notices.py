@@ -43,6 +43,7 @@ CONDITION_STATES: Final = {
     ConditionName.STALLED: messages.STALLED,
     ConditionName.PENDING: messages.PENDING_TOO_LONG,
     ConditionName.MAX_RUNTIME: messages.MAX_RUNTIME,
+    ConditionName.FLAPPING: messages.FLAPPING,
     ConditionName.UNREADABLE: messages.UNREADABLE,
     ConditionName.API_DOWN: messages.API_DOWN,
     ConditionName.KEY_REJECTED: messages.KEY_REJECTED,
@@ -62,6 +63,7 @@ _TITLES: Final = {
     ConditionName.STALLED: "stalled",
     ConditionName.PENDING: "waiting too long",
     ConditionName.MAX_RUNTIME: "running too long",
+    ConditionName.FLAPPING: "flapping",
     ConditionName.UNREADABLE: "unreadable",
     ConditionName.API_DOWN: "unreachable",
     ConditionName.KEY_REJECTED: "with its API key rejected",
@@ -161,8 +163,22 @@ def condition_notice(
     if resolved_at is None:
         title = f"{name}: {_TITLES[condition.name]}: {one_line(detail, 120)}"
         body = f"**{shown}** is {_TITLES[condition.name]}: {said}."
+        if condition.name is ConditionName.FLAPPING:
+            body += (
+                " Its transitions are recorded but not sent until it stays in one state; "
+                "outcomes are always sent."
+            )
         state = CONDITION_STATES[condition.name]
         kind = CONDITION
+    elif condition.name is ConditionName.FLAPPING:
+        lasted = format_duration((resolved_at - condition.opened_at).total_seconds())
+        state_name = job.state if job is not None else "its state"
+        title = f"{name}: stable again in {state_name}"
+        body = (
+            f"**{shown}** is stable again in {api_markdown(state_name)}; its transitions are "
+            f"sent again (it was flapping for {lasted}: {said})."
+        )
+        state, kind = RESOLVED_STATE, RESOLVED
     else:
         lasted = format_duration((resolved_at - condition.opened_at).total_seconds())
         what = _TITLES[condition.name]

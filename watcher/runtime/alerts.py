@@ -1,7 +1,9 @@
-"""The poller's alerting memory and its per-cycle plan: conditions, reminders, milestones.
+"""The poller's alerting memory and its per-cycle plan: conditions, reminders, milestones,
+and the folding of a flapping job's transitions.
 
 `Alerts` holds what the store holds, between cycles: when each job entered its state and
-last moved, the open conditions, the next reminder times. `plan()` is pure over that memory
+last moved, the open conditions, the next reminder times, and each job's state changes of
+its last flap window (from the history at start). `plan()` is pure over that memory
 and one cycle's decision (it calls the pure planners in `watcher.core`); the poller writes
 the plan in the same transaction as the decision, then calls `applied()`. So a condition,
 a reminder or a milestone is queued exactly when its state is stored: a crash before the
@@ -14,14 +16,15 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Final
 
 import structlog
 
 from watcher.core import conditions as cond
 from watcher.core import notices, progress, reminders
-from watcher.core.conditions import API_SUBJECT, Condition, ConditionName, Since
-from watcher.core.decide import Decision, notice_rows
+from watcher.core.conditions import API_SUBJECT, Condition, ConditionName, Since, StateChange
+from watcher.core.decide import Decision, fold, notice_rows
 from watcher.core.delivery import Channel
 from watcher.core.errors import StoreError
 from watcher.core.model import JobSnapshot
@@ -35,8 +38,14 @@ log = structlog.get_logger("watcher")
 #: A job's `polled_at` is rewritten at most this often while nothing else about it changes.
 POLLED_EVERY: Final = timedelta(seconds=60)
 _JOB_CONDITIONS: Final = frozenset(
-    {ConditionName.STALLED, ConditionName.PENDING, ConditionName.MAX_RUNTIME}
+    {
+        ConditionName.STALLED,
+        ConditionName.PENDING,
+        ConditionName.MAX_RUNTIME,
+        ConditionName.FLAPPING,
+    }
 )
+_FLAPPING: Final = ConditionName.FLAPPING
 
 ConditionKey = tuple[str, ConditionName]
 
@@ -61,6 +70,10 @@ class AlertPlan:
     resolved: tuple[Condition, ...] = ()
     reminders: Mapping[tuple[str, str], datetime | None] = field(default_factory=dict)
     full: bool = True  # conditions and reminders were looked at
+    #: Jobs flapping after this write: their transitions are folded (`decide.fold`).
+    folded: frozenset[str] = frozenset()
+    #: Each changed job's state changes of its flap window, as they stand after this write.
+    changes: Mapping[str, tuple[StateChange, ...]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -82,6 +95,7 @@ class Alerts:
         self.since: dict[str, Since] = {}
         self.open: dict[ConditionKey, Condition] = {}
         self.reminders: dict[tuple[str, str], datetime] = {}
+        self.changes: dict[str, tuple[StateChange, ...]] = {}
         self._polled: dict[str, datetime] = {}
         self._digests = DigestMemo()
         # Incremental evaluation: the plan last evaluated under, jobs changed since, and when
@@ -101,6 +115,30 @@ class Alerts:
         self.since = dict(since)
         self.open = {c.key: c for c in open_conditions}
         self.reminders = dict(reminder_times)
+
+    async def recall(
+        self, store: StateRepo, plan: WatchPlan, last: Mapping[str, JobSnapshot], now: datetime
+    ) -> None:
+        """Take each job's state changes of its last flap window from the history (at start,
+        and on a new term), so a restart or a fail-over neither resets the count of a job
+        about to flap nor forgets one that flaps."""
+        limits = chain(plan.job_thresholds.values(), plan.kind_thresholds.values())
+        window = max(
+            (t.flap_window for t in (cond.Thresholds(), *limits) if t.flap_threshold), default=0.0
+        )
+        if not window:
+            return
+        start = now - timedelta(seconds=window)
+        found: dict[str, list[StateChange]] = {}
+        for event in await store.digest_events(start, now + timedelta(seconds=1)):
+            if event.old_state and event.old_state != event.new_state:
+                change = StateChange(event.observed_at, event.old_state, event.new_state)
+                found.setdefault(event.job_key, []).append(change)
+        for key, changes in found.items():
+            if (job := last.get(key)) is not None:
+                kept = cond.recent_changes(changes, plan.thresholds(job.ref), now)
+                if kept:
+                    self.changes[key] = kept
 
     def started(self, last: Mapping[str, JobSnapshot], observer: Observer) -> None:
         """Tell the observer what the store says at start: open conditions, job states."""
@@ -154,9 +192,15 @@ class Alerts:
         queued: list[notices.Notice] = []
         for key, stored in changed.items():
             queued += progress.milestones(last.get(key), stored, since[key], plan.channels, now=now)
-        opened: list[Condition] = []
-        resolved: list[Condition] = []
+        changes, opened, resolved, quiet = self._flaps(
+            plan, decision, job_of, since, now, full=full
+        )
         reminder_times: dict[tuple[str, str], datetime | None] = {}
+        folded = frozenset(
+            {c.subject for c in self.open.values() if c.name is _FLAPPING}
+            - {c.subject for c in resolved}
+            | {c.subject for c in opened}
+        )
         if full:
             if self._plan is not plan:  # started, or reloaded: thresholds may have changed
                 self._dirty = set(last) | set(changed)
@@ -164,25 +208,27 @@ class Alerts:
             missing = [k for k in self._dirty if k not in self.since and k not in since]
             since |= {k: Since(now, now) for k in missing}
             found = self._evaluate(plan, job_of, since, now)
-            opened, resolved = list(found.opened), list(found.resolved)
+            opened += found.opened
+            resolved += found.resolved
             for trouble in own:
                 own_key = (trouble.subject, trouble.name)
                 if trouble.detail is not None and own_key not in self.open:
                     opened.append(Condition(trouble.subject, trouble.name, now, trouble.detail))
                 elif trouble.detail is None and own_key in self.open:
                     resolved.append(self.open[own_key])
-            queued += [
-                notices.condition_notice(c, job_of(c.subject), api_label=plan.api_label)
-                for c in opened
-            ]
-            # A job no longer watched resolves its conditions silently: it is no longer news.
-            queued += [
-                notices.condition_notice(
-                    c, job_of(c.subject), resolved_at=now, api_label=plan.api_label
-                )
-                for c in resolved
-                if c.name not in _JOB_CONDITIONS or job_of(c.subject) is not None
-            ]
+        queued += [
+            notices.condition_notice(c, job_of(c.subject), api_label=plan.api_label) for c in opened
+        ]
+        # A job no longer watched resolves its conditions silently: it is no longer news.
+        queued += [
+            notices.condition_notice(
+                c, job_of(c.subject), resolved_at=now, api_label=plan.api_label
+            )
+            for c in resolved
+            if (c.name not in _JOB_CONDITIONS or job_of(c.subject) is not None)
+            and c.key not in quiet
+        ]
+        if full:
             still_open = {c.key: c for c in self.open.values()}
             for c in resolved:
                 still_open.pop(c.key, None)
@@ -207,8 +253,66 @@ class Alerts:
             and ((at := self._polled.get(key)) is None or at <= stale)
         )
         return AlertPlan(
-            tuple(queued), since, polled, tuple(opened), tuple(resolved), reminder_times, full
+            tuple(queued),
+            since,
+            polled,
+            tuple(opened),
+            tuple(resolved),
+            reminder_times,
+            full,
+            folded,
+            changes,
         )
+
+    def _flaps(
+        self,
+        plan: WatchPlan,
+        decision: Decision,
+        job_of: Callable[[str], JobSnapshot | None],
+        since: Mapping[str, Since],
+        now: datetime,
+        *,
+        full: bool,
+    ) -> tuple[
+        dict[str, tuple[StateChange, ...]], list[Condition], list[Condition], set[ConditionKey]
+    ]:
+        """The flapping conditions of one write: each moved job's changes of its window, the
+        conditions they open (with every write: the change that opens one is folded into
+        its message) and, with the cycle's last write, those that resolve because their job
+        stayed in one state for its window; and which resolve silently (the job no longer
+        watched, or flapping switched off)."""
+        changes: dict[str, tuple[StateChange, ...]] = {}
+        for transition in decision.transitions:
+            change = cond.state_change(transition)
+            if change is None:
+                continue
+            key = transition.ref.key
+            earlier = changes.get(key, self.changes.get(key, ()))
+            limit = plan.thresholds(transition.ref)
+            changes[key] = cond.recent_changes([*earlier, change], limit, now)
+        opened: list[Condition] = []
+        for key, kept in changes.items():
+            job = job_of(key)
+            if job is None or (key, _FLAPPING) in self.open:
+                continue
+            detail = cond.flapping(kept, plan.thresholds(job.ref), now)
+            if detail is not None:
+                opened.append(Condition(key, _FLAPPING, now, detail))
+        resolved: list[Condition] = []
+        quiet: set[ConditionKey] = set()
+        flapping = [c for c in self.open.values() if c.name is _FLAPPING] if full else []
+        for c in flapping:
+            job = job_of(c.subject)
+            if job is None:  # no longer watched: resolved silently, like any job condition
+                resolved.append(c)
+                continue
+            times = since.get(c.subject) or self.since.get(c.subject)
+            limit = plan.thresholds(job.ref)
+            if times is not None and not cond.still_flapping(times, limit, now):
+                resolved.append(c)
+                if not limit.flap_threshold:  # switched off: no "stable again" to tell
+                    quiet.add(c.key)
+        return changes, opened, resolved, quiet
 
     def _evaluate(
         self,
@@ -252,6 +356,11 @@ class Alerts:
                 else:
                     self._deadlines[job_key] = due_at
         self._dirty.update(s.ref.key for s in decision.snapshots)
+        for job_key, kept in plan.changes.items():
+            if kept:
+                self.changes[job_key] = kept
+            else:
+                self.changes.pop(job_key, None)
         for c in plan.resolved:
             self.open.pop(c.key, None)
         self.open.update((c.key, c) for c in plan.opened)
@@ -293,6 +402,7 @@ class Alerts:
         )
         if decision.empty and alert.empty and not (digests.notices or digests.flags):
             return 0
+        decision = fold(decision, alert.folded)
         notes = [*alert.notices, *digests.notices]
         events, entries = notice_rows(plan.channels, notes, now=now)
         await store.record(
@@ -346,6 +456,7 @@ class Alerts:
         observer.job_states(dict.fromkeys(keys, ("", "", "")))
         for key in keys:
             self.since.pop(key, None)
+            self.changes.pop(key, None)
             self._polled.pop(key, None)
             self._deadlines.pop(key, None)
 

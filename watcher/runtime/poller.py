@@ -133,6 +133,7 @@ class Watcher:
                 await self._store.open_conditions(),
                 await self._store.reminder_times(),
             )
+            await self._alerts.recall(self._store, self.plan, self._last, self._clock())
             self._troubles.load(self._alerts.announced)
             self._observer.unreadable(self._unreadable.announced)
             self._alerts.started(self._last, self._observer)
