@@ -69,7 +69,9 @@ def refused(capsys: pytest.CaptureFixture[str], path: Path) -> str:
 
 # --- durations ---------------------------------------------------------------------------------
 
-#: Every float key of the schema is a duration (the test below finds any new one).
+#: The float keys that are not durations: a rate (sends a second).
+RATES = {("channel", "max_per_second")}
+#: Every other float key of the schema is a duration (the test below finds any new one).
 DURATION_KEYS = [
     (section, name)
     for section, model in (
@@ -78,7 +80,7 @@ DURATION_KEYS = [
         ("channel", ChannelSettings),
     )
     for name, field in model.model_fields.items()
-    if field.annotation is float
+    if field.annotation is float and (section, name) not in RATES
 ]
 
 
@@ -95,6 +97,7 @@ def test_every_duration_key_is_found_and_has_the_one_duration_type() -> None:
         ("watch", "stall_after"),
         ("watch", "pending_after"),
         ("watch", "max_runtime"),
+        ("watch", "flap_window"),
         ("channel", "repeat_interval"),
         ("channel", "group_wait"),
     } == set(DURATION_KEYS)

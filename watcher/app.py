@@ -81,6 +81,7 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
                 group_wait=c.group_wait,
                 group_by_account=c.group_by == "account",
                 max_per_minute=c.max_per_minute,
+                max_per_second=c.max_per_second,
                 digest=c.digest or "",
                 digest_timezone=c.digest_timezone,
                 digest_empty=c.digest_empty,
@@ -92,7 +93,13 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
     )
     w = settings.watcher
     limits = {
-        watch: Thresholds(watch.stall_after, watch.pending_after, watch.max_runtime)
+        watch: Thresholds(
+            watch.stall_after,
+            watch.pending_after,
+            watch.max_runtime,
+            watch.flap_threshold,
+            watch.flap_window,
+        )
         for watch in settings.watches
     }
     return WatchPlan(

@@ -304,6 +304,9 @@ class WatchSettings(_Frozen):
     stall_after: _Duration = 1800.0
     pending_after: _Duration = 7200.0
     max_runtime: _Duration = 0.0
+    # Flapping: more than flap_threshold state changes within flap_window; 0 disables it.
+    flap_threshold: Annotated[int, Field(strict=True, ge=0, le=1000)] = 6
+    flap_window: _Interval = 1800.0
 
     @model_validator(mode="after")
     def _something_to_watch(self) -> Self:
@@ -349,6 +352,9 @@ class ChannelSettings(_Frozen):
     digest_empty: Annotated[bool, Field(strict=True)] = False
     quiet_hours: Annotated[tuple[str, str], BeforeValidator(_quiet_hours)] | None = None
     progress_every: Annotated[int, Field(strict=True, ge=0, le=50)] = 0
+    # The pace of sends to each URL: every message goes, in order, at most this many a second
+    # (0.5: one every 2 s). Unlike max_per_minute, nothing is folded into a summary.
+    max_per_second: Annotated[float, Field(strict=True, gt=0, le=100, allow_inf_nan=False)] = 1.0
 
     @model_validator(mode="after")
     def _reminders_not_too_often(self) -> Self:
