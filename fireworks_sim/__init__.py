@@ -54,8 +54,8 @@ It deliberately imports nothing from `watcher` (nor the SDK): it is written from
 and the SDK's models, not from the client, so the two cannot share a wire-format bug. Only the
 standard library is used; uvicorn is imported lazily by `serve()`.
 
-Modules, each importing only those above it (`scenarios` names `control._Control` for
-type checking only):
+Modules, each importing only those above it (the scenarios use the control API's public
+methods; `api` routes `POST /_sim/scenario` to them):
 
 | module | role |
 |---|---|
@@ -64,8 +64,8 @@ type checking only):
 | `faults` | queued faults and the `chaos` scenario's random ones |
 | `shapes` | each collection's SDK shape: `FIELDS` and one renderer per collection |
 | `state` | the table of resources and the lazy clock that moves them |
-| `scenarios` | `demo_timeline`, `scenario` (demo, busy, chaos), `populate` |
 | `control` | the Python control API and the `/_sim/` routes |
+| `scenarios` | `demo_timeline`, `scenario` (demo, busy, chaos, hostile), `populate` |
 | `api` | `Simulator`, the ASGI app: routing, auth, readMask, LIST paging, errors |
 | `serve` | `listen_tcp`, `base_url`, `serve` (uvicorn) |
 | `cli` | `main`, run by `python -m fireworks_sim` and `fireworks-watcher simulate` |

@@ -16,6 +16,7 @@ from fireworks_sim.control import _Control
 from fireworks_sim.faults import _take_fault
 from fireworks_sim.hostile import Attack, serve_attack
 from fireworks_sim.model import COLLECTIONS, _Resource, full_state
+from fireworks_sim.scenarios import scenario
 from fireworks_sim.shapes import FIELDS
 from fireworks_sim.wire import (
     Receive,
@@ -83,6 +84,12 @@ class Simulator(_Control):
             reply = await self._serve_api(method, path, query, _headers(scope))
         await _send_reply(send, reply)
 
+    def _control_route(self, method: str, parts: list[str], payload: dict[str, Any]) -> object:
+        # `POST /_sim/scenario` is routed here: the scenarios are built on the control API.
+        if (method, parts) == ("POST", ["scenario"]):
+            return {"resources": scenario(self, **payload)}
+        return super()._control_route(method, parts, payload)
+
     def _attack_on(self, path: str) -> Attack | None:
         parts = path.split("/")
         if len(parts) < 5 or parts[:3] != ["", "v1", "accounts"]:
@@ -106,7 +113,7 @@ class Simulator(_Control):
 
         def make(index: int) -> dict[str, Any]:
             with self._lock:
-                job = self._build(f"flood-{index}", collection=collection, at=self._clock())
+                job = self.build(f"flood-{index}", collection=collection, at=self._clock())
                 return self._render(job)
 
         await serve_attack(

@@ -80,5 +80,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _exit_zero(signum: int, frame: FrameType | None) -> None:
+def _exit_zero(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)

@@ -21,7 +21,6 @@ from fireworks_sim.model import (
     _parse_time,
     _Step,
 )
-from fireworks_sim.scenarios import scenario
 from fireworks_sim.state import _State
 from fireworks_sim.wire import _error_reply, _json_bytes, _Reply
 
@@ -93,7 +92,7 @@ class _Control(_State):
                 `DEFAULT_ACCELERATOR`, or a mapping accelerator type -> seconds.
         """
         now = self._clock()
-        job = self._build(
+        job = self.build(
             job_id,
             collection=collection,
             at=now,
@@ -233,7 +232,7 @@ class _Control(_State):
                 key=lambda step: step.at,
             )
         )
-        self._set_cycle(job_id, collection, period, cycle_steps, start)
+        self.set_cycle(job_id, collection, period, cycle_steps, start)
 
     def add_fault(
         self,
@@ -395,8 +394,6 @@ class _Control(_State):
             case "DELETE", ["attacks"]:
                 self.calm(**payload)
                 return {}
-            case "POST", ["scenario"]:
-                return {"resources": scenario(self, **payload)}
             case "GET", ["requests"]:
                 return {"requests": [list(request) for request in self.requests[-10_000:]]}
             case "GET", ["stats"]:

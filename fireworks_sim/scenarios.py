@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fireworks_sim.control import _Control
 from fireworks_sim.faults import _Chaos
 from fireworks_sim.model import (
     DEFAULT_ACCELERATOR,
@@ -16,10 +17,6 @@ from fireworks_sim.model import (
     _Spawner,
     _Step,
 )
-
-if TYPE_CHECKING:
-    # The layer with every method used here (a type only: control imports this module).
-    from fireworks_sim.control import _Control
 
 _OOM = "Training failed: CUDA out of memory at step 412"
 _CANCELLED_BY = "Job cancelled by sim-user@example.com"
@@ -267,7 +264,7 @@ _BUSY_SPAWNS: tuple[_BusySpawn, ...] = (
 
 def _busy(sim: _Control) -> list[str]:
     """Resources of every collection that keep moving forever (see `scenario`)."""
-    start = sim._clock()
+    start = sim.clock_seconds()
     added: list[str] = []
     for collection, job_id, kwargs, once, cycle_at, period, cycle in _BUSY:
         options: dict[str, Any] = {
@@ -275,12 +272,9 @@ def _busy(sim: _Control) -> list[str]:
             for key, value in kwargs.items()
         }
         sim.add_job(job_id, collection=collection, display_name=f"Busy: {job_id}", **options)
-        with sim._lock:
-            sim._job(collection, job_id).steps = [
-                replace(step, at=start + step.at) for step in once
-            ]
+        sim.set_steps(job_id, collection, once, origin=start)
         if cycle:
-            sim._set_cycle(job_id, collection, period, cycle, cycle_at)
+            sim.set_cycle(job_id, collection, period, cycle, cycle_at)
         added.append(f"{collection}/{job_id}")
     for collection, prefix, every, keep, kwargs, steps in _BUSY_SPAWNS:
 
@@ -292,7 +286,7 @@ def _busy(sim: _Control) -> list[str]:
             kwargs: dict[str, Any] = kwargs,
             steps: tuple[_Step, ...] = steps,
         ) -> _Resource:
-            job = sim._build(
+            job = sim.build(
                 f"{prefix}-{index:04d}",
                 collection=collection,
                 at=at,
@@ -302,9 +296,7 @@ def _busy(sim: _Control) -> list[str]:
             job.steps = [replace(step, at=at + step.at) for step in steps]
             return job
 
-        with sim._lock:
-            sim._spawners.append(_Spawner(collection, start, float(every), keep, make))
-            sim._tick()
+        sim.add_spawner(_Spawner(collection, start, float(every), keep, make))
         added.append(f"{collection}/{prefix}-*")
     return added
 
@@ -364,8 +356,7 @@ def scenario(sim: _Control, name: str, *, seed: int = 0) -> list[str]:
         return _hostile(sim)
     if name == "chaos":
         added = _busy(sim)
-        with sim._lock:
-            sim._chaos = _Chaos(random.Random(seed), rate=0.125)
+        sim.start_chaos(_Chaos(random.Random(seed), rate=0.125))
         return added
     raise ValueError(f"unknown scenario {name!r}; choose one of {', '.join(SCENARIOS)}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,12 +82,39 @@ class _State:
         """The simulated wall time: `start_time` plus the clock's progress since construction."""
         return self._wall(self._clock())
 
+    def clock_seconds(self) -> float:
+        """The clock's reading: the time base of steps, cycles and spawners."""
+        return self._clock()
+
+    # -- what the scenarios build with (see `scenarios`) ---------------------------------
+
+    def set_steps(
+        self, job_id: str, collection: str, steps: Sequence[_Step], *, origin: float
+    ) -> None:
+        """Replace a resource's one-off steps with `steps`, their offsets counted from
+        `origin` (a `clock_seconds()` reading). Raises KeyError if it does not exist."""
+        with self._lock:
+            self._job(collection, job_id).steps = [
+                replace(step, at=origin + step.at) for step in steps
+            ]
+
+    def add_spawner(self, spawner: _Spawner) -> None:
+        """Let `spawner` add (and retire) resources from now on; those due already appear."""
+        with self._lock:
+            self._spawners.append(spawner)
+            self._tick()
+
+    def start_chaos(self, chaos: _Chaos) -> None:
+        """Mix `chaos`'s random faults into the API's answers (until `clear_faults`)."""
+        with self._lock:
+            self._chaos = chaos
+
     # -- building records (no lock needed: nothing shared is touched) ------------------
 
     def _wall(self, at: float) -> datetime:
         return self._wall0 + timedelta(seconds=at - self._clock0)
 
-    def _build(
+    def build(
         self,
         job_id: str,
         *,
@@ -115,6 +142,7 @@ class _State:
         estimated_cost_usd: float | None = None,
         accelerator_seconds: int | Mapping[str, int] | None = None,
     ) -> _Resource:
+        """A resource record as `add_job` describes it, at clock reading `at`; not added."""
         if collection not in COLLECTIONS:
             raise ValueError(f"unknown collection {collection!r}")
         if not job_id or "/" in job_id:
@@ -182,7 +210,7 @@ class _State:
             accelerator_seconds=seconds,
         )
 
-    def _set_cycle(
+    def set_cycle(
         self,
         job_id: str,
         collection: str,
@@ -190,6 +218,8 @@ class _State:
         steps: tuple[_Step, ...],
         start: float = 0.0,
     ) -> None:
+        """Repeat `steps` (offsets in `[0, period)`, each may change record attributes too)
+        every `period` s from `start` s on; see `repeat`. Raises KeyError if it does not exist."""
         if period <= 0 or not steps:
             raise ValueError("a cycle needs a positive period and at least one step")
         if any(not 0 <= step.at < period for step in steps):

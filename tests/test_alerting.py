@@ -19,7 +19,7 @@ from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.core.silences import Silence
-from watcher.runtime.poller import Watcher
+from watcher.runtime.poller import Poller
 from watcher.stores.sqlite import StateStore
 
 SFT = "supervisedFineTuningJobs"
@@ -73,10 +73,10 @@ def settings_for(
 
 
 @asynccontextmanager
-async def watcher_on(settings: config.Settings, time: Time) -> AsyncIterator[Watcher]:
+async def watcher_on(settings: config.Settings, time: Time) -> AsyncIterator[Poller]:
     """The real client, store and notifier, read through the fake clock."""
     async with app.open_watcher(settings) as real:
-        yield Watcher(
+        yield Poller(
             real.plan,
             source=real._source,
             store=real._store,
@@ -86,7 +86,7 @@ async def watcher_on(settings: config.Settings, time: Time) -> AsyncIterator[Wat
         )
 
 
-async def cycle(watcher: Watcher, time: Time, seconds: float) -> None:
+async def cycle(watcher: Poller, time: Time, seconds: float) -> None:
     """Let `seconds` pass, then one poll and one dispatch."""
     time.advance(seconds)
     await watcher.run_once(force=True)

@@ -21,7 +21,7 @@ from tests.test_loop import settings_for
 from watcher import app
 from watcher.core.clock import MAX_STEP, SteadyClock, steady_reading
 from watcher.ports import NullObserver, Report
-from watcher.runtime.poller import Watcher
+from watcher.runtime.poller import Poller
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -129,7 +129,7 @@ class Seen(NullObserver):
 @asynccontextmanager
 async def daemon_loop(
     server: ServedApp, tmp_path: Path, receiver: JsonReceiver, wall: SteppedWall, seen: Seen
-) -> AsyncIterator[Watcher]:
+) -> AsyncIterator[Poller]:
     """The daemon's loop (`run_forever`) on a stepped wall clock, polling every POLL s."""
     settings = settings_for(
         server,
@@ -140,7 +140,7 @@ async def daemon_loop(
     )
     stop = anyio.Event()
     async with app.open_watcher(settings) as real, anyio.create_task_group() as tg:
-        watcher = Watcher(
+        watcher = Poller(
             real.plan,
             source=real._source,
             store=real._store,

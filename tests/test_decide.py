@@ -14,17 +14,16 @@ from watcher.core.decide import (
     plan_fetch,
     within_budget,
 )
-from watcher.core.delivery import Channel, Target
+from watcher.core.delivery import Channel, ChannelPolicy, Target
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.notices import api_condition, condition_notice
-from watcher.core.transitions import ChannelRules
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 A = JobRef(JobKind.DPO, "a")
 B = JobRef(JobKind.SFT, "b")
 TEAM = Channel("team", (Target("k1", "json://one"), Target("k2", "json://two")))
-NEWS = Channel("news", (Target("k3", "json://three"),), rules=ChannelRules(notify_new=True))
+NEWS = Channel("news", (Target("k3", "json://three"),), policy=ChannelPolicy(notify_new=True))
 
 
 def snap(ref: JobRef, state: str, **details: str) -> JobSnapshot:

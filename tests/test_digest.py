@@ -14,8 +14,8 @@ from watcher.core.delivery import Channel, ChannelPolicy, Event
 from watcher.core.messages import BODY_LIMIT, TITLE_LIMIT
 from watcher.core.model import JobKind, JobRef, JobSnapshot
 from watcher.core.notices import DIGEST, DIGEST_STATE
+from watcher.core.rules import Rule
 from watcher.core.text import ZERO_WIDTH_SPACE
-from watcher.core.transitions import ChannelRules
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -370,7 +370,7 @@ def test_an_empty_digest(policy: ChannelPolicy, expected: str | None) -> None:
 def test_the_channel_job_globs_filter_every_section() -> None:
     """A channel with `jobs = ["prod-*"]` hears of its jobs (by id or display name) and of
     the watcher's own trouble, nothing else."""
-    channel = Channel("prod", (), ChannelRules(job_globs=("prod-*",)))
+    channel = Channel("prod", (), Rule(jobs=("prod-*",)))
     completed, failed = digest.outcomes(
         [
             moved("prod-1", "RUNNING", "COMPLETED"),

@@ -27,7 +27,7 @@ from watcher.core.delivery import (
 )
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef
-from watcher.runtime.poller import Watcher
+from watcher.runtime.poller import Poller
 
 DEADLINE = 20.0
 
@@ -113,7 +113,7 @@ async def test_after_an_outage_a_jobs_messages_arrive_in_order(
     now = [datetime.now(UTC)]
     receiver.status = 503
     async with app.open_watcher(settings) as real:
-        watcher = Watcher(
+        watcher = Poller(
             real.plan,
             source=real._source,
             store=real._store,

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -22,10 +21,11 @@ from structlog.testing import capture_logs
 from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
+from tests.support.peers import Drip
 from watcher import app, config
 from watcher.runtime.fetcher import PROBE_CALLS
 from watcher.runtime.plan import CycleReport
-from watcher.runtime.poller import Watcher
+from watcher.runtime.poller import Poller
 from watcher.sources.fireworks import FireworksClient
 from watcher.sources.retry import RequestRetry
 from watcher.stores.aio import AsyncStore
@@ -59,7 +59,7 @@ async def fast_watcher(
     *,
     base_url: str | None = None,
     clock: Callable[[], datetime] | None = None,
-) -> AsyncIterator[Watcher]:
+) -> AsyncIterator[Poller]:
     """A watcher like the daemon's, with quick client retries and an optional clock."""
     notifier = app.build_notifier(settings)
     timeout = httpx.Timeout(settings.watcher.request_timeout)
@@ -75,7 +75,7 @@ async def fast_watcher(
         with store.sync:
             # A test moves the wall clock and the monotonic one together.
             extra = {"clock": clock, "monotonic": lambda: clock().timestamp()} if clock else {}
-            yield Watcher(
+            yield Poller(
                 app.build_plan(settings, notifier),
                 source=client,
                 store=store,
@@ -312,31 +312,6 @@ async def test_outage_probing_is_bounded(
     bound = PROBE_CALLS + 4 - 1
     assert 40 > bound >= report.calls
     assert bound * FAST_RETRY.attempts >= sim.request_count
-
-
-class Drip:
-    """An ASGI app that answers the SFT list with honest headers, then one byte every 0.1 s
-    (each read arrives well within the per-read timeout), and hands every other request to
-    the simulator."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.dripped = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or "supervisedFineTuningJobs" not in scope["path"]:
-            await self.sim(scope, receive, send)
-            return
-        body = b'{"supervisedFineTuningJobs": [], "totalSize": 0}' + b" " * 400
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for index in range(len(body)):
-            self.dripped += 1
-            await send(
-                {"type": "http.response.body", "body": body[index : index + 1], "more_body": True}
-            )
-            await anyio.sleep(0.1)
-        await send({"type": "http.response.body", "body": b""})
 
 
 async def test_a_dripping_answer_costs_its_kind_one_deadline_not_the_daemon(

@@ -22,7 +22,8 @@ from structlog.testing import capture_logs
 
 from watcher import __version__
 from watcher.core.errors import ApiRejected, ApiUnavailable, PayloadError
-from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState
+from watcher.core.kinds import NOT_FOUND
+from watcher.core.model import JobKind, JobRef, JobSnapshot
 from watcher.sources.answers import error_message
 from watcher.sources.fireworks import FireworksClient
 from watcher.sources.parse import parse_job
@@ -642,7 +643,7 @@ async def test_get_job_not_found() -> None:
     async with client_for(api) as client:
         snapshot = await client.get_job(DPO_REF)
 
-    assert JobSnapshot(ref=DPO_REF, account_id=ACCOUNT, state=JobState.NOT_FOUND) == snapshot
+    assert JobSnapshot(ref=DPO_REF, account_id=ACCOUNT, state=NOT_FOUND) == snapshot
 
 
 @pytest.mark.parametrize(
@@ -666,7 +667,7 @@ async def test_get_job_empty_404_is_not_found() -> None:
     async with client_for(ScriptedApi(Reply(404, content=b""))) as client:
         snapshot = await client.get_job(DPO_REF)
 
-    assert JobState.NOT_FOUND == snapshot.state
+    assert NOT_FOUND == snapshot.state
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 405, 412, 422], ids=str)

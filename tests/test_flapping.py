@@ -24,7 +24,7 @@ from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from tests.test_alerting import Time, cycle, titles
 from watcher import app, config
-from watcher.runtime.poller import Watcher
+from watcher.runtime.poller import Poller
 
 JOB = "flap-dpo"
 NAME = f"Sim job {JOB} ({JOB})"
@@ -72,10 +72,10 @@ def settings_for(
 
 
 @asynccontextmanager
-async def watcher_on(settings: config.Settings, time: Time) -> AsyncIterator[Watcher]:
+async def watcher_on(settings: config.Settings, time: Time) -> AsyncIterator[Poller]:
     """The real client, store and notifier, read through the fake clock."""
     async with app.open_watcher(settings) as real:
-        yield Watcher(
+        yield Poller(
             real.plan,
             source=real._source,
             store=real._store,
@@ -92,7 +92,7 @@ def flip(sim: Simulator) -> str:
     return state
 
 
-async def flap(watcher: Watcher, sim: Simulator, time: Time, polls: int) -> None:
+async def flap(watcher: Poller, sim: Simulator, time: Time, polls: int) -> None:
     """`polls` polls 30 s apart, the job in another state at each."""
     for _ in range(polls):
         flip(sim)

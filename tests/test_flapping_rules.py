@@ -30,7 +30,7 @@ from watcher.core.delivery import Channel, Event, Target
 from watcher.core.errors import ConfigError
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, JobSnapshot, Transition
-from watcher.stores.history import Entry
+from watcher.stores.history_table import Entry
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 DPO = JobRef(JobKind.DPO, "d")

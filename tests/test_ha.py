@@ -21,6 +21,7 @@ from fireworks_sim import Simulator
 from tests.netcut import Relay
 from tests.servers import JsonReceiver
 from tests.test_daemon import DEADLINE, Daemon, wait_until
+from watcher.stores.pg.migrations import SCHEMA_VERSION
 
 POLL = 0.5
 
@@ -218,8 +219,8 @@ def test_migrate_then_run_without_migrating(
     assert refused.stderr.count("\n") == 1
     assert "run `fireworks-watcher migrate`" in refused.stderr
     assert first.returncode == 0
-    assert first.stdout.endswith(": schema 1 (was 0)\n")
-    assert again.stdout.endswith(": schema 1, up to date\n")
+    assert first.stdout.endswith(f": schema {SCHEMA_VERSION} (was 0)\n")
+    assert again.stdout.endswith(f": schema {SCHEMA_VERSION}, up to date\n")
     password = urlsplit(state_url).password or ""
     assert password not in first.stdout + refused.stderr
     assert "Traceback" not in refused.stderr

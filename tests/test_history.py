@@ -16,7 +16,8 @@ from tests.servers import JsonReceiver
 from watcher.cli import main
 from watcher.cli.history import job_matcher
 from watcher.core.delivery import Event, OutboxEntry
-from watcher.stores.outbox import SILENCED
+from watcher.core.write import Write
+from watcher.stores.outbox_table import SILENCED
 from watcher.stores.sqlite import StateStore
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -59,7 +60,9 @@ def path(tmp_path: Path) -> Path:
     old = event("dpo/other", "PENDING", "RUNNING", NOW - timedelta(days=3))
     with StateStore.open(db) as store:
         store.record(
-            [], [entry(failed), entry(failed, "oncall"), entry(stalled)], now=NOW, events=[old]
+            Write(
+                [], [entry(failed), entry(failed, "oncall"), entry(stalled)], now=NOW, events=[old]
+            )
         )
         store.mark_delivered(1, now=NOW - timedelta(hours=2))
     set_status(db, SILENCED, 2, silence_id=4)
@@ -143,7 +146,7 @@ def test_prune_history(tmp_path: Path, status: str, age_days: int, kept: bool) -
     e = event("dpo/x", "RUNNING", "FAILED", at)
     lone = event("dpo/x", "PENDING", "RUNNING", NOW - timedelta(days=age_days + 1))
     with StateStore.open(tmp_path / "state.db") as store:
-        store.record([], [entry(e)], now=at, events=[lone])
+        store.record(Write([], [entry(e)], now=at, events=[lone]))
         if status == "delivered":
             store.mark_delivered(1, now=at)
         elif status == "dead":

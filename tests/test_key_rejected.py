@@ -27,7 +27,7 @@ from tests.conftest import ACCOUNT
 from tests.servers import JsonReceiver, ServedApp
 from tests.test_daemon import Daemon, wait_cycles
 from watcher import app, config
-from watcher.runtime.poller import Watcher
+from watcher.runtime.poller import Poller
 
 #: The key the watcher presents; the simulator accepts `KEY` until a test accepts this one.
 WRONG = "fw_wrong-key-5a1e7c9d3b"
@@ -114,12 +114,12 @@ def settings_for(
 
 
 @asynccontextmanager
-async def started(settings: config.Settings) -> AsyncIterator[Watcher]:
+async def started(settings: config.Settings) -> AsyncIterator[Poller]:
     async with app.open_watcher(settings) as watcher:
         yield watcher
 
 
-async def cycles(watcher: Watcher, count: int) -> None:
+async def cycles(watcher: Poller, count: int) -> None:
     """`count` poll cycles, every job due, each with its dispatch waited for."""
     for _ in range(count):
         await watcher.run_once(force=True)

@@ -18,7 +18,7 @@ from fireworks_sim import Simulator
 from tests.conftest import ACCOUNT, KEY
 from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
-from watcher.runtime.poller import Watcher
+from watcher.runtime.poller import Poller
 
 
 def settings_for(
@@ -62,14 +62,14 @@ def settings(
 
 
 @pytest.fixture
-async def watcher(settings: config.Settings) -> AsyncIterator[Watcher]:
+async def watcher(settings: config.Settings) -> AsyncIterator[Poller]:
     """A watcher on the real client, store and notifier."""
     async with app.open_watcher(settings) as w:
         yield w
 
 
 async def test_first_sight_is_a_silent_baseline(
-    watcher: Watcher, receiver: JsonReceiver, state_path: Path
+    watcher: Poller, receiver: JsonReceiver, state_path: Path
 ) -> None:
     """The first cycle records every job and sends nothing."""
     report = await watcher.run_once(force=True)
@@ -80,7 +80,7 @@ async def test_first_sight_is_a_silent_baseline(
 
 
 async def test_transitions_are_announced_with_their_reason(
-    watcher: Watcher, sim: Simulator, receiver: JsonReceiver
+    watcher: Poller, sim: Simulator, receiver: JsonReceiver
 ) -> None:
     """RUNNING→COMPLETED, PENDING→RUNNING and RUNNING→FAILED each reach the channel once."""
     await watcher.run_once(force=True)
@@ -126,7 +126,7 @@ async def test_restart_reports_what_changed_while_down_and_repeats_nothing(
 
 
 async def test_failed_channel_gets_the_message_once_it_recovers(
-    watcher: Watcher, sim: Simulator, receiver: JsonReceiver
+    watcher: Poller, sim: Simulator, receiver: JsonReceiver
 ) -> None:
     """A 503 keeps the message in the outbox; it is retried alone until the receiver accepts it."""
     await watcher.run_once(force=True)
@@ -172,7 +172,7 @@ async def test_only_the_failed_url_is_retried(
 
 
 async def test_vanished_job_is_reported_once(
-    watcher: Watcher, sim: Simulator, receiver: JsonReceiver
+    watcher: Poller, sim: Simulator, receiver: JsonReceiver
 ) -> None:
     """A job whose GET answers 404 becomes NOT_FOUND, announced once with its known name."""
     await watcher.run_once(force=True)
@@ -187,7 +187,7 @@ async def test_vanished_job_is_reported_once(
 
 
 async def test_resumed_job_is_a_transition(
-    watcher: Watcher, sim: Simulator, receiver: JsonReceiver
+    watcher: Poller, sim: Simulator, receiver: JsonReceiver
 ) -> None:
     """An outcome is not final: FAILED→RUNNING after a resume is announced like any move."""
     sim.set_state("job-a", "FAILED")
@@ -201,7 +201,7 @@ async def test_resumed_job_is_a_transition(
 
 
 async def test_status_change_within_a_state_is_a_transition(
-    watcher: Watcher, sim: Simulator, receiver: JsonReceiver
+    watcher: Poller, sim: Simulator, receiver: JsonReceiver
 ) -> None:
     """A new status message while RUNNING is announced with the message."""
     await watcher.run_once(force=True)
@@ -250,7 +250,7 @@ async def test_settled_jobs_are_polled_slowly_but_still_polled(
     settings = settings_for(server, state_path, ["job-a"], [])
     now = [datetime(2026, 11, 27, 12, 0, tzinfo=UTC)]
     async with app.open_watcher(settings) as real:
-        watcher = Watcher(
+        watcher = Poller(
             real.plan,
             source=real._source,
             store=real._store,
@@ -473,7 +473,7 @@ async def test_delivered_rows_are_pruned_after_history_days(
     )
     now = [datetime.now(UTC)]
     async with app.open_watcher(settings) as real:
-        watcher = Watcher(
+        watcher = Poller(
             real.plan,
             source=real._source,
             store=real._store,

@@ -23,8 +23,8 @@ from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.core import decide
 from watcher.core.errors import ConfigError, PayloadError
-from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState
-from watcher.runtime.poller import Watcher
+from watcher.core.model import JobKind, JobRef, JobSnapshot
+from watcher.runtime.poller import Poller
 from watcher.sources.fireworks import FireworksClient
 from watcher.sources.pages import MAX_PAGES, plausible_pages, stop_paging
 
@@ -68,7 +68,7 @@ def test_plausible_pages(total: int | None, size: int, expected: int | None) -> 
 
 
 def snap(job_id: str) -> JobSnapshot:
-    return JobSnapshot(JobRef(JobKind.SFT, job_id), ACCOUNT, JobState.RUNNING)
+    return JobSnapshot(JobRef(JobKind.SFT, job_id), ACCOUNT, "RUNNING")
 
 
 @pytest.mark.parametrize(
@@ -290,7 +290,7 @@ def test_the_bounds_have_generous_defaults() -> None:
     assert (32 * 1024 * 1024, 1000) == (defaults.max_answer_bytes, defaults.max_new_per_cycle)
 
 
-async def cycle_reports(watcher: Watcher, count: int) -> list[Any]:
+async def cycle_reports(watcher: Poller, count: int) -> list[Any]:
     return [await watcher.run_once(force=True) for _ in range(count)]
 
 

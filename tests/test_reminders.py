@@ -12,7 +12,7 @@ from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.progress import crossed, eta_seconds, milestones
 from watcher.core.reminders import Remindable, plan_reminders, remindables
-from watcher.core.transitions import ChannelRules
+from watcher.core.rules import Rule
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -21,13 +21,13 @@ QUIET = Channel("quiet", (Target("q", "json://q"),))
 DONE_ONLY = Channel(
     "done",
     (Target("d", "json://d"),),
-    rules=ChannelRules(to_states=frozenset({"COMPLETED"})),
+    rule=Rule(states=("COMPLETED",)),
     policy=ChannelPolicy(repeat_interval=3600),
 )
 PROD = Channel(
     "prod",
     (Target("p", "json://p"),),
-    rules=ChannelRules(job_globs=("prod-*",)),
+    rule=Rule(jobs=("prod-*",)),
     policy=ChannelPolicy(repeat_interval=3600),
 )
 

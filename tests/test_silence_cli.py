@@ -87,6 +87,7 @@ def test_list_json_has_iso_timestamps(config: Path, capsys: pytest.CaptureFixtur
         "id": 1,
         "job": "sft-*",
         "kind": "sft",
+        "owner": "",
         "state": "",
         "channel": "oncall",
         "comment": "known",

@@ -15,7 +15,8 @@ from watcher.core.conditions import Condition, ConditionName, Since
 from watcher.core.delivery import Event, OutboxEntry
 from watcher.core.model import JobKind, JobRef, JobSnapshot
 from watcher.core.silences import Silence
-from watcher.stores.outbox import SILENCED
+from watcher.core.write import Write
+from watcher.stores.outbox_table import SILENCED
 from watcher.stores.sqlite import StateStore
 
 URL = "json://bot:****@127.0.0.1:9/hook"
@@ -42,15 +43,17 @@ def config(tmp_path: Path, now: datetime) -> Path:
     ]
     with StateStore.open(path) as store:
         store.record(
-            [sft, dpo],
-            rows,
-            now=now - timedelta(minutes=1),
-            since={sft.ref.key: Since(hours_ago, hours_ago, entered=True)},
-            opened=[
-                Condition("sft/my-sft", ConditionName.STALLED, hours_ago, "no progress for 3h"),
-                Condition("api", ConditionName.API_DOWN, now, "connection refused"),
-                Condition("list:rft", ConditionName.UNREADABLE, now, "HTTP 400: bad filter"),
-            ],
+            Write(
+                [sft, dpo],
+                rows,
+                now=now - timedelta(minutes=1),
+                since={sft.ref.key: Since(hours_ago, hours_ago, entered=True)},
+                opened=[
+                    Condition("sft/my-sft", ConditionName.STALLED, hours_ago, "no progress for 3h"),
+                    Condition("api", ConditionName.API_DOWN, now, "connection refused"),
+                    Condition("list:rft", ConditionName.UNREADABLE, now, "HTTP 400: bad filter"),
+                ],
+            )
         )
         store.add_silence(
             Silence(0, "my-*", state="FAILED", channel="oncall", comment="known", ends_at=now
@@ -147,17 +150,19 @@ def key_rejected_state(tmp_path: Path, now: datetime, *, leased: bool = True) ->
     job = JobSnapshot(JobRef(JobKind.DPO, "my-dpo"), "acme", "RUNNING")
     with StateStore.open(path) as store:
         store.record(
-            [job],
-            [],
-            now=now - timedelta(minutes=1),
-            opened=[
-                Condition(
-                    "account:acme",
-                    ConditionName.KEY_REJECTED,
-                    now - timedelta(minutes=10),
-                    "GET /v1/accounts/acme/dpoJobs/my-dpo: HTTP 401 UNAUTHENTICATED",
-                )
-            ],
+            Write(
+                [job],
+                [],
+                now=now - timedelta(minutes=1),
+                opened=[
+                    Condition(
+                        "account:acme",
+                        ConditionName.KEY_REJECTED,
+                        now - timedelta(minutes=10),
+                        "GET /v1/accounts/acme/dpoJobs/my-dpo: HTTP 401 UNAUTHENTICATED",
+                    )
+                ],
+            )
         )
         if leased:
             store.acquire_lease("poller", "host-1", ttl=timedelta(hours=1))
@@ -202,7 +207,7 @@ def test_the_daemon_line_says_its_last_poll_and_readiness_and_no_lease_without_s
     nobody holding the lease is not. One SQLite file has one daemon: no lease lines."""
     with StateStore.open(tmp_path / "state.db") as store:
         job = JobSnapshot(JobRef(JobKind.DPO, "my-dpo"), "acme", "RUNNING")
-        store.record([job], [], now=now - timedelta(minutes=1))
+        store.record(Write([job], [], now=now - timedelta(minutes=1)))
         store.acquire_lease("poller", "host-1", ttl=timedelta(hours=1))
     config = tmp_path / "watcher.toml"
     config.write_text(f'[watcher]\nstate_path = "{tmp_path / "state.db"}"\n')

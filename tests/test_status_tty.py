@@ -14,6 +14,7 @@ from pathlib import Path
 
 from watcher.core.conditions import Condition, ConditionName, Since
 from watcher.core.model import JobKind, JobRef, JobSnapshot
+from watcher.core.write import Write
 from watcher.stores.sqlite import StateStore
 
 
@@ -42,18 +43,20 @@ def test_status_on_a_terminal_is_a_coloured_table(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     with StateStore.open(db) as store:
         store.record(
-            [
-                JobSnapshot(ref=JobRef(JobKind.DPO, "good"), state="COMPLETED", account_id="a"),
-                JobSnapshot(
-                    ref=JobRef(JobKind.DPO, "bad"),
-                    state="FAILED",
-                    account_id="a",
-                    status_code="INTERNAL",
-                    status_message="[bold red]not styled[/] **nor bold**",
-                ),
-            ],
-            [],
-            now=now,
+            Write(
+                [
+                    JobSnapshot(ref=JobRef(JobKind.DPO, "good"), state="COMPLETED", account_id="a"),
+                    JobSnapshot(
+                        ref=JobRef(JobKind.DPO, "bad"),
+                        state="FAILED",
+                        account_id="a",
+                        status_code="INTERNAL",
+                        status_message="[bold red]not styled[/] **nor bold**",
+                    ),
+                ],
+                [],
+                now=now,
+            )
         )
     config = tmp_path / "watcher.toml"
     config.write_text(f'[watcher]\nstate_path = "{db}"\n')
@@ -86,11 +89,13 @@ def test_status_on_a_terminal_shows_progress_last_poll_readiness_and_no_lease(
     )
     with StateStore.open(db) as store:
         store.record(
-            [sft],
-            [],
-            now=now,
-            since={sft.ref.key: Since(hour_ago, hour_ago, entered=True)},
-            opened=[Condition("account:acme", ConditionName.KEY_REJECTED, now, "HTTP 401")],
+            Write(
+                [sft],
+                [],
+                now=now,
+                since={sft.ref.key: Since(hour_ago, hour_ago, entered=True)},
+                opened=[Condition("account:acme", ConditionName.KEY_REJECTED, now, "HTTP 401")],
+            )
         )
         store.acquire_lease("poller", "host-1", ttl=timedelta(hours=1))
     config = tmp_path / "watcher.toml"

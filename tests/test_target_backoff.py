@@ -26,7 +26,7 @@ from tests.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef
-from watcher.runtime.poller import Watcher
+from watcher.runtime.poller import Poller
 
 #: The pace of both channels in the outage scenarios: 500 messages go in about 5 s.
 FAST = 100
@@ -87,7 +87,7 @@ class Outage:
 
 
 async def outage(
-    watcher: Watcher,
+    watcher: Poller,
     sim: Simulator,
     down: JsonReceiver,
     healthy: JsonReceiver,

@@ -6,10 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
+from watcher.core.decide import outbox_entries, transition_event
+from watcher.core.delivery import Channel, ChannelPolicy, Target
 from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
-from watcher.core.transitions import ChannelRules, diff, merge, wants
+from watcher.core.rules import Rule
+from watcher.core.transitions import diff, merge
 
 AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+_T = (Target("k", "json://x"),)
 REF = JobRef(JobKind.DPO, "my-job")
 
 
@@ -113,78 +117,78 @@ def transition(
 
 
 @pytest.mark.parametrize(
-    ("rules", "moved", "expected"),
+    ("channel", "moved", "expected"),
     [
-        pytest.param(ChannelRules(), transition("RUNNING", "FAILED"), True, id="default all"),
-        pytest.param(ChannelRules(), transition(None, "RUNNING"), False, id="baseline silent"),
+        pytest.param(Channel("c", _T), transition("RUNNING", "FAILED"), True, id="default all"),
+        pytest.param(Channel("c", _T), transition(None, "RUNNING"), False, id="baseline silent"),
         pytest.param(
-            ChannelRules(notify_initial=True),
+            Channel("c", _T, policy=ChannelPolicy(notify_initial=True)),
             transition(None, "RUNNING"),
             True,
             id="notify_initial",
         ),
         pytest.param(
-            ChannelRules(notify_new=True),
+            Channel("c", _T, policy=ChannelPolicy(notify_new=True)),
             transition(None, "PENDING", new_job=True),
             True,
             id="notify_new hears a new job",
         ),
         pytest.param(
-            ChannelRules(notify_new=True),
+            Channel("c", _T, policy=ChannelPolicy(notify_new=True)),
             transition(None, "RUNNING"),
             False,
             id="notify_new ignores the baseline",
         ),
         pytest.param(
-            ChannelRules(),
+            Channel("c", _T),
             transition(None, "PENDING", new_job=True),
             False,
             id="new jobs silent by default",
         ),
         pytest.param(
-            ChannelRules(to_states=frozenset({"COMPLETED", "FAILED"})),
+            Channel("c", _T, Rule(states=("COMPLETED", "FAILED"))),
             transition("RUNNING", "FAILED"),
             True,
             id="to_states hit",
         ),
         pytest.param(
-            ChannelRules(to_states=frozenset({"COMPLETED", "FAILED"})),
+            Channel("c", _T, Rule(states=("COMPLETED", "FAILED"))),
             transition("PENDING", "RUNNING"),
             False,
             id="to_states miss",
         ),
         pytest.param(
-            ChannelRules(job_globs=("prod-*",)),
+            Channel("c", _T, Rule(jobs=("prod-*",))),
             transition("RUNNING", "FAILED", job_id="prod-7"),
             True,
             id="glob on id",
         ),
         pytest.param(
-            ChannelRules(job_globs=("prod-*",)),
+            Channel("c", _T, Rule(jobs=("prod-*",))),
             transition("RUNNING", "FAILED", job_id="x1", name="prod-big"),
             True,
             id="glob on display name",
         ),
         pytest.param(
-            ChannelRules(job_globs=("prod-*",)),
+            Channel("c", _T, Rule(jobs=("prod-*",))),
             transition("RUNNING", "FAILED", job_id="dev-1", name="dev"),
             False,
             id="glob miss",
         ),
         pytest.param(
-            ChannelRules(job_globs=("Prod-*",)),
+            Channel("c", _T, Rule(jobs=("Prod-*",))),
             transition("RUNNING", "FAILED", job_id="prod-1"),
             False,
             id="glob is case-sensitive",
         ),
         pytest.param(
-            ChannelRules(to_states=frozenset({"FAILED"}), job_globs=("prod-*",)),
+            Channel("c", _T, Rule(jobs=("prod-*",), states=("FAILED",))),
             transition("RUNNING", "COMPLETED", job_id="prod-1"),
             False,
             id="both rules must hold",
         ),
     ],
 )
-def test_channel_rules(rules: ChannelRules, moved: Transition, expected: bool) -> None:
+def test_channel_rules(channel: Channel, moved: Transition, expected: bool) -> None:
     """A channel hears a transition only when every one of its rules holds."""
-    assert expected == wants(rules, moved)
+    assert expected == bool(outbox_entries([channel], moved, transition_event(moved)))

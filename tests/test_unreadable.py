@@ -95,16 +95,12 @@ def test_stale_targets_are_forgotten() -> None:
 def test_which_targets_are_still_watched(target: str, watched: bool) -> None:
     """After a reload, a target is still watched when the new plan still polls it."""
 
-    async def record(*_: object) -> None:
-        return None
-
     fetcher = Fetcher(
         source=None,  # type: ignore[arg-type]  # never called here
         schedule=PollSchedule(1.0, 10.0),
         observer=NullObserver(),
         unreadable=UnreadableLedger(),
         last=dict,
-        record=record,
         budget=None,
     )
     fetcher.index(WatchPlan(refs=(JobRef(JobKind.DPO, "a"),), channels=(), discover=(JobKind.SFT,)))

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from watcher import app, config
 from watcher.core.errors import ConfigError
 from watcher.core.timeline import Timeline
-from watcher.runtime.clocks import utcnow
+from watcher.runtime.host_clocks import utcnow
 from watcher.views import link, page_path
 from watcher.web.auth import COOKIE, LOCKED_REASON, SESSION_SECONDS, Access, Verdict, is_loopback
 from watcher.web.health import Health

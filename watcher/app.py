@@ -1,4 +1,4 @@
-"""Composition: build the concrete adapters from settings and wire them into a Watcher.
+"""Composition: build the concrete adapters from settings and wire them into a Poller.
 
 Used by the command line and the demo; the only module (with them) that knows every adapter.
 """
@@ -29,14 +29,14 @@ from watcher.core.delivery import Channel, ChannelPolicy, RetryPolicy
 from watcher.core.errors import WatcherError
 from watcher.core.lease import lease_ttl
 from watcher.core.model import Transition
+from watcher.core.rules import channel_rule
 from watcher.core.text import userinfo
-from watcher.core.transitions import ChannelRules
 from watcher.core.urls import host_port
 from watcher.notify.apprise_sender import AppriseNotifier, register_console_scheme
-from watcher.runtime.clocks import monotonic, utcnow
+from watcher.runtime.host_clocks import monotonic, utcnow
 from watcher.runtime.leadership import Leadership, replica_name
 from watcher.runtime.plan import WatchPlan
-from watcher.runtime.poller import Watcher
+from watcher.runtime.poller import Poller
 from watcher.runtime.sdnotify import SystemdNotifier
 from watcher.sources.fireworks import FireworksClient
 from watcher.views import StoreStatus
@@ -68,12 +68,7 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
         Channel(
             name=c.name,
             targets=tuple(notifier.target(u.get_secret_value()) for u in c.urls),
-            rules=ChannelRules(
-                to_states=c.to_states,
-                job_globs=c.jobs,
-                notify_initial=c.notify_initial,
-                notify_new=c.notify_new,
-            ),
+            rule=channel_rule(c),
             title=c.title,
             body=c.body,
             policy=ChannelPolicy(
@@ -87,6 +82,8 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
                 digest_empty=c.digest_empty,
                 quiet_hours=c.quiet_hours,
                 progress_every=c.progress_every,
+                notify_initial=c.notify_initial,
+                notify_new=c.notify_new,
             ),
         )
         for c in settings.channels
@@ -177,6 +174,8 @@ async def fireworks_client(
             # httpx bounds each read; this bounds the whole answer, however it trickles in.
             deadline=settings.watcher.request_timeout,
             max_answer_bytes=settings.watcher.max_answer_bytes,
+            # Every answer in flight together: kinds are read side by side.
+            max_inflight_bytes=settings.watcher.max_inflight_bytes,
         )
 
 
@@ -184,7 +183,7 @@ async def fireworks_client(
 class Runtime:
     """A watcher with the adapters whose settings a reload changes in place."""
 
-    watcher: Watcher
+    watcher: Poller
     client: FireworksClient
     budget: RequestBudget
     leadership: Leadership
@@ -198,8 +197,8 @@ async def open_watcher(
     on_transition: Callable[[Transition], None] | None = None,
     notifier: AppriseNotifier | None = None,
     health: Health | None = None,
-) -> AsyncIterator[Watcher]:
-    """A Watcher on the real API client, state store and notifier; everything closed on exit."""
+) -> AsyncIterator[Poller]:
+    """A Poller on the real API client, state store and notifier; everything closed on exit."""
     async with open_runtime(
         settings, on_transition=on_transition, notifier=notifier, health=health
     ) as runtime:
@@ -233,7 +232,7 @@ async def open_runtime(
         open_state(settings.watcher, migrate=migrate, health=health) as store,
         exclusive_use(store),
     ):
-        watcher = Watcher(
+        watcher = Poller(
             plan,
             source=client,
             store=store,
@@ -404,7 +403,10 @@ def _reload(
             log.warning("config.reload_needs_restart", key=key)
     runtime.budget.set_rate(new.watcher.max_requests_per_minute)
     runtime.client.set_request_timeout(new.watcher.request_timeout)
-    runtime.client.max_answer_bytes = new.watcher.max_answer_bytes
+    runtime.client.set_answer_limits(
+        max_answer_bytes=new.watcher.max_answer_bytes,
+        max_inflight_bytes=new.watcher.max_inflight_bytes,
+    )
     runtime.watcher.reload(plan, notifier)
     health.set_poll_interval(
         new.watcher.poll_interval, terminal_poll_interval=new.watcher.terminal_poll_interval

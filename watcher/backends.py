@@ -14,9 +14,9 @@ from watcher import logs
 from watcher.config import WatcherSettings
 from watcher.core.lease import POLLER, lease_ttl
 from watcher.stores.aio import AsyncStore
-from watcher.stores.base import OnUnreadable
 from watcher.stores.lock import exclusive
 from watcher.stores.pg import url as pg_url
+from watcher.stores.tables import OnUnreadable
 from watcher.web.health import Health
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ import fireworks_sim as simulator
 from watcher import app, config, logs
 from watcher.core.clock import SteadyClock
 from watcher.core.model import JobKind, JobRef, is_settled
-from watcher.runtime.clocks import monotonic, utcnow
+from watcher.runtime.host_clocks import monotonic, utcnow
 from watcher.web.health import Health
 from watcher.web.serve import serve_health
 

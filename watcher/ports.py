@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict, Unpack
 
 from watcher.core.conditions import Condition, Since
-from watcher.core.delivery import Delivery, Event, Mark, OutboxEntry, SendResult
+from watcher.core.delivery import Delivery, Event, Mark, SendResult
 from watcher.core.kinds import JobKind
 from watcher.core.lease import Lease, Replica
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.silences import Silence
 from watcher.core.timeline import Timeline
+from watcher.core.write import Write
 
 
 class Page(Protocol):
@@ -46,25 +47,12 @@ class Source(Protocol):
 class StateRepo(Protocol):
     """The last seen snapshot of every resource, and small named flags.
 
-    `record` writes snapshots, events, outbox rows and flags in one transaction: the guarantee
+    `record` writes a `Write` (snapshots, events, outbox rows, flags...) in one transaction: the guarantee
     that a transition is never lost rests on it.
     """
 
     async def last_all(self) -> dict[str, JobSnapshot]: ...
-    async def record(
-        self,
-        snapshots: Sequence[JobSnapshot],
-        entries: Sequence[OutboxEntry],
-        *,
-        now: datetime,
-        flags: Mapping[str, str] | None = None,
-        events: Sequence[Event] = (),
-        since: Mapping[str, Since] | None = None,
-        polled: Sequence[str] = (),
-        opened: Sequence[Condition] = (),
-        resolved: Sequence[Condition] = (),
-        reminders: Mapping[tuple[str, str], datetime | None] | None = None,
-    ) -> None: ...
+    async def record(self, write: Write) -> None: ...
     def fence(self, epoch: int | None) -> None:
         """Carry `epoch` on every later write of a poll (`record`, `forget`, `prune_history`):
         each is refused (`core.errors.Fenced`) unless the poller lease still has that epoch.
@@ -84,18 +72,31 @@ class StateRepo(Protocol):
     ) -> list[Event]: ...
 
 
+class Claim(TypedDict):
+    """`Outbox.claim`'s keywords: the claim's holder and how long it lasts; targets to skip
+    (`busy`, none by default) and how many rows at most (`limit`, 100 by default)."""
+
+    holder: str
+    lease: timedelta
+    busy: NotRequired[Collection[str]]
+    limit: NotRequired[int]
+
+
+class TargetClaim(TypedDict):
+    """`Outbox.claim_target`'s keywords: the claim's holder and how long it lasts; how many
+    rows at most (`limit`, 200 by default), and whether rows of any job may join
+    (`whole_target`, False by default)."""
+
+    holder: str
+    lease: timedelta
+    limit: NotRequired[int]
+    whole_target: NotRequired[bool]
+
+
 class Outbox(Protocol):
     """Deliveries waiting to be sent, claimed with a lease by the one who sends them."""
 
-    async def claim(
-        self,
-        now: datetime,
-        *,
-        holder: str,
-        lease: timedelta,
-        busy: Collection[str] = (),
-        limit: int = 100,
-    ) -> list[Delivery]: ...
+    async def claim(self, now: datetime, **options: Unpack[Claim]) -> list[Delivery]: ...
     async def release_claims(self) -> int: ...
     async def release(self, delivery_ids: Sequence[int], *, claim: str) -> None: ...
     async def next_due_at(self) -> datetime | None: ...
@@ -111,14 +112,7 @@ class Outbox(Protocol):
     ) -> None: ...
     async def prune(self, *, delivered_before: datetime) -> int: ...
     async def claim_target(
-        self,
-        url_key: str,
-        now: datetime,
-        *,
-        holder: str,
-        lease: timedelta,
-        limit: int = 200,
-        whole_target: bool = False,
+        self, url_key: str, now: datetime, **options: Unpack[TargetClaim]
     ) -> list[Delivery]: ...
     async def settle_many(self, delivery_ids: Sequence[int], mark: Mark, claim: str) -> None: ...
     async def hold(
@@ -171,12 +165,6 @@ class Budget(Protocol):
     def per_minute(self) -> float: ...
     def available(self) -> int: ...
     def seconds_until_available(self) -> float: ...
-
-
-class Clock(Protocol):
-    """The wall clock, timezone-aware (injected so tests can move time)."""
-
-    def __call__(self) -> datetime: ...
 
 
 class Report(Protocol):

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from watcher.core.delivery import Delivery, Event
     from watcher.core.lease import Lease, Replica
     from watcher.core.silences import Silence
-    from watcher.stores.history import Entry, Silenced
+    from watcher.stores.history_table import Entry, Silenced
 
 #: Replicas whose heartbeat is older than this are not listed (a lease check is every few s).
 REPLICAS_SEEN: Final = timedelta(minutes=5)
@@ -215,6 +215,7 @@ def silence_doc(s: Silence) -> Doc:
         "id": s.id,
         "job": s.job,
         "kind": s.kind,
+        "owner": s.owner,
         "state": s.state,
         "channel": s.channel,
         "comment": s.comment,

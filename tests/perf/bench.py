@@ -65,7 +65,7 @@ from tests.servers import JsonReceiver
 from watcher import config, logs
 from watcher.app import open_watcher
 from watcher.core.kinds import SETTLED, JobKind
-from watcher.core.model import JobState, short_state
+from watcher.core.model import short_state
 from watcher.web.health import Health
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1101,7 +1101,7 @@ class Bench:
                     # Sleeping to a random moment is the point here: changes land anywhere
                     # within the poll intervals.
                     time.sleep(max(0.0, origin + offset - time.monotonic()))
-                    new = "COMPLETED" if short_state(states[job]) == JobState.RUNNING else "RUNNING"
+                    new = "COMPLETED" if short_state(states[job]) == "RUNNING" else "RUNNING"
                     token = f"{mode}-{sim.n}-{len(made)}-{self.rng.getrandbits(32):08x}"
                     made[token] = time.monotonic()
                     sim.set_state(job, new, token)

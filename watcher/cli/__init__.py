@@ -202,7 +202,8 @@ def _silence_commands(silence: argparse.ArgumentParser) -> None:
 
     add = action("add", _cmd_silence_add, "add a silence; prints its id and when it ends")
     add.add_argument("--job", required=True, metavar="GLOB", help="glob on job id or display name")
-    add.add_argument("--kind", metavar="KIND", help="only this kind (dpo, sft, ...)")
+    add.add_argument("--kind", metavar="GLOB", help="only these kinds (dpo, sft, dpo*, ...)")
+    add.add_argument("--owner", metavar="GLOB", help="only jobs their creator matches (alice@*)")
     add.add_argument("--state", metavar="STATE", help="only messages about this state (FAILED)")
     add.add_argument("--channel", metavar="NAME", help="only this channel")
     add.add_argument(

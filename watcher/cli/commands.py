@@ -149,7 +149,7 @@ def _probe(settings: Settings, plan: WatchPlan) -> int:
     from watcher import app
     from watcher.core.budget import RequestBudget
     from watcher.core.errors import ApiError
-    from watcher.core.model import JobState
+    from watcher.core.kinds import NOT_FOUND
 
     async def probe() -> int:
         problems = 0
@@ -167,7 +167,7 @@ def _probe(settings: Settings, plan: WatchPlan) -> int:
                 for ref in plan.refs:
                     snapshot = await client.get_job(ref)
                     sys.stdout.write(f"  probe {ref.key}: {for_terminal(snapshot.state, 200)}\n")
-                    if snapshot.state == JobState.NOT_FOUND:
+                    if snapshot.state == NOT_FOUND:
                         problems += 1
             except ApiError as exc:
                 _error(f"probe failed: {exc}")

@@ -14,7 +14,7 @@ from watcher.core.errors import ConfigError, WatcherError
 if TYPE_CHECKING:
     from watcher.backends import StateDb
     from watcher.config import Settings, WatcherSettings
-    from watcher.stores.base import OnUnreadable
+    from watcher.stores.tables import OnUnreadable
 
 T = TypeVar("T")
 

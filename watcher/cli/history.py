@@ -25,7 +25,7 @@ from watcher.core.text import for_terminal, mask_url, one_line
 
 if TYPE_CHECKING:
     from watcher.backends import StateDb
-    from watcher.stores.history import Entry, Trace
+    from watcher.stores.history_table import Entry, Trace
 
 #: The event fields `history` shows (the rest of an event's fields stay in the store).
 SHOWN_FIELDS: Final = (
@@ -108,7 +108,7 @@ def line(entry: Entry) -> str:
         what = f"silence {fields.get('silence_id', '?')} {event.new_state.lower()}: job=" + (
             fields.get("job", "")
         )
-        for name in ("kind", "state", "channel"):
+        for name in ("kind", "owner", "state", "channel"):
             if fields.get(name):
                 what += f" {name}={fields[name]}"
         if fields.get("ends_at") and event.new_state == "ADDED":
@@ -171,7 +171,7 @@ async def _read(store: StateDb, since: datetime, pattern: str) -> tuple[list[Ent
 
 def _cmd_history(args: argparse.Namespace) -> int:
     from watcher import config
-    from watcher.stores.history import MAX_HISTORY
+    from watcher.stores.history_table import MAX_HISTORY
 
     try:
         seconds = parse_duration(args.since)

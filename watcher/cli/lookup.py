@@ -95,5 +95,6 @@ async def ask_other_kinds(settings: Settings, ref: JobRef, budget: RequestBudget
             budget=budget,
             deadline=timeout,
             max_answer_bytes=settings.watcher.max_answer_bytes,
+            max_inflight_bytes=settings.watcher.max_inflight_bytes,
         )
         return await look_elsewhere(ref, client.get_job)

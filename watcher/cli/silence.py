@@ -12,9 +12,11 @@ import json
 import os
 import sys
 from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Final
 
 from watcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, _error, has_state, with_state
+from watcher.core.clock import utcnow as _now
 from watcher.core.durations import parse_duration
 from watcher.core.kinds import ALL_STATES, JobKind, short_state
 from watcher.core.messages import format_duration, iso_time
@@ -41,10 +43,6 @@ def _state(args: argparse.Namespace) -> WatcherSettings:
     return config.load_watcher(args.config, os.environ)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _stamp(value: datetime | None) -> str:
     return "" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
 
@@ -69,8 +67,9 @@ def _silence(args: argparse.Namespace, now: datetime) -> Silence:
         raise _Usage(f"--for: {exc}") from None
     if seconds <= 0 or seconds > MAX_SILENCE.total_seconds():
         raise _Usage(f"--for: must be more than 0 and at most {MAX_SILENCE.days} days")
-    kind = args.kind.strip().lower() if args.kind else ""
-    if kind and kind not in _KINDS:
+    # A kind glob, spelled as `[[channel]] kinds` are; one that matches no kind is a typo.
+    kind = args.kind.strip().lower().replace("_", "-") if args.kind else ""
+    if kind and not any(fnmatchcase(known, kind) for known in _KINDS):
         raise _Usage(f"--kind: unknown kind {for_terminal(args.kind, 40)!r} ({', '.join(_KINDS)})")
     state = short_state(args.state) if args.state and args.state.strip() else ""
     if args.state is not None and state not in ALL_STATES:
@@ -87,6 +86,7 @@ def _silence(args: argparse.Namespace, now: datetime) -> Silence:
         comment=_checked_text("--comment", args.comment, MAX_COMMENT),
         created_at=now,
         ends_at=now + timedelta(seconds=seconds),
+        owner=_checked_text("--owner", args.owner or "", MAX_GLOB, empty=True),
     )
 
 
@@ -104,9 +104,9 @@ def _check_channel(args: argparse.Namespace, channel: str) -> None:
 
 
 def matcher(silence: Silence) -> str:
-    """`job=prod-* state=FAILED`: what a silence matches."""
-    parts = [("job", silence.job), ("kind", silence.kind), ("state", silence.state)]
-    parts.append(("channel", silence.channel))
+    """`job=prod-* owner=alice@* state=FAILED`: what a silence matches."""
+    parts = [("job", silence.job), ("kind", silence.kind), ("owner", silence.owner)]
+    parts += [("state", silence.state), ("channel", silence.channel)]
     return " ".join(f"{name}={for_terminal(value, MAX_GLOB)}" for name, value in parts if value)
 
 
@@ -149,6 +149,7 @@ def _document(silence: Silence, now: datetime) -> dict[str, object]:
         "id": silence.id,
         "job": silence.job,
         "kind": silence.kind,
+        "owner": silence.owner,
         "state": silence.state,
         "channel": silence.channel,
         "comment": silence.comment,

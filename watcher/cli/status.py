@@ -110,7 +110,7 @@ def readiness(state: Overview, now: datetime, settings: WatcherSettings) -> list
     the poller lease, no job polled lately, the API key rejected or the API unreachable. A
     job's poll time is rewritten at most every `POLLED_EVERY` while nothing else changes, so
     that much is allowed beyond the window `/readyz` uses."""
-    from watcher.runtime.alerts import POLLED_EVERY
+    from watcher.runtime.alert_memory import POLLED_EVERY
     from watcher.web.health import fresh_window
 
     reasons: list[str] = []

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from watcher.config import Settings
     from watcher.core.model import JobRef, JobSnapshot, Transition
     from watcher.runtime.plan import CycleReport
-    from watcher.runtime.poller import Watcher
+    from watcher.runtime.poller import Poller
 
 from watcher.cli.common import EXIT_TIMEOUT, _error, _note, _run_async, duration_flag
 
@@ -230,7 +230,7 @@ def transition_line(transition: Transition) -> str:
 
 
 async def _follow(
-    watcher: Watcher,
+    watcher: Poller,
     ref: JobRef,
     *,
     account: str,

@@ -42,6 +42,7 @@ from watcher.config.schema import (
     CREDENTIALS_DIRECTORY_ENV,
     DEFAULT_CONFIG_NAMES,
     HEALTH_LISTEN_ENV,
+    MAX_INFLIGHT_BYTES_ENV,
     STATE_DIRECTORY_ENV,
     STATE_URL_ENV,
     WEB_TOKEN_ENV,
@@ -310,7 +311,8 @@ def _watcher_table(table: Any, env: Mapping[str, str], origins: _Origins) -> Any
     `state_path` from systemd's `$STATE_DIRECTORY`; `state_url` from
     `$FIREWORKS_WATCHER_STATE_URL`; `health_listen` from
     `$FIREWORKS_WATCHER_HEALTH_LISTEN` (the container image listens on every interface);
-    `web_token` from `$FIREWORKS_WATCHER_WEB_TOKEN`.
+    `web_token` from `$FIREWORKS_WATCHER_WEB_TOKEN`; `max_inflight_bytes` from
+    `$FIREWORKS_WATCHER_MAX_INFLIGHT_BYTES`.
     """
     if not isinstance(table, Mapping):
         return table
@@ -328,6 +330,11 @@ def _watcher_table(table: Any, env: Mapping[str, str], origins: _Origins) -> Any
     if "web_token" not in out and env.get(WEB_TOKEN_ENV, ""):
         origins.env_default["watcher.web_token"] = WEB_TOKEN_ENV
         out["web_token"] = env[WEB_TOKEN_ENV]
+    inflight = env.get(MAX_INFLIGHT_BYTES_ENV, "").strip()
+    if "max_inflight_bytes" not in out and inflight:
+        # Set beside the container's memory limit; a number, else the key's own error.
+        origins.env_default["watcher.max_inflight_bytes"] = MAX_INFLIGHT_BYTES_ENV
+        out["max_inflight_bytes"] = int(inflight) if inflight.isdigit() else inflight
     return out
 
 

@@ -1,10 +1,13 @@
-"""The validators of the alerting keys: durations, digest times, time zones, quiet hours."""
+"""The validators of the alerting keys: durations, digest times, time zones, quiet hours,
+a channel's kind globs."""
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from watcher.core.durations import DURATION_RULE, parse_clock, parse_duration, parse_hours
+from watcher.core.kinds import JobKind
 
 
 def _duration(value: object) -> object:
@@ -49,3 +52,13 @@ def _quiet_hours(value: object) -> object:
         msg = 'must be a range of hours like "22:00-07:00"'
         raise ValueError(msg)  # noqa: TRY004 (pydantic reports ValueError, not TypeError)
     return parse_hours(value)
+
+
+def _kind_glob(value: str) -> str:
+    # Kind names are lower case with "-" (`batch-inference`), as `[[watch]] kind` forgives; a
+    # glob that matches no kind is a typo, not a channel that should hear nothing.
+    glob = value.strip().lower().replace("_", "-")
+    if not glob or not any(fnmatchcase(kind, glob) for kind in JobKind):
+        msg = f"matches no job kind ({', '.join(JobKind)})"
+        raise ValueError(msg)
+    return glob

@@ -23,7 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from watcher.config.alerting import _digest, _duration, _group_by, _quiet_hours, _time_zone
+from watcher.config.alerting import (
+    _digest,
+    _duration,
+    _group_by,
+    _kind_glob,
+    _quiet_hours,
+    _time_zone,
+)
 from watcher.config.network import IN_CLEAR, in_clear_beyond_loopback
 from watcher.config.templates import template
 from watcher.core.errors import ConfigError
@@ -46,6 +53,7 @@ STATE_DIRECTORY_ENV: Final = "STATE_DIRECTORY"  # set by systemd's StateDirector
 STATE_URL_ENV: Final = "FIREWORKS_WATCHER_STATE_URL"  # postgresql://... for several replicas
 HEALTH_LISTEN_ENV: Final = "FIREWORKS_WATCHER_HEALTH_LISTEN"  # e.g. 0.0.0.0:9464 in the image
 WEB_TOKEN_ENV: Final = "FIREWORKS_WATCHER_WEB_TOKEN"  # the status page's token beyond loopback
+MAX_INFLIGHT_BYTES_ENV: Final = "FIREWORKS_WATCHER_MAX_INFLIGHT_BYTES"  # beside a memory limit
 CREDENTIALS_DIRECTORY_ENV: Final = "CREDENTIALS_DIRECTORY"  # set by systemd's LoadCredential=
 #: The credential name the systemd unit loads the API key under.
 API_KEY_CREDENTIAL: Final = "fireworks_api_key"
@@ -255,6 +263,9 @@ class WatcherSettings(_Frozen):
     # The decoded size of one API answer (a LIST page or a job), counted as it streams in:
     # 200 jobs take well under 1 MiB; the container's memory limit is 256 MiB.
     max_answer_bytes: Annotated[int, Field(strict=True, ge=64 * 1024, le=512 * _MIB)] = 32 * _MIB
+    # The decoded bytes of every answer in flight together, from the first byte read until
+    # parsed: kinds are read side by side. An answer that would pass it waits its turn.
+    max_inflight_bytes: Annotated[int, Field(strict=True, ge=64 * 1024, le=2048 * _MIB)] = 64 * _MIB
     # Jobs never seen before that one discovered kind's listing records per cycle (ten times
     # as many for its first listing); the rest are recorded on later cycles.
     max_new_per_cycle: Annotated[int, Field(strict=True, ge=1, le=100_000)] = 1000
@@ -282,6 +293,10 @@ class WatcherSettings(_Frozen):
         if self.terminal_poll_interval < self.poll_interval:
             problem = f"must be >= poll_interval ({self.poll_interval:g})"
             raise _Invalid(("terminal_poll_interval",), problem)
+        if self.max_inflight_bytes < self.max_answer_bytes:
+            # The oldest answer in flight must have room to be read whole.
+            problem = f"must be >= max_answer_bytes ({self.max_answer_bytes})"
+            raise _Invalid(("max_inflight_bytes",), problem)
         return self
 
     @property
@@ -327,6 +342,9 @@ class ChannelSettings(_Frozen):
         urls: apprise URLs; secrets, since they often embed tokens.
         to_states: short upper-case state names; None means every transition.
         jobs: globs on job id or display name; empty means every job.
+        kinds: globs on the kind name (`"dpo*"`); empty means every kind.
+        owners: globs on who created the job (the API's `createdBy`, any case); empty means
+            every job, and a job with no creator matches none.
         title: `str.format` template over `messages.MESSAGE_FIELDS`; None for the default.
         body: as `title`.
         notify_initial: also notify the first sight of a job.
@@ -337,6 +355,8 @@ class ChannelSettings(_Frozen):
     urls: Annotated[tuple[_Url, ...], Field(min_length=1)]
     to_states: Annotated[frozenset[_StateName], Field(min_length=1)] | None = None
     jobs: tuple[_Text, ...] = ()
+    kinds: tuple[Annotated[str, Field(strict=True), AfterValidator(_kind_glob)], ...] = ()
+    owners: tuple[_Text, ...] = ()
     title: _Template | None = None
     body: _Template | None = None
     notify_initial: Annotated[bool, Field(strict=True)] = False

@@ -1,4 +1,5 @@
-"""Wall-clock time that a step of the host's clock cannot move.
+"""The host's wall clock (`utcnow`, the one place it is read), and wall-clock time that a
+step of the host's clock cannot move.
 
 The host's wall clock can be set anywhere at any moment (an operator, a VM resumed, NTP
 stepping). Stored times (an outbox row's `created_at` and `next_attempt_at`) are compared
@@ -11,11 +12,17 @@ monotonic pace from where it was, and `offset` says how far the host clock is aw
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 #: The largest difference between the wall clock's and the monotonic clock's progress between
 #: two readings that is still followed (NTP slews by well under a millisecond a second).
 MAX_STEP = 2.0
+
+
+def utcnow() -> datetime:
+    """The host's wall clock, timezone-aware: the default clock of everything that is given
+    one (the core itself only ever takes `now` as an argument)."""
+    return datetime.now(UTC)
 
 
 def steady_reading(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final
 
-from watcher.core import messages, transitions
+from watcher.core import messages, rules, transitions
 from watcher.core.conditions import Since, folds, next_since
 from watcher.core.delivery import Channel, Event, OutboxEntry
 from watcher.core.kinds import JobKind
@@ -165,8 +165,11 @@ def outbox_entries(
     """One row per URL of every channel whose rules want the transition, pointing at its
     event (rendered with the channel's templates when sent)."""
     entries: list[OutboxEntry] = []
+    subject = rules.Subject.of_transition(transition)
     for channel in channels:
-        if not transitions.wants(channel.rules, transition):
+        if not channel.policy.hears_sighting(transition):
+            continue
+        if not rules.matches(channel.rule, subject):
             continue
         entries += [
             OutboxEntry(

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from watcher.core.model import Transition
+from watcher.core.rules import Rule
 from watcher.core.schedule import doubling
-from watcher.core.transitions import ChannelRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,9 +30,12 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class ChannelPolicy:
-    """When a channel hears things, beyond which transitions (`ChannelRules`). Seconds; 0 is off.
+    """When a channel hears things, beyond which subjects (its `Rule`). Seconds; 0 is off.
 
     Attributes:
+        notify_initial: also announce the first sighting of a job.
+        notify_new: also announce a job that appeared in a discovered kind after the
+            watcher first listed it (a job created since).
         repeat_interval: remind of a failure or attention state, or an open condition, this often.
         group_wait: hold a job's first message this long and send what came meanwhile as one.
         group_by_account: fold the held messages of every job into one, not one per job.
@@ -55,15 +59,25 @@ class ChannelPolicy:
     quiet_hours: tuple[str, str] | None = None
     progress_every: int = 0
     max_per_second: float = 1.0
+    notify_initial: bool = False
+    notify_new: bool = False
+
+    def hears_sighting(self, transition: Transition) -> bool:
+        """A move is always announced; a first sighting only when the channel asks for it
+        (every one, or only a job created since the watcher first listed its kind)."""
+        if transition.old is not None:
+            return True
+        return self.notify_initial or (self.notify_new and transition.new_job)
 
 
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """A named group of targets with the rules and templates that decide what they receive."""
+    """A named group of targets with the rule, policy and templates that decide what they
+    receive."""
 
     name: str
     targets: tuple[Target, ...]
-    rules: ChannelRules = field(default_factory=ChannelRules)
+    rule: Rule = field(default_factory=Rule)
     title: str | None = None
     body: str | None = None
     policy: ChannelPolicy = field(default_factory=ChannelPolicy)

@@ -13,7 +13,7 @@ several period ends sends one digest, for the latest period only.
 
 The content: jobs that moved into an outcome within the period (completed, failed with the
 reason), jobs active now (with progress), open conditions, and the estimated cost where the
-API reports one; filtered by the channel's job globs, each section bounded.
+API reports one; filtered by the channel's rule (`core.rules`), each section bounded.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from watcher.core.kinds import JobKind, Meaning, meaning_of
 from watcher.core.markdown import code_span
 from watcher.core.messages import BODY_LIMIT, TITLE_LIMIT, Message, api_markdown, target_label
 from watcher.core.model import JobSnapshot
-from watcher.core.notices import DIGEST, DIGEST_STATE, Notice, routes, subject_fields
+from watcher.core.notices import DIGEST, DIGEST_STATE, Notice, everyones, subject_fields
+from watcher.core.rules import Subject, matches
 from watcher.core.text import cap, one_line
-from watcher.core.transitions import names_match
 
 HOURLY: Final = "hourly"
 #: The outbox job key of every digest.
@@ -275,10 +275,11 @@ def _conditions_heard(
     channel: Channel, conditions: Sequence[Condition], jobs: Mapping[str, JobSnapshot]
 ) -> list[tuple[Condition, JobSnapshot | None]]:
     heard = []
+    rule = channel.rule.any_state()
     for condition in sorted(conditions, key=lambda c: (_utc(c.opened_at), c.subject)):
         job = jobs.get(condition.subject)
-        fields = dict(subject_fields(job, condition.subject))
-        if routes(channel, fields | {"condition": str(condition.name)}):
+        subject = Subject.of_fields(dict(subject_fields(job, condition.subject)))
+        if everyones(condition.name) or matches(rule, subject):
             heard.append((condition, job))
     return heard
 
@@ -338,22 +339,21 @@ def build(
         completed, failed: moves into an outcome within the period (see `outcomes`).
         running: jobs active now (see `active`).
         conditions: the open conditions.
-        channel: whose job globs filter every section.
+        channel: whose rule (its states aside) filters every section.
         jobs: the last snapshots by key, to name a condition's job.
         cut: the period's history was cut at its bound (the counts are from its newest part).
     """
     jobs = jobs or {}
+    # A digest's lines are not moves: the channel's rule applies, its states aside.
+    rule = channel.rule.any_state()
 
     def heard_event(e: Event) -> bool:
-        f = e.field_map()
-        return names_match(
-            channel.rules.job_globs, f.get("job_id", e.job_key), f.get("display_name", "")
-        )
+        fields = e.field_map()
+        return matches(rule, Subject.of_fields({"job_id": e.job_key} | fields))
 
     done = [_outcome_item(e, period, failed=False) for e in completed if heard_event(e)]
     bad = [_outcome_item(e, period, failed=True) for e in failed if heard_event(e)]
-    globs = channel.rules.job_globs
-    live = [_running_item(j) for j in running if names_match(globs, j.ref.job_id, j.display_name)]
+    live = [_running_item(j) for j in running if matches(rule, Subject.of_job(j))]
     open_ = [_condition_item(c, j, period) for c, j in _conditions_heard(channel, conditions, jobs)]
     if not (done or bad or live or open_) and not channel.policy.digest_empty:
         return None

@@ -354,20 +354,10 @@ KINDS: Final[Mapping[JobKind, ResourceKind]] = MappingProxyType(
     )
 )
 
-#: Every snapshot field some kind reads (the rest of a snapshot is identity, state, status).
-SNAPSHOT_FIELDS: Final = tuple(dict.fromkeys(f for spec in KINDS.values() for f in spec.fields))
 #: Every state name any kind documents, plus the watcher's own NOT_FOUND.
 ALL_STATES: Final = frozenset(
     {NOT_FOUND, *(state for spec in KINDS.values() for state in spec.states)}
 )
-
-
-def kind_of(collection: str) -> JobKind | None:
-    """The kind whose REST collection is `collection`, or None."""
-    return _BY_COLLECTION.get(collection)
-
-
-_BY_COLLECTION: Final = {spec.collection: kind for kind, spec in KINDS.items()}
 
 
 def watch_exit(kind: JobKind, state: str) -> int | None:

@@ -53,8 +53,7 @@ MESSAGE_FIELDS: tuple[str, ...] = (
 _FIRST_SIGHT = "(first seen)"
 _NEW_JOB = "(new job)"
 _CONSOLE = "https://app.fireworks.ai/dashboard"
-#: The outbox's job key and states for messages about the API itself, not about one job.
-API_JOB_KEY = "api"
+#: The outbox's states for messages about the API itself, not about one job.
 API_DOWN = "API_UNREACHABLE"
 API_UP = "API_REACHABLE"
 #: The subject of an account's key-rejected condition is this prefix and the account id.

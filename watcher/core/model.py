@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
 from watcher.core.kinds import SETTLED, JobKind, Meaning, short_state
 
@@ -15,43 +14,11 @@ __all__ = [
     "JobKind",
     "JobRef",
     "JobSnapshot",
-    "JobState",
     "Meaning",
     "Transition",
     "is_settled",
     "short_state",
 ]
-
-
-class JobState(StrEnum):
-    """Known job states by their short name (`RUNNING` for `JOB_STATE_RUNNING`).
-
-    The API grows new states; a snapshot's `state` is a plain `str`, so a value missing
-    here passes through by its short name instead of failing.
-    """
-
-    UNSPECIFIED = "UNSPECIFIED"
-    CREATING = "CREATING"
-    PENDING = "PENDING"
-    VALIDATING = "VALIDATING"
-    CREATING_INPUT_DATASET = "CREATING_INPUT_DATASET"
-    RUNNING = "RUNNING"
-    WRITING_RESULTS = "WRITING_RESULTS"
-    RE_QUEUEING = "RE_QUEUEING"
-    IDLE = "IDLE"
-    PAUSED = "PAUSED"
-    CANCELLING = "CANCELLING"
-    DELETING = "DELETING"
-    DELETING_CLEANING_UP = "DELETING_CLEANING_UP"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    EXPIRED = "EXPIRED"
-    EARLY_STOPPED = "EARLY_STOPPED"
-    DELETED = "DELETED"
-    ARCHIVED = "ARCHIVED"
-    # Not an API value: the watcher's name for a job whose GET answered 404.
-    NOT_FOUND = "NOT_FOUND"
 
 
 def is_settled(snapshot: JobSnapshot) -> bool:
@@ -90,7 +57,7 @@ class JobRef:
 class JobSnapshot:
     """What the watcher knows of one job at one poll.
 
-    Built from API JSON keeping only the fields the watcher uses (`kinds.SNAPSHOT_FIELDS`), so
+    Built from API JSON keeping only the fields the watcher uses (each kind's `fields`), so
     secrets in the payload (`wandbConfig.apiKey`, signed URLs, route keys) never enter the
     process's data. Every field is text as the API sent it ("" when absent or not read for the
     kind): times are RFC 3339, numbers their decimal form (`progress` is the percent).

@@ -8,7 +8,7 @@ display name, kind and state in its event fields, so silences and the history ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -26,8 +26,8 @@ from watcher.core.messages import (
     unreadable_message,
 )
 from watcher.core.model import JobSnapshot
+from watcher.core.rules import Subject, matches
 from watcher.core.text import escape_markdown, one_line, without_userinfo
-from watcher.core.transitions import names_match
 
 #: Event kinds (the `events.kind` column); "" is a transition.
 TRANSITION: Final = ""
@@ -84,10 +84,10 @@ class Notice:
         message: title and body.
         new_state: the outbox state (it sets the apprise tone).
         kind: the event kind.
-        fields: subject fields for silences and the history (`job_id`, `display_name`,
-            `kind`, `job_state`, `condition`).
-        channels: the channel names that hear it; None means every channel whose job globs
-            match.
+        fields: subject fields for rules, silences and the history (`job_id`,
+            `display_name`, `kind`, `job_state`, `owner`, `account_id`, `condition`).
+        channels: the channel names that hear it; None means every channel whose rule
+            lets its subject through (`hears`).
     """
 
     job_key: str
@@ -104,7 +104,8 @@ class Notice:
 
 
 def subject_fields(job: JobSnapshot | None, subject: str) -> tuple[tuple[str, str], ...]:
-    """The fields that let silences and the history match a notice about `subject`."""
+    """The fields that let rules, silences and the history match a notice about `subject`
+    (`rules.Subject.of_fields` reads them)."""
     if job is None:
         kind, _, job_id = subject.partition("/")
         return (
@@ -112,12 +113,16 @@ def subject_fields(job: JobSnapshot | None, subject: str) -> tuple[tuple[str, st
             ("display_name", ""),
             ("kind", kind),
             ("job_state", ""),
+            ("owner", ""),
+            ("account_id", ""),
         )
     return (
         ("job_id", job.ref.job_id),
         ("display_name", job.display_name),
         ("kind", str(job.ref.kind)),
         ("job_state", job.state),
+        ("owner", job.created_by),
+        ("account_id", job.account_id),
     )
 
 
@@ -273,19 +278,21 @@ def api_condition(*, detail: str, opened_at: datetime) -> Condition:
 
 
 def hears(channel: Channel, notice: Notice) -> bool:
-    """Whether a channel hears a notice: named by it, or its job globs match the subject."""
+    """Whether a channel hears a notice: one naming its channels goes to them; the watcher's
+    own trouble goes to every channel; any other when the channel's rule, its states aside,
+    lets the notice's subject through."""
     if notice.channels is not None:
         return channel.name in notice.channels
-    return routes(channel, dict(notice.fields))
+    fields = dict(notice.fields)
+    return everyones(fields.get("condition", "")) or matches(
+        channel.rule.any_state(), Subject.of_fields(fields)
+    )
 
 
-def routes(channel: Channel, fields: Mapping[str, str]) -> bool:
-    """Whether a channel's job globs let through a notice with these subject fields."""
-    # The watcher's own trouble (API down, cannot read) is every channel's business.
-    if fields.get("condition") in _EVERYONES:
-        return True
-    job_id, name = fields.get("job_id", ""), fields.get("display_name", "")
-    return names_match(channel.rules.job_globs, job_id, name)
+def everyones(condition: str) -> bool:
+    """The watcher's own trouble (the API down, a resource it cannot read, its key rejected)
+    is every channel's business, whatever the channel's rule."""
+    return condition in _EVERYONES
 
 
 def notice_entries(

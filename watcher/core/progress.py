@@ -13,7 +13,8 @@ from watcher.core.delivery import Channel
 from watcher.core.kinds import Meaning
 from watcher.core.messages import api_time
 from watcher.core.model import JobSnapshot
-from watcher.core.notices import Notice, milestone_notice, routes, subject_fields
+from watcher.core.notices import Notice, milestone_notice
+from watcher.core.rules import Subject, matches
 
 
 def percent(text: str) -> float | None:
@@ -71,11 +72,11 @@ def milestones(
     before, after = percent(previous.progress), percent(stored.progress)
     if before is None or after is None:
         return []
-    fields = dict(subject_fields(stored, stored.ref.key))
+    subject = Subject.of_job(stored)
     by_milestone: dict[int, set[str]] = {}
     for channel in channels:
         mark = crossed(before, after, channel.policy.progress_every)
-        if mark is not None and routes(channel, fields):
+        if mark is not None and matches(channel.rule.any_state(), subject):
             by_milestone.setdefault(mark, set()).add(channel.name)
     eta = eta_seconds(stored, since, after, now)
     return [

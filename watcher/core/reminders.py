@@ -18,10 +18,11 @@ from watcher.core.model import JobSnapshot
 from watcher.core.notices import (
     Notice,
     condition_wording,
+    everyones,
     reminder_notice,
-    routes,
     subject_fields,
 )
+from watcher.core.rules import Subject, matches
 
 #: Outcomes a person chose are not worth a reminder.
 _CHOSEN: Final = frozenset({"CANCELLED", "CANCELLING"})
@@ -79,12 +80,12 @@ def remindables(
 
 
 def _wants(channel: Channel, item: Remindable) -> bool:
-    if not item.condition:
-        to_states = channel.rules.to_states
-        if to_states is not None and item.what not in to_states:
-            return False
-    fields = dict(subject_fields(item.job, item.job_key))
-    return routes(channel, fields | {"condition": item.condition})
+    # A state is reminded of as its move was announced: by the whole rule, states too; a
+    # condition is not a move.
+    if everyones(item.condition):
+        return True
+    rule = channel.rule.any_state() if item.condition else channel.rule
+    return matches(rule, Subject.of_fields(dict(subject_fields(item.job, item.job_key))))
 
 
 @dataclass(frozen=True, slots=True)

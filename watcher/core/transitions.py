@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from fnmatch import fnmatchcase
 
-from watcher.core.model import JobSnapshot, JobState, Transition
+from watcher.core.kinds import NOT_FOUND
+from watcher.core.model import JobSnapshot, Transition
 from watcher.core.text import cap, one_line
 
 
@@ -44,7 +44,7 @@ def merge(last_seen: JobSnapshot | None, observed: JobSnapshot) -> JobSnapshot:
 def _keep_known_details(last_seen: JobSnapshot | None, observed: JobSnapshot) -> JobSnapshot:
     # A 404 answer carries no display name or models; keep what we knew so the message still says
     # which job vanished.
-    if last_seen is None or observed.state != JobState.NOT_FOUND:
+    if last_seen is None or observed.state != NOT_FOUND:
         return observed
     return replace(
         last_seen,
@@ -71,38 +71,3 @@ def move_label(
     if old_state and old_state == new_state:
         return status_change(status_code, status_message)
     return f"{old_state or '-'} → {new_state}"
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelRules:
-    """Which transitions one channel wants.
-
-    Attributes:
-        to_states: short state names the job must move to; None means every state.
-        job_globs: shell-style globs on the job id or display name; empty means every job.
-        notify_initial: also announce the first sighting of a job.
-        notify_new: also announce a job that appeared in a discovered kind after the
-            watcher first listed it (a job created since).
-    """
-
-    to_states: frozenset[str] | None = None
-    job_globs: tuple[str, ...] = ()
-    notify_initial: bool = False
-    notify_new: bool = False
-
-
-def wants(rules: ChannelRules, transition: Transition) -> bool:
-    """True when a channel with these rules should hear about this transition."""
-    if transition.old is None and not (
-        rules.notify_initial or (rules.notify_new and transition.new_job)
-    ):
-        return False
-    if rules.to_states is not None and transition.new_state not in rules.to_states:
-        return False
-    return names_match(rules.job_globs, transition.new.ref.job_id, transition.new.display_name)
-
-
-def names_match(globs: tuple[str, ...], *names: str) -> bool:
-    """A channel's `jobs` globs against a job's id and display name: no globs let every job
-    through; an empty name matches nothing."""
-    return not globs or any(fnmatchcase(n, g) for g in globs for n in names if n)

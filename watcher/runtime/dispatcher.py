@@ -20,6 +20,9 @@ never sent). A channel with grouping, a rate limit or quiet hours is served a ba
 time: all due rows of a target are claimed at once, `core.grouping` plans which go as one
 message and which wait, and each message's rows are settled together.
 
+The dispatcher claims and schedules; how a lane sends its rows (silences, pace, backoff,
+batches) and settles them is `lanes.Lanes`, which it owns.
+
 `dispatch_once()` sends everything due now and waits for it (the `once` command and tests);
 `run()` is the daemon's task.
 """
@@ -30,29 +33,19 @@ import random
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import anyio
 import structlog
 
-from watcher.core import grouping, messages
-from watcher.core.delivery import (
-    Channel,
-    Delivery,
-    MarkKind,
-    OutboxEntry,
-    RetryPolicy,
-    SendOutcome,
-    SendResult,
-    settle,
-)
+from watcher.core.delivery import Channel, Delivery, RetryPolicy
 from watcher.core.errors import StoreError
-from watcher.core.pacing import Pace, TargetBackoff
 from watcher.ports import NullObserver, Observer, Outbox, Sender
-from watcher.runtime.gates import SendTimes, SilenceWatch, batched
-from watcher.runtime.lanes import SEND_WINDOW, Lanes, Step, log_fields
+from watcher.runtime.gates import SilenceWatch
+from watcher.runtime.lanes import DispatchReport, Lanes
 from watcher.runtime.storelog import StoreErrorLog
+
+__all__ = ["DispatchReport", "Dispatcher"]
 
 log = structlog.get_logger("watcher")
 
@@ -72,18 +65,8 @@ PACE_IN_LANE = 5.0
 MIN_RECHECK = 0.1
 
 
-@dataclass(slots=True)
-class DispatchReport:
-    """What a round of dispatching did."""
-
-    sent: int = 0
-    failed: int = 0
-    dead: int = 0
-    store_failed: bool = False
-
-
-class Dispatcher(Lanes):
-    """Sends what the outbox holds.
+class Dispatcher:
+    """Claims what the outbox holds and runs a lane per target (`Lanes`) to send it.
 
     Args:
         outbox: where deliveries wait.
@@ -113,13 +96,9 @@ class Dispatcher(Lanes):
         store_errors: StoreErrorLog | None = None,
     ) -> None:
         self._outbox = outbox
-        self._sender = sender
-        self._set_channels(channels)
-        self._policy = policy
         self._lease = timedelta(seconds=send_timeout + LEASE_MARGIN)
         self._observer: Observer = observer if observer is not None else NullObserver()
         self._clock = clock
-        self._rand = rand
         self.holder = holder or f"dispatcher-{secrets.token_hex(6)}"
         self._busy: set[str] = set()
         self._wake = anyio.Event()
@@ -129,33 +108,24 @@ class Dispatcher(Lanes):
         self._silences = SilenceWatch(
             outbox, monotonic=monotonic, on_error=self._store_errors.failed
         )
-        self._sent_at = SendTimes()
+        self._lanes = Lanes(
+            outbox,
+            sender,
+            policy=policy,
+            channels=channels,
+            observer=self._observer,
+            clock=clock,
+            rand=rand,
+            holder=self.holder,
+            silences=self._silences,
+            store_errors=self._store_errors,
+        )
         self._batches_here: Callable[[], bool] = lambda: True
-        self._backoff = TargetBackoff(policy)
-        self._pace = Pace()
         # The last claim: when, and whether it took all it could (more may be due).
         self._claimed_at: datetime | None = None
         self._claim_full = False
         # How long to wait before looking again at rows due but left by the last claims.
         self._recheck = MIN_RECHECK
-
-    def _set_channels(self, channels: Sequence[Channel]) -> None:
-        self._channels = {channel.name: channel for channel in channels}
-        # Each target's pace: the strictest of the channels that send to it.
-        self._per_second: dict[str, float] = {}
-        for channel in channels:
-            for target in channel.targets:
-                rate = channel.policy.max_per_second
-                self._per_second[target.url_key] = min(
-                    rate, self._per_second.get(target.url_key, rate)
-                )
-        # The targets served a batch at a time, with the channel that decides how.
-        self._batched = {
-            target.url_key: channel
-            for channel in reversed(channels)
-            if batched(channel)
-            for target in channel.targets
-        }
 
     def reload(
         self,
@@ -166,9 +136,7 @@ class Dispatcher(Lanes):
         channels: Sequence[Channel],
     ) -> None:
         """Use a new notifier, retry policy and channel templates from now on (SIGHUP)."""
-        self._sender, self._policy = sender, policy
-        self._backoff.policy = policy
-        self._set_channels(channels)
+        self._lanes.configure(sender, policy, channels)
         self._lease = timedelta(seconds=send_timeout + LEASE_MARGIN)
         self.wake()
 
@@ -181,6 +149,11 @@ class Dispatcher(Lanes):
     def wake(self) -> None:
         """Rows were recorded: look for due ones now."""
         self._wake.set()
+
+    @property
+    def _sender(self) -> Sender:
+        """The notifier in use (a test wraps it and hands the wrapper to `reload`)."""
+        return self._lanes.sender
 
     @property
     def busy(self) -> frozenset[str]:
@@ -261,11 +234,12 @@ class Dispatcher(Lanes):
             # at again only after a pause that grows, not at once: that would spin the loop.
             pause = min(pause, self._recheck)
             self._recheck = min(2 * self._recheck, MAX_IDLE)
-        ends = self._backoff.ends_at(now)
+        ends = self._lanes.backoff.ends_at(now)
         if ends is not None:
             pause = min(pause, (ends - now).total_seconds())
         tick = time.monotonic()
-        paced = self._pace.soonest(self._pace.ahead(tick, PACE_IN_LANE))
+        pace = self._lanes.pace
+        paced = pace.soonest(pace.ahead(tick, PACE_IN_LANE))
         if paced is not None:
             pause = min(pause, paced - PACE_IN_LANE - tick)
         return max(0.0, pause)
@@ -277,21 +251,22 @@ class Dispatcher(Lanes):
         channels (their targets are left out of the plain claim)."""
         now = self._clock()
         # Backed-off targets, and those whose pace is far off, are left unclaimed.
-        waiting = self._backoff.waiting(now) | self._pace.ahead(time.monotonic(), PACE_IN_LANE)
+        lanes = self._lanes
+        waiting = lanes.backoff.waiting(now) | lanes.pace.ahead(time.monotonic(), PACE_IN_LANE)
         self._claimed_at, self._claim_full = now, False
         try:
             rows = await self._outbox.claim(
                 now,
                 holder=self.holder,
                 lease=self._lease,
-                busy=self._busy | self._batched.keys() | waiting,
+                busy=self._busy | lanes.batched.keys() | waiting,
                 limit=CLAIM_LIMIT,
             )
             self._claim_full = len(rows) >= CLAIM_LIMIT
             if rows:
                 self._recheck = MIN_RECHECK
             claimed = _by_target(rows)
-            for target, channel in self._batched.items():
+            for target, channel in lanes.batched.items():
                 if target in self._busy or target in waiting or not self._batches_here():
                     continue
                 rows = await self._outbox.claim_target(
@@ -326,73 +301,15 @@ class Dispatcher(Lanes):
                 log.info("silence.ended", silence=silence, queued=queued)
 
     async def _lane(self, target: str, rows: list[Delivery], report: DispatchReport) -> None:
-        """Send one target's rows one after another (a batched target's as planned)."""
+        """Send one target's rows (`Lanes.serve`), then free the target."""
         try:
-            if target in self._batched:
-                await self._batches(target, rows, report)
-            else:
-                await self._plain(target, rows, report)
+            await self._lanes.serve(target, rows, report)
         finally:
             self._busy.discard(target)
             if not self._busy:
                 self._idle.set()
             # A settled row may unblock the next message of its job for this target.
             self.wake()
-
-    async def _plain(self, target: str, rows: list[Delivery], report: DispatchReport) -> None:
-        """A plain target's rows, oldest first, at its pace, until one fails (its target backs
-        off) or the claim would run out; the rows not sent are given back."""
-        send_by = self._clock() + timedelta(seconds=SEND_WINDOW)
-        for index, delivery in enumerate(rows):
-            step = await self._deliver(delivery, report, send_by=send_by)
-            if step is not Step.NEXT:
-                await self._release(rows[index + (step is Step.STOP) :], report)
-                return
-
-    async def _deliver(
-        self, delivery: Delivery, report: DispatchReport, *, send_by: datetime
-    ) -> Step:
-        entry = delivery.entry
-        if await self._silenced(delivery, report):
-            return Step.NEXT
-        try:
-            message = self.render(entry)
-        except (ValueError, LookupError, TypeError, AttributeError) as exc:
-            # A stored event no template can render costs only itself: it is given up.
-            result = SendResult(SendOutcome.UNKNOWN_TARGET, f"cannot render: {exc!r}"[:200])
-        else:
-            if not await self._paced(entry.url_key, send_by):
-                return Step.LATER
-            result = await self._sender.send(
-                entry.url_key,
-                title=message.title,
-                body=message.body,
-                notify_type=messages.notify_type(entry.new_state),
-            )
-        now = self._clock()
-        retry_at = self._after_send(entry.url_key, delivery, result, now)
-        mark = settle(delivery, result, self._policy, now=now, rand=self._rand, retry_at=retry_at)
-        fields = log_fields(delivery, delivery.id)
-        # Shielded: a send that went out must be marked, or a restart would repeat it.
-        with anyio.CancelScope(shield=True):
-            marked = self._mark(delivery, mark.kind, mark.at, mark.error)
-            if await self._settled(marked, fields, report):
-                self._told(mark, result, [delivery], report, fields)
-        return Step.NEXT if retry_at is None else Step.STOP
-
-    def render(self, entry: OutboxEntry) -> messages.Message:
-        """The text of a delivery, rendered now from its event with the channel's templates
-        in force (a row from before events existed keeps its stored text)."""
-        return grouping.render_entry(entry, self._channels.get(entry.channel))
-
-    async def _mark(self, delivery: Delivery, kind: MarkKind, at: datetime, error: str) -> None:
-        claim = delivery.claim
-        if kind is MarkKind.DELIVERED:
-            await self._outbox.mark_delivered(delivery.id, now=at, claim=claim)
-        elif kind is MarkKind.DEAD:
-            await self._outbox.mark_dead(delivery.id, now=at, error=error, claim=claim)
-        else:
-            await self._outbox.mark_retry(delivery.id, next_attempt_at=at, error=error, claim=claim)
 
     async def _report_outbox(self) -> None:
         try:

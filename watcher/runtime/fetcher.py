@@ -1,29 +1,39 @@
-"""Fetching: what a poll cycle reads from the API, and how each call's outcome is taken.
+"""Fetching: each target read from the API on its own schedule, and how each call's outcome
+is taken.
 
-Discovered kinds are LISTed page by page (each page recorded as it arrives); explicit jobs are
-read by LIST where that costs fewer requests, else by GET, within the request budget. Every
-call's failure is classified once here: it backs its target off, counts toward the cycle's
-report, the metrics and the unreadable ledger, and is logged.
+A target is a discovered kind's listing, the listing that stands in for several explicit jobs
+of one kind, or one job's GET. `launch_due` starts every target that is due and not already
+in flight, each in a task of its own: nothing waits for a cycle to end, so a listing that
+drips or a GET that hangs delays only itself. At most one request per target is in flight,
+and the request budget is shared.
+
+What a target reads is handed on as `Observed` values (`take()`): the poller decides and
+writes them; nothing here calls back into it. Discovered kinds are listed page by page, each
+page handed on as it arrives. Every call's failure is classified once here: it backs its
+target off, counts toward the current `window` (the report the poller closes as a cycle), the
+metrics and the unreadable ledger, and is logged.
 
 A discovered kind's listing takes in at most `max_new_per_cycle` jobs never seen before (the
-rest wait for later cycles, said in one line per cycle) and at most the pages those and the
-known jobs fill. Kinds are listed side by side with the plain GETs, so a costly or hostile
-kind cannot hold the others back.
+rest wait for later listings, said in one line per cycle) and at most the pages those and the
+known jobs fill.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
+import anyio.abc
 import structlog
 
 from watcher.core import decide
 from watcher.core.budget import effective_interval, requests_per_cycle
 from watcher.core.errors import ApiError, ApiRejected, ApiUnavailable, PayloadError
-from watcher.core.model import JobKind, JobRef, JobSnapshot, JobState, is_settled
+from watcher.core.kinds import NOT_FOUND
+from watcher.core.model import JobKind, JobRef, JobSnapshot, is_settled
 from watcher.core.schedule import PollSchedule
 from watcher.core.unreadable import UnreadableLedger
 from watcher.ports import Budget, Observer, Source
@@ -44,6 +54,14 @@ def list_key(kind: JobKind) -> str:
     return f"list:{kind}"
 
 
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What one answer showed: the jobs read, and the discovered kinds now listed in full."""
+
+    jobs: tuple[JobSnapshot, ...]
+    listed: tuple[JobKind, ...] = ()
+
+
 class Fetcher:
     """Reads what is due from the source, for the poller.
 
@@ -53,10 +71,10 @@ class Fetcher:
         observer: metrics.
         unreadable: the ledger of targets that cannot be read.
         last: the last stored snapshots (to confirm jobs a LIST no longer shows).
-        record: records a LIST page's snapshots as it arrives (the poller's `_record`).
         listed: the kinds listed in full before (their new jobs are news, not a baseline).
         budget: the request budget, for the GETs one cycle can afford.
         max_parallel_polls: GETs in flight at once.
+        on_idle: called when the last request in flight has ended (a cycle may close).
     """
 
     def __init__(
@@ -67,26 +85,18 @@ class Fetcher:
         observer: Observer,
         unreadable: UnreadableLedger,
         last: Callable[[], Mapping[str, JobSnapshot]],
-        record: Callable[[Sequence[JobSnapshot], CycleReport], Awaitable[object]],
         budget: Budget | None,
         max_parallel_polls: int = 4,
         listed: Callable[[], Collection[JobKind]] = frozenset,
+        on_idle: Callable[[], None] = lambda: None,
     ) -> None:
         self._source = source
         self._schedule = schedule
         self._observer = observer
         self._unreadable = unreadable
         self._last = last
-        # Listings and GETs of one cycle record concurrently; one at a time keeps each
-        # decision over the state the previous one left.
-        self._record_lock = anyio.Lock()
-
-        async def record_one(jobs: Sequence[JobSnapshot], report: CycleReport) -> None:
-            async with self._record_lock:
-                await record(jobs, report)
-
-        self._record = record_one
         self._listed = listed
+        self._on_idle = on_idle
         self._budget = budget
         self._poll_limiter = anyio.CapacityLimiter(max_parallel_polls)
         #: Pages a full LIST of each kind takes, learned from `totalSize`.
@@ -102,6 +112,13 @@ class Fetcher:
         self._tried: set[JobKind] = set()
         #: This cycle's kinds whose new jobs did not all fit: (recorded, left for later).
         self._deferred: dict[JobKind, tuple[int, int]] = {}
+        #: What the calls since the poller last closed a cycle did (`close_window`).
+        self.window = CycleReport()
+        #: Targets with a request in flight: never started twice at once.
+        self.busy: set[str] = set()
+        #: Answers read and not yet taken by the poller, in order.
+        self._observed: list[Observed] = []
+        self._arrived = anyio.Event()
 
     def index(self, plan: WatchPlan) -> None:
         """Views of the plan consulted per page and per cycle, computed once per plan."""
@@ -148,7 +165,8 @@ class Fetcher:
 
     def next_poll(self, now: float) -> float:
         """Seconds until the next poll is due (at least a short pause); `now` is monotonic."""
-        wake = self._schedule.next_at(self.targets, now)
+        idle = [t for t in self.targets if t not in self.busy] if self.busy else self.targets
+        wake = self._schedule.next_at(idle, now)
         if self._budget is not None:
             # Due polls the budget cannot pay for yet wait for it to refill.
             wake = max(wake, now + self._budget.seconds_until_available())
@@ -156,49 +174,93 @@ class Fetcher:
 
     # -- fetching --------------------------------------------------------------------------
 
-    async def fetch(self, report: CycleReport, now: float) -> list[JobSnapshot]:
-        """Poll what is due: LISTs of discovered kinds, LISTs standing in for GETs where that
-        is cheaper, and the GETs the budget can pay for now, all at once; then the GETs that
-        confirm jobs a listing no longer shows. Every call is classified.
-
-        A kind's listing and the plain GETs run side by side, and the GETs are recorded as
-        soon as they are in: a listing that drips, pages forever or times out delays its own
-        kind only, never a healthy job of another."""
-        observed: list[JobSnapshot] = []
-        due = set(self._schedule.due(self.targets, now))
+    def launch_due(self, tg: anyio.abc.TaskGroup, now: float) -> int:
+        """Start every target due at `now` (monotonic) and not in flight, each in a task of
+        its own in `tg`: discovered kinds' listings, listings standing in for GETs where that
+        is cheaper, and the GETs the budget can pay for now. Returns how many started."""
+        due = set(self._schedule.due(self.targets, now)) - self.busy
+        if not due:
+            return 0
         plan = decide.plan_fetch([r for r in self._polled_refs if r.key in due], pages=self.pages)
         # Plain GETs are paid first: one per job, where a listing may take many pages.
         available = self._budget.available() if self._budget is not None else None
         gets = decide.within_budget(plan.gets, available)
-        to_confirm: list[JobRef] = []
-        self._deferred = {}
+        for ref in gets:
+            self._start(tg, self._get_target(ref, now), ref.key)
+        for kind in self._discover:
+            if list_key(kind) in due:
+                self._start(tg, self._list_target(kind, None, now), list_key(kind))
+        for kind, wanted in plan.lists:
+            keys = [f"{list_key(kind)}:explicit", *(r.key for r in wanted)]
+            self._start(tg, self._list_target(kind, wanted, now), *keys)
+        return len(gets) + len(plan.lists) + sum(list_key(k) in due for k in self._discover)
 
-        async def get_now() -> None:
-            got: list[JobSnapshot] = []
-            await self._get_each(gets, got, report, now)
-            report.polled += len(got)
-            if got:
-                await self._record(got, report)
+    def _start(self, tg: anyio.abc.TaskGroup, work: Awaitable[None], *keys: str) -> None:
+        """Run `work` in `tg` with `keys` marked in flight until it ends, however it ends."""
+        self.busy.update(keys)
 
-        async def list_kind(kind: JobKind, wanted: Sequence[JobRef] | None) -> None:
-            # None: a discovered kind; else the explicit jobs its listing stands in for.
-            discovered = wanted is None
-            to_confirm.extend(
-                await self._list(kind, report, now, discovered=discovered, wanted=wanted or ())
-            )
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                # A bug must not end monitoring: the target is tried again when next due.
+                log.exception("cycle.crashed", target=keys[0])
+            finally:
+                self.busy.difference_update(keys)
+                if not self.busy:
+                    self._arrived.set()
+                    self._on_idle()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(get_now)
-            for kind in self._discover:
-                if list_key(kind) in due:
-                    tg.start_soon(list_kind, kind, None)
-            for kind, wanted in plan.lists:
-                tg.start_soon(list_kind, kind, wanted)
+        tg.start_soon(run)
+
+    def take(self) -> list[Observed]:
+        """The answers read since the last call, in the order they arrived."""
+        taken, self._observed = self._observed, []
+        return taken
+
+    async def arrived(self, *, or_idle: bool = False) -> None:
+        """Return once an answer is waiting to be taken (`or_idle`: or none is in flight)."""
+        while not self._observed and not (or_idle and not self.busy):
+            self._arrived = anyio.Event()
+            await self._arrived.wait()
+
+    def forget_observed(self) -> None:
+        """Drop answers not taken yet (a reload or a new term: they were read for another
+        plan, or under another leader)."""
+        self.take()
+
+    def conclusive(self, report: CycleReport) -> bool:
+        """Whether a cycle says anything of the API as a whole: one whose calls all failed as
+        unavailable says it is down only when several targets failed (or every one there is):
+        one collection answering 429 while the cycle held nothing else is that collection's
+        trouble, and backs off that target alone."""
+        if report.calls == 0 or report.unavailable < report.calls:
+            return True
+        return len(report.unreachable_targets) >= min(PROBE_CALLS, len(self.targets) or 1)
+
+    def close_window(self) -> CycleReport:
+        """End the current cycle's report and start the next; says what was deferred."""
+        report, self.window = self.window, CycleReport()
         self._say_deferred()
-        available = self._budget.available() if self._budget is not None else None
-        await self._get_each(decide.within_budget(to_confirm, available), observed, report, now)
-        report.polled += len(observed)
-        return observed
+        self._deferred = {}
+        return report
+
+    def _emit(self, jobs: Sequence[JobSnapshot], listed: Sequence[JobKind] = ()) -> None:
+        if jobs or listed:
+            self._observed.append(Observed(tuple(jobs), tuple(listed)))
+            self._arrived.set()
+
+    async def _get_target(self, ref: JobRef, now: float) -> None:
+        await self._get_each([ref], now)
+
+    async def _list_target(
+        self, kind: JobKind, wanted: Sequence[JobRef] | None, now: float
+    ) -> None:
+        # None: a discovered kind; else the explicit jobs its listing stands in for.
+        to_confirm = await self._list(kind, now, discovered=wanted is None, wanted=wanted or ())
+        if to_confirm:
+            available = self._budget.available() if self._budget is not None else None
+            await self._get_each(decide.within_budget(to_confirm, available), now)
 
     def _say_deferred(self) -> None:
         """One line per cycle when new jobs were left for later cycles (they are listed again)."""
@@ -212,20 +274,16 @@ class Fetcher:
             max_new_per_cycle=self._max_new,
         )
 
-    async def _get_each(
-        self,
-        refs: Sequence[JobRef],
-        observed: list[JobSnapshot],
-        report: CycleReport,
-        now: float,
-    ) -> None:
+    async def _get_each(self, refs: Sequence[JobRef], now: float) -> None:
         async def poll(ref: JobRef) -> None:
             async with self._poll_limiter:
-                if report.unavailable >= PROBE_CALLS and report.answered == 0:
+                window = self.window
+                if window.unavailable >= PROBE_CALLS and window.answered == 0:
                     return  # the API is down: leave the rest due, probe again later
-                snapshot = await self._call(ref.key, self._source.get_job(ref), report, now)
+                snapshot = await self._call(ref.key, self._source.get_job(ref), now)
             if snapshot is not None:
-                observed.append(snapshot)
+                self.window.polled += 1
+                self._emit([snapshot])
                 self._schedule.succeeded(ref.key, now, settled=is_settled(snapshot))
 
         async with anyio.create_task_group() as tg:
@@ -235,7 +293,6 @@ class Fetcher:
     async def _list(
         self,
         kind: JobKind,
-        report: CycleReport,
         now: float,
         *,
         discovered: bool = False,
@@ -286,10 +343,10 @@ class Fetcher:
                         admitted += fits.new
                         deferred += fits.deferred
                         known.update(s.ref.key for s in jobs)
-                    report.polled += len(jobs)
-                    # Each page is recorded and announced as it arrives: under a tight budget
-                    # the last page of a big account comes long after the first.
-                    await self._record(jobs, report)
+                    self.window.polled += len(jobs)
+                    # Each page is handed on as it arrives: under a tight budget the last page
+                    # of a big account comes long after the first.
+                    self._emit(jobs)
                     complete = page.complete
                     if deferred:
                         return False  # the rest is read next cycle, with a fresh allowance
@@ -301,7 +358,7 @@ class Fetcher:
                         raise PayloadError(msg)
             return complete
 
-        complete = await self._call(target, read_pages(), report, now)
+        complete = await self._call(target, read_pages(), now)
         if complete is None:
             # The failed LIST's backoff holds for the jobs it stood in for.
             self._schedule.follow(target, [r.key for r in wanted if r.key not in listed])
@@ -317,57 +374,61 @@ class Fetcher:
             unread = max(0, total - len(listed | known)) if total is not None else 0
             self._deferred[kind] = (admitted, deferred + unread)
             return []
-        report.listed.append(kind)
+        self._emit((), listed=[kind])
         # A job missing from the whole list is confirmed with one GET before it is called
         # NOT_FOUND; one already known to be gone is not asked about again.
-        gone = (JobState.NOT_FOUND, JobState.DELETED)
+        gone = (NOT_FOUND, "DELETED")
         # Set arithmetic on keys: this runs over every job of the account each cycle.
         missing = (last.keys() | explicit.keys()) - listed
         confirm = [last[key].ref for key in missing if key in last]
         confirm = [r for r in confirm if r.kind == kind and last[r.key].state not in gone]
         return confirm + [r for key, r in explicit.items() if key in missing and key not in last]
 
-    async def _call(
-        self, target: str, call: Awaitable[T], report: CycleReport, now: float
-    ) -> T | None:
-        """Await one API call; on failure log it, back the target off and return None."""
-        report.calls += 1
+    async def _call(self, target: str, call: Awaitable[T], now: float) -> T | None:
+        """Await one API call; on failure log it, back the target off and return None.
+        Its outcome counts toward the window current when it ends."""
         try:
             result = await call
-        except ApiRejected as exc:
-            report.api_errors += 1
-            report.answered += 1
-            report.rejected.append((target, exc.status_code, str(exc)))
-            if exc.is_auth:
-                report.auth_failed = True
-                self._observer.api_call("auth")
-                log.error("api.auth_failed", target=target, error=str(exc), status=exc.status_code)
-            else:
-                self._observer.api_call("rejected")
-                log.warning("api.error", target=target, error=str(exc), status=exc.status_code)
-                if exc.status_code != 404:  # an HTML 404 is a proxy's, not the resource's
-                    self._unreadable.failed(target, str(exc))
-            self._schedule.failed(target, now)
+        except ApiError as exc:
+            self._failed(target, exc, now)
             return None
-        except ApiUnavailable as exc:
-            report.api_errors += 1
+        report = self.window
+        report.calls += 1
+        report.answered += 1
+        self._observer.api_call("ok")
+        self._unreadable.succeeded(target)
+        return result
+
+    def _failed(self, target: str, exc: ApiError, now: float) -> None:
+        """Classify a failed call once: backoff, report, metrics, unreadable ledger, log."""
+        report = self.window
+        report.calls += 1
+        report.api_errors += 1
+        if isinstance(exc, ApiUnavailable):
             report.unavailable += 1
             report.unreachable = str(exc)
+            report.unreachable_targets.add(target)
             if exc.retry_after is not None:
                 report.retry_after = max(report.retry_after or 0.0, exc.retry_after)
             self._observer.api_call("unavailable")
             log.warning("api.error", target=target, error=str(exc))
             self._schedule.failed(target, now, retry_after=exc.retry_after)
-            return None
-        except ApiError as exc:  # a malformed answer: skipped for this cycle
-            report.api_errors += 1
-            report.answered += 1
-            self._observer.api_call("payload")
-            log.warning("api.bad_answer", target=target, error=str(exc))
-            self._unreadable.failed(target, str(exc))
-            self._schedule.failed(target, now)
-            return None
+            return
         report.answered += 1
-        self._observer.api_call("ok")
-        self._unreadable.succeeded(target)
-        return result
+        self._schedule.failed(target, now)
+        if isinstance(exc, ApiRejected):
+            report.rejected.append((target, exc.status_code, str(exc)))
+            if exc.is_auth:
+                report.auth_failed = True
+                self._observer.api_call("auth")
+                log.error("api.auth_failed", target=target, error=str(exc), status=exc.status_code)
+                return
+            self._observer.api_call("rejected")
+            log.warning("api.error", target=target, error=str(exc), status=exc.status_code)
+            if exc.status_code != 404:  # an HTML 404 is a proxy's, not the resource's
+                self._unreadable.failed(target, str(exc))
+            return
+        # A malformed answer: skipped until the target is due again.
+        self._observer.api_call("payload")
+        log.warning("api.bad_answer", target=target, error=str(exc))
+        self._unreadable.failed(target, str(exc))

@@ -15,7 +15,8 @@ from watcher.core.delivery import Channel, OutboxEntry
 from watcher.core.errors import StoreError
 from watcher.core.grouping import MINUTE
 from watcher.core.quiet import quiet_until
-from watcher.core.silences import Silence, Subject, silencing
+from watcher.core.rules import Subject
+from watcher.core.silences import Silence, silencing
 from watcher.ports import Outbox
 
 #: Silences are re-read this often at most (seconds): `silence add` in another process takes
@@ -50,7 +51,7 @@ class SilenceWatch:
         if entry.event is None:
             return None
         await self._refresh(now)
-        subject = Subject.of(entry.event.field_map(), channel=entry.channel)
+        subject = Subject.of_fields(entry.event.field_map(), channel=entry.channel)
         return silencing(self._active, subject, now)
 
     def stale(self) -> None:

@@ -1,27 +1,30 @@
-"""The dispatcher's sends beside the plain one-row-at-a-time lane: silences, batched targets
-(grouping, rate folding, quiet hours), whose message's rows are settled together, and what
-every lane does around a send: its target's pace before, its backoff after.
+"""How one target's claimed rows are sent: the plain lane (a row at a time) and the batched
+one (grouping, rate folding, quiet hours, a message's rows settled together); what every lane
+does around a send: the silences in force before it, its target's pace before, its backoff
+after; and how each send is settled.
 
-A mixin of `Dispatcher` (which provides the state declared here), kept apart by role.
+`Lanes` is owned by the dispatcher, which claims the rows and runs one lane per target; it
+reads the targets' backoff and pace (`backoff`, `pace`) to know what to leave unclaimed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 
-from watcher.core import grouping
+from watcher.core import grouping, messages
 from watcher.core.delivery import (
     Channel,
     Delivery,
     Mark,
     MarkKind,
+    OutboxEntry,
     RetryPolicy,
     SendOutcome,
     SendResult,
@@ -32,11 +35,8 @@ from watcher.core.errors import LeaseLost, StoreError
 from watcher.core.pacing import Pace, TargetBackoff
 from watcher.core.urls import short_url
 from watcher.ports import Observer, Outbox, Sender
-from watcher.runtime.gates import SendTimes, SilenceWatch, quiet_end
+from watcher.runtime.gates import SendTimes, SilenceWatch, batched, quiet_end
 from watcher.runtime.storelog import StoreErrorLog
-
-if TYPE_CHECKING:
-    from watcher.runtime.dispatcher import DispatchReport
 
 log = structlog.get_logger("watcher")
 
@@ -44,6 +44,16 @@ log = structlog.get_logger("watcher")
 #: rows back to be claimed afresh: a paced lane's last send must be settled while its claim
 #: (`send_timeout` + `LEASE_MARGIN`, 30 s) still holds, or another replica could send it too.
 SEND_WINDOW = 15.0
+
+
+@dataclass(slots=True)
+class DispatchReport:
+    """What a round of dispatching did."""
+
+    sent: int = 0
+    failed: int = 0
+    dead: int = 0
+    store_failed: bool = False
 
 
 class Step(Enum):
@@ -55,23 +65,138 @@ class Step(Enum):
 
 
 class Lanes:
-    """Silences, batched targets, and each target's pace and backoff, over the dispatcher's
-    outbox, sender and clock."""
+    """Sends a target's claimed rows and settles them, keeping each target's pace and
+    backoff.
 
-    _outbox: Outbox
-    _sender: Sender
-    _observer: Observer
-    _policy: RetryPolicy
-    _channels: dict[str, Channel]
-    _clock: Callable[[], datetime]
-    _rand: Callable[[], float]
-    _silences: SilenceWatch
-    _sent_at: SendTimes
-    _store_errors: StoreErrorLog
-    _backoff: TargetBackoff
-    _pace: Pace
-    _per_second: dict[str, float]
-    holder: str
+    Args:
+        outbox: where the rows are settled.
+        sender: the notifier.
+        policy: the retry schedule for failed sends (and the targets' backoff).
+        channels: the channels, by whose templates and policies rows are sent.
+        observer: metrics.
+        clock: the wall clock.
+        rand: jitter in [0, 1).
+        holder: the dispatcher's name on its claims.
+        silences: the silences in force.
+        store_errors: where failed store writes are told.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sender: Sender,
+        *,
+        policy: RetryPolicy,
+        channels: Sequence[Channel],
+        observer: Observer,
+        clock: Callable[[], datetime],
+        rand: Callable[[], float],
+        holder: str,
+        silences: SilenceWatch,
+        store_errors: StoreErrorLog,
+    ) -> None:
+        self._outbox = outbox
+        self._observer = observer
+        self._clock = clock
+        self._rand = rand
+        self._holder = holder
+        self._silences = silences
+        self._store_errors = store_errors
+        self._sent_at = SendTimes()
+        #: Each target's backoff after a failed send, and its pace (`max_per_second`).
+        self.backoff = TargetBackoff(policy)
+        self.pace = Pace()
+        self.sender = sender
+        self._policy = policy
+        self._channels: dict[str, Channel] = {}
+        self._per_second: dict[str, float] = {}
+        #: The targets served a batch at a time, with the channel that decides how.
+        self.batched: dict[str, Channel] = {}
+        self.configure(sender, policy, channels)
+
+    def configure(self, sender: Sender, policy: RetryPolicy, channels: Sequence[Channel]) -> None:
+        """Use this notifier, retry policy and these channels from now on."""
+        self.sender, self._policy = sender, policy
+        self.backoff.policy = policy
+        self._channels = {channel.name: channel for channel in channels}
+        # Each target's pace: the strictest of the channels that send to it.
+        self._per_second = {}
+        for channel in channels:
+            for target in channel.targets:
+                rate = channel.policy.max_per_second
+                self._per_second[target.url_key] = min(
+                    rate, self._per_second.get(target.url_key, rate)
+                )
+        self.batched = {
+            target.url_key: channel
+            for channel in reversed(channels)
+            if batched(channel)
+            for target in channel.targets
+        }
+
+    async def serve(self, target: str, rows: list[Delivery], report: DispatchReport) -> None:
+        """Send one target's rows one after another (a batched target's as planned)."""
+        if target in self.batched:
+            await self._batches(target, rows, report)
+        else:
+            await self._plain(target, rows, report)
+
+    # -- plain targets -------------------------------------------------------------------
+
+    async def _plain(self, target: str, rows: list[Delivery], report: DispatchReport) -> None:
+        """A plain target's rows, oldest first, at its pace, until one fails (its target backs
+        off) or the claim would run out; the rows not sent are given back."""
+        send_by = self._clock() + timedelta(seconds=SEND_WINDOW)
+        for index, delivery in enumerate(rows):
+            step = await self._deliver(delivery, report, send_by=send_by)
+            if step is not Step.NEXT:
+                await self._release(rows[index + (step is Step.STOP) :], report)
+                return
+
+    async def _deliver(
+        self, delivery: Delivery, report: DispatchReport, *, send_by: datetime
+    ) -> Step:
+        entry = delivery.entry
+        if await self._silenced(delivery, report):
+            return Step.NEXT
+        try:
+            message = self.render(entry)
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
+            # A stored event no template can render costs only itself: it is given up.
+            result = SendResult(SendOutcome.UNKNOWN_TARGET, f"cannot render: {exc!r}"[:200])
+        else:
+            if not await self._paced(entry.url_key, send_by):
+                return Step.LATER
+            result = await self.sender.send(
+                entry.url_key,
+                title=message.title,
+                body=message.body,
+                notify_type=messages.notify_type(entry.new_state),
+            )
+        now = self._clock()
+        retry_at = self._after_send(entry.url_key, delivery, result, now)
+        mark = settle(delivery, result, self._policy, now=now, rand=self._rand, retry_at=retry_at)
+        fields = log_fields(delivery, delivery.id)
+        # Shielded: a send that went out must be marked, or a restart would repeat it.
+        with anyio.CancelScope(shield=True):
+            marked = self._mark(delivery, mark.kind, mark.at, mark.error)
+            if await self._settled(marked, fields, report):
+                self._told(mark, result, [delivery], report, fields)
+        return Step.NEXT if retry_at is None else Step.STOP
+
+    def render(self, entry: OutboxEntry) -> messages.Message:
+        """The text of a delivery, rendered now from its event with the channel's templates
+        in force (a row from before events existed keeps its stored text)."""
+        return grouping.render_entry(entry, self._channels.get(entry.channel))
+
+    async def _mark(self, delivery: Delivery, kind: MarkKind, at: datetime, error: str) -> None:
+        claim = delivery.claim
+        if kind is MarkKind.DELIVERED:
+            await self._outbox.mark_delivered(delivery.id, now=at, claim=claim)
+        elif kind is MarkKind.DEAD:
+            await self._outbox.mark_dead(delivery.id, now=at, error=error, claim=claim)
+        else:
+            await self._outbox.mark_retry(delivery.id, next_attempt_at=at, error=error, claim=claim)
 
     def _told(
         self,
@@ -139,12 +264,12 @@ class Lanes:
         per_second = self._per_second.get(target)
         if per_second is None:
             return True
-        wait = self._pace.wait(target, time.monotonic())
+        wait = self.pace.wait(target, time.monotonic())
         if self._clock() + timedelta(seconds=wait) > send_by:
             return False
         if wait > 0:
             await anyio.sleep(wait)
-        self._pace.sent(target, time.monotonic(), per_second)
+        self.pace.sent(target, time.monotonic(), per_second)
         return True
 
     def _after_send(
@@ -154,19 +279,19 @@ class Lanes:
         failed (a 429 or its `Retry-After` too), it is backed off, and the returned time is
         when its probe (`lead`, the row that failed) is due. None: go on."""
         if result.outcome is SendOutcome.DELIVERED:
-            self._backoff.succeeded(target)
+            self.backoff.succeeded(target)
             return None
         if result.outcome is SendOutcome.UNKNOWN_TARGET:
             return None  # nothing was sent: no news of the target
         hint = pushback(result.detail)
-        until = self._backoff.failed(
+        until = self.backoff.failed(
             target, now, attempts=lead.attempts, rand=self._rand, retry_after=hint.retry_after
         )
         log.info(
             "notify.backoff",
             channel=lead.entry.channel,
             url=short_url(lead.entry.url_display),
-            failures=self._backoff.failures(target),
+            failures=self.backoff.failures(target),
             rate_limited=hint.rate_limited,
             until=until.isoformat(timespec="seconds"),
         )
@@ -177,7 +302,7 @@ class Lanes:
         if not rows:
             return
         try:
-            await self._outbox.release([d.id for d in rows], claim=self.holder)
+            await self._outbox.release([d.id for d in rows], claim=self._holder)
         except StoreError as exc:  # they wait out their claim instead
             report.store_failed = True
             self._store_errors.failed(exc, delivery=[d.id for d in rows])
@@ -218,7 +343,7 @@ class Lanes:
                     stopped = True
                     unsent += batch.rows
                     continue
-                result = await self._sender.send(
+                result = await self.sender.send(
                     target,
                     title=batch.message.title,
                     body=batch.message.body,
@@ -255,7 +380,7 @@ class Lanes:
         ids = [d.id for d in rows]
         fields = log_fields(lead, ids[0] if len(ids) == 1 else ids)
         with anyio.CancelScope(shield=True):
-            marked = self._outbox.settle_many(ids, mark, claim=lead.claim or self.holder)
+            marked = self._outbox.settle_many(ids, mark, claim=lead.claim or self._holder)
             if not await self._settled(marked, fields, report):
                 return
         self._told(mark, result, rows, report, fields)

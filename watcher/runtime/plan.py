@@ -61,6 +61,7 @@ class CycleReport:
     api_errors: int = 0
     unavailable: int = 0
     unreachable: str = ""  # the error of the cycle's last unavailable call
+    unreachable_targets: set[str] = field(default_factory=set)  # targets of those calls
     auth_failed: bool = False
     # (target, HTTP status, error) of every call the API refused (4xx), in order
     rejected: list[tuple[str, int, str]] = field(default_factory=list)

@@ -1,10 +1,17 @@
-"""The poller: fetch each resource, diff it, record state and outbox rows together.
+"""The poller: fetch each resource on its own schedule, decide, write state and outbox rows
+together.
 
-`Watcher.poll_once()` is one poll cycle; the `Dispatcher` it owns sends what the cycles
-record, in its own task, so polling never waits for a channel. `run_once()` is one poll and
-one dispatch, waited for (the `once` command); `run_forever()` runs both tasks until asked to
-stop (see `runtime.replica`). The poller reaches the API, the store, the notifier and the metrics only through
-`watcher.ports`, so tests can hand it real adapters or small fakes alike.
+One way through: the `Fetcher` reads each due target in a task of its own and hands on what
+it read (`Observed`); `_record` decides over it (`decide.decide`, then `Alerts.plan`) and
+writes the decision in one transaction; the `Dispatcher` sends what was written, in its own
+task, so polling never waits for a channel. Conditions, reminders, digests and milestones
+due by time alone are a timer of their own (`_tick`, every `TICK` seconds): they fire on time
+whether or not anything is polled.
+
+`poll_once()` runs every due target once, waits for all, and closes the cycle (`once`, tests);
+`run_once()` adds one dispatch round; `poll_forever()` never waits for a cycle: a slow target
+delays only itself. The poller reaches the API, the store, the notifier and the metrics only
+through `watcher.ports`, so tests can hand it real adapters or small fakes alike.
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from watcher.core.decide import listed_flag
 from watcher.core.errors import StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
 from watcher.core.schedule import PollSchedule
+from watcher.core.write import Write
 from watcher.ports import Budget, NullObserver, Observer, Outbox, Sender, Source, StateRepo
 from watcher.runtime import replica
-from watcher.runtime.alerts import Alerts, own_troubles
-from watcher.runtime.clocks import StepNotice, monotonic, utcnow
+from watcher.runtime.alert_memory import Alerts, own_troubles
 from watcher.runtime.dispatcher import Dispatcher, DispatchReport
-from watcher.runtime.fetcher import Fetcher, list_key
+from watcher.runtime.due_digests import DigestBatch
+from watcher.runtime.fetcher import Fetcher, Observed, list_key
+from watcher.runtime.host_clocks import StepNotice, monotonic, utcnow
 from watcher.runtime.housekeeping import Housekeeping
 from watcher.runtime.leadership import Leadership
 from watcher.runtime.plan import CycleReport, WatchPlan
@@ -39,12 +48,16 @@ from watcher.runtime.troubles import Due, Troubles
 log = structlog.get_logger("watcher")
 T = TypeVar("T")
 
+#: Seconds between two looks at what falls due by time alone (conditions, reminders,
+#: digests): a reminder every 10 s arrives within a second of its time.
+TICK = 1.0
+
 
 class Store(StateRepo, Outbox, Protocol):
     """The state database: both ports in one (SQLite keeps them in one file)."""
 
 
-class Watcher:
+class Poller:
     """Polls jobs, records their transitions, and keeps the guarantees of design.md.
 
     Args:
@@ -107,16 +120,20 @@ class Watcher:
         self._budget = budget
         self._listed_kinds: set[JobKind] = set()
         self._housekeeping = Housekeeping()
+        # The fetched answers' writes and the timer's take turns: each decision is over the
+        # state the previous write left.
+        self._write_lock = anyio.Lock()
+        self._window_opened = self._monotonic()
         self._fetcher = Fetcher(
             source,
             schedule=self._schedule,
             observer=self._observer,
             unreadable=self._unreadable,
             last=lambda: self._last or {},
-            record=self._record,
             budget=budget,
             max_parallel_polls=max_parallel_polls,
             listed=lambda: self._listed_kinds,
+            on_idle=lambda: self._wake.set(),
         )
         self._fetcher.index(plan)
 
@@ -200,7 +217,7 @@ class Watcher:
             if c.name is ConditionName.UNREADABLE and c.subject in stale
         ]
         try:
-            await self._store.record([], [], now=self._clock(), resolved=gone)
+            await self._store.record(Write(now=self._clock(), resolved=gone))
         except StoreError as exc:
             self._store_errors.failed(exc)
             return
@@ -225,34 +242,65 @@ class Watcher:
         return await self.dispatcher.dispatch_once()
 
     async def poll_once(self, *, force: bool = False) -> CycleReport:
-        """Poll what is due (with `force`, every job) and record what changed; the dispatcher
-        is woken for whatever that queued."""
+        """Poll every due target (with `force`, every job) once, wait for all, record what
+        changed and close the cycle; the dispatcher is woken for whatever that queued."""
         await self.start()
         await self._apply_reload()
-        report = CycleReport()
         if force:
             self._schedule.force()
-        observed = await self._fetcher.fetch(report, self._monotonic())
-        at = self._monotonic()
-        self._schedule.cycle_done(
-            at, calls=report.calls, unavailable=report.unavailable, retry_after=report.retry_after
-        )
-        now = self._clock_steps.read(self._clock)
-        self._troubles.judge_key(report, self.plan.account_id)
-        await self._record(
-            observed,
-            report,
-            api_notice=self._alerts.api_notice(
-                self._schedule.failed_cycles, self.plan.api_down_after, answered=report.answered > 0
-            ),
-            troubles=self._troubles.due(self.plan),
-            full=True,
-        )
-        await self._housekeeping.run(
-            self._store, now, history_days=self.plan.history_days, errors=self._store_errors
-        )
-        self._observer.cycle_done(report, at=self._clock())
-        self._fetcher.check_budget(self.plan)
+        async with anyio.create_task_group() as tg:
+            if self._fetcher.launch_due(tg, self._monotonic()):
+                tg.start_soon(self._write_until_idle)
+        await self._write_observed()
+        return await self._tick(close=True)
+
+    async def _write_until_idle(self) -> None:
+        """Write answers as they arrive until no request is in flight (`poll_once`)."""
+        while True:
+            await self._fetcher.arrived(or_idle=True)
+            await self._write_observed()
+            if not self._fetcher.busy:
+                return
+
+    async def _write_observed(self) -> None:
+        """Decide over and write every answer read so far, in the order read."""
+        async with self._write_lock:
+            for batch in _batches(self._fetcher.take()):
+                await self._record(batch.jobs, self._fetcher.window, listed=batch.listed)
+
+    async def _tick(self, *, close: bool) -> CycleReport:
+        """What falls due by time alone: conditions, reminders, digests, housekeeping; with
+        `close`, also the end of a cycle: the API's reachability, rejected keys and unreadable
+        targets are judged over the calls since the last close, and the metrics told.
+        Returns the closed cycle's report (else the one still open)."""
+        async with self._write_lock:
+            report = self._fetcher.close_window() if close else self._fetcher.window
+            api_notice = None
+            if close:
+                self._window_opened = self._monotonic()
+                if self._fetcher.conclusive(report):
+                    self._schedule.cycle_done(
+                        self._window_opened,
+                        calls=report.calls,
+                        unavailable=report.unavailable,
+                        retry_after=report.retry_after,
+                    )
+                self._troubles.judge_key(report, self.plan.account_id)
+                api_notice = self._alerts.api_notice(
+                    self._schedule.failed_cycles,
+                    self.plan.api_down_after,
+                    answered=report.answered > 0,
+                )
+            now = self._clock_steps.read(self._clock)
+            await self._record(
+                (), report, api_notice=api_notice, troubles=self._troubles.due(self.plan), full=True
+            )
+            await self._housekeeping.run(
+                self._store, now, history_days=self.plan.history_days, errors=self._store_errors
+            )
+        if close:
+            self._observer.cycle_done(report, at=self._clock())
+            self._fetcher.check_budget(self.plan)
         return report
 
     async def _record(
@@ -260,21 +308,31 @@ class Watcher:
         observed: Sequence[JobSnapshot],
         report: CycleReport,
         *,
+        listed: Sequence[JobKind] = (),
         api_notice: tuple[str, str] | None = None,
         troubles: Due | None = None,
         full: bool = False,
     ) -> int:
-        """Store what changed and queue its notifications, in one transaction.
+        """Decide over what was read and write it, with its notifications, in one transaction.
 
         `troubles` are the subjects to announce as unreadable or with a rejected key, each
         with its error ("" when it is over); with the API's reachability they open and
         resolve the watcher's own conditions. Milestones join every write; conditions,
-        reminders and digests the cycle's last (`full`).
+        reminders and digests the timer's (`full`).
 
         Returns how many outbox rows were queued.
         """
         assert self._last is not None
         now = self._clock()
+        # Reads first (the timer's only): deciding and writing read nothing more.
+        try:
+            timed = (
+                await self._alerts.timed(self._store, self.plan, self._last, now) if full else None
+            )
+        except StoreError as exc:
+            report.store_failed = True
+            self._store_errors.failed(exc)
+            return 0
         decision = decide.decide(
             self._last,
             observed,
@@ -282,7 +340,7 @@ class Watcher:
             now=now,
             explicit=self._fetcher.explicit_keys,
             listed_before=frozenset(self._listed_kinds),
-            listed_now=report.listed,
+            listed_now=listed,
             since=self._alerts.since,
         )
         alert = self._alerts.plan(
@@ -292,22 +350,26 @@ class Watcher:
             observed=observed,
             now=now,
             own=own_troubles(troubles or {}, api_notice),
-            silences=await self._alerts.silences(self._store, self.plan, now) if full else (),
+            silences=timed.silences if timed else (),
             full=full,
+        )
+        write = self._alerts.write_of(
+            self.plan, decision, alert, timed.digests if timed else DigestBatch(), now=now
         )
         # State and outbox in one transaction: a crash after it loses nothing, and a crash
         # before it means the next start sees the change again.
-        try:
-            entries = await self._alerts.write(
-                self._store, self.plan, decision, alert, last=self._last, now=now
-            )
-        except StoreError as exc:
-            # Nothing was written, so the next cycle sees the same changes again.
-            report.store_failed = True
-            self._store_errors.failed(exc)
-            return 0
+        if write is not None:
+            try:
+                await self._store.record(write)
+            except StoreError as exc:
+                # Nothing was written, so the next poll sees the same changes again.
+                report.store_failed = True
+                self._store_errors.failed(exc)
+                return 0
+        entries = len(write.entries) if write is not None else 0
         self._last.update((s.ref.key, s) for s in decision.snapshots)
-        self._listed_kinds.update(report.listed)
+        self._listed_kinds.update(listed)
+        report.listed.extend(listed)
         self._alerts.applied(alert, decision, now=now, watch=self.plan)
         if api_notice is not None:
             log.warning("api.unreachable" if api_notice[0] == "down" else "api.reachable")
@@ -371,35 +433,84 @@ class Watcher:
             pause = min(pause, (due - self._clock()).total_seconds())
         return max(0.05, pause)
 
-    async def _poll_safely(self) -> None:
-        try:
-            await self.poll_once()
-        except Exception:
-            # A bug must not end monitoring for good: log it with its traceback and carry
-            # on; state is only written in whole transactions, so nothing half-done remains.
-            log.exception("cycle.crashed")
-
     def new_term(self) -> None:
         """Forget what memory holds: another replica may have written since, so the next
         cycle reloads it all from the store and polls every job (a term of leadership)."""
         self._last = None
         self._alerts = Alerts()
         self._troubles.new_term()
+        self._fetcher.forget_observed()
         self._schedule.force()
 
     async def poll_forever(
         self, *, on_cycle: Callable[[], None] | None = None, max_sleep: float | None = None
     ) -> None:
-        """Poll cycle after cycle until cancelled; `on_cycle` after each, at most `max_sleep`
-        seconds apart."""
-        while True:
-            await self._poll_safely()
-            if on_cycle is not None:
-                on_cycle()
-            pause = self.next_poll()
+        """Poll each target when it is due, write what it read as it arrives, and look at what
+        falls due by time every `TICK` seconds, until cancelled. `on_cycle` is called after
+        each look once a first cycle is over, at most `max_sleep` seconds apart.
+
+        A cycle (the report metrics and API-down judgement are made of) closes once nothing
+        it started is still in flight, or after a poll interval at the latest: a target that
+        hangs neither holds the others back nor keeps the watcher's own alarms quiet."""
+        await self.start()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._write_forever)
+            while True:
+                async with anyio.create_task_group() as fetches:
+                    await self._schedule_until_reload(fetches, on_cycle, max_sleep)
+                    # A reload abandons the polls in flight: their answers were asked for
+                    # under the old plan, and records are whole transactions.
+                    fetches.cancel_scope.cancel()
+                async with self._write_lock:
+                    self._fetcher.forget_observed()
+                await self._apply_reload()
+
+    async def _schedule_until_reload(
+        self,
+        fetches: anyio.abc.TaskGroup,
+        on_cycle: Callable[[], None] | None,
+        max_sleep: float | None,
+    ) -> None:
+        next_tick = self._monotonic()
+        closed = False  # `on_cycle` only once a first cycle is over (systemd's READY)
+        while self._pending_reload is None:
+            now = self._monotonic()
+            self._fetcher.launch_due(fetches, now)
+            close = self._cycle_over(now)
+            if close or now >= next_tick:
+                next_tick = now + TICK
+                await self._tick_safely(close=close)
+                closed |= close
+                if on_cycle is not None and closed:
+                    on_cycle()
+            pause = min(self.next_poll(), max(0.0, next_tick - self._monotonic()))
             with anyio.move_on_after(min(pause, max_sleep or pause)):
                 await self._wake.wait()
             self._wake = anyio.Event()
+
+    def _cycle_over(self, now: float) -> bool:
+        """A cycle that made calls ends when none is in flight, or a poll interval on."""
+        window = self._fetcher.window
+        if window.calls == 0 and window.polled == 0:
+            return False
+        return not self._fetcher.busy or now - self._window_opened >= self.plan.poll_interval
+
+    async def _tick_safely(self, *, close: bool) -> None:
+        try:
+            await self._tick(close=close)
+        except Exception:
+            # A bug must not end monitoring for good: log it with its traceback and carry
+            # on; state is only written in whole transactions, so nothing half-done remains.
+            log.exception("cycle.crashed")
+
+    async def _write_forever(self) -> None:
+        """Write what the fetches read as soon as it arrives (one write per batch)."""
+        while True:
+            await self._fetcher.arrived()
+            try:
+                await self._write_observed()
+            except Exception:
+                log.exception("cycle.crashed")
 
     async def run_forever(
         self,
@@ -415,3 +526,23 @@ class Watcher:
         await replica.run(
             self, stop, grace=grace, on_cycle=on_cycle, max_sleep=max_sleep, leadership=leadership
         )
+
+
+def _batches(observed: Sequence[Observed]) -> list[Observed]:
+    """Answers merged into as few writes as keep their order: a job read twice (its second
+    answer came before the first was written) starts a new batch, so each write sees one
+    answer per job and the moves between them are all announced."""
+    batches: list[Observed] = []
+    jobs: list[JobSnapshot] = []
+    listed: list[JobKind] = []
+    keys: set[str] = set()
+    for answer in observed:
+        if any(s.ref.key in keys for s in answer.jobs):
+            batches.append(Observed(tuple(jobs), tuple(listed)))
+            jobs, listed, keys = [], [], set()
+        jobs += answer.jobs
+        listed += answer.listed
+        keys.update(s.ref.key for s in answer.jobs)
+    if jobs or listed:
+        batches.append(Observed(tuple(jobs), tuple(listed)))
+    return batches

@@ -10,21 +10,43 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 import structlog
 
+from watcher.ports import Budget
+from watcher.runtime.dispatcher import Dispatcher
 from watcher.runtime.leadership import Leadership
-
-if TYPE_CHECKING:
-    from watcher.runtime.poller import Watcher
+from watcher.runtime.plan import WatchPlan
 
 log = structlog.get_logger("watcher")
 
 
+class Polling(Protocol):
+    """What a replica runs: the poller (`runtime.poller.Poller`), seen from here."""
+
+    plan: WatchPlan
+    dispatcher: Dispatcher
+
+    @property
+    def budget(self) -> Budget | None: ...
+
+    def cycle_cost(self) -> int: ...
+
+    def check_budget(self) -> None: ...
+
+    def new_term(self) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def poll_forever(
+        self, *, on_cycle: Callable[[], None] | None = None, max_sleep: float | None = None
+    ) -> None: ...
+
+
 async def run(
-    watcher: Watcher,
+    watcher: Polling,
     stop: anyio.Event,
     *,
     grace: float = 5.0,
@@ -95,7 +117,7 @@ async def _lease_loop(
 
 
 async def _terms(
-    watcher: Watcher,
+    watcher: Polling,
     leadership: Leadership,
     stop: anyio.Event,
     on_cycle: Callable[[], None] | None,

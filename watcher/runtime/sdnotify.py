@@ -28,11 +28,6 @@ class SystemdNotifier:
             int(watchdog_usec) / 1e6 if watchdog_usec.isdigit() and for_us else None
         )
 
-    @property
-    def enabled(self) -> bool:
-        """True when systemd listens."""
-        return bool(self._address)
-
     def notify(self, *lines: str) -> None:
         """Send `KEY=value` lines as one datagram; errors are ignored (systemd may be gone)."""
         if not self._address:

@@ -27,9 +27,10 @@ import structlog
 
 from watcher import __version__
 from watcher.core.budget import RequestBudget
+from watcher.core.clock import utcnow
 from watcher.core.errors import ApiRejected, ApiUnavailable, PayloadError
-from watcher.core.kinds import DEFAULT_BASE_URL, JobKind
-from watcher.core.model import JobRef, JobSnapshot, JobState
+from watcher.core.kinds import DEFAULT_BASE_URL, NOT_FOUND, JobKind
+from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.names import shown_name
 from watcher.core.text import scrub
 from watcher.core.urls import host_port
@@ -40,6 +41,7 @@ from watcher.sources.answers import (
     request_line,
     short,
 )
+from watcher.sources.inflight import HeldBytes, InflightBytes, return_big_blocks
 from watcher.sources.items import ItemReader
 from watcher.sources.pages import JobListing, JobPage, PageMemo, Paging, Seen, pages_needed
 from watcher.sources.parse import parse_job
@@ -49,9 +51,13 @@ from watcher.sources.retry import (
     backoff_delay,
     is_retryable,
     retry_hint,
-    utcnow,
 )
-from watcher.sources.stream import ACCEPT_ENCODING, DEFAULT_MAX_ANSWER_BYTES, read_answer
+from watcher.sources.stream import (
+    ACCEPT_ENCODING,
+    DEFAULT_MAX_ANSWER_BYTES,
+    DEFAULT_MAX_INFLIGHT_BYTES,
+    read_answer,
+)
 
 log = structlog.get_logger("watcher")
 
@@ -88,8 +94,13 @@ class FireworksClient:
         max_answer_bytes: The most decoded bytes one answer (a page or a job) may have; a
             larger one is not read further and is a `PayloadError` (compressed answers are
             counted as they expand, so a small gzip bomb costs this much, not its expansion).
+        max_inflight_bytes: The most decoded bytes every answer in flight holds together,
+            from the first byte read until it is parsed; an answer that would pass it waits
+            its turn (`watcher.sources.inflight`).
 
     Attributes:
+        inflight: The byte budget every answer in flight shares (its `high_water` and
+            `waited` say how full it got and how many answers waited their turn).
         requests_sent: HTTP requests attempted so far, retries included (the server may
             have seen a request that failed in transport, so each counts against the budget).
     """
@@ -108,9 +119,11 @@ class FireworksClient:
         budget: RequestBudget | None = None,
         deadline: float | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
     ) -> None:
         self._deadline = deadline
-        self.max_answer_bytes = max_answer_bytes
+        self.inflight = InflightBytes(max_inflight_bytes, per_answer=max_answer_bytes)
+        return_big_blocks()  # answers are the process's big blocks
         try:
             url = httpx.URL(base_url)
         except httpx.InvalidURL as exc:
@@ -148,6 +161,19 @@ class FireworksClient:
         }
         self.requests_sent = 0
 
+    @property
+    def max_answer_bytes(self) -> int:
+        """The most decoded bytes one answer may have."""
+        return self.inflight.per_answer
+
+    @max_answer_bytes.setter
+    def max_answer_bytes(self, size: int) -> None:
+        self.inflight.set_limits(self.inflight.limit, per_answer=size)
+
+    def set_answer_limits(self, *, max_answer_bytes: int, max_inflight_bytes: int) -> None:
+        """Bound one answer, and every answer in flight together, from now on (SIGHUP)."""
+        self.inflight.set_limits(max_inflight_bytes, per_answer=max_answer_bytes)
+
     def set_request_timeout(self, seconds: float) -> None:
         """Give every request from now on `seconds` per read and in all (SIGHUP)."""
         self._http.timeout = httpx.Timeout(seconds)
@@ -172,13 +198,18 @@ class FireworksClient:
             msg = f"{ref.kind} job {shown_name(ref.job_id)} is not a resource id; not requested"
             raise ApiRejected(msg, status_code=0)
         path = f"{self._collection_path(ref.kind)}/{quote(ref.job_id, safe='')}"
-        response = await self._send(path, {}, kind=ref.kind, allow_404=True)
+        async with self.inflight.hold() as held:
+            response = await self._send(path, {}, kind=ref.kind, held=held, allow_404=True)
+            return self._job_answer(ref, response)
+
+    def _job_answer(self, ref: JobRef, response: httpx.Response) -> JobSnapshot:
+        """The snapshot a GET answered (synchronous: parsed while its bytes are held)."""
         if response.status_code == 404:
             # Only the API's own "not found" means the job is gone: an HTML 404 from a proxy or
             # a wrong base_url must not turn every watched job into NOT_FOUND.
             if not is_api_error_body(response):
                 raise ApiRejected(error_message(response), status_code=404)
-            return JobSnapshot(ref=ref, account_id=self._account_id, state=JobState.NOT_FOUND)
+            return JobSnapshot(ref=ref, account_id=self._account_id, state=NOT_FOUND)
         body = decode_json(response)
         snapshot = self._parse(body, kind=ref.kind, ref=ref, where=request_line(response))
         if snapshot.ref != ref:
@@ -243,8 +274,11 @@ class FireworksClient:
         paging = Paging(size)
         total: int | None = None
         for number in itertools.count(1):
-            response = await self._send(path, params, kind=kind)
-            page = self._decode_page(kind, number, response, known)
+            async with self.inflight.hold() as held:
+                response = await self._send(path, params, kind=kind, held=held)
+                page = self._decode_page(kind, number, response, known)
+                where = request_line(response)
+                del response  # its bytes go back with the budget's share, before the next page
             fresh.update(page.seen)
             jobs = page.jobs
             if number == 1:
@@ -252,7 +286,7 @@ class FireworksClient:
             try:
                 token = paging.next_token(number, page)
             except PayloadError as exc:
-                raise PayloadError(f"{request_line(response)}: {exc}") from None
+                raise PayloadError(f"{where}: {exc}") from None
             if token is None:
                 self._listed[kind] = fresh  # vanished jobs leave the cache with the list
                 for key in [k for k in self._page_memos if k[0] == kind and k[1] > number]:
@@ -319,24 +353,25 @@ class FireworksClient:
         params: Mapping[str, str],
         *,
         kind: JobKind,
+        held: HeldBytes,
         allow_404: bool = False,
     ) -> httpx.Response:
         """GET `path` with the kind's `readMask`; a 400 that names the mask is tried once more
         without it, and the kind is read whole from then on (the API's schema drifts)."""
         if kind in self.unmasked:
-            return await self._retrying(path, params, allow_404=allow_404)
+            return await self._retrying(path, params, held=held, allow_404=allow_404)
         try:
             masked = {**params, "readMask": kind.spec.read_mask}
-            return await self._retrying(path, masked, allow_404=allow_404)
+            return await self._retrying(path, masked, held=held, allow_404=allow_404)
         except ApiRejected as exc:
             if exc.status_code != 400 or not any(w in str(exc).lower() for w in _MASK_WORDS):
                 raise
             self.unmasked.add(kind)
             log.warning("api.read_mask_dropped", kind=str(kind), error=str(exc))
-        return await self._retrying(path, params, allow_404=allow_404)
+        return await self._retrying(path, params, held=held, allow_404=allow_404)
 
     async def _retrying(
-        self, path: str, params: Mapping[str, str], *, allow_404: bool
+        self, path: str, params: Mapping[str, str], *, held: HeldBytes, allow_404: bool
     ) -> httpx.Response:
         """GET `path`, retrying as the official SDK does; return a 2xx (or allowed 404) answer.
 
@@ -345,6 +380,7 @@ class FireworksClient:
         for from the budget.
         """
         policy = self._retry
+        held.give_back()  # an answer refused before (a `readMask` the API dropped)
         # Built once per call, not per attempt: httpx re-validates every URL character.
         url = httpx.URL(self._base_url + path, params=params)
         for attempt in range(1, policy.attempts + 1):
@@ -358,7 +394,12 @@ class FireworksClient:
             try:
                 with anyio.fail_after(self._deadline if self._deadline is not None else math.inf):
                     response = await read_answer(
-                        self._http, url, self._headers, limit=self.max_answer_bytes, path=path
+                        self._http,
+                        url,
+                        self._headers,
+                        limit=self.max_answer_bytes,
+                        path=path,
+                        held=held,
                     )
             except TimeoutError:
                 # A dripping answer: every read arrived in time, the whole one did not.
@@ -396,6 +437,7 @@ class FireworksClient:
                 if rejected is not None:
                     raise ApiRejected(msg, status_code=rejected)
                 raise ApiUnavailable(msg, retry_after=retry_after)
+            held.give_back()  # the failed try's bytes are not held through the pause
             await self._sleep(
                 backoff_delay(attempt, policy, retry_after=retry_after, rand=self._rand)
             )

@@ -11,9 +11,10 @@ from watcher.core.errors import PayloadError
 from watcher.core.kinds import KINDS, JobKind
 from watcher.core.model import JobSnapshot
 
-#: A job's raw fields that a transition or a message depends on at the last LIST, and the
-#: snapshot parsed from them (a plain tuple: one is made per job per LIST page).
-Seen = tuple[tuple[object, ...], JobSnapshot]
+#: A job's raw fields that a transition or a message depends on at the last LIST (as a hash
+#: of their JSON: `watcher.sources.items.fingerprint`), and the snapshot parsed from them (a
+#: plain tuple: one is made per job per LIST page).
+Seen = tuple[int, JobSnapshot]
 # `wandbConfig` carries the W&B API key: it is never kept, so a change of its URL alone waits
 # for the next change of anything else.
 _UNCOMPARED: Final = frozenset({"wandbConfig"})

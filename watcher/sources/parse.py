@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from typing import Final
 
 from watcher.core.errors import PayloadError
-from watcher.core.kinds import JobKind, short_state
+from watcher.core.kinds import UNSPECIFIED, JobKind, short_state
 from watcher.core.messages import FIELD_LIMIT
-from watcher.core.model import JobRef, JobSnapshot, JobState
+from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.names import job_id_of
 from watcher.core.text import cap, one_line
 
@@ -77,11 +77,7 @@ def parse_job(
     return JobSnapshot(
         ref=ref,
         account_id=account_id,
-        state=(
-            cap(short_state(raw_state), STATE_LIMIT)
-            if type(raw_state) is str
-            else JobState.UNSPECIFIED
-        ),
+        state=(cap(short_state(raw_state), STATE_LIMIT) if type(raw_state) is str else UNSPECIFIED),
         status_code=cap(_str(status.get("code")), STATE_LIMIT),
         status_message=cap(_str(status.get("message")), TEXT_LIMIT),
         reason=status_reason(status),

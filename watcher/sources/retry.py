@@ -112,7 +112,3 @@ def retry_hint(headers: Mapping[str, str], *, now: datetime) -> float | None:
             if math.isfinite(value) and value >= 0:
                 return value / 1000
     return parse_retry_after(headers.get("retry-after"), now=now)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

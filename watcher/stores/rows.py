@@ -123,6 +123,10 @@ MIGRATIONS: tuple[str, ...] = (
         seen_at    TEXT NOT NULL
     );
     """,
+    # 6: a silence may match the job's owner (a glob on who created it); "" for everyone.
+    """
+    ALTER TABLE silences ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 OUTBOX_COLUMNS = (
@@ -190,21 +194,6 @@ _ENTRY_TEXT_FIELDS = tuple(
 )
 
 
-def event_params(event: Event) -> tuple[object, ...]:
-    fields = dict(event.fields)
-    if not all(isinstance(v, str) for v in fields.values()):
-        raise TypeError("Event.fields must map names to strings")
-    return (
-        event.job_key,
-        event.old_state,
-        event.new_state,
-        ts(event.observed_at),
-        int(event.notice),
-        json.dumps(fields, ensure_ascii=False, sort_keys=True),
-        event.kind,
-    )
-
-
 def event_row(event_id: object, row: Sequence[Any]) -> Event | None:
     """The event columns of a delivery row; None for a row written before events existed.
 
@@ -256,17 +245,6 @@ def decode_snapshot(job_key: object, cell: object) -> JobSnapshot:
     if ref.key != job_key:
         raise RowError(f"jobs.snapshot: names {shown(ref.key)}, not its row's job")
     return snapshot
-
-
-def entry_params(entry: OutboxEntry) -> tuple[str, ...]:
-    texts = tuple(getattr(entry, name) for name in _ENTRY_TEXT_FIELDS)
-    for name, value in zip(_ENTRY_TEXT_FIELDS, texts, strict=True):
-        # sqlite3 would store an int or bytes as is and hand back the wrong type later.
-        if not isinstance(value, str):
-            raise TypeError(f"OutboxEntry.{name} must be str, not {type(value).__name__}")
-    created_at = ts(entry.created_at)
-    due = ts(entry.not_before) if entry.not_before is not None else created_at
-    return (*texts, created_at, due)
 
 
 def delivery_row(row: tuple[Any, ...]) -> Delivery:

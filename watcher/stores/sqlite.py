@@ -8,7 +8,7 @@ loses one, and a restart never repeats a delivered notification.
 Only this package imports `sqlite3`. `StateStore` is synchronous: the daemon calls it through
 `stores.aio.AsyncStore`, in a worker thread behind a `CapacityLimiter(1)`. Every `sqlite3`
 error leaves it as a one-line `StoreError` naming the database path. The schema and the row
-conversions are in `stores.rows`, the outbox methods in `stores.outbox`, the file's identity
+conversions are in `stores.rows`, the outbox methods in `stores.outbox_table`, the file's identity
 and rescue in `stores.files`, the one-daemon lock in `stores.lock`.
 
 Hostile contents cost only their row: a cell that does not decode makes its outbox row dead
@@ -21,40 +21,36 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, Self, TypeVar
+from typing import ClassVar, Self, TypedDict, Unpack
 
-from watcher.core.conditions import Condition, Since
-from watcher.core.delivery import Event, OutboxEntry
 from watcher.core.errors import StoreError
 from watcher.core.model import JobRef, JobSnapshot
+from watcher.core.write import Write
 from watcher.stores import files
-from watcher.stores.alerts import AlertTables, ReminderTimes
-from watcher.stores.base import OnUnreadable, ignore
-from watcher.stores.digests import DigestTable
-from watcher.stores.history import HistoryTable
-from watcher.stores.leases import LeaseTable
-from watcher.stores.outbox import PENDING, OutboxTable
-from watcher.stores.rows import (
-    MIGRATIONS,
-    RowError,
-    decode_snapshot,
-    encode_snapshot,
-    entry_params,
-    event_params,
-    shown,
-    ts,
-)
-from watcher.stores.silences import SilenceTable
-
-T = TypeVar("T")
+from watcher.stores.alert_table import AlertTables
+from watcher.stores.dialect import SQLITE, flag_rows, flag_value, snapshots, write_rows
+from watcher.stores.digest_table import DigestTable
+from watcher.stores.history_table import HistoryTable
+from watcher.stores.lease_table import LeaseTable
+from watcher.stores.outbox_table import OutboxTable
+from watcher.stores.rows import MIGRATIONS
+from watcher.stores.silence_table import SilenceTable
+from watcher.stores.tables import OnUnreadable, ignore
 
 #: Told once, with the reason, when the state file is deleted or replaced while open.
 OnLost = Callable[[str], None]
+
+
+class Options(TypedDict, total=False):
+    """`StateStore.open`'s keywords (see `StateStore.__init__`)."""
+
+    on_unreadable: OnUnreadable
+    on_lost: OnLost
+    migrate: bool
 
 
 class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTable, LeaseTable):
@@ -64,7 +60,7 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
     cannot be read or written.
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 5
+    SCHEMA_VERSION: ClassVar[int] = len(MIGRATIONS)
 
     def __init__(
         self,
@@ -112,16 +108,9 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
             raise
 
     @classmethod
-    def open(
-        cls,
-        path: Path,
-        *,
-        on_unreadable: OnUnreadable = ignore,
-        on_lost: OnLost = ignore,
-        migrate: bool = True,
-    ) -> StateStore:
+    def open(cls, path: Path, **options: Unpack[Options]) -> StateStore:
         """Open the database at `path`; the same as `StateStore(path, ...)`."""
-        return cls(path, on_unreadable=on_unreadable, on_lost=on_lost, migrate=migrate)
+        return cls(path, **options)
 
     @property
     def path(self) -> Path:
@@ -154,105 +143,43 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
     def last(self, ref: JobRef) -> JobSnapshot | None:
         """The job's last recorded snapshot, or None if never seen (or its row is unreadable)."""
         with self._lock, self._errors("read"):
-            row = self._conn.execute(
-                "SELECT snapshot FROM jobs WHERE job_key = ?", (ref.key,)
-            ).fetchone()
-        return None if row is None else self._snapshot(ref.key, row[0])
+            rows = self._conn.execute(
+                "SELECT job_key, snapshot FROM jobs WHERE job_key = ?", (ref.key,)
+            ).fetchall()
+        return snapshots(rows, self._on_unreadable).get(ref.key)
 
     def last_all(self) -> dict[str, JobSnapshot]:
         """Every job's last recorded snapshot keyed by `JobRef.key`; unreadable rows are skipped."""
         with self._lock, self._errors("read"):
             rows = self._conn.execute("SELECT job_key, snapshot FROM jobs").fetchall()
-        decoded = ((key, self._snapshot(key, cell)) for key, cell in rows)
-        return {key: snapshot for key, snapshot in decoded if snapshot is not None}
+        return snapshots(rows, self._on_unreadable)
 
-    def _snapshot(self, key: object, cell: object) -> JobSnapshot | None:
-        try:
-            return decode_snapshot(key, cell)
-        except RowError as exc:
-            self._on_unreadable(f"jobs {shown(key)}", str(exc))
-            return None
+    def record(self, write: Write) -> None:
+        """Save `write` (see `core.write.Write`) atomically: either everything is written or
+        nothing is; with nothing to write, no transaction.
 
-    def record(
-        self,
-        snapshots: Sequence[JobSnapshot],
-        entries: Sequence[OutboxEntry],
-        *,
-        now: datetime,
-        flags: Mapping[str, str] | None = None,
-        events: Sequence[Event] = (),
-        since: Mapping[str, Since] | None = None,
-        polled: Sequence[str] = (),
-        opened: Sequence[Condition] = (),
-        resolved: Sequence[Condition] = (),
-        reminders: ReminderTimes | None = None,
-    ) -> None:
-        """Save snapshots as their jobs' last seen state and queue notifications, atomically.
-
-        Args:
-            snapshots: each becomes its job's last seen state.
-            entries: new outbox rows: pending, no attempts, due at their `created_at`; each
-                entry's event is stored too (once, however many entries share it).
-            now: stored as the jobs' update time.
-            flags: small named values kept with them (e.g. that an outage was announced).
-            events: events to keep in the history even when no entry points at them.
-            since: when jobs (among `snapshots`, or known) entered their state and last moved.
-            polled: keys of known jobs polled now (written snapshots count as polled).
-            opened: conditions to store as open; resolved: open ones to drop.
-            reminders: the next reminder time per (channel, subject); None drops it.
-
-        Either everything is written or nothing is; with nothing to write, no transaction.
+        Raises:
+            Fenced: the store is fenced (`fence`) and the poller lease has moved on.
+            StoreError: the database cannot be written, or a value cannot be stored.
         """
-        alerts = (since, polled, opened, resolved, reminders)
-        if not snapshots and not entries and not flags and not events and not any(alerts):
+        if write.empty:
             return
-        every_event = dict.fromkeys([*events, *(e.event for e in entries if e.event)])
-        updated_at = ts(now)
+        with self._errors("write"):
+            rows = write_rows(write, SQLITE)
         with self._write() as conn:
             self._check_fence(conn)
-            conn.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                ((f"flag:{key}", value) for key, value in (flags or {}).items()),
-            )
-            conn.executemany(
-                "INSERT INTO jobs (job_key, snapshot, updated_at, polled_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (job_key) DO UPDATE SET snapshot = excluded.snapshot, "
-                "updated_at = excluded.updated_at, polled_at = excluded.polled_at",
-                ((s.ref.key, encode_snapshot(s), updated_at, updated_at) for s in snapshots),
-            )
-            self._write_alerts(
-                conn,
-                now=now,
-                since=since or {},
-                polled=polled,
-                opened=opened,
-                resolved=resolved,
-                reminders=reminders or {},
-            )
-            ids = {
-                event: conn.execute(
-                    "INSERT INTO events (job_key, old_state, new_state, observed_at, notice, "
-                    "fields, kind) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    event_params(event),
-                ).lastrowid
-                for event in every_event
-            }
-            conn.executemany(
-                "INSERT INTO outbox (job_key, channel, url_key, url_display, title, body, "
-                "old_state, new_state, created_at, status, attempts, next_attempt_at, "
-                f"last_error, event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '{PENDING}', 0, ?, "
-                "'', ?)",
-                ((*entry_params(e), ids[e.event] if e.event else None) for e in entries),
-            )
+            for statement, params in rows.steps:
+                conn.executemany(statement, params)
+            ids = [conn.execute(rows.insert_event, event).fetchone()[0] for event in rows.events]
+            conn.executemany(rows.insert_entry, rows.entry_rows(ids))
 
     def flag(self, key: str) -> str | None:
-        """A value saved with `record(flags=...)`, or None."""
+        """A value saved with `record(Write(flags=...))`, or None."""
         with self._lock, self._errors("read"):
             row = self._conn.execute(
                 "SELECT value FROM meta WHERE key = ?", (f"flag:{key}",)
             ).fetchone()
-        return None if row is None else self._flag_value(key, row[0])
+        return None if row is None else flag_value(key, row[0], self._on_unreadable)
 
     def flags(self, prefix: str) -> dict[str, str]:
         """Every flag whose key starts with `prefix`, keyed by the rest of the key."""
@@ -263,21 +190,7 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
                 "SELECT key, value FROM meta WHERE key >= ? AND key < ?",
                 (start, start + "\U0010ffff"),
             ).fetchall()
-        found = ((str(key)[len(start) :], value) for key, value in rows)
-        return {
-            name: text
-            for name, value in found
-            if (text := self._flag_value(prefix + name, value)) is not None
-        }
-
-    def _flag_value(self, key: str, value: object) -> str | None:
-        # Text only: a NULL or a blob is an unset flag (and said so), never the text "None".
-        if isinstance(value, str):
-            return value
-        self._on_unreadable(
-            f"meta {shown('flag:' + key)}", f"meta.value: {shown(value)} is not text"
-        )
-        return None
+        return flag_rows(rows, start, prefix, self._on_unreadable)
 
     def forget(self, keys: Iterable[str]) -> None:
         """Drop the last state of jobs no longer watched; their outbox rows stay."""

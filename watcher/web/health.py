@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
 
 from watcher.core import labels
+from watcher.core.clock import utcnow
 from watcher.core.lease import LEADER, Lease
 from watcher.core.messages import iso_time
 from watcher.ports import Report
@@ -60,10 +61,6 @@ def fresh_window(poll_interval: float, terminal_poll_interval: float) -> float:
     return max(3 * poll_interval, terminal_poll_interval + poll_interval)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class Health:
     """Implements `loop.Observer`, exports the metrics and judges liveness and readiness.
 
@@ -85,7 +82,7 @@ class Health:
         *,
         poll_interval: float,
         terminal_poll_interval: float | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         registry: CollectorRegistry | None = None,
         metrics_max_age: float = METRICS_MAX_AGE,
         job_state_metrics: bool = True,

@@ -17,16 +17,16 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from watcher.core.errors import StoreError
-from watcher.stores.base import OnUnreadable, ignore
-from watcher.stores.pg.base import Connection, PgTables, reason
-from watcher.stores.pg.digests import PgDigests
-from watcher.stores.pg.history import PgHistory
-from watcher.stores.pg.leases import PgLeases
-from watcher.stores.pg.outbox import PgOutbox
-from watcher.stores.pg.schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
-from watcher.stores.pg.silences import PgSilences
+from watcher.stores.pg.migrations import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
+from watcher.stores.pg.pg_digests import PgDigests
+from watcher.stores.pg.pg_history import PgHistory
+from watcher.stores.pg.pg_leases import PgLeases
+from watcher.stores.pg.pg_outbox import PgOutbox
+from watcher.stores.pg.pg_silences import PgSilences
+from watcher.stores.pg.pg_tables import Connection, PgTables, reason
 from watcher.stores.pg.state import PgState
 from watcher.stores.pg.url import display_url
+from watcher.stores.tables import OnUnreadable, ignore
 
 #: Seconds to open one connection, and to wait for one from the pool.
 CONNECT_TIMEOUT = 5

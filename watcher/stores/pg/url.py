@@ -1,15 +1,8 @@
-"""PostgreSQL URLs: which strings are one, and how a person may see one (never its password)."""
+"""PostgreSQL URLs: how a person may see one (never its password)."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
-
-SCHEMES = ("postgresql", "postgres")
-
-
-def is_postgres(url: str) -> bool:
-    """Whether `url` names a PostgreSQL database (`postgresql://` or `postgres://`)."""
-    return urlsplit(url.strip()).scheme.lower() in SCHEMES
 
 
 def password(url: str) -> str | None:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import structlog
 
-from watcher.core.clock import SteadyClock
+from watcher.core.clock import SteadyClock, utcnow
+
+__all__ = ["StepNotice", "monotonic", "utcnow"]
 
 log = structlog.get_logger("watcher")
-
-
-def utcnow() -> datetime:
-    """The wall clock, timezone-aware."""
-    return datetime.now(UTC)
 
 
 def monotonic() -> float:

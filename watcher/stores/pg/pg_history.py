@@ -1,5 +1,5 @@
 """History on PostgreSQL: the timeline of events with what became of their deliveries, the
-silenced deliveries, and pruning by age, as on SQLite (`stores.history`).
+silenced deliveries, and pruning by age, as on SQLite (`stores.history_table`).
 
 A job filter is a Python predicate (the caller's matching of ids, keys and globs is the one
 rule, and SQL cannot express it): the events are scanned newest first in pages and filtered
@@ -8,23 +8,21 @@ here, until the limit is reached or the period is exhausted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
-from watcher.stores.history import (
+from watcher.stores.history_table import (
     MAX_HISTORY,
     SILENCED_COLUMNS,
     TRACE_COLUMNS,
     Entry,
     Silenced,
-    Trace,
-    silenced_row,
-    trace_row,
+    entries,
+    silenced_rows,
 )
-from watcher.stores.outbox import DEAD, DELIVERED, SILENCED
-from watcher.stores.pg.base import Connection, PgTables
-from watcher.stores.rows import RowError, event_row, shown
+from watcher.stores.outbox_table import DEAD, DELIVERED, SILENCED
+from watcher.stores.pg.pg_tables import Connection, PgTables
 
 #: Events read per page while a job predicate filters them.
 PAGE: Final = 1000
@@ -43,9 +41,7 @@ class PgHistory(PgTables):
         job: Callable[[str], bool] | None = None,
         limit: int = MAX_HISTORY,
     ) -> tuple[list[Entry], bool]:
-        """The latest `limit` events observed at or after `since` (of the job keys `job`
-        accepts, when given), oldest first, each with its deliveries; and whether older
-        ones were cut."""
+        """See `stores.history_table.HistoryTable.history`."""
         async with self._conn() as conn:
             if job is None:
                 cursor = await conn.execute(
@@ -56,33 +52,12 @@ class PgHistory(PgTables):
                 rows = await cursor.fetchall()
             else:
                 rows = await _matching(conn, since, job, limit + 1)
-            traces = await self._traces(conn, [int(row[0]) for row in rows[:limit]])
-        cut = len(rows) > limit
-        found: list[Entry] = []
-        for row in reversed(rows[:limit]):
-            try:
-                event = event_row(row[0], row[1:])
-            except RowError as exc:
-                self._on_unreadable(f"events {shown(row[0])}", str(exc))
-                continue
-            if event is not None:
-                found.append(Entry(row[0], event, tuple(traces.get(row[0], ()))))
-        return found, cut
-
-    async def _traces(self, conn: Connection, event_ids: Sequence[int]) -> dict[int, list[Trace]]:
-        found: dict[int, list[Trace]] = {}
-        if not event_ids:
-            return found
-        cursor = await conn.execute(
-            f"SELECT {TRACE_COLUMNS} FROM outbox WHERE event_id = ANY(%s) ORDER BY id",
-            (list(event_ids),),
-        )
-        for id_, event_id, *rest in await cursor.fetchall():
-            try:
-                found.setdefault(event_id, []).append(trace_row(rest))
-            except RowError as exc:
-                self._on_unreadable(f"outbox {shown(id_)}", str(exc))
-        return found
+            ids = [int(row[0]) for row in rows[:limit]]
+            cursor = await conn.execute(
+                f"SELECT {TRACE_COLUMNS} FROM outbox WHERE event_id = ANY(%s) ORDER BY id", (ids,)
+            )
+            traced = await cursor.fetchall()
+        return entries(rows, traced, limit, self._on_unreadable)
 
     async def silenced(self, *, limit: int = 100) -> tuple[int, list[Silenced]]:
         """How many deliveries are recorded as silenced, and the latest `limit` of them."""
@@ -97,13 +72,7 @@ class PgHistory(PgTables):
                 (SILENCED, limit),
             )
             rows = await cursor.fetchall()
-        found: list[Silenced] = []
-        for row in rows:
-            try:
-                found.append(silenced_row(row))
-            except RowError as exc:
-                self._on_unreadable(f"outbox {shown(row[0])}", str(exc))
-        return (int(counted[0]) if counted else 0), found
+        return (int(counted[0]) if counted else 0), silenced_rows(rows, self._on_unreadable)
 
     async def prune_history(self, before: datetime) -> tuple[int, int]:
         """Delete what is older than `before`: settled deliveries created and settled before

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from watcher.core.clock import utcnow
 from watcher.core.errors import Fenced, StoreError
 from watcher.core.lease import POLLER, Lease, Replica
-from watcher.stores.base import OnUnreadable, Tables
 from watcher.stores.rows import RowError, shown, text, ts, when
+from watcher.stores.tables import OnUnreadable, Tables
 
 _LEASE_COLUMNS = "name, holder, epoch, expires_at, renewed_at"
 
 
-def _now() -> datetime:
-    # The store's clock: SQLite has no server, so the host's (one host by construction).
-    return datetime.now(UTC)
+# The store's clock: SQLite has no server, so the host's (one host by construction).
+_now = utcnow
 
 
 class LeaseTable(Tables):

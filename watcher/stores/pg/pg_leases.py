@@ -1,5 +1,5 @@
 """The leadership lease and heartbeats on PostgreSQL, with the semantics of the SQLite
-reference (`stores.leases`) and one clock for every replica: the database server's
+reference (`stores.lease_table`) and one clock for every replica: the database server's
 (`clock_timestamp()`), so the hosts' clocks may disagree without two leaders.
 
 Taking the lease is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE` statement: the row is
@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from watcher.core.errors import StoreError
 from watcher.core.lease import Lease, Replica
-from watcher.stores.leases import lease_row, replica_rows
-from watcher.stores.pg.base import PgTables, clean
+from watcher.stores.lease_table import lease_row, replica_rows
+from watcher.stores.pg.pg_tables import PgTables, clean
 from watcher.stores.rows import shown
 
 _LEASE_COLUMNS = "name, holder, epoch, expires_at, renewed_at"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
 #: Told of each row that cannot be read: (`table row`, reason). The row costs only itself: an
 #: outbox row is quarantined (dead, the reason as its error), a job row is treated as never
@@ -33,3 +34,8 @@ class Tables:
 
     def _check_fence(self, conn: sqlite3.Connection) -> None:
         raise NotImplementedError
+
+    def _read(self, query: str, params: Sequence[object] = ()) -> list[Any]:
+        """The rows of one read."""
+        with self._lock, self._errors("read"):
+            return self._conn.execute(query, params).fetchall()

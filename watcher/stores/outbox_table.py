@@ -3,16 +3,27 @@ cannot be read."""
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
-from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Unpack
 
 from watcher.core.delivery import Delivery, Mark, MarkKind
 from watcher.core.errors import LeaseLost
 from watcher.core.grouping import Candidate, select_claims
-from watcher.stores.base import Tables
+from watcher.ports import Claim, TargetClaim
+from watcher.stores.dialect import (
+    MARK_DEAD,
+    MARK_DELIVERED,
+    MARK_HELD,
+    MARK_RETRY,
+    MARK_SILENCED,
+    SQLITE,
+    claim_options,
+    claimed,
+    mark,
+    target_claim_options,
+)
 from watcher.stores.rows import (
     CLAIMABLE,
     HORIZON,
@@ -22,6 +33,7 @@ from watcher.stores.rows import (
     ts,
     well_formed,
 )
+from watcher.stores.tables import Tables
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -51,39 +63,26 @@ class OutboxTable(Tables):
             (PENDING, ts(now), limit),
         )
 
-    def claim(
-        self,
-        now: datetime,
-        *,
-        holder: str,
-        lease: timedelta,
-        busy: Collection[str] = (),
-        limit: int = 100,
-    ) -> list[Delivery]:
+    def claim(self, now: datetime, **options: Unpack[Claim]) -> list[Delivery]:
         """Claim the claimable deliveries (see `CLAIMABLE`) of targets not in `busy` until
         `now + lease`, oldest first; their marks must then name the claim (`holder`)."""
+        holder, lease, busy, limit = claim_options(options)
         skip = f" AND o.url_key NOT IN ({', '.join('?' for _ in busy)})" if busy else ""
         query = f"{SELECT_DELIVERIES} WHERE {CLAIMABLE}{skip} ORDER BY o.id LIMIT ?"
         stamp, horizon = ts(now), ts(now + HORIZON)
         with self._write("claim in") as conn:
             found = conn.execute(query, (stamp, horizon, stamp, horizon, *busy, limit)).fetchall()
             good, bad = self._take(conn, found, holder=holder, until=now + lease)
-        return self._taken(good, bad, holder)
+        return claimed(good, bad, holder, self._on_unreadable)
 
     def claim_target(
-        self,
-        url_key: str,
-        now: datetime,
-        *,
-        holder: str,
-        lease: timedelta,
-        limit: int = 200,
-        whole_target: bool = False,
+        self, url_key: str, now: datetime, **options: Unpack[TargetClaim]
     ) -> list[Delivery]:
         """Claim every due pending row of one target at once (oldest first, at most `limit`),
         with the rows that may join them (see `core.grouping.select_claims`: rows waiting only
         for their group window or quiet hours; of any job with `whole_target`). Rows under
         another holder's live claim are left, and so are their job's later rows."""
+        holder, lease, limit, whole_target = target_claim_options(options)
         stamp, horizon = ts(now), ts(now + HORIZON)
         with self._write("claim in") as conn:
             listed = conn.execute(
@@ -104,7 +103,7 @@ class OutboxTable(Tables):
                 f"{SELECT_DELIVERIES} WHERE o.id IN ({marks}) ORDER BY o.id", ids
             ).fetchall()
             good, bad = self._take(conn, found, holder=holder, until=now + lease)
-        return self._taken(good, bad, holder)
+        return claimed(good, bad, holder, self._on_unreadable)
 
     @staticmethod
     def _take(
@@ -123,13 +122,6 @@ class OutboxTable(Tables):
             ((DEAD, f"unreadable row: {why}", id_) for id_, why in bad),
         )
         return good, bad
-
-    def _taken(
-        self, good: list[Delivery], bad: list[tuple[int, str]], holder: str
-    ) -> list[Delivery]:
-        for id_, why in bad:
-            self._on_unreadable(f"outbox {id_}", why)
-        return [dataclasses.replace(d, claim=holder) for d in good]
 
     def release_claims(self) -> int:
         """Drop every claim: at start, by the one process that holds the state file's lock,
@@ -184,60 +176,32 @@ class OutboxTable(Tables):
 
     def mark_delivered(self, delivery_id: int, *, now: datetime, claim: str | None = None) -> None:
         """Record that the delivery was sent (under `claim`, when it was claimed)."""
-        self._update(
-            delivery_id,
-            "status = ?, delivered_at = ?, last_error = '', claim = '', claimed_until = ''",
-            (DELIVERED, ts(now)),
-            claim=claim,
-        )
+        self._update(delivery_id, MARK_DELIVERED, (DELIVERED, ts(now)), claim)
 
     def mark_retry(
         self, delivery_id: int, *, next_attempt_at: datetime, error: str, claim: str | None = None
     ) -> None:
         """Record a failed send to be tried again at `next_attempt_at`."""
-        self._update(
-            delivery_id,
-            "attempts = attempts + 1, next_attempt_at = ?, last_error = ?, claim = '', "
-            "claimed_until = ''",
-            (ts(next_attempt_at), error),
-            claim=claim,
-        )
+        self._update(delivery_id, MARK_RETRY, (ts(next_attempt_at), error), claim)
 
     def mark_dead(
         self, delivery_id: int, *, now: datetime, error: str, claim: str | None = None
     ) -> None:
         """Give the delivery up after a failed send; its `next_attempt_at` becomes `now`."""
-        self._update(
-            delivery_id,
-            "attempts = attempts + 1, status = ?, next_attempt_at = ?, last_error = ?, "
-            "claim = '', claimed_until = ''",
-            (DEAD, ts(now), error),
-            claim=claim,
-        )
+        self._update(delivery_id, MARK_DEAD, (DEAD, ts(now), error), claim)
 
     def mark_silenced(
         self, delivery_id: int, *, silence_id: int, now: datetime, claim: str | None = None
     ) -> None:
         """Record that a silence covered the delivery: it is kept, as silenced, never sent."""
-        self._update(
-            delivery_id,
-            "status = ?, silence_id = ?, next_attempt_at = ?, last_error = '', claim = '', "
-            "claimed_until = ''",
-            (SILENCED, silence_id, ts(now)),
-            claim=claim,
-        )
+        self._update(delivery_id, MARK_SILENCED, (SILENCED, silence_id, ts(now)), claim)
 
     def hold(
         self, delivery_id: int, *, until: datetime, claim: str | None = None, why: str = "quiet"
     ) -> None:
         """Let the delivery wait until `until` without counting an attempt (quiet hours, a
         rate limit); its `last_error` says so (`held: ...`)."""
-        self._update(
-            delivery_id,
-            "next_attempt_at = ?, last_error = ?, claim = '', claimed_until = ''",
-            (ts(until), HELD + why),
-            claim=claim,
-        )
+        self._update(delivery_id, MARK_HELD, (ts(until), HELD + why), claim)
 
     def settle_many(self, delivery_ids: Sequence[int], mark: Mark, claim: str) -> None:
         """Settle the rows of one batch (one message) together, in one transaction: all of
@@ -322,19 +286,11 @@ class OutboxTable(Tables):
         return good
 
     def _update(
-        self,
-        delivery_id: int,
-        assignments: str,
-        params: tuple[Any, ...],
-        *,
-        claim: str | None,
+        self, delivery_id: int, sets: str, params: tuple[Any, ...], claim: str | None
     ) -> None:
-        # A mark under a claim applies only while the claim is still the row's own: a
-        # dispatcher whose lease was taken over must not settle what another one sends.
-        where = "id = ? AND status = 'pending'" + (" AND claim = ?" if claim is not None else "")
         args = (*params, delivery_id, *(() if claim is None else (claim,)))
         with self._write() as conn:
-            cursor = conn.execute(f"UPDATE outbox SET {assignments} WHERE {where}", args)
+            cursor = conn.execute(mark(sets, claim, SQLITE), args)
         if cursor.rowcount == 0:
             raise LeaseLost(f"outbox row {delivery_id} is no longer pending under this claim")
 

@@ -5,7 +5,7 @@ rows (`PgStore` fills them in)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -15,19 +15,13 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from watcher.core.errors import StoreError
 from watcher.core.lease import POLLER
-from watcher.stores.base import OnUnreadable
-from watcher.stores.leases import check_fence
+from watcher.stores.dialect import clean
+from watcher.stores.lease_table import check_fence
+from watcher.stores.tables import OnUnreadable
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 #: Seconds the idle connections may take to be tested after one broke.
 CHECK_TIMEOUT = 2.0
-
-
-def clean(value: str) -> str:
-    """Text as PostgreSQL can store it: it refuses NUL in `text` and `\\u0000` in `jsonb`,
-    and a status message from the API may hold one. (SQLite keeps them; the message reads
-    the same with U+FFFD.)"""
-    return value.replace("\x00", "\ufffd")
 
 
 class PgTables:
@@ -62,6 +56,12 @@ class PgTables:
             except psycopg.OperationalError:
                 await self._drop_broken()
                 raise
+
+    async def _rows(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read."""
+        async with self._conn() as conn:
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall()
 
     async def _drop_broken(self) -> None:
         """A connection broke (the server restarted, or cut it): test the idle ones at once
@@ -108,3 +108,6 @@ def reason(exc: Exception) -> str:
     """A psycopg error as one line (its first line: the rest is context and hints)."""
     text = str(exc).strip().splitlines()
     return " ".join(text[0].split()) if text else type(exc).__name__
+
+
+__all__ = ["CHECK_TIMEOUT", "Connection", "PgTables", "clean", "reason"]

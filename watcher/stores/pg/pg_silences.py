@@ -1,5 +1,5 @@
 """Silences on PostgreSQL: add, list and expire them, each also kept in the history as an
-event (kind `silence`), as on SQLite (`stores.silences`). Any replica, or the CLI, may write
+event (kind `silence`), as on SQLite (`stores.silence_table`). Any replica, or the CLI, may write
 them; every dispatcher reads them live."""
 
 from __future__ import annotations
@@ -7,11 +7,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from watcher.core.silences import Silence
-from watcher.stores.pg.base import Connection, PgTables, clean
-from watcher.stores.rows import RowError, shown
-from watcher.stores.silences import SILENCE_EVENT, SILENCE_KEY, history_fields, silence_row
+from watcher.stores.pg.pg_tables import Connection, PgTables, clean
+from watcher.stores.silence_table import (
+    SILENCE_EVENT,
+    SILENCE_KEY,
+    history_fields,
+    silence_row,
+    silence_rows,
+)
 
-_COLUMNS = "id, job, kind, state, channel, comment, created_at, ends_at, expired_at"
+_COLUMNS = "id, job, kind, state, channel, comment, created_at, ends_at, expired_at, owner"
 
 
 class PgSilences(PgTables):
@@ -23,8 +28,9 @@ class PgSilences(PgTables):
             raise ValueError("a silence needs an end")
         async with self._tx() as conn:
             cursor = await conn.execute(
-                "INSERT INTO silences (job, kind, state, channel, comment, created_at, ends_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                "INSERT INTO silences "
+                "(job, kind, state, channel, comment, created_at, ends_at, owner) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                 (
                     clean(silence.job),
                     clean(silence.kind),
@@ -33,6 +39,7 @@ class PgSilences(PgTables):
                     clean(silence.comment),
                     now,
                     silence.ends_at,
+                    clean(silence.owner),
                 ),
             )
             row = await cursor.fetchone()
@@ -67,13 +74,7 @@ class PgSilences(PgTables):
                 f"SELECT {_COLUMNS} FROM silences{where} ORDER BY id", params
             )
             rows = await cursor.fetchall()
-        found: list[Silence] = []
-        for row in rows:
-            try:
-                found.append(silence_row(row))
-            except RowError as exc:
-                self._on_unreadable(f"silences {shown(row[0])}", str(exc))
-        return found
+        return silence_rows(rows, self._on_unreadable)
 
 
 async def _history(

@@ -104,6 +104,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         seen_at    timestamptz NOT NULL
     );
     """,
+    # 2: a silence may match the job's owner (a glob on who created it); "" for everyone.
+    """
+    ALTER TABLE silences ADD COLUMN owner text NOT NULL DEFAULT '';
+    """,
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -1,6 +1,6 @@
 """The outbox on PostgreSQL, where several replicas' dispatchers claim at once.
 
-The semantics are SQLite's (`stores.outbox`, the reference); what differs is how claims stay
+The semantics are SQLite's (`stores.outbox_table`, the reference); what differs is how claims stay
 exclusive without one writer. Every transaction is READ COMMITTED:
 
 - `claim` locks what it takes with `FOR UPDATE OF o SKIP LOCKED` and sets the claim in the
@@ -18,16 +18,28 @@ exclusive without one writer. Every transaction is READ COMMITTED:
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Unpack
 
 from watcher.core.delivery import Delivery, Mark, MarkKind
 from watcher.core.errors import LeaseLost
 from watcher.core.grouping import Candidate, select_claims
-from watcher.stores.outbox import DEAD, DELIVERED, HELD, PENDING, SILENCED
-from watcher.stores.pg.base import Connection, PgTables, clean
+from watcher.ports import Claim, TargetClaim
+from watcher.stores.dialect import (
+    MARK_DEAD,
+    MARK_DELIVERED,
+    MARK_HELD,
+    MARK_RETRY,
+    MARK_SILENCED,
+    POSTGRES,
+    claim_options,
+    claimed,
+    mark,
+    target_claim_options,
+)
+from watcher.stores.outbox_table import DEAD, DELIVERED, HELD, PENDING, SILENCED
+from watcher.stores.pg.pg_tables import Connection, PgTables, clean
 from watcher.stores.rows import HORIZON, decode_deliveries, prefixed
 
 #: An outbox row with its event (NULLs for a row without one); jsonb read as text for the
@@ -59,18 +71,11 @@ class PgOutbox(PgTables):
             (now, limit),
         )
 
-    async def claim(
-        self,
-        now: datetime,
-        *,
-        holder: str,
-        lease: timedelta,
-        busy: Collection[str] = (),
-        limit: int = 100,
-    ) -> list[Delivery]:
+    async def claim(self, now: datetime, **options: Unpack[Claim]) -> list[Delivery]:
         """Claim the claimable deliveries of targets not in `busy` until `now + lease`,
         oldest first; their marks must then name the claim (`holder`). See
         `StateStore.claim`."""
+        holder, lease, busy, limit = claim_options(options)
         params = {
             "now": now,
             "horizon": now + HORIZON,
@@ -91,22 +96,16 @@ class PgOutbox(PgTables):
             )
             ids = sorted(int(row[0]) for row in await cursor.fetchall())
             good, bad = await self._take(conn, ids)
-        return self._taken(good, bad, holder)
+        return claimed(good, bad, holder, self._on_unreadable)
 
     async def claim_target(
-        self,
-        url_key: str,
-        now: datetime,
-        *,
-        holder: str,
-        lease: timedelta,
-        limit: int = 200,
-        whole_target: bool = False,
+        self, url_key: str, now: datetime, **options: Unpack[TargetClaim]
     ) -> list[Delivery]:
         """Claim every due pending row of one target at once, with the rows that may join
         them (see `StateStore.claim_target` and `core.grouping.select_claims`). Rows under
         another holder's live claim, or locked by another replica's claim in progress, are
         left, and so are their job's later rows."""
+        holder, lease, limit, whole_target = target_claim_options(options)
         params = {"now": now, "horizon": now + HORIZON, "url_key": url_key, "held": HELD}
         async with self._tx("claim in") as conn:
             cursor = await conn.execute(
@@ -136,7 +135,7 @@ class PgOutbox(PgTables):
                 (holder, now + lease, ids),
             )
             good, bad = await self._take(conn, ids)
-        return self._taken(good, bad, holder)
+        return claimed(good, bad, holder, self._on_unreadable)
 
     async def _take(
         self, conn: Connection, ids: Sequence[int]
@@ -155,13 +154,6 @@ class PgOutbox(PgTables):
                 (DEAD, clean(f"unreadable row: {why}"), id_),
             )
         return good, bad
-
-    def _taken(
-        self, good: list[Delivery], bad: list[tuple[int, str]], holder: str
-    ) -> list[Delivery]:
-        for id_, why in bad:
-            self._on_unreadable(f"outbox {id_}", why)
-        return [dataclasses.replace(d, claim=holder) for d in good]
 
     async def release_claims(self) -> int:
         """Drop every claim, so that sends cut short by a crash are retried at once.
@@ -215,58 +207,32 @@ class PgOutbox(PgTables):
     async def mark_delivered(
         self, delivery_id: int, *, now: datetime, claim: str | None = None
     ) -> None:
-        """Record that the delivery was sent (under `claim`, when it was claimed)."""
-        await self._update(
-            delivery_id,
-            "status = %s, delivered_at = %s, last_error = ''",
-            (DELIVERED, now),
-            claim=claim,
-        )
+        """See `StateStore.mark_delivered`."""
+        await self._update(delivery_id, MARK_DELIVERED, (DELIVERED, now), claim)
 
     async def mark_retry(
         self, delivery_id: int, *, next_attempt_at: datetime, error: str, claim: str | None = None
     ) -> None:
-        """Record a failed send to be tried again at `next_attempt_at`."""
-        await self._update(
-            delivery_id,
-            "attempts = attempts + 1, next_attempt_at = %s, last_error = %s",
-            (next_attempt_at, clean(error)),
-            claim=claim,
-        )
+        """See `StateStore.mark_retry`."""
+        await self._update(delivery_id, MARK_RETRY, (next_attempt_at, clean(error)), claim)
 
     async def mark_dead(
         self, delivery_id: int, *, now: datetime, error: str, claim: str | None = None
     ) -> None:
-        """Give the delivery up after a failed send; its `next_attempt_at` becomes `now`."""
-        await self._update(
-            delivery_id,
-            "attempts = attempts + 1, status = %s, next_attempt_at = %s, last_error = %s",
-            (DEAD, now, clean(error)),
-            claim=claim,
-        )
+        """See `StateStore.mark_dead`."""
+        await self._update(delivery_id, MARK_DEAD, (DEAD, now, clean(error)), claim)
 
     async def mark_silenced(
         self, delivery_id: int, *, silence_id: int, now: datetime, claim: str | None = None
     ) -> None:
-        """Record that a silence covered the delivery: it is kept, as silenced, never sent."""
-        await self._update(
-            delivery_id,
-            "status = %s, silence_id = %s, next_attempt_at = %s, last_error = ''",
-            (SILENCED, silence_id, now),
-            claim=claim,
-        )
+        """See `StateStore.mark_silenced`."""
+        await self._update(delivery_id, MARK_SILENCED, (SILENCED, silence_id, now), claim)
 
     async def hold(
         self, delivery_id: int, *, until: datetime, claim: str | None = None, why: str = "quiet"
     ) -> None:
-        """Let the delivery wait until `until` without counting an attempt (quiet hours, a
-        rate limit); its `last_error` says so (`held: ...`)."""
-        await self._update(
-            delivery_id,
-            "next_attempt_at = %s, last_error = %s",
-            (until, clean(HELD + why)),
-            claim=claim,
-        )
+        """See `StateStore.hold`."""
+        await self._update(delivery_id, MARK_HELD, (until, clean(HELD + why)), claim)
 
     async def settle_many(self, delivery_ids: Sequence[int], mark: Mark, claim: str) -> None:
         """Settle the rows of one batch (one message) together, in one transaction: all of
@@ -346,22 +312,11 @@ class PgOutbox(PgTables):
         return good
 
     async def _update(
-        self,
-        delivery_id: int,
-        assignments: str,
-        params: tuple[Any, ...],
-        *,
-        claim: str | None,
+        self, delivery_id: int, sets: str, params: tuple[Any, ...], claim: str | None
     ) -> None:
-        # A mark under a claim applies only while the claim is still the row's own: a
-        # dispatcher whose lease was taken over must not settle what another one sends.
-        where = f"id = %s AND status = '{PENDING}'" + ("" if claim is None else " AND claim = %s")
         args = (*params, delivery_id, *(() if claim is None else (claim,)))
         async with self._tx() as conn:
-            cursor = await conn.execute(
-                f"UPDATE outbox SET {assignments}, claim = '', claimed_until = NULL WHERE {where}",
-                args,
-            )
+            cursor = await conn.execute(mark(sets, claim, POSTGRES), args)
         if cursor.rowcount == 0:
             raise LeaseLost(f"outbox row {delivery_id} is no longer pending under this claim")
 

@@ -7,15 +7,16 @@ delivery row that does not decode costs only itself (told to `on_unreadable`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from watcher.core.delivery import Event
-from watcher.stores.base import Tables
-from watcher.stores.outbox import DEAD, DELIVERED, SILENCED
+from watcher.stores.dialect import decoded
+from watcher.stores.outbox_table import DEAD, DELIVERED, SILENCED
 from watcher.stores.rows import RowError, event_row, shown, text, ts, when
+from watcher.stores.tables import OnUnreadable, Tables
 
 #: The outbox status of a message a silence muted: recorded, never sent.
 #: The most events one `history` call returns (the latest ones).
@@ -29,6 +30,8 @@ TRACE_COLUMNS: Final = (
 SILENCED_COLUMNS: Final = (
     "id, job_key, channel, url_display, old_state, new_state, created_at, silence_id"
 )
+#: The text columns of `SILENCED_COLUMNS`, in order.
+_TEXTS: Final = ("job_key", "channel", "url_display", "old_state", "new_state")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,35 +95,18 @@ class HistoryTable(Tables):
                 f"FROM events WHERE {where} ORDER BY observed_at DESC, id DESC LIMIT ?",
                 (ts(since), limit + 1),
             ).fetchall()
-            traces = self._traces([row[0] for row in rows[:limit]])
-        cut = len(rows) > limit
-        found: list[Entry] = []
-        for row in reversed(rows[:limit]):
-            try:
-                event = event_row(row[0], row[1:])
-            except RowError as exc:
-                self._on_unreadable(f"events {shown(row[0])}", str(exc))
-                continue
-            if event is not None:
-                found.append(Entry(row[0], event, tuple(traces.get(row[0], ()))))
-        return found, cut
-
-    def _traces(self, event_ids: Sequence[int]) -> dict[int, list[Trace]]:
-        found: dict[int, list[Trace]] = {}
-        for start in range(0, len(event_ids), _CHUNK):
-            chunk = event_ids[start : start + _CHUNK]
-            rows = self._conn.execute(
-                f"SELECT {TRACE_COLUMNS} FROM outbox "
-                f"WHERE event_id IN ({', '.join('?' * len(chunk))}) "
-                "ORDER BY id",
-                chunk,
-            ).fetchall()
-            for id_, event_id, *rest in rows:
-                try:
-                    found.setdefault(event_id, []).append(trace_row(rest))
-                except RowError as exc:
-                    self._on_unreadable(f"outbox {shown(id_)}", str(exc))
-        return found
+            ids = [row[0] for row in rows[:limit]]
+            traced = [
+                row
+                for start in range(0, len(ids), _CHUNK)
+                for row in self._conn.execute(
+                    f"SELECT {TRACE_COLUMNS} FROM outbox "
+                    f"WHERE event_id IN ({', '.join('?' * len(ids[start : start + _CHUNK]))}) "
+                    "ORDER BY id",
+                    ids[start : start + _CHUNK],
+                ).fetchall()
+            ]
+        return entries(rows, traced, limit, self._on_unreadable)
 
     def silenced(self, *, limit: int = 100) -> tuple[int, list[Silenced]]:
         """How many deliveries are recorded as silenced, and the latest `limit` of them."""
@@ -132,13 +118,7 @@ class HistoryTable(Tables):
                 f"SELECT {SILENCED_COLUMNS} FROM outbox WHERE status = ? ORDER BY id DESC LIMIT ?",
                 (SILENCED, limit),
             ).fetchall()
-        found: list[Silenced] = []
-        for row in rows:
-            try:
-                found.append(silenced_row(row))
-            except RowError as exc:
-                self._on_unreadable(f"outbox {shown(row[0])}", str(exc))
-        return int(count), found
+        return int(count), silenced_rows(rows, self._on_unreadable)
 
     def prune_history(self, before: datetime) -> tuple[int, int]:
         """Delete what is older than `before` (now - `history_days`): settled deliveries
@@ -163,6 +143,32 @@ class HistoryTable(Tables):
         return events, deliveries
 
 
+def entries(
+    rows: Sequence[Sequence[Any]], traced: Iterable[Sequence[Any]], limit: int, tell: OnUnreadable
+) -> tuple[list[Entry], bool]:
+    """The history from the events read newest first (`limit + 1` of them at most) and
+    their deliveries' rows (`TRACE_COLUMNS`): the events oldest first, each with its
+    deliveries, and whether older ones were cut (both backends)."""
+    traces: dict[int, list[Trace]] = {}
+    for event_id, trace in decoded(
+        traced, lambda r: (r[1], trace_row(r[2:])), lambda r: f"outbox {shown(r[0])}", tell
+    ):
+        traces.setdefault(event_id, []).append(trace)
+    events = decoded(
+        reversed(rows[:limit]),
+        lambda r: (r[0], event_row(r[0], r[1:])),
+        lambda r: f"events {shown(r[0])}",
+        tell,
+    )
+    found = [Entry(id_, event, tuple(traces.get(id_, ()))) for id_, event in events if event]
+    return found, len(rows) > limit
+
+
+def silenced_rows(rows: Iterable[Sequence[Any]], tell: OnUnreadable) -> list[Silenced]:
+    """`SILENCED_COLUMNS` rows as silenced deliveries (both backends)."""
+    return list(decoded(rows, silenced_row, lambda r: f"outbox {shown(r[0])}", tell))
+
+
 def _predicate(job: Callable[[str], bool]) -> Callable[[object], int]:
     def accepts(key: object) -> int:
         return int(isinstance(key, str) and job(key))
@@ -172,19 +178,14 @@ def _predicate(job: Callable[[str], bool]) -> Callable[[object], int]:
 
 def silenced_row(row: Sequence[object]) -> Silenced:
     """A silenced delivery from its row (`SILENCED_COLUMNS`), every column checked."""
-    id_, job_key, channel, url_display, old, new, created_at, silence_id = row
+    id_, *cells, created_at, silence_id = row
     if isinstance(id_, bool) or not isinstance(id_, int):
         raise RowError(f"outbox.id: {shown(id_)} is not an id")
-    return Silenced(
-        id=id_,
-        job_key=text("outbox.job_key", job_key),
-        channel=text("outbox.channel", channel),
-        url_display=text("outbox.url_display", url_display),
-        old_state=text("outbox.old_state", old),
-        new_state=text("outbox.new_state", new),
-        created_at=when("outbox.created_at", created_at),
-        silence_id=silence_ref(silence_id),
+    job, channel, url, old, new = (
+        text(f"outbox.{n}", v) for n, v in zip(_TEXTS, cells, strict=True)
     )
+    at = when("outbox.created_at", created_at)
+    return Silenced(id_, job, channel, url, old, new, at, silence_ref(silence_id))
 
 
 def trace_row(row: Sequence[object]) -> Trace:

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from watcher.core.silences import Silence
-from watcher.stores.base import Tables
+from watcher.stores.dialect import decoded
 from watcher.stores.rows import RowError, shown, text, ts, when
+from watcher.stores.tables import OnUnreadable, Tables
 
 #: The events' job key and kind of silence records in the history.
 SILENCE_KEY = "silence"
 SILENCE_EVENT = "silence"
 
-_COLUMNS = "id, job, kind, state, channel, comment, created_at, ends_at, expired_at"
+_COLUMNS = "id, job, kind, state, channel, comment, created_at, ends_at, expired_at, owner"
 
 
 class SilenceTable(Tables):
@@ -28,8 +31,9 @@ class SilenceTable(Tables):
             raise ValueError("a silence needs an end")
         with self._write() as conn:
             cursor = conn.execute(
-                "INSERT INTO silences (job, kind, state, channel, comment, created_at, ends_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO silences "
+                "(job, kind, state, channel, comment, created_at, ends_at, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     silence.job,
                     silence.kind,
@@ -38,6 +42,7 @@ class SilenceTable(Tables):
                     silence.comment,
                     ts(now),
                     ts(silence.ends_at),
+                    silence.owner,
                 ),
             )
             new_id = int(cursor.lastrowid or 0)
@@ -68,18 +73,18 @@ class SilenceTable(Tables):
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM silences{where} ORDER BY id", params
             ).fetchall()
-        found: list[Silence] = []
-        for row in rows:
-            try:
-                found.append(silence_row(row))
-            except RowError as exc:
-                self._on_unreadable(f"silences {shown(row[0])}", str(exc))
-        return found
+        return silence_rows(rows, self._on_unreadable)
 
 
-def silence_row(row: tuple[object, ...]) -> Silence:
+def silence_rows(rows: Iterable[Sequence[Any]], tell: OnUnreadable) -> list[Silence]:
+    """Rows of silences (`_COLUMNS`) as silences; one that does not decode is told and
+    skipped (both backends)."""
+    return list(decoded(rows, silence_row, lambda r: f"silences {shown(r[0])}", tell))
+
+
+def silence_row(row: Sequence[Any]) -> Silence:
     """A silence from its row (`_COLUMNS`), every column checked (both backends)."""
-    id_, job, kind, state, channel, comment, created_at, ends_at, expired_at = row
+    id_, job, kind, state, channel, comment, created_at, ends_at, expired_at, owner = row
     if not isinstance(id_, int):
         raise RowError(f"silences.id: {shown(id_)} is not an id")
     return Silence(
@@ -92,6 +97,7 @@ def silence_row(row: tuple[object, ...]) -> Silence:
         created_at=when("silences.created_at", created_at),
         ends_at=when("silences.ends_at", ends_at),
         expired_at=None if expired_at is None else when("silences.expired_at", expired_at),
+        owner=text("silences.owner", owner),
     )
 
 
@@ -118,6 +124,7 @@ def history_fields(action: str, silence_id: int, silence: Silence) -> str:
         "silence_id": str(silence_id),
         "job": silence.job,
         "kind": silence.kind,
+        "owner": silence.owner,
         "state": silence.state,
         "channel": silence.channel,
         "comment": silence.comment,

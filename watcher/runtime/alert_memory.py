@@ -28,9 +28,11 @@ from watcher.core.decide import Decision, fold, notice_rows
 from watcher.core.delivery import Channel
 from watcher.core.errors import StoreError
 from watcher.core.model import JobSnapshot
-from watcher.core.silences import Silence, Subject, silencing
+from watcher.core.rules import Subject
+from watcher.core.silences import Silence, silencing
+from watcher.core.write import Write
 from watcher.ports import Observer, StateRepo
-from watcher.runtime.digests import DigestBatch, DigestMemo, due_digests
+from watcher.runtime.due_digests import DigestBatch, DigestMemo, due_digests
 from watcher.runtime.plan import WatchPlan
 
 log = structlog.get_logger("watcher")
@@ -57,6 +59,14 @@ class OwnTrouble:
     subject: str
     name: ConditionName
     detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """What the timer's decision reads from the store first: silences, and digests due."""
+
+    silences: tuple[Silence, ...] = ()
+    digests: DigestBatch = field(default_factory=DigestBatch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +238,8 @@ class Alerts:
             if (c.name not in _JOB_CONDITIONS or job_of(c.subject) is not None)
             and c.key not in quiet
         ]
-        if full:
+        # Reminders look at every job: only when a channel has them (or stored times remain).
+        if full and (self.reminders or any(c.policy.repeat_interval for c in plan.channels)):
             still_open = {c.key: c for c in self.open.values()}
             for c in resolved:
                 still_open.pop(c.key, None)
@@ -372,40 +383,38 @@ class Alerts:
         self._polled.update((key, now) for key in plan.polled)
         self._polled.update((s.ref.key, now) for s in decision.snapshots)
 
-    async def write(
+    async def timed(
+        self, store: StateRepo, plan: WatchPlan, last: Mapping[str, JobSnapshot], now: datetime
+    ) -> Timed:
+        """Read what the timer's decision needs from the store, before deciding: the silences
+        in force (reminders skip silenced jobs) and the digests due now."""
+        digests = await due_digests(
+            store,
+            plan.channels,
+            now=now,
+            last=last,
+            conditions=list(self.open.values()),
+            memo=self._digests,
+        )
+        return Timed(tuple(await self.silences(store, plan, now)), digests)
+
+    def write_of(
         self,
-        store: StateRepo,
         plan: WatchPlan,
         decision: Decision,
         alert: AlertPlan,
+        digests: DigestBatch,
         *,
-        last: Mapping[str, JobSnapshot],
         now: datetime,
-    ) -> int:
-        """Write a cycle's decision, alert plan and due digests in one transaction; returns
-        the outbox rows queued (0 and no transaction when there is nothing to write).
-
-        Raises:
-            StoreError: nothing was written.
-        """
-        digests = (
-            await due_digests(
-                store,
-                plan.channels,
-                now=now,
-                last=last,
-                conditions=list(self.open.values()),
-                memo=self._digests,
-            )
-            if alert.full
-            else DigestBatch()
-        )
+    ) -> Write | None:
+        """The one write of a decision, its alert plan and the digests due: state, events and
+        outbox rows for one transaction; None when there is nothing to write."""
         if decision.empty and alert.empty and not (digests.notices or digests.flags):
-            return 0
+            return None
         decision = fold(decision, alert.folded)
         notes = [*alert.notices, *digests.notices]
         events, entries = notice_rows(plan.channels, notes, now=now)
-        await store.record(
+        return Write(
             decision.snapshots,
             [*decision.entries, *entries],
             now=now,
@@ -417,7 +426,6 @@ class Alerts:
             resolved=alert.resolved,
             reminders=alert.reminders,
         )
-        return len(decision.entries) + len(entries)
 
     async def silences(self, store: StateRepo, plan: WatchPlan, now: datetime) -> list[Silence]:
         """The silences in force, when a channel has reminders (which skip silenced jobs)."""
@@ -484,4 +492,4 @@ def _silenced(
     if not silences:
         return False
     fields = dict(notices.subject_fields(item.job, item.job_key))
-    return silencing(silences, Subject.of(fields, channel=channel.name), now) is not None
+    return silencing(silences, Subject.of_fields(fields, channel=channel.name), now) is not None
