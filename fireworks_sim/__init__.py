@@ -9,7 +9,7 @@ another process can be driven over HTTP.
 Every collection answers in the shape of the official SDK's model for that resource
 (`fireworks-ai` 1.2.30, `fireworks/types/`): only keys the model defines, every required key,
 proto3 JSON values (int64 as strings, empty values omitted). The shapes are written by hand
-(`shapes`); `tests/test_sdk_oracle.py` proves them against the SDK, a test-only dependency.
+(`shapes`); `tests/contract/test_sdk_oracle.py` proves them against the SDK, a test-only dependency.
 
 | kind | collection (= LIST key) | SDK model | states |
 |---|---|---|---|

@@ -1,7 +1,7 @@
 """Each collection's answer in the shape of its SDK model: field lists and renderers.
 
 Only keys the model defines, every required key, proto3 JSON values (int64 as strings,
-empty values omitted). `tests/test_sdk_oracle.py` proves these shapes against the SDK.
+empty values omitted). `tests/contract/test_sdk_oracle.py` proves these shapes against the SDK.
 """
 
 from __future__ import annotations

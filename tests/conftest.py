@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -12,12 +13,32 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from psycopg import sql
 
 from fireworks_sim import Simulator
-from tests.servers import JsonReceiver, ServedApp
+from tests.support.account import ACCOUNT, KEY
+from tests.support.servers import JsonReceiver, ServedApp
 
-KEY = "test-api-key-0123456789"
-ACCOUNT = "acme"
 #: Where the tests find a real PostgreSQL server (`.ci/postgres` starts one and prints it).
 PG_DSN_ENV = "FIREWORKS_WATCHER_TEST_PG_DSN"
+
+
+#: The layer whose every test is left out of the everyday run.
+SLOW_LAYER = Path(__file__).parent / "system"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of `tests/system` `slow`: the everyday run is `python -m pytest -m "not
+    slow"`, under 90 s on 2 cores; `python -m pytest` (CI, `.ci/run`) runs everything.
+
+    The layers decide it, not a duration measured on one machine: a system test (crash, chaos,
+    hostile, HA, the browser, schemathesis, the perf smoke test) kills processes or runs for
+    seconds to minutes, so the whole layer is slow. Unit and contract tests run every day (the
+    few contract tests that wait out a real deadline carry their own mark). An integration file
+    whose tests each take seconds (daemons, real backoff, real deadlines) says so at its top,
+    with `pytestmark = pytest.mark.slow`; the quick ones run every day. Find the costly ones
+    with `python -m pytest --durations=60`.
+    """
+    for item in items:
+        if SLOW_LAYER in item.path.parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
@@ -132,7 +153,7 @@ def state_url(pg_dsn: str) -> Iterator[str]:
 
 
 # The contract suite's fixtures: every store test there runs on SQLite and PostgreSQL.
-from tests.backends import any_store, backend, stores
-from tests.browser import browser, chromium_path, page, playwright_turn  # noqa: F401
+from tests.support.backends import any_store, backend, stores
+from tests.support.browser import browser, chromium_path, page, playwright_turn  # noqa: F401
 
 __all__ = ["any_store", "backend", "stores"]

@@ -41,7 +41,7 @@ import anyio.to_thread
 import httpx
 
 from fireworks_sim import Simulator
-from tests.servers import ServedApp
+from tests.support.servers import ServedApp
 from watcher import app, config, logs
 from watcher.config.schema import WatcherSettings
 from watcher.core.errors import ApiError

@@ -27,7 +27,7 @@ the transition→delivery latency. The budget scenario watches 10,000 jobs with
 
 It prints figures and PASS/MISS against the targets; nothing is asserted. The exit code is 1
 when a worker or the simulator failed (the other modes are still measured), else 0.
-`tests/test_bench.py` runs it once at N=1,000 to keep it working.
+`tests/system/test_bench.py` runs it once at N=1,000 to keep it working.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ from typing import Any, Self
 import anyio
 import httpx
 
-from tests.servers import JsonReceiver
+from tests.support.servers import JsonReceiver
 from watcher import config, logs
 from watcher.app import open_watcher
 from watcher.core.kinds import SETTLED, JobKind

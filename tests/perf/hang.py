@@ -26,7 +26,7 @@ import anyio
 import anyio.to_thread
 
 from fireworks_sim import Simulator
-from tests.servers import JsonReceiver, ServedApp
+from tests.support.servers import JsonReceiver, ServedApp
 from watcher import app, config, logs
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef

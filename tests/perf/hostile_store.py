@@ -27,7 +27,7 @@ import anyio
 from structlog.testing import capture_logs
 
 from fireworks_sim import Simulator
-from tests.servers import JsonReceiver, ServedApp
+from tests.support.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.core.delivery import Event, OutboxEntry
 from watcher.core.write import Write

@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 import httpx
 
-from tests.servers import ServedApp
+from tests.support.servers import ServedApp
 from watcher.core.kinds import JobKind
 from watcher.sources.fireworks import FireworksClient
 

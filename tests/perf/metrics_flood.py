@@ -8,7 +8,7 @@ concurrent clients (in a thread of their own, with their own event loop) GET `/m
 fast as they can, the healthy job changes state at random phases of the poll cycle and every
 hostile one takes a new random 2,000-char state. Printed: polls done against expected, the longest gap between polls, the detection
 delay of each change, the size of `/metrics`, and what the flood was answered. Figures are
-printed, never asserted (`tests/test_metrics_flood.py` asserts generous bounds).
+printed, never asserted (`tests/system/test_metrics_flood.py` asserts generous bounds).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import anyio.to_thread
 import httpx
 
 from fireworks_sim import Simulator
-from tests.servers import ServedApp
+from tests.support.servers import ServedApp
 from watcher import app, config, logs
 from watcher.core.model import Transition
 from watcher.ports import Report

@@ -7,7 +7,7 @@ one entry in `KINDS`, plus a simulator shape and tests; no other module changes.
 
 Pure data and pure functions: no I/O, no clock, no logging.
 
-The shapes follow the official SDK's models (`fireworks-ai` 1.2.30); `tests/test_sdk_oracle.py`
+The shapes follow the official SDK's models (`fireworks-ai` 1.2.30); `tests/contract/test_sdk_oracle.py`
 checks every `readMask` against them.
 """
 

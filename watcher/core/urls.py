@@ -43,7 +43,7 @@ _NTFY = {
     "format": frozenset({"text"}),
 }
 
-#: Plugin defaults, by scheme, as apprise writes them (tests/test_urls.py checks each
+#: Plugin defaults, by scheme, as apprise writes them (tests/unit/test_urls.py checks each
 #: against the installed apprise, so a new apprise that changes one fails a test, not a reader).
 SCHEME_DEFAULTS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "json": _WEBHOOK,

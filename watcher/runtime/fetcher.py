@@ -73,7 +73,7 @@ class Fetcher:
         last: the last stored snapshots (to confirm jobs a LIST no longer shows).
         listed: the kinds listed in full before (their new jobs are news, not a baseline).
         budget: the request budget, for the GETs one cycle can afford.
-        max_parallel_polls: GETs in flight at once.
+        max_parallel_polls: GETs of one kind in flight at once.
         on_idle: called when the last request in flight has ended (a cycle may close).
     """
 
@@ -98,7 +98,10 @@ class Fetcher:
         self._listed = listed
         self._on_idle = on_idle
         self._budget = budget
-        self._poll_limiter = anyio.CapacityLimiter(max_parallel_polls)
+        # GETs in flight, bounded per kind: jobs of a kind whose GETs all hang fill their
+        # kind's places only, never a healthy kind's.
+        self._max_parallel_polls = max_parallel_polls
+        self._poll_limiters: dict[JobKind, anyio.CapacityLimiter] = {}
         #: Pages a full LIST of each kind takes, learned from `totalSize`.
         self.pages: dict[JobKind, int] = {}
         self._discover: tuple[JobKind, ...] = ()
@@ -276,7 +279,11 @@ class Fetcher:
 
     async def _get_each(self, refs: Sequence[JobRef], now: float) -> None:
         async def poll(ref: JobRef) -> None:
-            async with self._poll_limiter:
+            limiter = self._poll_limiters.get(ref.kind)
+            if limiter is None:
+                limiter = anyio.CapacityLimiter(self._max_parallel_polls)
+                self._poll_limiters[ref.kind] = limiter
+            async with limiter:
                 window = self.window
                 if window.unavailable >= PROBE_CALLS and window.answered == 0:
                     return  # the API is down: leave the rest due, probe again later

@@ -1,0 +1,1 @@
+"""A poller, dispatcher or daemon over loopback against the simulator and real receivers."""
