@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 from typing import Any, NotRequired, Protocol, TypedDict, Unpack
 
 from watcher.core.conditions import Condition, Since
+from watcher.core.decision import Decision
 from watcher.core.delivery import Delivery, Event, Mark, SendResult
 from watcher.core.kinds import JobKind
 from watcher.core.lease import Lease, Replica
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.silences import Silence
 from watcher.core.timeline import Timeline
-from watcher.core.write import Write
 
 
 class Page(Protocol):
@@ -47,12 +47,12 @@ class Source(Protocol):
 class StateRepo(Protocol):
     """The last seen snapshot of every resource, and small named flags.
 
-    `record` writes a `Write` (snapshots, events, outbox rows, flags...) in one transaction: the guarantee
+    `record` writes a `Decision` (snapshots, events, outbox rows, flags...) in one transaction: the guarantee
     that a transition is never lost rests on it.
     """
 
     async def last_all(self) -> dict[str, JobSnapshot]: ...
-    async def record(self, write: Write) -> None: ...
+    async def record(self, write: Decision) -> None: ...
     def fence(self, epoch: int | None) -> None:
         """Carry `epoch` on every later write of a poll (`record`, `forget`, `prune_history`):
         each is refused (`core.errors.Fenced`) unless the poller lease still has that epoch.

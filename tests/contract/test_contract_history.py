@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.support.backends import Store
+from watcher.core.decision import Decision
 from watcher.core.delivery import Event, OutboxEntry
 from watcher.core.errors import StoreError
 from watcher.core.silences import Silence
-from watcher.core.write import Write
 from watcher.stores.pg import pg_history
 
 pytestmark = pytest.mark.anyio
@@ -47,8 +47,8 @@ async def test_history_shows_each_event_with_its_deliveries(any_store: Store) ->
     """Oldest first; each event with what became of it at each target."""
     store = any_store
     first, second = event(minutes=1), event("dpo/b", minutes=2)
-    await store.record(Write([], [entry(first), entry(first, "target-2")], now=T0))
-    await store.record(Write([], [], now=T0, events=[second]))
+    await store.record(Decision([], [entry(first), entry(first, "target-2")], now=T0))
+    await store.record(Decision([], [], now=T0, events=[second]))
     await store.mark_delivered(1, now=T0 + timedelta(minutes=3))
     await store.mark_retry(2, next_attempt_at=T0 + timedelta(hours=1), error="503")
 
@@ -73,7 +73,7 @@ async def test_history_shows_each_event_with_its_deliveries(any_store: Store) ->
 async def test_history_keeps_the_latest_within_the_period(any_store: Store) -> None:
     """Events before `since` are left; past `limit`, the oldest are cut and said so."""
     events = [event(f"dpo/{n}", minutes=n) for n in range(6)]
-    await any_store.record(Write([], [], now=T0, events=events))
+    await any_store.record(Decision([], [], now=T0, events=events))
 
     found, cut = await any_store.history(since=T0 + timedelta(minutes=1), limit=3)
     whole, not_cut = await any_store.history(since=T0 + timedelta(minutes=3), limit=3)
@@ -90,7 +90,7 @@ async def test_history_filters_jobs_with_a_predicate(
     other jobs are interleaved (PostgreSQL reads them in pages)."""
     monkeypatch.setattr(pg_history, "PAGE", page)
     events = [event(f"dpo/{'ab'[n % 2]}", minutes=n) for n in range(9)]
-    await any_store.record(Write([], [], now=T0, events=events))
+    await any_store.record(Decision([], [], now=T0, events=events))
 
     found, cut = await any_store.history(since=T0, job=lambda key: key == "dpo/a", limit=3)
     every, whole = await any_store.history(since=T0, job=lambda key: key == "dpo/b")
@@ -104,7 +104,7 @@ async def test_history_filters_jobs_with_a_predicate(
 async def test_history_keeps_events_observed_at_the_same_time_apart(any_store: Store) -> None:
     """Events of one instant are ordered by id; a page boundary among them loses none."""
     events = [event(f"dpo/{n}") for n in range(5)]
-    await any_store.record(Write([], [], now=T0, events=events))
+    await any_store.record(Decision([], [], now=T0, events=events))
 
     found, _ = await any_store.history(since=T0, job=lambda key: key != "dpo/2", limit=3)
 
@@ -114,7 +114,9 @@ async def test_history_keeps_events_observed_at_the_same_time_apart(any_store: S
 async def test_silenced_lists_the_latest(any_store: Store) -> None:
     """How many rows a silence muted, and the latest of them first."""
     store = any_store
-    await store.record(Write([], [entry(event(f"dpo/{n}", minutes=n)) for n in range(3)], now=T0))
+    await store.record(
+        Decision([], [entry(event(f"dpo/{n}", minutes=n)) for n in range(3)], now=T0)
+    )
     silence_id = await store.add_silence(Silence(id=0, job="*", ends_at=T0 + LEASE), now=T0)
     for row in (1, 2, 3):
         await store.mark_silenced(row, silence_id=silence_id, now=T0)
@@ -137,8 +139,8 @@ async def test_prune_history_keeps_pending_rows_and_their_events(any_store: Stor
     and an event still pointed at is kept."""
     store = any_store
     old, pending, young = event("dpo/a"), event("dpo/b"), event("dpo/c", minutes=90)
-    await store.record(Write([], [entry(old), entry(pending), entry(young)], now=T0))
-    await store.record(Write([], [], now=T0, events=[event("dpo/d", minutes=5)]))
+    await store.record(Decision([], [entry(old), entry(pending), entry(young)], now=T0))
+    await store.record(Decision([], [], now=T0, events=[event("dpo/d", minutes=5)]))
     await store.mark_delivered(1, now=T0 + timedelta(minutes=1))
     await store.mark_dead(3, now=T0 + timedelta(minutes=91), error="gone")
     cut = T0 + timedelta(hours=1)
@@ -199,7 +201,7 @@ async def test_digest_events_of_a_period(any_store: Store) -> None:
     store = any_store
     events = [event(f"dpo/{n}", minutes=n) for n in range(5)]
     notice = Event("api", "", "DOWN", T0 + timedelta(minutes=2), (("title", "t"),), notice=True)
-    await store.record(Write([], [], now=T0, events=[*events, notice]))
+    await store.record(Decision([], [], now=T0, events=[*events, notice]))
 
     period = await store.digest_events(T0 + timedelta(minutes=1), T0 + timedelta(minutes=4))
     newest = await store.digest_events(T0, T0 + timedelta(hours=1), limit=2)

@@ -11,10 +11,10 @@ import anyio.from_thread
 import pytest
 
 from tests.support.backends import OpenStore, Store
+from watcher.core.decision import Decision
 from watcher.core.errors import Fenced
 from watcher.core.lease import LEADER, POLLER, STANDBY, Lease
 from watcher.core.model import JobKind, JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.stores.aio import AsyncStore
 from watcher.stores.pg.store import PgStore
 
@@ -81,7 +81,7 @@ async def test_a_fenced_write_under_the_current_epoch_is_recorded(any_store: Sto
     lease = await any_store.acquire_lease(POLLER, "a", ttl=TTL)
     any_store.fence(lease.epoch)
 
-    await any_store.record(Write([snapshot()], [], now=datetime.now(UTC)))
+    await any_store.record(Decision([snapshot()], [], now=datetime.now(UTC)))
 
     assert set(await any_store.last_all()) == {snapshot().ref.key}
 
@@ -96,19 +96,19 @@ async def test_a_deposed_leader_records_nothing(stores: OpenStore) -> None:
     new.fence(current.epoch)
 
     with pytest.raises(Fenced, match="epoch 2"):
-        await old.record(Write([snapshot("stale")], [], now=datetime.now(UTC), flags={"x": "1"}))
+        await old.record(Decision([snapshot("stale")], [], now=datetime.now(UTC), flags={"x": "1"}))
     with pytest.raises(Fenced):
         await old.forget(["sft/stale"])
     with pytest.raises(Fenced):
         await old.prune_history(datetime.now(UTC))
-    await new.record(Write([snapshot("fresh")], [], now=datetime.now(UTC)))
+    await new.record(Decision([snapshot("fresh")], [], now=datetime.now(UTC)))
 
     assert set(await new.last_all()) == {snapshot("fresh").ref.key}
     assert await new.flag("x") is None
 
 
 async def test_unfenced_writes_are_not_checked(any_store: Store) -> None:
-    await any_store.record(Write([snapshot()], [], now=datetime.now(UTC)))
+    await any_store.record(Decision([snapshot()], [], now=datetime.now(UTC)))
 
     assert len(await any_store.last_all()) == 1
 
@@ -208,7 +208,9 @@ async def test_a_takeover_waits_for_a_write_under_the_old_epoch(
         done.set()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(old.record, Write([snapshot("during")], [], now=datetime.now(UTC))))
+        tg.start_soon(
+            partial(old.record, Decision([snapshot("during")], [], now=datetime.now(UTC)))
+        )
         try:
             await inside.wait()
             tg.start_soon(take_over)
@@ -221,5 +223,5 @@ async def test_a_takeover_waits_for_a_write_under_the_old_epoch(
     assert [("b", 2)] == [(lease.holder, lease.epoch) for lease in taken]
     assert {"sft/during"} == set(await new.last_all())
     with pytest.raises(Fenced, match="epoch 2"):
-        await old.record(Write([snapshot("after")], [], now=datetime.now(UTC)))
+        await old.record(Decision([snapshot("after")], [], now=datetime.now(UTC)))
     assert {"sft/during"} == set(await new.last_all())

@@ -16,10 +16,10 @@ import pytest
 
 from tests.support.backends import OpenStore, Store
 from watcher.core.conditions import Condition, ConditionName
+from watcher.core.decision import Decision
 from watcher.core.delivery import Delivery, Event, Mark, MarkKind, OutboxEntry
 from watcher.core.errors import LeaseLost
 from watcher.core.silences import Silence
-from watcher.core.write import Write
 from watcher.stores.aio import AsyncStore
 
 pytestmark = pytest.mark.anyio
@@ -82,8 +82,8 @@ async def test_claim_keeps_each_jobs_order_per_target(any_store: Store) -> None:
     """A job's later row waits for its earlier one at that target, even while it is retried;
     other jobs and other targets go on."""
     store = any_store
-    await store.record(Write([], [entry("dpo/a"), entry("dpo/a", minutes=1)], now=T0))
-    await store.record(Write([], [entry("dpo/b"), entry("dpo/a", url_key=OTHER)], now=T0))
+    await store.record(Decision([], [entry("dpo/a"), entry("dpo/a", minutes=1)], now=T0))
+    await store.record(Decision([], [entry("dpo/b"), entry("dpo/a", url_key=OTHER)], now=T0))
     later = T0 + timedelta(minutes=2)
 
     first = await store.claim(later, holder="d", lease=LEASE)
@@ -104,7 +104,7 @@ async def test_claim_keeps_each_jobs_order_per_target(any_store: Store) -> None:
 async def test_a_claimed_row_is_not_claimed_again_while_its_lease_runs(stores: OpenStore) -> None:
     """Two replicas: the second finds nothing the first holds."""
     one, two = await stores(), await stores()
-    await one.record(Write([], [entry("dpo/a"), entry("dpo/b")], now=T0))
+    await one.record(Decision([], [entry("dpo/a"), entry("dpo/b")], now=T0))
 
     first = await one.claim(T0, holder="d1", lease=LEASE)
     again = await two.claim(T0 + timedelta(seconds=1), holder="d2", lease=LEASE)
@@ -115,14 +115,14 @@ async def test_a_claimed_row_is_not_claimed_again_while_its_lease_runs(stores: O
 
 async def test_busy_targets_are_skipped(any_store: Store) -> None:
     """Rows of a target with a send in flight are left for its own lane."""
-    await any_store.record(Write([], [entry("dpo/a"), entry("dpo/b", url_key=OTHER)], now=T0))
+    await any_store.record(Decision([], [entry("dpo/a"), entry("dpo/b", url_key=OTHER)], now=T0))
 
     assert [2] == ids(await any_store.claim(T0, holder="d", lease=LEASE, busy=[TARGET]))
 
 
 async def test_claim_limit_takes_the_oldest(any_store: Store) -> None:
     """At most `limit` rows, oldest first; the rest stay claimable."""
-    await any_store.record(Write([], [entry(f"dpo/{n}") for n in range(5)], now=T0))
+    await any_store.record(Decision([], [entry(f"dpo/{n}") for n in range(5)], now=T0))
 
     first = await any_store.claim(T0, holder="d", lease=LEASE, limit=2)
     rest = await any_store.claim(T0, holder="d", lease=LEASE)
@@ -136,7 +136,7 @@ async def test_an_expired_lease_is_claimed_again_and_the_old_mark_refused(
     """A holder presumed dead loses its rows: another replica's claim takes them, and the
     late mark fails and changes nothing."""
     old, new = await stores(), await stores()
-    await old.record(Write([], [entry("dpo/a")], now=T0))
+    await old.record(Decision([], [entry("dpo/a")], now=T0))
     (mine,) = await old.claim(T0, holder="old", lease=LEASE)
 
     (theirs,) = await new.claim(T0 + LEASE + timedelta(seconds=1), holder="new", lease=LEASE)
@@ -153,7 +153,7 @@ async def test_an_expired_lease_is_claimed_again_and_the_old_mark_refused(
 async def test_a_settle_under_a_lost_claim_changes_nothing(any_store: Store, settle: str) -> None:
     """Every mark names its claim: under another one it raises LeaseLost, row untouched."""
     store = any_store
-    await store.record(Write([], [entry("dpo/a")], now=T0))
+    await store.record(Decision([], [entry("dpo/a")], now=T0))
     await store.claim(T0, holder="owner", lease=LEASE)
     later = T0 + timedelta(hours=1)
 
@@ -180,7 +180,7 @@ async def test_a_settle_under_a_lost_claim_changes_nothing(any_store: Store, set
 
 async def test_marks_of_a_settled_or_unknown_row_raise(any_store: Store) -> None:
     """A row no longer pending (or never there) cannot be marked again."""
-    await any_store.record(Write([], [entry("dpo/a")], now=T0))
+    await any_store.record(Decision([], [entry("dpo/a")], now=T0))
     await any_store.mark_delivered(1, now=T0)
 
     with pytest.raises(LeaseLost):
@@ -192,7 +192,7 @@ async def test_marks_of_a_settled_or_unknown_row_raise(any_store: Store) -> None
 async def test_settle_many_is_all_or_none(any_store: Store) -> None:
     """A batch one of whose rows is no longer under the claim settles none of them."""
     store = any_store
-    await store.record(Write([], [entry("dpo/a"), entry("dpo/b"), entry("dpo/c")], now=T0))
+    await store.record(Decision([], [entry("dpo/a"), entry("dpo/b"), entry("dpo/c")], now=T0))
     await store.claim(T0, holder="d", lease=LEASE)
     await store.mark_delivered(2, now=T0, claim="d")
     retry_at = T0 + timedelta(minutes=3)
@@ -219,10 +219,10 @@ async def test_claim_target_leaves_rows_behind_another_claim(stores: OpenStore) 
     """Rows under another holder's live claim are left, and so are their job's later rows;
     a row waiting for its group window joins only with `whole_target`."""
     store, other = await stores(), await stores()
-    await store.record(Write([], [entry("dpo/b")], now=T0))  # 1
+    await store.record(Decision([], [entry("dpo/b")], now=T0))  # 1
     await other.claim(T0, holder="x", lease=LEASE)  # 1 is x's
     await store.record(
-        Write(
+        Decision(
             [],
             [
                 entry("dpo/a"),  # 2: due
@@ -254,7 +254,7 @@ async def test_claim_target_counts_a_row_locked_by_another_replica_as_not_free(
     store, other = await stores(), await stores()
     assert not isinstance(store, AsyncStore)
     await store.record(
-        Write([], [entry("dpo/a"), entry("dpo/a", minutes=1), entry("dpo/b")], now=T0)
+        Decision([], [entry("dpo/a"), entry("dpo/a", minutes=1), entry("dpo/b")], now=T0)
     )
     now = T0 + timedelta(minutes=1)
 
@@ -271,7 +271,7 @@ async def test_claim_target_counts_a_row_locked_by_another_replica_as_not_free(
 async def test_a_held_row_waits_untried_then_goes(any_store: Store) -> None:
     """Quiet hours or a rate limit hold a row without counting an attempt."""
     store = any_store
-    await store.record(Write([], [entry("dpo/a")], now=T0))
+    await store.record(Decision([], [entry("dpo/a")], now=T0))
     await store.claim(T0, holder="d", lease=LEASE)
     until = T0 + timedelta(hours=2)
 
@@ -305,7 +305,7 @@ async def test_a_silenced_condition_still_open_is_announced_once(stores: OpenSto
     however many replicas' dispatchers look; one already closed is not."""
     one, two = await stores(), await stores()
     await one.record(
-        Write([], [condition_entry(), condition_entry(OTHER)], now=T0, opened=[STALLED])
+        Decision([], [condition_entry(), condition_entry(OTHER)], now=T0, opened=[STALLED])
     )
     silence = Silence(id=0, job="a", ends_at=T0 + timedelta(hours=1))
     silence_id = await one.add_silence(silence, now=T0)
@@ -342,11 +342,11 @@ async def test_a_silenced_condition_still_open_is_announced_once(stores: OpenSto
 async def test_a_resolved_condition_is_not_announced(any_store: Store) -> None:
     """A silence ends after its condition closed: nothing is queued, the silence is done."""
     store = any_store
-    await store.record(Write([], [condition_entry()], now=T0, opened=[STALLED]))
+    await store.record(Decision([], [condition_entry()], now=T0, opened=[STALLED]))
     silence_id = await store.add_silence(Silence(id=0, job="a", ends_at=T0 + LEASE), now=T0)
     await store.claim(T0, holder="d", lease=LEASE)
     await store.mark_silenced(1, silence_id=silence_id, now=T0, claim="d")
-    await store.record(Write([], [], now=T0, resolved=[STALLED]))
+    await store.record(Decision([], [], now=T0, resolved=[STALLED]))
     await store.expire_silence(silence_id, now=T0 + timedelta(seconds=1))
 
     assert {silence_id: 0} == await store.announce_after_silences(T0 + timedelta(seconds=1))
@@ -356,7 +356,7 @@ async def test_a_resolved_condition_is_not_announced(any_store: Store) -> None:
 async def test_prune_deletes_delivered_rows_before_the_cut(any_store: Store) -> None:
     """Delivered rows settled before the cut go; later, pending and dead ones stay."""
     store = any_store
-    await store.record(Write([], [entry(f"dpo/{n}") for n in range(4)], now=T0))
+    await store.record(Decision([], [entry(f"dpo/{n}") for n in range(4)], now=T0))
     await store.mark_delivered(1, now=T0)
     await store.mark_delivered(2, now=T0 + timedelta(hours=2))
     await store.mark_dead(3, now=T0, error="gone")
@@ -371,7 +371,7 @@ async def test_stats_and_next_due(any_store: Store) -> None:
     store = any_store
     assert ((0, None), None) == (await store.outbox_stats(), await store.next_due_at())
     await store.record(
-        Write(
+        Decision(
             [],
             [entry("dpo/a", minutes=1), entry("dpo/b", minutes=2), entry("dpo/c", minutes=3)],
             now=T0,
@@ -388,7 +388,7 @@ async def test_stats_and_next_due(any_store: Store) -> None:
 
 async def test_release_claims_voids_every_claim(any_store: Store) -> None:
     """For a single-process store at start: claims left by a dead process end at once."""
-    await any_store.record(Write([], [entry("dpo/a")], now=T0))
+    await any_store.record(Decision([], [entry("dpo/a")], now=T0))
     await any_store.claim(T0, holder="dead", lease=LEASE)
 
     assert 1 == await any_store.release_claims()
@@ -400,7 +400,7 @@ async def test_an_unreadable_row_is_quarantined_dead(stores: OpenStore) -> None:
     up its job's later rows."""
     told: list[tuple[str, str]] = []
     store = await stores(on_unreadable=lambda row, why: told.append((row, why)))
-    await store.record(Write([], [entry("dpo/a"), entry("dpo/a", minutes=1)], now=T0))
+    await store.record(Decision([], [entry("dpo/a"), entry("dpo/a", minutes=1)], now=T0))
     await raw(store, "UPDATE events SET fields = '[1]' WHERE id = 1")
 
     first = await store.claim(T0 + LEASE, holder="d", lease=LEASE)
@@ -428,7 +428,7 @@ async def _seed(store: Store) -> None:
         for job in JOBS
     ]
     random.Random(12).shuffle(rows)
-    await store.record(Write([], rows, now=T0))
+    await store.record(Decision([], rows, now=T0))
 
 
 async def _check_drained(store: Store, sent: list[tuple[str, str, int]]) -> None:

@@ -13,10 +13,10 @@ import pytest
 
 from tests.support.backends import OpenStore, Store
 from watcher.core.conditions import Condition, ConditionName, Since
+from watcher.core.decision import Decision
 from watcher.core.delivery import Event, OutboxEntry
 from watcher.core.errors import StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.stores.aio import AsyncStore
 from watcher.stores.pg.store import PgStore
 
@@ -84,14 +84,14 @@ class TestJobs:
         """Every field of a snapshot, of every kind of text, comes back as written."""
         full, plain = every_field(), snapshot("b", "PENDING")
 
-        await any_store.record(Write([full, plain], [], now=T0))
+        await any_store.record(Decision([full, plain], [], now=T0))
 
         assert {full.ref.key: full, plain.ref.key: plain} == await any_store.last_all()
 
     async def test_a_later_record_replaces_the_snapshot(self, any_store: Store) -> None:
-        await any_store.record(Write([snapshot(state="RUNNING")], [], now=T0))
+        await any_store.record(Decision([snapshot(state="RUNNING")], [], now=T0))
         await any_store.record(
-            Write([snapshot(state="COMPLETED")], [], now=T0 + timedelta(minutes=1))
+            Decision([snapshot(state="COMPLETED")], [], now=T0 + timedelta(minutes=1))
         )
 
         assert {"sft/a": snapshot(state="COMPLETED")} == await any_store.last_all()
@@ -103,7 +103,7 @@ class TestJobs:
         ev = event(message="x\x00y")
 
         await any_store.record(
-            Write(
+            Decision(
                 [hostile], [entry(ev=ev, body="b\x00dy")], now=T0, events=[ev], flags={"n": "\x00"}
             )
         )
@@ -114,7 +114,7 @@ class TestJobs:
         assert ("\ufffd" if backend == "postgresql" else "\x00") == await any_store.flag("n")
 
     async def test_forget_drops_only_the_jobs_named(self, any_store: Store) -> None:
-        await any_store.record(Write([snapshot("a"), snapshot("b")], [], now=T0))
+        await any_store.record(Decision([snapshot("a"), snapshot("b")], [], now=T0))
 
         await any_store.forget(["sft/a", "sft/never-seen"])
         await any_store.forget([])
@@ -128,7 +128,7 @@ class TestJobs:
         since = Since(T0, T0 + timedelta(seconds=1), entered=True)
         condition = Condition("sft/a", ConditionName.STALLED, T0, "quiet for 30m")
         await first.record(
-            Write(
+            Decision(
                 [every_field("a"), snapshot("b")],
                 [entry(ev=event())],
                 now=T0,
@@ -153,8 +153,8 @@ class TestJobs:
 
 class TestFlags:
     async def test_a_flag_round_trips_and_is_overwritten(self, any_store: Store) -> None:
-        await any_store.record(Write([], [], now=T0, flags={"api": "down"}))
-        await any_store.record(Write([], [], now=T0, flags={"api": "up"}))
+        await any_store.record(Decision([], [], now=T0, flags={"api": "down"}))
+        await any_store.record(Decision([], [], now=T0, flags={"api": "up"}))
 
         assert "up" == await any_store.flag("api")
         assert await any_store.flag("missing") is None
@@ -162,7 +162,7 @@ class TestFlags:
     async def test_a_prefix_is_text_not_a_pattern(self, any_store: Store) -> None:
         """`%` and `_` in a prefix match only themselves (no LIKE on user text)."""
         flags = {"a%b": "1", "a_c": "2", "ab": "3", "x": "4", "a%%": "5"}
-        await any_store.record(Write([], [], now=T0, flags=flags))
+        await any_store.record(Decision([], [], now=T0, flags=flags))
 
         assert {"b": "1", "%": "5"} == await any_store.flags("a%")
         assert {"c": "2"} == await any_store.flags("a_")
@@ -177,7 +177,7 @@ class TestAlertState:
         seen = Since(T0 - timedelta(days=1), T0, entered=False)
 
         await any_store.record(
-            Write(
+            Decision(
                 [snapshot("a"), snapshot("b")], [], now=T0, since={"sft/a": entered, "sft/b": seen}
             )
         )
@@ -185,15 +185,15 @@ class TestAlertState:
         assert {"sft/a": entered, "sft/b": seen} == await any_store.since_all()
 
     async def test_since_of_an_unknown_job_writes_nothing(self, any_store: Store) -> None:
-        await any_store.record(Write([], [], now=T0, since={"sft/nobody": Since(T0, T0)}))
+        await any_store.record(Decision([], [], now=T0, since={"sft/nobody": Since(T0, T0)}))
 
         assert {} == await any_store.since_all()
 
     async def test_polled_moves_only_the_jobs_named(self, any_store: Store) -> None:
         later = T0 + timedelta(minutes=2)
-        await any_store.record(Write([snapshot("a"), snapshot("b")], [], now=T0))
+        await any_store.record(Decision([snapshot("a"), snapshot("b")], [], now=T0))
 
-        await any_store.record(Write([], [], now=later, polled=["sft/a", "sft/unknown"]))
+        await any_store.record(Decision([], [], now=later, polled=["sft/a", "sft/unknown"]))
 
         assert {"sft/a": later, "sft/b": T0} == await any_store.polled_all()
 
@@ -202,7 +202,7 @@ class TestAlertState:
         an unknown key reads as nothing."""
         entered = Since(T0, T0 + timedelta(minutes=5), entered=True)
         await any_store.record(
-            Write(
+            Decision(
                 [snapshot("a", "FAILED"), snapshot("b")],
                 [],
                 now=T0,
@@ -222,25 +222,25 @@ class TestAlertState:
         a resolved one is gone."""
         stalled = Condition("sft/a", ConditionName.STALLED, T0 + timedelta(minutes=1), "30m")
         down = Condition("api", ConditionName.API_DOWN, T0, "no answer")
-        await any_store.record(Write([], [], now=T0, opened=[stalled, down]))
+        await any_store.record(Decision([], [], now=T0, opened=[stalled, down]))
         again = dataclasses.replace(stalled, opened_at=T0 + timedelta(hours=1), detail="60m")
 
-        await any_store.record(Write([], [], now=T0, opened=[again]))
+        await any_store.record(Decision([], [], now=T0, opened=[again]))
 
         assert [down, dataclasses.replace(stalled, detail="60m")] == (
             await any_store.open_conditions()
         )
-        await any_store.record(Write([], [], now=T0, resolved=[down]))
+        await any_store.record(Decision([], [], now=T0, resolved=[down]))
         assert [dataclasses.replace(stalled, detail="60m")] == await any_store.open_conditions()
 
     async def test_reminders_are_set_moved_and_dropped(self, any_store: Store) -> None:
         first, second = ("team", "sft/a"), ("ops", "api")
         await any_store.record(
-            Write([], [], now=T0, reminders={first: T0, second: T0 + timedelta(hours=1)})
+            Decision([], [], now=T0, reminders={first: T0, second: T0 + timedelta(hours=1)})
         )
 
         await any_store.record(
-            Write([], [], now=T0, reminders={first: T0 + timedelta(hours=4), second: None})
+            Decision([], [], now=T0, reminders={first: T0 + timedelta(hours=4), second: None})
         )
 
         assert {first: T0 + timedelta(hours=4)} == await any_store.reminder_times()
@@ -254,7 +254,7 @@ class TestRecordIsOneTransaction:
 
         with pytest.raises(StoreError):
             await any_store.record(
-                Write(
+                Decision(
                     [snapshot("a")],
                     [entry("good", ev=event()), bad],
                     now=T0,
@@ -277,7 +277,7 @@ class TestRecordIsOneTransaction:
 
         with pytest.raises(StoreError):
             await any_store.record(
-                Write(
+                Decision(
                     [snapshot()],
                     [],
                     now=T0,
@@ -293,7 +293,7 @@ class TestRecordIsOneTransaction:
         shared, alone = event(), event("sft/b", "FAILED")
 
         await any_store.record(
-            Write(
+            Decision(
                 [],
                 [entry("one", ev=shared), entry("two", ev=shared), entry("three", ev=shared)],
                 now=T0,
@@ -304,6 +304,6 @@ class TestRecordIsOneTransaction:
         assert (2, 3) == (await count(any_store, "events"), await count(any_store, "outbox"))
 
     async def test_nothing_to_write_is_no_error(self, any_store: Store) -> None:
-        await any_store.record(Write([], [], now=T0))
+        await any_store.record(Decision([], [], now=T0))
 
         assert {} == await any_store.last_all()

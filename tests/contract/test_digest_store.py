@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from watcher.core.decision import Decision
 from watcher.core.delivery import Event
-from watcher.core.write import Write
 from watcher.stores.digest_table import MAX_FIELDS_CHARS
 from watcher.stores.sqlite import StateStore
 
@@ -41,7 +41,7 @@ def test_a_period_holds_its_transitions_newest_first(store: StateStore) -> None:
     """Events observed in [start, end) come back newest first; the end is excluded, notices
     and other kinds of event are not transitions."""
     store.record(
-        Write(
+        Decision(
             [],
             [],
             now=T0,
@@ -65,7 +65,7 @@ def test_a_period_holds_its_transitions_newest_first(store: StateStore) -> None:
 
 def test_a_period_is_bounded_to_its_newest_events(store: StateStore) -> None:
     """With more events than the limit, the newest are returned."""
-    store.record(Write([], [], now=T0, events=[transition(f"j{n}", n) for n in range(25)]))
+    store.record(Decision([], [], now=T0, events=[transition(f"j{n}", n) for n in range(25)]))
 
     got = store.digest_events(T0, T0 + timedelta(hours=1), limit=10)
 
@@ -76,8 +76,8 @@ def test_a_bad_row_costs_only_itself(path: Path) -> None:
     """A row that does not decode, or is absurdly large, is skipped and told; the rest stay."""
     told: list[tuple[str, str]] = []
     with StateStore.open(path, on_unreadable=lambda row, why: told.append((row, why))) as store:
-        store.record(Write([], [], now=T0, events=[transition("good", 1), transition("bad", 2)]))
-        store.record(Write([], [], now=T0, events=[transition("huge", 3)]))
+        store.record(Decision([], [], now=T0, events=[transition("good", 1), transition("bad", 2)]))
+        store.record(Decision([], [], now=T0, events=[transition("huge", 3)]))
         with closing(sqlite3.connect(path)) as conn, conn:
             conn.execute("UPDATE events SET fields = '[1' WHERE job_key = 'dpo/bad'")
             conn.execute(
@@ -97,7 +97,7 @@ def test_the_last_period_is_a_flag_that_survives_a_reopen(path: Path) -> None:
     """`digest:<channel>` is written with `record(flags=...)` and read back after a restart."""
     with StateStore.open(path) as store:
         assert store.flag("digest:team") is None
-        store.record(Write([], [], now=T0, flags={"digest:team": "2026-12-02T09:00+01:00"}))
+        store.record(Decision([], [], now=T0, flags={"digest:team": "2026-12-02T09:00+01:00"}))
 
     with StateStore.open(path) as again:
         assert "2026-12-02T09:00+01:00" == again.flag("digest:team")

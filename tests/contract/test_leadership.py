@@ -10,10 +10,10 @@ import anyio
 import pytest
 
 from tests.support.backends import OpenStore, Store
+from watcher.core.decision import Decision
 from watcher.core.errors import Fenced
 from watcher.core.lease import LEADER, POLLER, STANDBY, Lease
 from watcher.core.model import JobKind, JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.runtime.leadership import Leadership, replica_name
 
 pytestmark = pytest.mark.anyio
@@ -69,7 +69,7 @@ async def test_a_frozen_leader_is_replaced_steps_down_and_writes_nothing(
 
     await b.check()
     with pytest.raises(Fenced):
-        await store_a.record(Write([snapshot("stale")], [], now=datetime.now(UTC)))
+        await store_a.record(Decision([snapshot("stale")], [], now=datetime.now(UTC)))
     await a.check()
 
     assert (b.role, b.epoch) == (LEADER, 2)

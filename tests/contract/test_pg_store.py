@@ -17,11 +17,11 @@ import pytest
 from psycopg import sql
 from structlog.testing import capture_logs
 
+from watcher.core.decision import Decision
 from watcher.core.delivery import Event, OutboxEntry
 from watcher.core.errors import StoreError
 from watcher.core.lease import POLLER, Lease
 from watcher.core.model import JobKind, JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.runtime.leadership import Leadership
 from watcher.stores.pg.migrations import SCHEMA_VERSION
 from watcher.stores.pg.store import PgStore
@@ -161,7 +161,7 @@ class TestConnections:
         then hands out fresh connections."""
         snapshot = JobSnapshot(ref=JobRef(JobKind.SFT, "a"), account_id="acme", state="RUNNING")
         async with await PgStore.open(pg_dsn, schema=schema, pool_size=pool_size) as store:
-            await store.record(Write([snapshot], [], now=T0))
+            await store.record(Decision([snapshot], [], now=T0))
             pids = await pool_pids(store, pool_size)
             await terminate(pg_dsn, pids)
 
@@ -175,7 +175,7 @@ class TestConnections:
             assert len(failures) <= 1, failures
             assert all("\n" not in f and "127.0.0.1" in f for f in failures)
             assert set(pids).isdisjoint(await pool_pids(store, pool_size))
-            await store.record(Write([snapshot], [], now=T0 + timedelta(seconds=1)))
+            await store.record(Decision([snapshot], [], now=T0 + timedelta(seconds=1)))
 
 
 async def pool_pids(store: PgStore, size: int) -> list[int]:
@@ -223,7 +223,7 @@ class TestText:
             ref=JobRef(JobKind.SFT, "a"), account_id="acme", state="FAILED", reason="r\x00"
         )
 
-        await store.record(Write([hostile], [entry], now=T0))
+        await store.record(Decision([hostile], [entry], now=T0))
 
         async with store._conn() as conn:
             fields = await (await conn.execute("SELECT fields->>'message' FROM events")).fetchone()
@@ -246,7 +246,7 @@ class TestText:
             for channel in ("one", "two")
         ]
 
-        await store.record(Write([], entries, now=T0, events=[events[2]]))
+        await store.record(Decision([], entries, now=T0, events=[events[2]]))
 
         async with store._conn() as conn:
             cursor = await conn.execute(
@@ -263,7 +263,7 @@ class TestText:
     async def test_last_reads_one_job(self, store: PgStore) -> None:
         ref = JobRef(JobKind.SFT, "a")
         await store.record(
-            Write([JobSnapshot(ref=ref, account_id="acme", state="RUNNING")], [], now=T0)
+            Decision([JobSnapshot(ref=ref, account_id="acme", state="RUNNING")], [], now=T0)
         )
 
         found = await store.last(ref)
@@ -281,7 +281,7 @@ class TestText:
             pg_dsn, schema=schema, on_unreadable=lambda where, why: told.append((where, why))
         ) as store:
             good = JobSnapshot(ref=JobRef(JobKind.SFT, "a"), account_id="acme", state="RUNNING")
-            await store.record(Write([good], [], now=T0))
+            await store.record(Decision([good], [], now=T0))
             async with store._conn() as conn:
                 await conn.execute(
                     "INSERT INTO jobs (job_key, snapshot, updated_at) "
@@ -355,7 +355,7 @@ async def test_a_leader_frozen_mid_transaction_cannot_block_the_takeover(
         assert (taken.holder, taken.epoch) == ("new", old.epoch + 1)
         assert len(outcome) == 1  # the frozen write failed, and wrote nothing
         with pytest.raises(Fenced):
-            await frozen.record(Write([], [], now=T0, flags={"late": "1"}))
+            await frozen.record(Decision([], [], now=T0, flags={"late": "1"}))
 
 
 async def test_a_standby_waiting_on_a_frozen_leaders_lock_is_not_given_up_on(

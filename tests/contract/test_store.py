@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from watcher.core.decision import Decision
 from watcher.core.delivery import Delivery, Event, OutboxEntry
 from watcher.core.errors import LeaseLost, StateLocked, StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.stores.lock import exclusive
 from watcher.stores.sqlite import StateStore
 
@@ -101,15 +101,15 @@ class TestSnapshots:
     )
     def test_round_trip(self, store: StateStore, snap: JobSnapshot) -> None:
         """A recorded snapshot reads back equal, by ref and in last_all."""
-        store.record(Write([snap], [], now=T0))
+        store.record(Decision([snap], [], now=T0))
 
         assert snap == store.last(snap.ref)
         assert {snap.ref.key: snap} == store.last_all()
 
     def test_upsert_replaces(self, store: StateStore) -> None:
         """Recording a job again replaces its last state."""
-        store.record(Write([snapshot(state="RUNNING")], [], now=T0))
-        store.record(Write([snapshot(state="COMPLETED")], [], now=T0 + timedelta(seconds=30)))
+        store.record(Decision([snapshot(state="RUNNING")], [], now=T0))
+        store.record(Decision([snapshot(state="COMPLETED")], [], now=T0 + timedelta(seconds=30)))
 
         assert "COMPLETED" == store.last_all()["dpo/my-job"].state
 
@@ -117,7 +117,7 @@ class TestSnapshots:
         """The same job id under two kinds is two jobs."""
         dpo = snapshot(job_id="x")
         sft = replace(dpo, ref=JobRef(JobKind.SFT, "x"), state="PENDING")
-        store.record(Write([dpo, sft], [], now=T0))
+        store.record(Decision([dpo, sft], [], now=T0))
 
         assert {"dpo/x": dpo, "sft/x": sft} == store.last_all()
 
@@ -137,7 +137,7 @@ class TestSnapshots:
         """A job row that does not decode is treated as never seen, without hiding the others."""
         good = snapshot(job_id="good")
         with StateStore.open(db_path) as store:
-            store.record(Write([good, snapshot()], [], now=T0))
+            store.record(Decision([good, snapshot()], [], now=T0))
         raw_sql(db_path, "UPDATE jobs SET snapshot = ? WHERE job_key = 'dpo/my-job'", (text,))
 
         with StateStore.open(db_path) as store:
@@ -160,7 +160,7 @@ class TestSnapshots:
 
     def test_forget_keeps_outbox(self, store: StateStore) -> None:
         """Forgetting a job drops its last state but not its pending notifications."""
-        store.record(Write([snapshot(), snapshot(job_id="kept")], [entry()], now=T0))
+        store.record(Decision([snapshot(), snapshot(job_id="kept")], [entry()], now=T0))
 
         store.forget(["dpo/my-job", "dpo/not-there"])
 
@@ -169,7 +169,7 @@ class TestSnapshots:
 
     def test_forget_nothing(self, store: StateStore) -> None:
         """Forgetting an empty collection is a no-op."""
-        store.record(Write([snapshot()], [], now=T0))
+        store.record(Decision([snapshot()], [], now=T0))
         store.forget(iter([]))
 
         assert ["dpo/my-job"] == list(store.last_all())
@@ -179,7 +179,7 @@ class TestRecord:
     def test_entries_start_pending(self, store: StateStore) -> None:
         """A recorded entry is pending, never attempted and due at its creation time."""
         e = entry(minutes=5)
-        store.record(Write([snapshot()], [e], now=T0))
+        store.record(Decision([snapshot()], [e], now=T0))
 
         [delivery] = store.undelivered()
         assert Delivery(delivery.id, e, 0, e.created_at, "", "pending") == delivery
@@ -190,7 +190,7 @@ class TestRecord:
             other = sqlite3.connect(db_path, isolation_level=None)
             try:
                 other.execute("BEGIN EXCLUSIVE")
-                store.record(Write([], [], now=T0))
+                store.record(Decision([], [], now=T0))
                 other.execute("ROLLBACK")
             finally:
                 other.close()
@@ -200,11 +200,11 @@ class TestRecord:
     )
     def test_bad_entry_rolls_back_snapshot(self, store: StateStore, bad: dict[str, Any]) -> None:
         """An entry that cannot be written undoes the snapshot upsert of the same call."""
-        store.record(Write([snapshot(state="RUNNING")], [], now=T0))
+        store.record(Decision([snapshot(state="RUNNING")], [], now=T0))
 
         with pytest.raises(StoreError, match="must be str"):
             store.record(
-                Write(
+                Decision(
                     [snapshot(state="COMPLETED"), snapshot(job_id="new")],
                     [entry(), entry(**bad)],
                     now=T0,
@@ -217,7 +217,7 @@ class TestRecord:
     def test_database_failure_rolls_back(self, db_path: Path) -> None:
         """A failure inside SQLite mid-transaction is a StoreError and undoes the whole call."""
         with StateStore.open(db_path) as store:
-            store.record(Write([snapshot(state="RUNNING")], [], now=T0))
+            store.record(Decision([snapshot(state="RUNNING")], [], now=T0))
         raw_sql(
             db_path,
             "CREATE TRIGGER boom BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'boom'); END",
@@ -225,7 +225,7 @@ class TestRecord:
 
         with StateStore.open(db_path) as store:
             with pytest.raises(StoreError, match=r"^cannot write state database .*: boom$"):
-                store.record(Write([snapshot(state="COMPLETED")], [entry()], now=T0))
+                store.record(Decision([snapshot(state="COMPLETED")], [entry()], now=T0))
 
             assert snapshot(state="RUNNING") == store.last(JobRef(JobKind.DPO, "my-job"))
             assert [] == store.undelivered()
@@ -233,14 +233,14 @@ class TestRecord:
     def test_naive_datetime_rejected(self, store: StateStore) -> None:
         """A naive created_at is refused rather than guessed, and nothing is written."""
         with pytest.raises(StoreError, match="naive"):
-            store.record(Write([snapshot()], [entry(created_at=datetime(2025, 1, 1))], now=T0))
+            store.record(Decision([snapshot()], [entry(created_at=datetime(2025, 1, 1))], now=T0))
 
         assert {} == store.last_all()
 
     def test_times_normalised_to_utc(self, store: StateStore) -> None:
         """A created_at in another zone reads back as the same instant in UTC."""
         paris = datetime(2025, 3, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
-        store.record(Write([], [entry(created_at=paris)], now=T0))
+        store.record(Decision([], [entry(created_at=paris)], now=T0))
 
         [delivery] = store.undelivered()
         assert (T0, UTC) == (delivery.entry.created_at, delivery.entry.created_at.tzinfo)
@@ -249,7 +249,7 @@ class TestRecord:
 class TestOutbox:
     def test_retry_then_delivered(self, store: StateStore) -> None:
         """pending -> retried (attempts 1, later due, error kept) -> delivered (gone from lists)."""
-        store.record(Write([], [entry()], now=T0))
+        store.record(Decision([], [entry()], now=T0))
         [d] = store.due(T0)
 
         store.mark_retry(d.id, next_attempt_at=T0 + timedelta(seconds=2), error="HTTP 503")
@@ -272,7 +272,7 @@ class TestOutbox:
 
     def test_dead(self, store: StateStore) -> None:
         """pending -> dead: no longer due, still listed as undelivered with its error."""
-        store.record(Write([], [entry()], now=T0))
+        store.record(Decision([], [entry()], now=T0))
         [d] = store.due(T0)
 
         store.mark_dead(d.id, now=T0 + timedelta(hours=24), error="gave up: HTTP 404")
@@ -294,8 +294,8 @@ class TestOutbox:
 
     def test_due_filters_and_orders(self, store: StateStore) -> None:
         """due() returns pending rows due by `now`, in the order they were recorded, up to `limit`."""
-        store.record(Write([], [entry("dpo/a", minutes=0), entry("dpo/b", minutes=10)], now=T0))
-        store.record(Write([], [entry("dpo/c", minutes=5), entry("dpo/d", minutes=1)], now=T0))
+        store.record(Decision([], [entry("dpo/a", minutes=0), entry("dpo/b", minutes=10)], now=T0))
+        store.record(Decision([], [entry("dpo/c", minutes=5), entry("dpo/d", minutes=1)], now=T0))
 
         def keys(deliveries: list[Delivery]) -> list[str]:
             return [d.entry.job_key for d in deliveries]
@@ -310,7 +310,7 @@ class TestOutbox:
         """next_due_at is the earliest pending next attempt, None when nothing is pending."""
         assert None is store.next_due_at()
 
-        store.record(Write([], [entry(minutes=7), entry(minutes=3)], now=T0))
+        store.record(Decision([], [entry(minutes=7), entry(minutes=3)], now=T0))
         assert T0 + timedelta(minutes=3) == store.next_due_at()
 
         [late, early] = store.undelivered()
@@ -322,7 +322,7 @@ class TestOutbox:
 
     def test_undelivered_lists_pending_and_dead(self, store: StateStore) -> None:
         """undelivered() shows pending and dead rows oldest first, never delivered ones."""
-        store.record(Write([], [entry("dpo/a"), entry("dpo/b"), entry("dpo/c")], now=T0))
+        store.record(Decision([], [entry("dpo/a"), entry("dpo/b"), entry("dpo/c")], now=T0))
         a, b, _c = store.undelivered()
         store.mark_delivered(a.id, now=T0)
         store.mark_dead(b.id, now=T0, error="x")
@@ -334,7 +334,9 @@ class TestOutbox:
     def test_prune(self, store: StateStore) -> None:
         """prune() deletes delivered rows older than the cutoff, never pending or dead ones."""
         store.record(
-            Write([], [entry("dpo/old"), entry("dpo/new"), entry("dpo/p"), entry("dpo/x")], now=T0)
+            Decision(
+                [], [entry("dpo/old"), entry("dpo/new"), entry("dpo/p"), entry("dpo/x")], now=T0
+            )
         )
         old, new, _pending, dead = store.undelivered()
         store.mark_delivered(old.id, now=T0)
@@ -352,7 +354,7 @@ class TestDurability:
         """State and outbox written before close are all there after reopening (a restart)."""
         snap = snapshot(state="FAILED", status_message="boom ✗")
         with StateStore.open(db_path) as store:
-            store.record(Write([snap], [entry(), entry("dpo/b", minutes=1)], now=T0))
+            store.record(Decision([snap], [entry(), entry("dpo/b", minutes=1)], now=T0))
             first, second = store.undelivered()
             store.mark_retry(first.id, next_attempt_at=T0 + timedelta(seconds=4), error="503")
             store.mark_delivered(second.id, now=T0)
@@ -388,7 +390,7 @@ class TestFile:
         old_umask = os.umask(0o022)
         try:
             with StateStore.open(path) as store:
-                store.record(Write([snapshot()], [], now=T0))
+                store.record(Decision([snapshot()], [], now=T0))
                 wal = path.with_name("state.db-wal")
                 assert 0o600 == stat.S_IMODE(wal.stat().st_mode)
                 assert 0o600 == stat.S_IMODE(path.stat().st_mode)
@@ -400,7 +402,7 @@ class TestFile:
     def test_secret_url_never_written(self, db_path: Path) -> None:
         """Neither the database nor its WAL file contains the channel URL's credentials."""
         with StateStore.open(db_path) as store:
-            store.record(Write([snapshot()], [entry(), entry("dpo/b")], now=T0))
+            store.record(Decision([snapshot()], [entry(), entry("dpo/b")], now=T0))
             store.mark_retry(1, next_attempt_at=T0, error="HTTP 500 from slack")
             files = [p for p in db_path.parent.iterdir() if p.name.startswith("state.db")]
             assert db_path.with_name("state.db-wal") in files
@@ -415,7 +417,7 @@ class TestFile:
         db_path.touch()
 
         with StateStore.open(db_path) as store:
-            store.record(Write([snapshot()], [], now=T0))
+            store.record(Decision([snapshot()], [], now=T0))
             assert ["dpo/my-job"] == list(store.last_all())
 
     def test_migrates_database_without_version(self, db_path: Path) -> None:
@@ -423,7 +425,7 @@ class TestFile:
         raw_sql(db_path, "CREATE TABLE unrelated (x)")
 
         with StateStore.open(db_path) as store:
-            store.record(Write([snapshot()], [entry()], now=T0))
+            store.record(Decision([snapshot()], [entry()], now=T0))
             assert 1 == len(store.undelivered())
 
     def test_newer_schema_rejected(self, db_path: Path) -> None:
@@ -501,23 +503,23 @@ class TestFlagsAndStats:
         """A flag saved in `record` is read back after a restart, and can be overwritten."""
         with StateStore.open(db_path) as store:
             assert store.flag("api_down_announced") is None
-            store.record(Write([], [], now=T0, flags={"api_down_announced": "1"}))
+            store.record(Decision([], [], now=T0, flags={"api_down_announced": "1"}))
         with StateStore.open(db_path) as store:
             assert "1" == store.flag("api_down_announced")
-            store.record(Write([], [], now=T0, flags={"api_down_announced": "0"}))
+            store.record(Decision([], [], now=T0, flags={"api_down_announced": "0"}))
             assert "0" == store.flag("api_down_announced")
 
     def test_flags_roll_back_with_the_transaction(self, store: StateStore) -> None:
         """A record that fails writes no flag either."""
         with pytest.raises(StoreError):
-            store.record(Write([], [entry(title=7)], now=T0, flags={"f": "1"}))
+            store.record(Decision([], [entry(title=7)], now=T0, flags={"f": "1"}))
 
         assert store.flag("f") is None
 
     def test_outbox_stats_count_pending_only(self, store: StateStore) -> None:
         """Outbox depth and the oldest pending creation time ignore delivered and dead rows."""
         assert (0, None) == store.outbox_stats()
-        store.record(Write([], [entry(minutes=1), entry(minutes=2), entry(minutes=3)], now=T0))
+        store.record(Decision([], [entry(minutes=1), entry(minutes=2), entry(minutes=3)], now=T0))
         first, second, _ = store.due(T0 + timedelta(hours=1))
         store.mark_delivered(first.id, now=T0)
         store.mark_dead(second.id, now=T0, error="gone")
@@ -538,7 +540,7 @@ class TestClaims:
 
     def test_claim_takes_due_rows_once(self, store: StateStore) -> None:
         """A claimed row is not offered again while its lease runs; marks name the claim."""
-        store.record(Write([], [entry("dpo/a"), entry("dpo/b")], now=T0))
+        store.record(Decision([], [entry("dpo/a"), entry("dpo/b")], now=T0))
 
         first = store.claim(T0, holder="d1", lease=LEASE)
         again = store.claim(T0 + timedelta(seconds=1), holder="d2", lease=LEASE)
@@ -548,9 +550,9 @@ class TestClaims:
 
     def test_a_jobs_later_row_waits_for_the_earlier_one(self, store: StateStore) -> None:
         """CREATING→PENDING must reach a target before PENDING→RUNNING, even after retries."""
-        store.record(Write([], [entry("dpo/a", new_state="PENDING")], now=T0))
-        store.record(Write([], [entry("dpo/a", minutes=1, new_state="RUNNING")], now=T0))
-        store.record(Write([], [entry("dpo/a", url_key=OTHER_URL, new_state="PENDING")], now=T0))
+        store.record(Decision([], [entry("dpo/a", new_state="PENDING")], now=T0))
+        store.record(Decision([], [entry("dpo/a", minutes=1, new_state="RUNNING")], now=T0))
+        store.record(Decision([], [entry("dpo/a", url_key=OTHER_URL, new_state="PENDING")], now=T0))
         later = T0 + timedelta(minutes=2)
 
         (first, other) = store.claim(later, holder="d", lease=LEASE)
@@ -570,7 +572,7 @@ class TestClaims:
 
     def test_a_dead_row_unblocks_the_next(self, store: StateStore) -> None:
         """A given-up row no longer holds the job's later messages back."""
-        store.record(Write([], [entry("dpo/a"), entry("dpo/a", minutes=1)], now=T0))
+        store.record(Decision([], [entry("dpo/a"), entry("dpo/a", minutes=1)], now=T0))
         (first,) = store.claim(T0 + timedelta(minutes=1), holder="d", lease=LEASE)
         store.mark_dead(first.id, now=T0, error="gone", claim="d")
 
@@ -578,7 +580,7 @@ class TestClaims:
 
     def test_busy_targets_are_skipped(self, store: StateStore) -> None:
         """Rows of a target with a send in flight are left for its own lane."""
-        store.record(Write([], [entry("dpo/a"), entry("dpo/b", url_key=OTHER_URL)], now=T0))
+        store.record(Decision([], [entry("dpo/a"), entry("dpo/b", url_key=OTHER_URL)], now=T0))
 
         claimed = store.claim(T0, holder="d", lease=LEASE, busy=[entry().url_key])
 
@@ -588,7 +590,7 @@ class TestClaims:
         self, store: StateStore
     ) -> None:
         """A holder presumed dead loses its rows: a new claim takes them, a late mark fails."""
-        store.record(Write([], [entry("dpo/a")], now=T0))
+        store.record(Decision([], [entry("dpo/a")], now=T0))
         (mine,) = store.claim(T0, holder="old", lease=LEASE)
 
         (theirs,) = store.claim(T0 + LEASE + timedelta(seconds=1), holder="new", lease=LEASE)
@@ -600,7 +602,7 @@ class TestClaims:
 
     def test_release_claims_at_start(self, store: StateStore) -> None:
         """The lock holder voids claims left by a dead process: the row is due again at once."""
-        store.record(Write([], [entry("dpo/a")], now=T0))
+        store.record(Decision([], [entry("dpo/a")], now=T0))
         store.claim(T0, holder="dead", lease=LEASE)
 
         released = store.release_claims()
@@ -609,7 +611,7 @@ class TestClaims:
 
     def test_next_due_waits_for_a_claim(self, store: StateStore) -> None:
         """A claimed row is next due when its lease ends, not at its retry time."""
-        store.record(Write([], [entry("dpo/a")], now=T0))
+        store.record(Decision([], [entry("dpo/a")], now=T0))
         store.claim(T0, holder="d", lease=LEASE)
 
         assert T0 + LEASE == store.next_due_at()
@@ -695,7 +697,7 @@ class TestEvents:
         event = Event("dpo/a", "RUNNING", "FAILED", T0, (("job_id", "a"), ("kind", "dpo")))
         history = Event("dpo/b", "PENDING", "RUNNING", T0, (("job_id", "b"),))
         store.record(
-            Write(
+            Decision(
                 [],
                 [entry("dpo/a", event=event), entry("dpo/a", url_key=OTHER_URL, event=event)],
                 now=T0,

@@ -1,4 +1,4 @@
-"""The store's surface: `record` takes one `Write` on every backend, the async SQLite adapter
+"""The store's surface: `record` takes one `Decision` on every backend, the async SQLite adapter
 forwards the ports through one typed mechanism (no hand-written forwarders), and both
 backends offer the ports with the same signatures."""
 
@@ -18,9 +18,9 @@ import anyio.to_thread
 from tests.support.backends import Store
 from watcher import ports
 from watcher.core.conditions import Condition, ConditionName, Since
+from watcher.core.decision import Decision
 from watcher.core.delivery import Delivery, Event, OutboxEntry
 from watcher.core.model import JobKind, JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.stores import aio
 from watcher.stores.aio import AsyncStore
 from watcher.stores.pg.store import PgStore
@@ -59,7 +59,7 @@ def test_record_takes_one_write_on_every_backend_and_the_port() -> None:
 
 
 def test_a_write_is_frozen_with_empty_defaults() -> None:
-    write = Write(now=T0)
+    write = Decision(now=T0)
 
     assert write.empty
     assert ((), (), {}, (), {}, (), (), (), {}) == (
@@ -73,13 +73,13 @@ def test_a_write_is_frozen_with_empty_defaults() -> None:
         write.resolved,
         write.reminders,
     )
-    assert not Write(now=T0, polled=["sft/a"]).empty
+    assert not Decision(now=T0, polled=["sft/a"]).empty
     try:
         write.now = T0 + timedelta(1)  # type: ignore[misc]
     except AttributeError:
         pass
     else:
-        raise AssertionError("a Write can be changed")
+        raise AssertionError("a Decision can be changed")
 
 
 def test_the_async_adapter_forwards_every_port_method_through_one_mechanism() -> None:
@@ -108,7 +108,7 @@ def test_both_backends_offer_the_ports_with_the_same_signatures() -> None:
 
 
 async def test_one_write_is_read_back_whole(any_store: Store) -> None:
-    """Every part of one `Write` lands in one `record`, on both backends."""
+    """Every part of one `Decision` lands in one `record`, on both backends."""
     snapshot = JobSnapshot(ref=JobRef(JobKind.SFT, "a"), state="FAILED", account_id="acme")
     event = Event("sft/a", "RUNNING", "FAILED", T0, fields=(("reason", "OOM"),))
     entry = OutboxEntry(
@@ -126,7 +126,7 @@ async def test_one_write_is_read_back_whole(any_store: Store) -> None:
     condition = Condition("sft/a", ConditionName.STALLED, T0, "30m")
 
     await any_store.record(
-        Write(
+        Decision(
             [snapshot],
             [entry],
             now=T0,

@@ -20,8 +20,8 @@ from tests.support.clocks import T0, Clocks
 from tests.support.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.core.clock import SteadyClock
+from watcher.core.decision import Decision
 from watcher.core.delivery import Channel, ChannelPolicy, Event
-from watcher.core.write import Write
 from watcher.runtime.due_digests import DigestBatch, DigestMemo, due_digests
 from watcher.stores.aio import AsyncStore
 
@@ -178,7 +178,7 @@ async def test_nothing_is_read_while_no_period_ends(tmp_path: Path) -> None:
         async def cycle() -> DigestBatch:
             return await due_digests(counting, [team], now=now, last={}, conditions=[], memo=memo)
 
-        await store.record(Write([], [], now=now, flags=(await cycle()).flags))  # the baseline
+        await store.record(Decision([], [], now=now, flags=(await cycle()).flags))  # the baseline
         for _ in range(119):
             now += timedelta(seconds=30)
             assert DigestBatch() == await cycle()
@@ -191,7 +191,7 @@ async def test_nothing_is_read_while_no_period_ends(tmp_path: Path) -> None:
         again = await cycle()  # the first batch was never written: planned again
         assert [n.message for n in lost.notices] == [n.message for n in again.notices]
         assert {"digest:team": "2026-12-02T10:00+00:00"} == again.flags
-        await store.record(Write([], [], now=now, flags=again.flags))
+        await store.record(Decision([], [], now=now, flags=again.flags))
 
         counting.reads.clear()
         for _ in range(10):

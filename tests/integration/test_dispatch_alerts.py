@@ -19,6 +19,7 @@ import pytest
 from tests.support.servers import FakeClock, JsonReceiver
 from tests.support.waiting import wait_until_async
 from watcher.core.conditions import Condition, ConditionName
+from watcher.core.decision import Decision
 from watcher.core.delivery import (
     Channel,
     ChannelPolicy,
@@ -31,7 +32,6 @@ from watcher.core.delivery import (
 from watcher.core.errors import LeaseLost
 from watcher.core.notices import condition_notice, notice_entries
 from watcher.core.silences import Silence
-from watcher.core.write import Write
 from watcher.notify.apprise_sender import AppriseNotifier
 from watcher.ports import NullObserver
 from watcher.runtime.dispatcher import Dispatcher
@@ -110,9 +110,11 @@ class Rig:
         return await anyio.to_thread.run_sync(functools.partial(call, *args, **kwargs))
 
     async def record(self, *entries: OutboxEntry, opened: tuple[Condition, ...] = ()) -> None:
-        await self.store.record(Write([], list(entries), now=self.now[0]))
+        await self.store.record(Decision([], list(entries), now=self.now[0]))
         if opened:
-            await self.sync(self.store.sync.record, Write([], [], now=self.now[0], opened=opened))
+            await self.sync(
+                self.store.sync.record, Decision([], [], now=self.now[0], opened=opened)
+            )
 
     async def rows(self) -> list[tuple[Any, ...]]:
         """(id, status, silence_id, attempts, last_error, next_attempt_at) of every row."""
@@ -259,12 +261,12 @@ def test_announce_queues_only_conditions_still_open(tmp_path: Path) -> None:
                 T0,
                 notice.event(T0),
             )
-            store.record(Write([], [entry], now=T0, opened=[cond]))
+            store.record(Decision([], [entry], now=T0, opened=[cond]))
             rows.append(cond)
         sid = store.add_silence(silence("*"), now=T0)
         for delivery in store.claim(T0, holder="me", lease=LEASE):
             store.mark_silenced(delivery.id, silence_id=sid, now=T0, claim="me")
-        store.record(Write([], [], now=T0, resolved=[rows[1]]))
+        store.record(Decision([], [], now=T0, resolved=[rows[1]]))
         assert {} == store.announce_after_silences(T0 + timedelta(hours=1))
         ended = store.announce_after_silences(T0 + timedelta(hours=3))
         assert {} == store.announce_after_silences(T0 + timedelta(hours=4))
@@ -464,7 +466,7 @@ def plain_entry(job: str, new: str, *, at: datetime = T0, wait: float | None = N
 def test_settle_many_settles_all_or_none(tmp_path: Path) -> None:
     """A batch's rows are settled together; if one is no longer under the claim, none is."""
     with StateStore.open(tmp_path / "state.db") as store:
-        store.record(Write([], [plain_entry(j, "FAILED") for j in "abc"], now=T0))
+        store.record(Decision([], [plain_entry(j, "FAILED") for j in "abc"], now=T0))
         rows = store.claim_target("k", T0, holder="me", lease=LEASE)
         ids = [d.id for d in rows]
         store.release_claims()
@@ -485,7 +487,7 @@ def test_claim_target_keeps_order_and_others_claims(tmp_path: Path) -> None:
     later = T0 + timedelta(minutes=1)
     with StateStore.open(tmp_path / "state.db") as store:
         store.record(
-            Write(
+            Decision(
                 [],
                 [
                     plain_entry("a", "RUNNING"),
@@ -515,13 +517,13 @@ def test_claim_target_joins_window_rows(tmp_path: Path) -> None:
     other jobs' too; a held row does not count as an attempt."""
     with StateStore.open(tmp_path / "state.db") as store:
         store.record(
-            Write(
+            Decision(
                 [],
                 [plain_entry("a", "RUNNING"), plain_entry("a", "FAILED", wait=30)],
                 now=T0,
             )
         )
-        store.record(Write([], [plain_entry("c", "RUNNING", wait=30)], now=T0))
+        store.record(Decision([], [plain_entry("c", "RUNNING", wait=30)], now=T0))
         mine = store.claim_target("k", T0, holder="me", lease=LEASE)
         store.release_claims()
         whole = store.claim_target("k", T0, holder="me", lease=LEASE, whole_target=True)
@@ -543,7 +545,7 @@ def test_claim_target_joins_window_rows(tmp_path: Path) -> None:
 def test_mark_silenced_is_lease_checked(tmp_path: Path) -> None:
     """Only the claim's holder may record a row as silenced."""
     with StateStore.open(tmp_path / "state.db") as store:
-        store.record(Write([], [plain_entry("a", "FAILED")], now=T0))
+        store.record(Decision([], [plain_entry("a", "FAILED")], now=T0))
         (row,) = store.claim(T0, holder="me", lease=LEASE)
         with pytest.raises(LeaseLost):
             store.mark_silenced(row.id, silence_id=1, now=T0, claim="other")

@@ -15,8 +15,8 @@ from tests.support.account import ACCOUNT
 from tests.support.servers import JsonReceiver
 from watcher.cli import main
 from watcher.cli.history import job_matcher
+from watcher.core.decision import Decision
 from watcher.core.delivery import Event, OutboxEntry
-from watcher.core.write import Write
 from watcher.stores.outbox_table import SILENCED
 from watcher.stores.sqlite import StateStore
 
@@ -60,7 +60,7 @@ def path(tmp_path: Path) -> Path:
     old = event("dpo/other", "PENDING", "RUNNING", NOW - timedelta(days=3))
     with StateStore.open(db) as store:
         store.record(
-            Write(
+            Decision(
                 [], [entry(failed), entry(failed, "oncall"), entry(stalled)], now=NOW, events=[old]
             )
         )
@@ -146,7 +146,7 @@ def test_prune_history(tmp_path: Path, status: str, age_days: int, kept: bool) -
     e = event("dpo/x", "RUNNING", "FAILED", at)
     lone = event("dpo/x", "PENDING", "RUNNING", NOW - timedelta(days=age_days + 1))
     with StateStore.open(tmp_path / "state.db") as store:
-        store.record(Write([], [entry(e)], now=at, events=[lone]))
+        store.record(Decision([], [entry(e)], now=at, events=[lone]))
         if status == "delivered":
             store.mark_delivered(1, now=at)
         elif status == "dead":

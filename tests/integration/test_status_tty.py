@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from watcher.core.conditions import Condition, ConditionName, Since
+from watcher.core.decision import Decision
 from watcher.core.model import JobKind, JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.stores.sqlite import StateStore
 
 
@@ -43,7 +43,7 @@ def test_status_on_a_terminal_is_a_coloured_table(tmp_path: Path) -> None:
     now = datetime.now(UTC)
     with StateStore.open(db) as store:
         store.record(
-            Write(
+            Decision(
                 [
                     JobSnapshot(ref=JobRef(JobKind.DPO, "good"), state="COMPLETED", account_id="a"),
                     JobSnapshot(
@@ -89,7 +89,7 @@ def test_status_on_a_terminal_shows_progress_last_poll_readiness_and_no_lease(
     )
     with StateStore.open(db) as store:
         store.record(
-            Write(
+            Decision(
                 [sft],
                 [],
                 now=now,

@@ -29,10 +29,10 @@ from tests.support.servers import JsonReceiver, ServedApp
 from tests.support.waiting import wait_until
 from watcher import app, config
 from watcher.cli import main
+from watcher.core.decision import Decision
 from watcher.core.delivery import Event, OutboxEntry
 from watcher.core.errors import StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.notify.apprise_sender import AppriseNotifier
 from watcher.stores.rows import MAX_JSON_CHARS
 from watcher.stores.sqlite import StateStore
@@ -74,7 +74,7 @@ def seed(path: Path, url: str, at: datetime = T0) -> None:
                 f"dpo/{job}", "team", target.url_key, target.url_display, "", "", "RUNNING",
                 "COMPLETED", at, event,
             )  # fmt: skip
-            store.record(Write([], [entry], now=at))
+            store.record(Decision([], [entry], now=at))
 
 
 def corrupt(path: Path, table: str, column: str, value: object, row: object = 1) -> None:
@@ -203,7 +203,7 @@ async def test_a_corrupt_job_row_is_rebaselined_with_one_warning(
         with StateStore.open(path) as store:
             for job in ("job-a", "job-b"):
                 snap = JobSnapshot(JobRef(JobKind.DPO, job), ACCOUNT, "RUNNING")
-                store.record(Write([snap], [], now=T0))
+                store.record(Decision([snap], [], now=T0))
         corrupt(path, "jobs", "snapshot", value, row="dpo/job-a")
 
     await anyio.to_thread.run_sync(prepare)
@@ -233,7 +233,7 @@ def test_a_corrupt_flag_is_unset(tmp_path: Path, value: object) -> None:
     path = tmp_path / "state.db"
     with StateStore.open(path) as store:
         store.record(
-            Write([], [], now=T0, flags={"api_down": "1", "unreadable:dpo/a": "x", "u:b": "y"})
+            Decision([], [], now=T0, flags={"api_down": "1", "unreadable:dpo/a": "x", "u:b": "y"})
         )
     corrupt(path, "meta", "value", value, row="flag:api_down")
     corrupt(path, "meta", "value", value, row="flag:unreadable:dpo/a")
@@ -260,7 +260,7 @@ def test_status_lists_unreadable_rows_and_the_rest(
     seed(path, "json://127.0.0.1:9/hook")
     with StateStore.open(path) as store:
         store.record(
-            Write([JobSnapshot(JobRef(JobKind.DPO, "job-a"), ACCOUNT, "RUNNING")], [], now=T0)
+            Decision([JobSnapshot(JobRef(JobKind.DPO, "job-a"), ACCOUNT, "RUNNING")], [], now=T0)
         )
     corrupt(path, "outbox", "created_at", "garbage", 1)
     corrupt(path, "outbox", "next_attempt_at", BLOB, 2)
@@ -424,7 +424,7 @@ def test_a_lost_file_stops_the_store_once_and_keeps_its_content(
     seed(path, "json://127.0.0.1:9/hook")
     told: list[str] = []
     with StateStore.open(path, on_lost=told.append) as store:
-        store.record(Write([], [], now=T0, flags={"kept": "1"}))
+        store.record(Decision([], [], now=T0, flags={"kept": "1"}))
         os.link(path, tmp_path / "original.db")
         path.unlink()
         replacement = replace(path) if replace is not None else None

@@ -21,6 +21,7 @@ from tests.support.account import ACCOUNT, KEY
 from tests.support.backends import OpenStore
 from tests.support.servers import JsonReceiver
 from watcher import app, config
+from watcher.core.decision import Decision
 from watcher.core.delivery import (
     Channel,
     ChannelPolicy,
@@ -38,7 +39,6 @@ from watcher.core.delivery import (
 )
 from watcher.core.errors import ConfigError
 from watcher.core.pacing import RETRY_AFTER_CAP, Pace, TargetBackoff
-from watcher.core.write import Write
 from watcher.notify.apprise_sender import AppriseNotifier
 from watcher.ports import Sender
 from watcher.runtime.dispatcher import Dispatcher
@@ -227,7 +227,7 @@ async def test_released_rows_are_claimable_again_as_they_were(stores: OpenStore)
     """`release` drops this holder's claim, nothing else (no attempt, no error); a row under
     another claim, or settled, is left alone."""
     one, two = await stores(), await stores()
-    await one.record(Write([], [_entry(f"job-{i}") for i in range(4)], now=T0))
+    await one.record(Decision([], [_entry(f"job-{i}") for i in range(4)], now=T0))
     lease = timedelta(seconds=60)
     taken = await one.claim(T0, holder="one", lease=lease)
     first, *rest = taken
@@ -320,7 +320,9 @@ async def test_a_down_target_gets_one_probe_per_backoff_step_and_then_all_in_ord
     async with JsonReceiver() as down, JsonReceiver() as healthy:
         down.status = 500
         async with rig(tmp_path, down, healthy) as r:
-            await r.store.record(Write([], r.entries(jobs) + r.entries(jobs, on=1), now=r.now[0]))
+            await r.store.record(
+                Decision([], r.entries(jobs) + r.entries(jobs, on=1), now=r.now[0])
+            )
             first = await r.dispatcher.dispatch_once()
             after_first = await r.rows()
             await r.dispatcher.dispatch_once()
@@ -355,7 +357,7 @@ async def test_a_batched_target_stops_at_its_first_failed_message(tmp_path: Path
     async with JsonReceiver() as down, JsonReceiver() as healthy:
         down.status = 503
         async with rig(tmp_path, down, healthy, max_per_minute=30) as r:
-            await r.store.record(Write([], r.entries(jobs), now=r.now[0]))
+            await r.store.record(Decision([], r.entries(jobs), now=r.now[0]))
             report = await r.dispatcher.dispatch_once()
             rows = await r.rows()
             down.status = 200
@@ -407,7 +409,7 @@ async def test_every_send_goes_under_a_claim_that_outlasts_it(tmp_path: Path) ->
     ):
         checked = _ClaimCheck(r.dispatcher._sender, r.path, r.now, 31.0)
         r.dispatcher.reload(checked, POLICY, send_timeout=5.0, channels=r.channels)
-        await r.store.record(Write([], r.entries(jobs), now=r.now[0]))
+        await r.store.record(Decision([], r.entries(jobs), now=r.now[0]))
         report = await r.dispatcher.dispatch_once()
 
     assert 3 == report.sent

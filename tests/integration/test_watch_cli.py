@@ -22,11 +22,11 @@ from fireworks_sim import Simulator
 from tests.support.account import ACCOUNT, KEY
 from tests.support.servers import ServedApp
 from watcher.cli import main
+from watcher.core.decision import Decision
 from watcher.core.delivery import Event
 from watcher.core.errors import ApiUnavailable
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.sources.fireworks import FireworksClient
 from watcher.sources.retry import RequestRetry
 from watcher.stores.sqlite import StateStore
@@ -324,7 +324,7 @@ def history_config(tmp_path: Path) -> Path:
     old = Event("dpo/old-job", "RUNNING", "FAILED", now - timedelta(days=30), ())
     quiet = JobSnapshot(ref=JobRef(JobKind.DPO, "quiet-job"), account_id=ACCOUNT, state="RUNNING")
     with StateStore.open(tmp_path / "state.db") as store:
-        store.record(Write([quiet], [], now=now, events=[old]))
+        store.record(Decision([quiet], [], now=now, events=[old]))
     config = tmp_path / "watcher.toml"
     config.write_text(f'[watcher]\nstate_path = "{tmp_path / "state.db"}"\nhealth_listen = ""\n')
     return config

@@ -29,8 +29,8 @@ from structlog.testing import capture_logs
 from fireworks_sim import Simulator
 from tests.support.servers import JsonReceiver, ServedApp
 from watcher import app, config
+from watcher.core.decision import Decision
 from watcher.core.delivery import Event, OutboxEntry
-from watcher.core.write import Write
 from watcher.notify.apprise_sender import AppriseNotifier
 from watcher.stores.sqlite import StateStore
 from watcher.web.health import Health
@@ -74,7 +74,7 @@ def seed(path: Path, url: str, rows: int, every: int) -> None:
                 f"dpo/job-{i % 30}", "team", target.url_key, target.url_display, "", "",
                 "RUNNING", "COMPLETED", now, event,
             )  # fmt: skip
-            store.record(Write([], [entry], now=now))
+            store.record(Decision([], [entry], now=now))
     conn = sqlite3.connect(path, isolation_level=None)
     for n, row in enumerate(range(1, rows + 1, every)):
         table, column, value = CORRUPTIONS[n % len(CORRUPTIONS)]

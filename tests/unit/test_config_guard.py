@@ -20,8 +20,8 @@ from pydantic import BaseModel, BeforeValidator
 from tests.support.account import ACCOUNT, KEY
 from watcher.cli import main
 from watcher.config import ChannelSettings, WatcherSettings, WatchSettings, alerting, load, parse
+from watcher.core.decision import Decision
 from watcher.core.errors import ConfigError, StoreError
-from watcher.core.write import Write
 from watcher.stores import files
 from watcher.stores.lock import exclusive
 from watcher.stores.sqlite import StateStore
@@ -436,7 +436,7 @@ def test_a_rescue_copy_is_never_readable_by_others(tmp_path: Path) -> None:
     """While VACUUM INTO writes `*.orphaned-*` (umask 022), the copy is already 0600."""
     db = tmp_path / "state.db"
     with StateStore.open(db) as store:
-        store.record(Write([], [], now=datetime.now(UTC), flags={"kept": "1"}))
+        store.record(Decision([], [], now=datetime.now(UTC), flags={"kept": "1"}))
     conn = sqlite3.connect(db)
     seen: set[int] = set()
 

@@ -8,8 +8,8 @@ import pytest
 
 from watcher.core.conditions import Condition, ConditionName
 from watcher.core.decide import (
-    Decision,
-    decide,
+    Diff,
+    diff,
     listed_flag,
     plan_fetch,
     within_budget,
@@ -30,7 +30,7 @@ def snap(ref: JobRef, state: str, **details: str) -> JobSnapshot:
     return JobSnapshot(ref=ref, account_id="acme", state=state, **details)
 
 
-def summary(decision: Decision) -> tuple[list[str], list[str], list[tuple[str, str, str]]]:
+def summary(decision: Diff) -> tuple[list[str], list[str], list[tuple[str, str, str]]]:
     """(stored keys, transitions as "key:old>new", rows as (job, channel, url_key))."""
     return (
         [s.ref.key for s in decision.snapshots],
@@ -88,7 +88,7 @@ def test_decide(
     expected: tuple[list[str], list[str], list[tuple[str, str, str]]],
 ) -> None:
     """Each answer becomes what to store, what moved and whom to tell."""
-    decision = decide(last, observed, channels=[TEAM], now=NOW)
+    decision = diff(last, observed, channels=[TEAM], now=NOW)
 
     assert expected == summary(decision)
     assert decision.empty == (not expected[0])
@@ -112,7 +112,7 @@ def test_events_are_the_history(
     last: dict[str, JobSnapshot], observed: JobSnapshot, new_job: bool, history: list[str]
 ) -> None:
     """Moves and newly created jobs are events, heard by a channel or not; rows point at them."""
-    decision = decide(
+    decision = diff(
         last,
         [observed],
         channels=[NEWS],
@@ -126,7 +126,7 @@ def test_events_are_the_history(
 
 def test_a_vanished_job_keeps_its_display_name() -> None:
     """A 404 carries no details; the stored snapshot keeps the ones known before."""
-    decision = decide(
+    decision = diff(
         {A.key: snap(A, "RUNNING", display_name="Big")},
         [snap(A, "NOT_FOUND")],
         channels=[],
@@ -146,7 +146,7 @@ def test_a_vanished_job_keeps_its_display_name() -> None:
 )
 def test_new_jobs(explicit: frozenset[str], listed_before: frozenset[JobKind], heard: bool) -> None:
     """A job unknown in a kind listed before is new: `notify_new` channels hear it."""
-    decision = decide(
+    decision = diff(
         {},
         [snap(B, "PENDING")],
         channels=[NEWS],
@@ -161,7 +161,7 @@ def test_new_jobs(explicit: frozenset[str], listed_before: frozenset[JobKind], h
 
 def test_flags_for_kinds_listed_for_the_first_time() -> None:
     """A kind listed in full for the first time is remembered; one listed before is not rewritten."""
-    decision = decide(
+    decision = diff(
         {},
         [],
         channels=[],
@@ -187,7 +187,7 @@ def test_notices_reach_every_url() -> None:
         ),
         condition_notice(Condition("dpo/y", unreadable, NOW, "HTTP 400"), None, resolved_at=NOW),
     ]
-    decision = decide({}, [], channels=[TEAM, NEWS], now=NOW, notices=notices)
+    decision = diff({}, [], channels=[TEAM, NEWS], now=NOW, notices=notices)
 
     assert {} == dict(decision.flags)
     assert 9 == len(decision.entries)

@@ -25,7 +25,7 @@ from watcher.core.conditions import (
     state_change,
     still_flapping,
 )
-from watcher.core.decide import FOLDED_FIELD, decide, fold
+from watcher.core.decide import FOLDED_FIELD, diff, fold
 from watcher.core.delivery import Channel, Event, Target
 from watcher.core.errors import ConfigError
 from watcher.core.kinds import JobKind
@@ -162,7 +162,7 @@ def test_fold_keeps_the_history_drops_the_sends_and_keeps_outcomes() -> None:
     other = JobSnapshot(ref=JobRef(JobKind.DPO, "calm"), account_id="acme", state="RUNNING")
     last = {DPO.key: snap("RUNNING"), other.ref.key: other}
     observed = [snap("PENDING"), JobSnapshot(other.ref, "acme", "PENDING")]
-    decision = decide(last, observed, channels=[channel()], now=T0)
+    decision = diff(last, observed, channels=[channel()], now=T0)
 
     folded = fold(decision, frozenset({DPO.key}))
 
@@ -170,7 +170,7 @@ def test_fold_keeps_the_history_drops_the_sends_and_keeps_outcomes() -> None:
     assert decision.snapshots == folded.snapshots
     marks = {e.job_key: e.field_map().get(FOLDED_FIELD) for e in folded.events}
     assert {DPO.key: "flapping", other.ref.key: None} == marks
-    done = decide(last, [snap("COMPLETED")], channels=[channel()], now=T0)
+    done = diff(last, [snap("COMPLETED")], channels=[channel()], now=T0)
     assert done == fold(done, frozenset({DPO.key}))
     assert decision == fold(decision, frozenset())
 

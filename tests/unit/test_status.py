@@ -12,10 +12,10 @@ import pytest
 
 from watcher.cli import main
 from watcher.core.conditions import Condition, ConditionName, Since
+from watcher.core.decision import Decision
 from watcher.core.delivery import Event, OutboxEntry
 from watcher.core.model import JobKind, JobRef, JobSnapshot
 from watcher.core.silences import Silence
-from watcher.core.write import Write
 from watcher.stores.outbox_table import SILENCED
 from watcher.stores.sqlite import StateStore
 
@@ -43,7 +43,7 @@ def config(tmp_path: Path, now: datetime) -> Path:
     ]
     with StateStore.open(path) as store:
         store.record(
-            Write(
+            Decision(
                 [sft, dpo],
                 rows,
                 now=now - timedelta(minutes=1),
@@ -150,7 +150,7 @@ def key_rejected_state(tmp_path: Path, now: datetime, *, leased: bool = True) ->
     job = JobSnapshot(JobRef(JobKind.DPO, "my-dpo"), "acme", "RUNNING")
     with StateStore.open(path) as store:
         store.record(
-            Write(
+            Decision(
                 [job],
                 [],
                 now=now - timedelta(minutes=1),
@@ -207,7 +207,7 @@ def test_the_daemon_line_says_its_last_poll_and_readiness_and_no_lease_without_s
     nobody holding the lease is not. One SQLite file has one daemon: no lease lines."""
     with StateStore.open(tmp_path / "state.db") as store:
         job = JobSnapshot(JobRef(JobKind.DPO, "my-dpo"), "acme", "RUNNING")
-        store.record(Write([job], [], now=now - timedelta(minutes=1)))
+        store.record(Decision([job], [], now=now - timedelta(minutes=1)))
         store.acquire_lease("poller", "host-1", ttl=timedelta(hours=1))
     config = tmp_path / "watcher.toml"
     config.write_text(f'[watcher]\nstate_path = "{tmp_path / "state.db"}"\n')

@@ -1,8 +1,9 @@
 """What one poll's answers mean: the pure decision the poller then writes in one transaction.
 
-`decide(last, observed, ...)` takes the last stored snapshots and what the API answered, and
+`diff(last, observed, ...)` takes the last stored snapshots and what the API answered, and
 returns the snapshots to store, the transitions, the outbox rows for every channel URL that
-wants them, and the flags to set: frozen values, no clock, no I/O, no logging. `plan_fetch`
+wants them, and the flags to set: frozen values, no clock, no I/O, no logging. It is the first
+step of the poller's one `Decision` (`Alerts.decide` adds conditions, reminders and digests). `plan_fetch`
 decides how a cycle reads its due resources (GET each, or LIST) within the request budget;
 `admit_new` how many jobs the API has never shown before one cycle takes in.
 """
@@ -33,8 +34,8 @@ def listed_flag(kind: JobKind) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """What to write, in one transaction, and what it announces."""
+class Diff:
+    """What the answers changed: the snapshots to store, their moves and what they announce."""
 
     snapshots: tuple[JobSnapshot, ...] = ()
     transitions: tuple[Transition, ...] = ()
@@ -51,7 +52,7 @@ class Decision:
         return not (self.snapshots or self.entries or self.flags or self.events)
 
 
-def decide(
+def diff(
     last: Mapping[str, JobSnapshot],
     observed: Iterable[JobSnapshot],
     *,
@@ -62,7 +63,7 @@ def decide(
     listed_now: Iterable[JobKind] = (),
     notices: Iterable[Notice] = (),
     since: Mapping[str, Since] | None = None,
-) -> Decision:
+) -> Diff:
     """Diff what the API answered against the last stored state.
 
     Args:
@@ -102,7 +103,7 @@ def decide(
         entries += held(channels, outbox_entries(channels, transition, event))
     flags = {listed_flag(kind): "1" for kind in listed_now if kind not in listed_before}
     notice_events, notice_entries_ = notice_rows(channels, notices, now=now)
-    return Decision(
+    return Diff(
         tuple(changed.values()),
         tuple(moved),
         (*entries, *notice_entries_),
@@ -112,7 +113,7 @@ def decide(
     )
 
 
-def fold(decision: Decision, keys: Collection[str]) -> Decision:
+def fold(decision: Diff, keys: Collection[str]) -> Diff:
     """The decision with the transitions of flapping jobs (`keys`) folded: still stored and
     kept in the history, marked `folded`, but sent to no channel. Outcomes and tombstones
     are never folded (`conditions.folds`)."""

@@ -1,13 +1,13 @@
-"""The poller's alerting memory and its per-cycle plan: conditions, reminders, milestones,
-and the folding of a flapping job's transitions.
+"""The poller's alerting memory, and the one decision over each batch of answers or tick.
 
-`Alerts` holds what the store holds, between cycles: when each job entered its state and
+`Alerts` holds what the store holds, between writes: when each job entered its state and
 last moved, the open conditions, the next reminder times, and each job's state changes of
-its last flap window (from the history at start). `plan()` is pure over that memory
-and one cycle's decision (it calls the pure planners in `watcher.core`); the poller writes
-the plan in the same transaction as the decision, then calls `applied()`. So a condition,
-a reminder or a milestone is queued exactly when its state is stored: a crash before the
-write means the next cycle decides it again, a crash after it means it is in the outbox.
+its last flap window (from the history at start). `decide()` is pure over that memory and
+what was read: the diff of the answers (`core.decide.diff`), milestones, flapping, and, for
+the timer, conditions, reminders and the digests due. It returns one `Decision`, which the
+poller writes in one transaction, then hands back (`applied`). So a condition, a reminder or
+a milestone is queued exactly when its state is stored: a crash before the write means the
+next tick decides it again, a crash after it means it is in the outbox.
 """
 
 from __future__ import annotations
@@ -22,15 +22,17 @@ from typing import Final
 import structlog
 
 from watcher.core import conditions as cond
+from watcher.core import decide as diffs
 from watcher.core import notices, progress, reminders
 from watcher.core.conditions import API_SUBJECT, Condition, ConditionName, Since, StateChange
-from watcher.core.decide import Decision, fold, notice_rows
+from watcher.core.decide import Diff, fold, notice_rows
+from watcher.core.decision import Decision
 from watcher.core.delivery import Channel
 from watcher.core.errors import StoreError
+from watcher.core.kinds import JobKind
 from watcher.core.model import JobSnapshot
 from watcher.core.rules import Subject
 from watcher.core.silences import Silence, silencing
-from watcher.core.write import Write
 from watcher.ports import Observer, StateRepo
 from watcher.runtime.due_digests import DigestBatch, DigestMemo, due_digests
 from watcher.runtime.plan import WatchPlan
@@ -70,8 +72,8 @@ class Timed:
 
 
 @dataclass(frozen=True, slots=True)
-class AlertPlan:
-    """What one cycle adds to its write: notices to queue and alert state to store."""
+class _AlertPlan:
+    """What alerting adds to a decision: notices to queue and alert state to store."""
 
     notices: tuple[notices.Notice, ...] = ()
     since: Mapping[str, Since] = field(default_factory=dict)
@@ -84,18 +86,6 @@ class AlertPlan:
     folded: frozenset[str] = frozenset()
     #: Each changed job's state changes of its flap window, as they stand after this write.
     changes: Mapping[str, tuple[StateChange, ...]] = field(default_factory=dict)
-
-    @property
-    def empty(self) -> bool:
-        """Nothing to write."""
-        return not (
-            self.notices
-            or self.since
-            or self.polled
-            or self.opened
-            or self.resolved
-            or self.reminders
-        )
 
 
 class Alerts:
@@ -174,19 +164,77 @@ class Alerts:
         found = Counter(str(c.name) for c in self.open.values())
         return {str(name): found.get(str(name), 0) for name in ConditionName}
 
-    def plan(
+    def decide(
         self,
         plan: WatchPlan,
         last: Mapping[str, JobSnapshot],
-        decision: Decision,
+        observed: Sequence[JobSnapshot],
+        *,
+        now: datetime,
+        explicit: frozenset[str] = frozenset(),
+        listed_before: frozenset[JobKind] = frozenset(),
+        listed_now: Sequence[JobKind] = (),
+        own: Sequence[OwnTrouble] = (),
+        timed: Timed | None = None,
+    ) -> Decision:
+        """The one decision over what one target read (`observed`), or the timer's (`timed`:
+        what it read from the store first), for the poller to write in one transaction.
+
+        Pure over the memory: nothing changes until the poller hands it back (`applied`).
+        """
+        found = diffs.diff(
+            last,
+            observed,
+            channels=plan.channels,
+            now=now,
+            explicit=explicit,
+            listed_before=listed_before,
+            listed_now=listed_now,
+            since=self.since,
+        )
+        alert = self._alerts_of(
+            plan,
+            last,
+            found,
+            observed=observed,
+            now=now,
+            own=own,
+            silences=timed.silences if timed else (),
+            full=timed is not None,
+        )
+        found = fold(found, alert.folded)
+        queued = (*alert.notices, *(timed.digests.notices if timed else ()))
+        events, entries = notice_rows(plan.channels, queued, now=now)
+        return Decision(
+            found.snapshots,
+            (*found.entries, *entries),
+            now=now,
+            flags={**found.flags, **(timed.digests.flags if timed else {})},
+            events=(*found.events, *events),
+            since=alert.since,
+            polled=alert.polled,
+            opened=alert.opened,
+            resolved=alert.resolved,
+            reminders=alert.reminders,
+            transitions=found.transitions,
+            notices=queued,
+            changes=alert.changes,
+            timed=alert.full,
+        )
+
+    def _alerts_of(
+        self,
+        plan: WatchPlan,
+        last: Mapping[str, JobSnapshot],
+        decision: Diff,
         *,
         observed: Sequence[JobSnapshot],
         now: datetime,
         own: Sequence[OwnTrouble] = (),
         silences: Sequence[Silence] = (),
         full: bool = True,
-    ) -> AlertPlan:
-        """Everything alerting adds to this write (pure over the memory).
+    ) -> _AlertPlan:
+        """Everything alerting adds to this decision (pure over the memory).
 
         Milestones, times and poll stamps come with every write; conditions and reminders
         with the cycle's last one (`full`), which looks again only at the jobs that changed
@@ -263,7 +311,7 @@ class Alerts:
             and key in last
             and ((at := self._polled.get(key)) is None or at <= stale)
         )
-        return AlertPlan(
+        return _AlertPlan(
             tuple(queued),
             since,
             polled,
@@ -278,7 +326,7 @@ class Alerts:
     def _flaps(
         self,
         plan: WatchPlan,
-        decision: Decision,
+        decision: Diff,
         job_of: Callable[[str], JobSnapshot | None],
         since: Mapping[str, Since],
         now: datetime,
@@ -353,12 +401,11 @@ class Alerts:
         }
         return cond.evaluate(looked, open_now, now=now)
 
-    def applied(
-        self, plan: AlertPlan, decision: Decision, *, now: datetime, watch: WatchPlan
-    ) -> None:
-        """The plan was written: remember it."""
-        self.since.update(plan.since)
-        if plan.full:
+    def applied(self, decision: Decision, *, watch: WatchPlan) -> None:
+        """The decision was written: remember it."""
+        now = decision.now
+        self.since.update(decision.since)
+        if decision.timed:
             self._plan = watch
             self._dirty = set()
             for job_key, due_at in self._next_deadlines.items():
@@ -367,20 +414,20 @@ class Alerts:
                 else:
                     self._deadlines[job_key] = due_at
         self._dirty.update(s.ref.key for s in decision.snapshots)
-        for job_key, kept in plan.changes.items():
+        for job_key, kept in decision.changes.items():
             if kept:
                 self.changes[job_key] = kept
             else:
                 self.changes.pop(job_key, None)
-        for c in plan.resolved:
+        for c in decision.resolved:
             self.open.pop(c.key, None)
-        self.open.update((c.key, c) for c in plan.opened)
-        for key, at in plan.reminders.items():
+        self.open.update((c.key, c) for c in decision.opened)
+        for key, at in decision.reminders.items():
             if at is None:
                 self.reminders.pop(key, None)
             else:
                 self.reminders[key] = at
-        self._polled.update((key, now) for key in plan.polled)
+        self._polled.update((key, now) for key in decision.polled)
         self._polled.update((s.ref.key, now) for s in decision.snapshots)
 
     async def timed(
@@ -398,35 +445,6 @@ class Alerts:
         )
         return Timed(tuple(await self.silences(store, plan, now)), digests)
 
-    def write_of(
-        self,
-        plan: WatchPlan,
-        decision: Decision,
-        alert: AlertPlan,
-        digests: DigestBatch,
-        *,
-        now: datetime,
-    ) -> Write | None:
-        """The one write of a decision, its alert plan and the digests due: state, events and
-        outbox rows for one transaction; None when there is nothing to write."""
-        if decision.empty and alert.empty and not (digests.notices or digests.flags):
-            return None
-        decision = fold(decision, alert.folded)
-        notes = [*alert.notices, *digests.notices]
-        events, entries = notice_rows(plan.channels, notes, now=now)
-        return Write(
-            decision.snapshots,
-            [*decision.entries, *entries],
-            now=now,
-            flags={**decision.flags, **digests.flags},
-            events=[*decision.events, *events],
-            since=alert.since,
-            polled=alert.polled,
-            opened=alert.opened,
-            resolved=alert.resolved,
-            reminders=alert.reminders,
-        )
-
     async def silences(self, store: StateRepo, plan: WatchPlan, now: datetime) -> list[Silence]:
         """The silences in force, when a channel has reminders (which skip silenced jobs)."""
         if not any(c.policy.repeat_interval for c in plan.channels):
@@ -437,26 +455,26 @@ class Alerts:
             log.error("store.error", error=str(exc))
             return []
 
-    def log(self, alert: AlertPlan, decision: Decision, observer: Observer) -> None:
-        """Say what a written plan opened, resolved and queued (the shell logs, not the core),
+    def log(self, decision: Decision, observer: Observer) -> None:
+        """Say what a written decision opened, resolved and queued (the shell logs, not the core),
         and tell the observer the jobs' states."""
         if decision.snapshots:
             observer.job_states(
                 {s.ref.key: (str(s.ref.kind), s.ref.job_id, s.state) for s in decision.snapshots}
             )
-        for c in alert.opened:
+        for c in decision.opened:
             if c.name in _JOB_CONDITIONS:
                 log.warning(
                     "condition.opened", job=c.subject, condition=str(c.name), detail=c.detail
                 )
-        for c in alert.resolved:
+        for c in decision.resolved:
             if c.name in _JOB_CONDITIONS:
                 log.info("condition.resolved", job=c.subject, condition=str(c.name))
-        for notice in alert.notices:
+        for notice in decision.notices:
             if notice.kind in (notices.REMINDER, notices.MILESTONE):
                 event = "reminder.queued" if notice.kind == notices.REMINDER else "milestone.queued"
                 log.info(event, job=notice.job_key, title=notice.message.title)
-        if alert.opened or alert.resolved:
+        if decision.opened or decision.resolved:
             observer.conditions(self.counts())
 
     def forget(self, keys: Sequence[str], observer: Observer) -> None:

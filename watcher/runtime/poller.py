@@ -2,8 +2,8 @@
 together.
 
 One way through: the `Fetcher` reads each due target in a task of its own and hands on what
-it read (`Observed`); `_record` decides over it (`decide.decide`, then `Alerts.plan`) and
-writes the decision in one transaction; the `Dispatcher` sends what was written, in its own
+it read (`Observed`); `_record` decides over it (`Alerts.decide`: one frozen `Decision`)
+and writes it in one transaction; the `Dispatcher` sends what was written, in its own
 task, so polling never waits for a channel. Conditions, reminders, digests and milestones
 due by time alone are a timer of their own (`_tick`, every `TICK` seconds): they fire on time
 whether or not anything is polled.
@@ -24,19 +24,17 @@ from typing import Protocol, TypeVar
 import anyio
 import structlog
 
-from watcher.core import decide
 from watcher.core.clock import SteadyClock
 from watcher.core.conditions import ConditionName
 from watcher.core.decide import listed_flag
+from watcher.core.decision import Decision
 from watcher.core.errors import StoreError
 from watcher.core.model import JobKind, JobRef, JobSnapshot, Transition
 from watcher.core.schedule import PollSchedule
-from watcher.core.write import Write
 from watcher.ports import Budget, NullObserver, Observer, Outbox, Sender, Source, StateRepo
 from watcher.runtime import replica
 from watcher.runtime.alert_memory import Alerts, own_troubles
 from watcher.runtime.dispatcher import Dispatcher, DispatchReport
-from watcher.runtime.due_digests import DigestBatch
 from watcher.runtime.fetcher import Fetcher, Observed, list_key
 from watcher.runtime.host_clocks import StepNotice, monotonic, utcnow
 from watcher.runtime.housekeeping import Housekeeping
@@ -217,7 +215,7 @@ class Poller:
             if c.name is ConditionName.UNREADABLE and c.subject in stale
         ]
         try:
-            await self._store.record(Write(now=self._clock(), resolved=gone))
+            await self._store.record(Decision(now=self._clock(), resolved=gone))
         except StoreError as exc:
             self._store_errors.failed(exc)
             return
@@ -333,57 +331,44 @@ class Poller:
             report.store_failed = True
             self._store_errors.failed(exc)
             return 0
-        decision = decide.decide(
+        decision = self._alerts.decide(
+            self.plan,
             self._last,
             observed,
-            channels=self.plan.channels,
             now=now,
             explicit=self._fetcher.explicit_keys,
             listed_before=frozenset(self._listed_kinds),
             listed_now=listed,
-            since=self._alerts.since,
-        )
-        alert = self._alerts.plan(
-            self.plan,
-            self._last,
-            decision,
-            observed=observed,
-            now=now,
             own=own_troubles(troubles or {}, api_notice),
-            silences=timed.silences if timed else (),
-            full=full,
-        )
-        write = self._alerts.write_of(
-            self.plan, decision, alert, timed.digests if timed else DigestBatch(), now=now
+            timed=timed,
         )
         # State and outbox in one transaction: a crash after it loses nothing, and a crash
         # before it means the next start sees the change again.
-        if write is not None:
+        if not decision.empty:
             try:
-                await self._store.record(write)
+                await self._store.record(decision)
             except StoreError as exc:
                 # Nothing was written, so the next poll sees the same changes again.
                 report.store_failed = True
                 self._store_errors.failed(exc)
                 return 0
-        entries = len(write.entries) if write is not None else 0
         self._last.update((s.ref.key, s) for s in decision.snapshots)
         self._listed_kinds.update(listed)
         report.listed.extend(listed)
-        self._alerts.applied(alert, decision, now=now, watch=self.plan)
+        self._alerts.applied(decision, watch=self.plan)
         if api_notice is not None:
             log.warning("api.unreachable" if api_notice[0] == "down" else "api.reachable")
         if troubles:
             self._troubles.recorded(troubles)
             if troubles.get(ConditionName.UNREADABLE):
                 self._observer.unreadable(self._unreadable.announced)
-        self._alerts.log(alert, decision, self._observer)
+        self._alerts.log(decision, self._observer)
         report.transitions += decision.transitions
         for transition in decision.transitions:
             self._announce(transition)
-        if entries:
+        if decision.entries:
             self.dispatcher.wake()
-        return entries
+        return len(decision.entries)
 
     def _announce(self, transition: Transition) -> None:
         new = transition.new

@@ -1,6 +1,6 @@
 """What the two backends share: the SQL of `record` and of the plain reads, written once with
 `?` placeholders and `{text}`/`{jsonb}` casts (`Dialect.sql` makes PostgreSQL's of them), the
-parameters of a `Write` in either backend's types, and the mapping of read rows to values.
+parameters of a `Decision` in either backend's types, and the mapping of read rows to values.
 
 A row that does not decode costs only itself: it is told to `on_unreadable` and skipped.
 """
@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from watcher.core.conditions import Condition, ConditionName, Since
+from watcher.core.decision import Decision
 from watcher.core.delivery import Delivery, Event, OutboxEntry
 from watcher.core.model import JobSnapshot
-from watcher.core.write import Write
 from watcher.ports import Claim, TargetClaim
 from watcher.stores.rows import (
     RowError,
@@ -177,7 +177,7 @@ Rows = list[tuple[object, ...]]
 
 @dataclass(frozen=True, slots=True)
 class WriteRows:
-    """A `Write` as parameter rows, every value checked before the transaction starts."""
+    """A `Decision` as parameter rows, every value checked before the transaction starts."""
 
     #: (statement in the dialect, its rows), for every statement before the events.
     steps: list[tuple[str, Rows]]
@@ -192,7 +192,7 @@ class WriteRows:
         return [(*row, None if at is None else event_ids[at]) for row, at in self.entries]
 
 
-def write_rows(write: Write, d: Dialect) -> WriteRows:
+def write_rows(write: Decision, d: Dialect) -> WriteRows:
     """The parameter rows of `write` in dialect `d`.
 
     Raises:

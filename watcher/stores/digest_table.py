@@ -1,6 +1,6 @@
 """The digests read of `StateStore`: the transition events of a period, from the history. A
 digest's bookkeeping (`digest:<channel>` = the last period id) is a flag, written with
-`record(Write(flags=...))` in the transaction that queues the digest."""
+`record(Decision(flags=...))` in the transaction that queues the digest."""
 
 from __future__ import annotations
 

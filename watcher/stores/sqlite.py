@@ -27,9 +27,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self, TypedDict, Unpack
 
+from watcher.core.decision import Decision
 from watcher.core.errors import StoreError
 from watcher.core.model import JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.stores import files
 from watcher.stores.alert_table import AlertTables
 from watcher.stores.dialect import SQLITE, flag_rows, flag_value, snapshots, write_rows
@@ -154,8 +154,8 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
             rows = self._conn.execute("SELECT job_key, snapshot FROM jobs").fetchall()
         return snapshots(rows, self._on_unreadable)
 
-    def record(self, write: Write) -> None:
-        """Save `write` (see `core.write.Write`) atomically: either everything is written or
+    def record(self, write: Decision) -> None:
+        """Save `write` (see `core.decision.Decision`) atomically: either everything is written or
         nothing is; with nothing to write, no transaction.
 
         Raises:
@@ -174,7 +174,7 @@ class StateStore(OutboxTable, AlertTables, SilenceTable, HistoryTable, DigestTab
             conn.executemany(rows.insert_entry, rows.entry_rows(ids))
 
     def flag(self, key: str) -> str | None:
-        """A value saved with `record(Write(flags=...))`, or None."""
+        """A value saved with `record(Decision(flags=...))`, or None."""
         with self._lock, self._errors("read"):
             row = self._conn.execute(
                 "SELECT value FROM meta WHERE key = ?", (f"flag:{key}",)

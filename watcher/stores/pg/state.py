@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from watcher.core.conditions import Condition, Since
+from watcher.core.decision import Decision
 from watcher.core.errors import StoreError
 from watcher.core.model import JobRef, JobSnapshot
-from watcher.core.write import Write
 from watcher.stores.dialect import (
     POSTGRES,
     SELECT_CONDITIONS,
@@ -58,7 +58,7 @@ class PgState(PgTables):
         rows = await self._rows("SELECT job_key, snapshot::text FROM jobs")
         return snapshots(rows, self._on_unreadable)
 
-    async def record(self, write: Write) -> None:
+    async def record(self, write: Decision) -> None:
         """Save `write` atomically (see `stores.sqlite.StateStore.record`, whose contract
         this is).
 
@@ -82,7 +82,7 @@ class PgState(PgTables):
     # -- flags ------------------------------------------------------------------------------
 
     async def flag(self, key: str) -> str | None:
-        """A value saved with `record(Write(flags=...))`, or None."""
+        """A value saved with `record(Decision(flags=...))`, or None."""
         rows = await self._rows("SELECT value FROM meta WHERE key = %s", (clean(f"flag:{key}"),))
         return flag_value(key, rows[0][0], self._on_unreadable) if rows else None
 
