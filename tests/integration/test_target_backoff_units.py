@@ -283,8 +283,15 @@ def _rows(path: Path, url_key: str) -> list[tuple[Any, ...]]:
 
 @asynccontextmanager
 async def rig(
-    tmp_path: Path, down: JsonReceiver, healthy: JsonReceiver, **policy: Any
+    tmp_path: Path,
+    down: JsonReceiver,
+    healthy: JsonReceiver,
+    *,
+    fake_pace: bool = False,
+    **policy: Any,
 ) -> AsyncIterator[Rig]:
+    """Two channels, one target each, a dispatcher on the test's clock (`fake_pace`: its
+    paces too, so the test moves them on without waiting)."""
     urls = [down.url(), healthy.url()]
     notifier = AppriseNotifier([(f"channel[{i}].urls[0]", u) for i, u in enumerate(urls)])
     paced = ChannelPolicy(**{"max_per_second": 100.0, **policy})
@@ -303,6 +310,7 @@ async def rig(
         send_timeout=5.0,
         clock=lambda: now[0],
         rand=lambda: MIDDLE,
+        **({"monotonic": lambda: now[0].timestamp()} if fake_pace else {}),
     )
     try:
         yield Rig(path, store, dispatcher, channels, now)
@@ -371,6 +379,24 @@ async def test_a_batched_target_stops_at_its_first_failed_message(tmp_path: Path
     assert [f"job-{i}: RUNNING → COMPLETED" for i in range(3)] == [
         m["title"] for m in down.messages
     ]
+
+
+async def test_a_targets_pace_runs_on_the_dispatchers_clock(tmp_path: Path) -> None:
+    """`max_per_second` = 0.01 (one send every 100 s): one message goes, the next waits for
+    the pace, and goes as soon as the dispatcher's clock says 100 s passed: no real wait."""
+    jobs = [f"job-{i}" for i in range(3)]
+    async with JsonReceiver() as slow, JsonReceiver() as healthy:
+        async with rig(tmp_path, slow, healthy, fake_pace=True, max_per_second=0.01) as r:
+            await r.store.record(Decision([], r.entries(jobs), now=r.now[0]))
+            with anyio.fail_after(5):
+                first = await r.dispatcher.dispatch_once()
+                r.tick(50)
+                early = await r.dispatcher.dispatch_once()
+                r.tick(50)
+                paced = await r.dispatcher.dispatch_once()
+
+    assert (1, 0, 1) == (first.sent, early.sent, paced.sent)
+    assert ["job-0", "job-1"] == [m["title"].split(":")[0] for m in slow.messages]
 
 
 class _ClaimCheck:

@@ -77,7 +77,8 @@ class Dispatcher:
         clock: the wall clock.
         rand: jitter in [0, 1).
         holder: this dispatcher's name on its claims (random by default).
-        monotonic: the seconds silences are re-read on (at most once a second).
+        monotonic: the seconds silences are re-read on (at most once a second) and targets
+            are paced on (`max_per_second`).
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class Dispatcher:
             clock=clock,
             rand=rand,
             holder=self.holder,
+            monotonic=monotonic,
             silences=self._silences,
             store_errors=self._store_errors,
         )
@@ -237,7 +239,7 @@ class Dispatcher:
         ends = self._lanes.backoff.ends_at(now)
         if ends is not None:
             pause = min(pause, (ends - now).total_seconds())
-        tick = time.monotonic()
+        tick = self._lanes.monotonic()
         pace = self._lanes.pace
         paced = pace.soonest(pace.ahead(tick, PACE_IN_LANE))
         if paced is not None:
@@ -252,7 +254,7 @@ class Dispatcher:
         now = self._clock()
         # Backed-off targets, and those whose pace is far off, are left unclaimed.
         lanes = self._lanes
-        waiting = lanes.backoff.waiting(now) | lanes.pace.ahead(time.monotonic(), PACE_IN_LANE)
+        waiting = lanes.backoff.waiting(now) | lanes.pace.ahead(lanes.monotonic(), PACE_IN_LANE)
         self._claimed_at, self._claim_full = now, False
         try:
             rows = await self._outbox.claim(

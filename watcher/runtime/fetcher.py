@@ -186,8 +186,7 @@ class Fetcher:
             return 0
         plan = decide.plan_fetch([r for r in self._polled_refs if r.key in due], pages=self.pages)
         # Plain GETs are paid first: one per job, where a listing may take many pages.
-        available = self._budget.available() if self._budget is not None else None
-        gets = decide.within_budget(plan.gets, available)
+        gets = decide.within_budget(plan.gets, self._available())
         for ref in gets:
             self._start(tg, self._get_target(ref, now), ref.key)
         for kind in self._discover:
@@ -197,6 +196,10 @@ class Fetcher:
             keys = [f"{list_key(kind)}:explicit", *(r.key for r in wanted)]
             self._start(tg, self._list_target(kind, wanted, now), *keys)
         return len(gets) + len(plan.lists) + sum(list_key(k) in due for k in self._discover)
+
+    def _available(self) -> int | None:
+        """Requests the budget can pay for now (None: no budget)."""
+        return self._budget.available() if self._budget is not None else None
 
     def _start(self, tg: anyio.abc.TaskGroup, work: Awaitable[None], *keys: str) -> None:
         """Run `work` in `tg` with `keys` marked in flight until it ends, however it ends."""
@@ -226,11 +229,6 @@ class Fetcher:
         while not self._observed and not (or_idle and not self.busy):
             self._arrived = anyio.Event()
             await self._arrived.wait()
-
-    def forget_observed(self) -> None:
-        """Drop answers not taken yet (a reload or a new term: they were read for another
-        plan, or under another leader)."""
-        self.take()
 
     def conclusive(self, report: CycleReport) -> bool:
         """Whether a cycle says anything of the API as a whole: one whose calls all failed as
@@ -262,8 +260,7 @@ class Fetcher:
         # None: a discovered kind; else the explicit jobs its listing stands in for.
         to_confirm = await self._list(kind, now, discovered=wanted is None, wanted=wanted or ())
         if to_confirm:
-            available = self._budget.available() if self._budget is not None else None
-            await self._get_each(decide.within_budget(to_confirm, available), now)
+            await self._get_each(decide.within_budget(to_confirm, self._available()), now)
 
     def _say_deferred(self) -> None:
         """One line per cycle when new jobs were left for later cycles (they are listed again)."""

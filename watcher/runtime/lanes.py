@@ -9,7 +9,6 @@ reads the targets' backoff and pace (`backoff`, `pace`) to know what to leave un
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -94,8 +93,10 @@ class Lanes:
         holder: str,
         silences: SilenceWatch,
         store_errors: StoreErrorLog,
+        monotonic: Callable[[], float],
     ) -> None:
         self._outbox = outbox
+        self.monotonic = monotonic  # the paces' seconds
         self._observer = observer
         self._clock = clock
         self._rand = rand
@@ -264,12 +265,12 @@ class Lanes:
         per_second = self._per_second.get(target)
         if per_second is None:
             return True
-        wait = self.pace.wait(target, time.monotonic())
+        wait = self.pace.wait(target, self.monotonic())
         if self._clock() + timedelta(seconds=wait) > send_by:
             return False
         if wait > 0:
             await anyio.sleep(wait)
-        self.pace.sent(target, time.monotonic(), per_second)
+        self.pace.sent(target, self.monotonic(), per_second)
         return True
 
     def _after_send(

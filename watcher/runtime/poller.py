@@ -424,7 +424,7 @@ class Poller:
         self._last = None
         self._alerts = Alerts()
         self._troubles.new_term()
-        self._fetcher.forget_observed()
+        self._fetcher.take()  # answers read under the last leader are not ours to write
         self._schedule.force()
 
     async def poll_forever(
@@ -447,7 +447,7 @@ class Poller:
                     # under the old plan, and records are whole transactions.
                     fetches.cancel_scope.cancel()
                 async with self._write_lock:
-                    self._fetcher.forget_observed()
+                    self._fetcher.take()  # answers read for the old plan are dropped
                 await self._apply_reload()
 
     async def _schedule_until_reload(
