@@ -170,24 +170,24 @@ def hold_after_the_fence(
     """Make `store`'s writes stop right after their fence check (inside the transaction)
     until `go` is set, having set `inside`."""
     if isinstance(store, PgStore):
-        checked = store._check_fence
+        checked = store.lease_table.check_fence
 
         async def held(conn: Any) -> None:
             await checked(conn)
             inside.set()
             await go.wait()
 
-        monkeypatch.setattr(store, "_check_fence", held)
+        monkeypatch.setattr(store.lease_table, "check_fence", held)
         return
     assert isinstance(store, AsyncStore)
-    checked_sync = store.sync._check_fence
+    checked_sync = store.sync.lease_table.check_fence
 
     def held_sync(conn: Any) -> None:
         checked_sync(conn)
         anyio.from_thread.run_sync(inside.set)
         anyio.from_thread.run(go.wait)
 
-    monkeypatch.setattr(store.sync, "_check_fence", held_sync)
+    monkeypatch.setattr(store.sync.lease_table, "check_fence", held_sync)
 
 
 async def test_a_takeover_waits_for_a_write_under_the_old_epoch(

@@ -66,7 +66,7 @@ async def raw(store: Store, statement: str) -> None:
     if isinstance(store, AsyncStore):
         await anyio.to_thread.run_sync(_sqlite, store.sync.path, statement)
     else:
-        async with store._tx() as conn:
+        async with store.db.tx() as conn:
             await conn.execute(statement)
 
 
@@ -259,7 +259,7 @@ async def test_claim_target_counts_a_row_locked_by_another_replica_as_not_free(
     now = T0 + timedelta(minutes=1)
 
     with anyio.fail_after(10):  # waiting for the lock would be a deadlock: the test holds it
-        async with store._tx() as conn:
+        async with store.db.tx() as conn:
             await conn.execute("SELECT id FROM outbox WHERE id = 1 FOR UPDATE")
             while_locked = await other.claim_target(TARGET, now, holder="d", lease=LEASE)
             plain = await other.claim(now, holder="e", lease=LEASE)

@@ -66,7 +66,7 @@ async def count(store: Store, table: str) -> int:
     """Rows in `table`, read behind the store's back (for what no port method reads)."""
     query = f"SELECT count(*) FROM {table}"
     if isinstance(store, PgStore):
-        async with store._conn() as conn:
+        async with store.db.conn() as conn:
             row = await (await conn.execute(query)).fetchone()
         assert row is not None
         return int(row[0])

@@ -121,7 +121,7 @@ class TestMigrations:
             async with anyio.create_task_group() as tg:
                 for _ in range(3):
                     tg.start_soon(open_one)
-            async with opened[0]._conn() as conn:
+            async with opened[0].db.conn() as conn:
                 cursor = await conn.execute(
                     "SELECT version, count(*) FROM schema_migrations GROUP BY version "
                     "ORDER BY version"
@@ -147,7 +147,7 @@ class TestConnections:
         sep = "&" if "?" in pg_dsn else "?"
         url = f"{pg_dsn}{sep}{query}" if query else pg_dsn
         opened = await PgStore.open(url, schema=schema)
-        async with opened, opened._pool.connection() as conn:
+        async with opened, opened.db.pool.connection() as conn:
             params = conn.info.get_parameters()
 
         assert (params["tcp_user_timeout"], params["keepalives_idle"]) == (expected, "10")
@@ -184,7 +184,7 @@ async def pool_pids(store: PgStore, size: int) -> list[int]:
     pids: list[int] = []
 
     async def hold(got: anyio.Event, release: anyio.Event) -> None:
-        async with store._conn() as conn:
+        async with store.db.conn() as conn:
             row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
             assert row is not None
             pids.append(int(row[0]))
@@ -225,7 +225,7 @@ class TestText:
 
         await store.record(Decision([hostile], [entry], now=T0))
 
-        async with store._conn() as conn:
+        async with store.db.conn() as conn:
             fields = await (await conn.execute("SELECT fields->>'message' FROM events")).fetchone()
             texts = await (await conn.execute("SELECT title, body FROM outbox")).fetchone()
         assert ("x\ufffdy",) == fields
@@ -248,7 +248,7 @@ class TestText:
 
         await store.record(Decision([], entries, now=T0, events=[events[2]]))
 
-        async with store._conn() as conn:
+        async with store.db.conn() as conn:
             cursor = await conn.execute(
                 "SELECT o.job_key, o.new_state, e.job_key, e.new_state, e.fields->>'n' "
                 "FROM outbox AS o JOIN events AS e ON e.id = o.event_id ORDER BY o.id"
@@ -282,7 +282,7 @@ class TestText:
         ) as store:
             good = JobSnapshot(ref=JobRef(JobKind.SFT, "a"), account_id="acme", state="RUNNING")
             await store.record(Decision([good], [], now=T0))
-            async with store._conn() as conn:
+            async with store.db.conn() as conn:
                 await conn.execute(
                     "INSERT INTO jobs (job_key, snapshot, updated_at) "
                     "VALUES ('sft/bad', '[1, 2]', now())"
@@ -330,8 +330,8 @@ async def test_a_leader_frozen_mid_transaction_cannot_block_the_takeover(
 
         async def write_then_freeze() -> None:
             try:
-                async with frozen._tx() as conn:
-                    await frozen._check_fence(conn)  # the row is now held FOR SHARE
+                async with frozen.db.tx() as conn:
+                    await frozen.lease_table.check_fence(conn)  # the row is now held FOR SHARE
                     await wakes.wait()  # frozen: the transaction idles
                     await conn.execute("SELECT 1")
             except StoreError as exc:
@@ -373,8 +373,8 @@ async def test_a_standby_waiting_on_a_frozen_leaders_lock_is_not_given_up_on(
 
         async def write_then_freeze() -> None:
             with contextlib.suppress(StoreError):
-                async with frozen._tx() as conn:
-                    await frozen._check_fence(conn)  # the row is now held FOR SHARE
+                async with frozen.db.tx() as conn:
+                    await frozen.lease_table.check_fence(conn)  # the row is now held FOR SHARE
                     await wakes.wait()
                     await conn.execute("SELECT 1")
 
@@ -405,8 +405,8 @@ async def test_a_leader_stuck_mid_statement_is_ended_for_the_takeover(
 
         async def write_forever() -> None:
             try:
-                async with stuck._tx() as conn:
-                    await stuck._check_fence(conn)  # the row is now held FOR SHARE
+                async with stuck.db.tx() as conn:
+                    await stuck.lease_table.check_fence(conn)  # the row is now held FOR SHARE
                     holding.set()
                     await conn.execute("SELECT pg_sleep(60)")
             except StoreError as exc:

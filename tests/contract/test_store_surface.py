@@ -48,17 +48,17 @@ def params(method: Callable[..., object]) -> list[tuple[str, object, object]]:
     return [(p.name, p.kind, p.default) for p in found]
 
 
-def test_record_takes_one_write_on_every_backend_and_the_port() -> None:
-    """`record(write)`: one parameter, on the port and on both backends."""
+def test_record_takes_one_decision_on_every_backend_and_the_port() -> None:
+    """`record(decision)`: one parameter, on the port and on both backends."""
     for record in (ports.StateRepo.record, StateStore.record, PgStore.record):
         names = [
             name for name, kind, _ in params(record) if kind is not inspect.Parameter.VAR_KEYWORD
         ]
-        assert names[0] == "write", record.__qualname__
-    assert ["write"] == [name for name, _, _ in params(ports.StateRepo.record)]
+        assert names[0] == "decision", record.__qualname__
+    assert ["decision"] == [name for name, _, _ in params(ports.StateRepo.record)]
 
 
-def test_a_write_is_frozen_with_empty_defaults() -> None:
+def test_a_decision_is_frozen_with_empty_defaults() -> None:
     write = Decision(now=T0)
 
     assert write.empty

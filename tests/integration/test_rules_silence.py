@@ -56,7 +56,7 @@ async def test_a_database_from_before_owners_is_migrated(
     await store.add_silence(Silence(0, "old-*", ends_at=T0 + timedelta(hours=1)), now=T0)
     # Put the database back as the previous version wrote it: no owner column.
     if isinstance(store, PgStore):
-        async with store._tx() as conn:
+        async with store.db.tx() as conn:
             await conn.execute("ALTER TABLE silences DROP COLUMN owner")
             await conn.execute("DELETE FROM schema_migrations WHERE version = 2")
         await store.aclose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -310,7 +311,7 @@ async def rig(
         send_timeout=5.0,
         clock=lambda: now[0],
         rand=lambda: MIDDLE,
-        **({"monotonic": lambda: now[0].timestamp()} if fake_pace else {}),
+        monotonic=(lambda: now[0].timestamp()) if fake_pace else time.monotonic,
     )
     try:
         yield Rig(path, store, dispatcher, channels, now)
@@ -385,15 +386,18 @@ async def test_a_targets_pace_runs_on_the_dispatchers_clock(tmp_path: Path) -> N
     """`max_per_second` = 0.01 (one send every 100 s): one message goes, the next waits for
     the pace, and goes as soon as the dispatcher's clock says 100 s passed: no real wait."""
     jobs = [f"job-{i}" for i in range(3)]
-    async with JsonReceiver() as slow, JsonReceiver() as healthy:
-        async with rig(tmp_path, slow, healthy, fake_pace=True, max_per_second=0.01) as r:
-            await r.store.record(Decision([], r.entries(jobs), now=r.now[0]))
-            with anyio.fail_after(5):
-                first = await r.dispatcher.dispatch_once()
-                r.tick(50)
-                early = await r.dispatcher.dispatch_once()
-                r.tick(50)
-                paced = await r.dispatcher.dispatch_once()
+    async with (
+        JsonReceiver() as slow,
+        JsonReceiver() as healthy,
+        rig(tmp_path, slow, healthy, fake_pace=True, max_per_second=0.01) as r,
+    ):
+        await r.store.record(Decision([], r.entries(jobs), now=r.now[0]))
+        with anyio.fail_after(5):
+            first = await r.dispatcher.dispatch_once()
+            r.tick(50)
+            early = await r.dispatcher.dispatch_once()
+            r.tick(50)
+            paced = await r.dispatcher.dispatch_once()
 
     assert (1, 0, 1) == (first.sent, early.sent, paced.sent)
     assert ["job-0", "job-1"] == [m["title"].split(":")[0] for m in slow.messages]

@@ -192,38 +192,38 @@ class WriteRows:
         return [(*row, None if at is None else event_ids[at]) for row, at in self.entries]
 
 
-def write_rows(write: Decision, d: Dialect) -> WriteRows:
-    """The parameter rows of `write` in dialect `d`.
+def write_rows(decision: Decision, d: Dialect) -> WriteRows:
+    """The parameter rows of `decision` in dialect `d`.
 
     Raises:
         TypeError, ValueError: a value the store cannot hold (a naive time, a field that is not
             text): the whole write is refused.
     """
-    now, t = d.time(write.now), d.text
-    reminders = write.reminders.items()
+    now, t = d.time(decision.now), d.text
+    reminders = decision.reminders.items()
     steps: list[tuple[str, Rows]] = [
-        (UPSERT_FLAG, [(t(f"flag:{key}"), t(value)) for key, value in write.flags.items()]),
-        (UPSERT_JOB, [(*_job_params(s, d), now, now) for s in write.snapshots]),
+        (UPSERT_FLAG, [(t(f"flag:{key}"), t(value)) for key, value in decision.flags.items()]),
+        (UPSERT_JOB, [(*_job_params(s, d), now, now) for s in decision.snapshots]),
         (
             SET_SINCE,
             [
                 (d.time(s.state), d.time(s.moved), d.true(bool(s.entered)), t(key))
-                for key, s in write.since.items()
+                for key, s in decision.since.items()
             ],
         ),
-        (SET_POLLED, [(now, t(key)) for key in write.polled]),
-        (DROP_CONDITION, [(t(c.subject), t(str(c.name))) for c in write.resolved]),
+        (SET_POLLED, [(now, t(key)) for key in decision.polled]),
+        (DROP_CONDITION, [(t(c.subject), t(str(c.name))) for c in decision.resolved]),
         (
             OPEN_CONDITION,
             [
                 (t(c.subject), t(str(c.name)), d.time(c.opened_at), t(c.detail))
-                for c in write.opened
+                for c in decision.opened
             ],
         ),
         (DROP_REMINDER, [(t(ch), t(sub)) for (ch, sub), at in reminders if at is None]),
         (SET_REMINDER, [(t(ch), t(sub), d.time(at)) for (ch, sub), at in reminders if at]),
     ]
-    events = write.every_event
+    events = decision.every_event
     index = {event: at for at, event in enumerate(events)}
     return WriteRows(
         steps=[(d.sql(statement), rows) for statement, rows in steps if rows],
@@ -231,7 +231,7 @@ def write_rows(write: Decision, d: Dialect) -> WriteRows:
         insert_event=d.sql(INSERT_EVENT),
         entries=[
             (_entry_params(e, d), None if e.event is None else index[e.event])
-            for e in write.entries
+            for e in decision.entries
         ],
         insert_entry=d.sql(INSERT_ENTRY),
     )

@@ -1,9 +1,10 @@
-"""The digests read of `StateStore`: the transition events of a period, from the history. A
-digest's bookkeeping (`digest:<channel>` = the last period id) is a flag, written with
-`record(Decision(flags=...))` in the transaction that queues the digest."""
+"""The digests read of `StateStore` (its `digest_table`): the transition events of a period,
+from the history. A digest's bookkeeping (`digest:<channel>` = the last period id) is a flag,
+written with `record(Decision(flags=...))` in the transaction that queues the digest."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from watcher.core.delivery import Event
@@ -15,13 +16,16 @@ from watcher.stores.dialect import (
     digest_params,
     digest_rows,
 )
-from watcher.stores.tables import Tables
+from watcher.stores.tables import Db
 
 __all__ = ["MAX_DIGEST_EVENTS", "MAX_FIELDS_CHARS", "DigestTable"]
 
 
-class DigestTable(Tables):
+@dataclass
+class DigestTable:
     """The period query."""
+
+    db: Db
 
     def digest_events(
         self, start: datetime, end: datetime, *, limit: int = MAX_DIGEST_EVENTS
@@ -33,4 +37,4 @@ class DigestTable(Tables):
         """
         # `ts()` text is fixed-width UTC: text order is time order, and the index applies.
         params = digest_params(start, end, limit, SQLITE)
-        return digest_rows(self._read(SQLITE.sql(SELECT_DIGEST), params), self._on_unreadable)
+        return digest_rows(self.db.read(SQLITE.sql(SELECT_DIGEST), params), self.db.on_unreadable)

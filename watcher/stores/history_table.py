@@ -1,5 +1,6 @@
-"""The history half of `StateStore`: the timeline of events (transitions, notices, silences)
-with what became of their deliveries, the silenced deliveries, and pruning by age.
+"""The history of `StateStore` (its `history_table`): the timeline of events (transitions,
+notices, silences) with what became of their deliveries, the silenced deliveries, and pruning
+by age (under the lease table's fence).
 
 Reads only: the CLI calls them while a daemon writes (SQLite's WAL lets both). An event or
 delivery row that does not decode costs only itself (told to `on_unreadable`).
@@ -14,9 +15,10 @@ from typing import Any, Final
 
 from watcher.core.delivery import Event
 from watcher.stores.dialect import decoded
+from watcher.stores.lease_table import LeaseTable
 from watcher.stores.outbox_table import DEAD, DELIVERED, SILENCED
 from watcher.stores.rows import RowError, event_row, shown, text, ts, when
-from watcher.stores.tables import OnUnreadable, Tables
+from watcher.stores.tables import Db, OnUnreadable
 
 #: The outbox status of a message a silence muted: recorded, never sent.
 #: The most events one `history` call returns (the latest ones).
@@ -70,8 +72,13 @@ class Silenced:
     silence_id: int | None
 
 
-class HistoryTable(Tables):
-    """The history reads and the pruning, over the connection `StateStore` provides."""
+@dataclass
+class HistoryTable:
+    """The history reads and the pruning (under the fence of `leases`), over the store's
+    `Db`."""
+
+    db: Db
+    leases: LeaseTable
 
     def history(
         self,
@@ -84,13 +91,13 @@ class HistoryTable(Tables):
         accepts, when given), oldest first, each with its deliveries; and whether older
         ones were cut."""
         where = "observed_at >= ?"
-        with self._lock, self._errors("read"):
+        with self.db.reading() as conn:
             if job is not None:
                 # A function, not LIKE or GLOB: the caller's matching (ids, keys, fnmatch
                 # globs) is the one rule, and it may not be expressible in SQL.
-                self._conn.create_function("watcher_job", 1, _predicate(job), deterministic=True)
+                conn.create_function("watcher_job", 1, _predicate(job), deterministic=True)
                 where += " AND watcher_job(job_key)"
-            rows = self._conn.execute(
+            rows = conn.execute(
                 "SELECT id, job_key, old_state, new_state, observed_at, notice, fields, kind "
                 f"FROM events WHERE {where} ORDER BY observed_at DESC, id DESC LIMIT ?",
                 (ts(since), limit + 1),
@@ -99,26 +106,26 @@ class HistoryTable(Tables):
             traced = [
                 row
                 for start in range(0, len(ids), _CHUNK)
-                for row in self._conn.execute(
+                for row in conn.execute(
                     f"SELECT {TRACE_COLUMNS} FROM outbox "
                     f"WHERE event_id IN ({', '.join('?' * len(ids[start : start + _CHUNK]))}) "
                     "ORDER BY id",
                     ids[start : start + _CHUNK],
                 ).fetchall()
             ]
-        return entries(rows, traced, limit, self._on_unreadable)
+        return entries(rows, traced, limit, self.db.on_unreadable)
 
     def silenced(self, *, limit: int = 100) -> tuple[int, list[Silenced]]:
         """How many deliveries are recorded as silenced, and the latest `limit` of them."""
-        with self._lock, self._errors("read"):
-            (count,) = self._conn.execute(
+        with self.db.reading() as conn:
+            (count,) = conn.execute(
                 "SELECT COUNT(*) FROM outbox WHERE status = ?", (SILENCED,)
             ).fetchone()
-            rows = self._conn.execute(
+            rows = conn.execute(
                 f"SELECT {SILENCED_COLUMNS} FROM outbox WHERE status = ? ORDER BY id DESC LIMIT ?",
                 (SILENCED, limit),
             ).fetchall()
-        return int(count), silenced_rows(rows, self._on_unreadable)
+        return int(count), silenced_rows(rows, self.db.on_unreadable)
 
     def prune_history(self, before: datetime) -> tuple[int, int]:
         """Delete what is older than `before` (now - `history_days`): settled deliveries
@@ -126,8 +133,8 @@ class HistoryTable(Tables):
         before it that no remaining delivery points at. Pending deliveries and their events
         are kept, however old. Returns (events, deliveries) deleted, in one transaction."""
         stamp = ts(before)
-        with self._write() as conn:
-            self._check_fence(conn)
+        with self.db.write() as conn:
+            self.leases.check_fence(conn)
             deliveries = conn.execute(
                 "DELETE FROM outbox WHERE status IN (?, ?, ?) AND created_at < ? "
                 "AND (delivered_at IS NULL OR delivered_at < ?)",

@@ -1,18 +1,20 @@
-"""The leadership half of `StateStore`: the lease row, the replicas' heartbeats and the fence
-on a poll's writes. One SQLite file has one daemon (`stores.lock`), so the lease is always
-its own; the same contract as the PostgreSQL store keeps one runtime for both."""
+"""The leadership of `StateStore` (its `lease_table`): the lease row, the replicas' heartbeats
+and the check of the fence on a poll's writes (the `Fence`, both backends'). One SQLite file
+has one daemon (`stores.lock`), so the lease is always its own; the same contract as the
+PostgreSQL store keeps one runtime for both."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from watcher.core.clock import utcnow
 from watcher.core.errors import Fenced, StoreError
 from watcher.core.lease import POLLER, Lease, Replica
 from watcher.stores.rows import RowError, shown, text, ts, when
-from watcher.stores.tables import OnUnreadable, Tables
+from watcher.stores.tables import Db, OnUnreadable
 
 _LEASE_COLUMNS = "name, holder, epoch, expires_at, renewed_at"
 
@@ -21,26 +23,50 @@ _LEASE_COLUMNS = "name, holder, epoch, expires_at, renewed_at"
 _now = utcnow
 
 
-class LeaseTable(Tables):
-    """Lease, heartbeat and fence, over the connection and transactions `StateStore` has."""
+@dataclass
+class Fence:
+    """The epoch a replica's poll writes under (`ports.StateRepo.fence`), None when unfenced:
+    one per store (both backends), checked by its lease table inside each such write."""
 
-    _fence: int | None = None
+    epoch: int | None = None
 
     def fence(self, epoch: int | None) -> None:
         """See `ports.StateRepo.fence`."""
-        self._fence = epoch
+        self.epoch = epoch
 
-    def _check_fence(self, conn: sqlite3.Connection) -> None:
-        """Inside a poll's write transaction: refuse it when the epoch has moved on."""
-        if self._fence is None:
-            return
-        row = conn.execute("SELECT holder, epoch FROM leases WHERE name = ?", (POLLER,)).fetchone()
-        check_fence(row, self._fence)
+    def check(self, row: Sequence[object] | None) -> None:
+        """Refuse the write (`Fenced`) unless the poller lease's (holder, epoch) `row` still
+        has this epoch."""
+        if row is None or row[1] != self.epoch:
+            holder = "nobody" if row is None else str(row[0])
+            epoch = "none" if row is None else str(row[1])
+            raise Fenced(
+                f"the poller lease is at epoch {epoch} ({holder}), not {self.epoch}: "
+                "this replica's write was refused"
+            )
+
+
+@dataclass
+class LeaseTable:
+    """Lease and heartbeats over the store's `Db`, and the check of the writes it `fenced`."""
+
+    db: Db
+    fenced: Fence
+
+    def check_fence(self, conn: sqlite3.Connection) -> None:
+        """Inside a poll's write transaction (the other tables' too): refuse it when the
+        epoch has moved on."""
+        if self.fenced.epoch is not None:
+            self.fenced.check(
+                conn.execute(
+                    "SELECT holder, epoch FROM leases WHERE name = ?", (POLLER,)
+                ).fetchone()
+            )
 
     def acquire_lease(self, name: str, holder: str, *, ttl: timedelta) -> Lease:
         """See `ports.Leases.acquire_lease`."""
         now = _now()
-        with self._write() as conn:
+        with self.db.write() as conn:
             row = conn.execute(
                 f"SELECT {_LEASE_COLUMNS} FROM leases WHERE name = ?", (name,)
             ).fetchone()
@@ -67,7 +93,7 @@ class LeaseTable(Tables):
 
     def release_lease(self, name: str, holder: str) -> None:
         """See `ports.Leases.release_lease`."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             conn.execute(
                 "UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
                 (ts(_now()), name, holder),
@@ -75,15 +101,15 @@ class LeaseTable(Tables):
 
     def lease(self, name: str) -> Lease | None:
         """The lease row, or None when no replica ever took it."""
-        with self._lock, self._errors("read"):
-            row = self._conn.execute(
+        with self.db.reading() as conn:
+            row = conn.execute(
                 f"SELECT {_LEASE_COLUMNS} FROM leases WHERE name = ?", (name,)
             ).fetchone()
         return None if row is None else lease_row(row)
 
     def beat(self, holder: str, *, role: str, started_at: datetime) -> None:
         """See `ports.Leases.beat`."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             conn.execute(
                 "INSERT INTO replicas (holder, role, started_at, seen_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (holder) DO UPDATE SET role = excluded.role, "
@@ -93,13 +119,13 @@ class LeaseTable(Tables):
 
     def replicas(self, *, seen_within: timedelta) -> list[Replica]:
         """See `ports.Leases.replicas`."""
-        with self._lock, self._errors("read"):
-            rows = self._conn.execute(
+        with self.db.reading() as conn:
+            rows = conn.execute(
                 "SELECT holder, role, started_at, seen_at FROM replicas WHERE seen_at >= ? "
                 "ORDER BY role != 'leader', holder",
                 (ts(_now() - seen_within),),
             ).fetchall()
-        return replica_rows(rows, self._on_unreadable)
+        return replica_rows(rows, self.db.on_unreadable)
 
 
 def lease_row(row: Sequence[object]) -> Lease:
@@ -136,15 +162,3 @@ def replica_rows(rows: Iterable[Sequence[object]], on_unreadable: OnUnreadable) 
         except RowError as exc:
             on_unreadable(f"replicas {shown(holder)}", str(exc))
     return found
-
-
-def check_fence(row: Sequence[object] | None, fence: int) -> None:
-    """Refuse a poll's write (`Fenced`) unless the poller lease's (holder, epoch) `row` still
-    has the write's epoch `fence`."""
-    if row is None or row[1] != fence:
-        holder = "nobody" if row is None else str(row[0])
-        epoch = "none" if row is None else str(row[1])
-        raise Fenced(
-            f"the poller lease is at epoch {epoch} ({holder}), not {fence}: "
-            "this replica's write was refused"
-        )

@@ -1,10 +1,12 @@
-"""The outbox half of `StateStore`: claim, settle and list deliveries, quarantining rows that
-cannot be read."""
+"""The outbox of `StateStore` (its `outbox_table`): claim, settle and list deliveries,
+quarantining rows that cannot be read; announce again what an ended silence (of the
+`SilenceTable`) held back."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Unpack
 
@@ -33,7 +35,8 @@ from watcher.stores.rows import (
     ts,
     well_formed,
 )
-from watcher.stores.tables import Tables
+from watcher.stores.silence_table import SilenceTable
+from watcher.stores.tables import Db
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -51,10 +54,13 @@ _DUE = (
 _FREE = f"(o.claimed_until < ? OR o.claimed_until > ? OR NOT {well_formed('o.claimed_until')})"
 
 
-class OutboxTable(Tables):
-    """The outbox methods of `StateStore`, over the connection and transactions it provides."""
+@dataclass
+class OutboxTable:
+    """The outbox methods of `StateStore`, over its `Db`; the silences ended are read and
+    marked through `silences`."""
 
-    # -- outbox -----------------------------------------------------------------------------
+    db: Db
+    silences: SilenceTable
 
     def due(self, now: datetime, *, limit: int = 100) -> list[Delivery]:
         """Pending deliveries whose next attempt is at or before `now`, oldest first."""
@@ -70,10 +76,10 @@ class OutboxTable(Tables):
         skip = f" AND o.url_key NOT IN ({', '.join('?' for _ in busy)})" if busy else ""
         query = f"{SELECT_DELIVERIES} WHERE {CLAIMABLE}{skip} ORDER BY o.id LIMIT ?"
         stamp, horizon = ts(now), ts(now + HORIZON)
-        with self._write("claim in") as conn:
+        with self.db.write("claim in") as conn:
             found = conn.execute(query, (stamp, horizon, stamp, horizon, *busy, limit)).fetchall()
             good, bad = self._take(conn, found, holder=holder, until=now + lease)
-        return claimed(good, bad, holder, self._on_unreadable)
+        return claimed(good, bad, holder, self.db.on_unreadable)
 
     def claim_target(
         self, url_key: str, now: datetime, **options: Unpack[TargetClaim]
@@ -84,7 +90,7 @@ class OutboxTable(Tables):
         another holder's live claim are left, and so are their job's later rows."""
         holder, lease, limit, whole_target = target_claim_options(options)
         stamp, horizon = ts(now), ts(now + HORIZON)
-        with self._write("claim in") as conn:
+        with self.db.write("claim in") as conn:
             listed = conn.execute(
                 f"SELECT o.id, o.job_key, {_DUE}, {_FREE}, "
                 "(o.attempts = 0 OR substr(o.last_error, 1, ?) = ?) "
@@ -103,7 +109,7 @@ class OutboxTable(Tables):
                 f"{SELECT_DELIVERIES} WHERE o.id IN ({marks}) ORDER BY o.id", ids
             ).fetchall()
             good, bad = self._take(conn, found, holder=holder, until=now + lease)
-        return claimed(good, bad, holder, self._on_unreadable)
+        return claimed(good, bad, holder, self.db.on_unreadable)
 
     @staticmethod
     def _take(
@@ -126,7 +132,7 @@ class OutboxTable(Tables):
     def release_claims(self) -> int:
         """Drop every claim: at start, by the one process that holds the state file's lock,
         so that sends cut short by a crash are retried at once."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             cursor = conn.execute(
                 "UPDATE outbox SET claim = '', claimed_until = '' WHERE claim != ''"
             )
@@ -140,7 +146,7 @@ class OutboxTable(Tables):
         if not ids:
             return
         marks = ", ".join("?" for _ in ids)
-        with self._write() as conn:
+        with self.db.write() as conn:
             conn.execute(
                 "UPDATE outbox SET claim = '', claimed_until = '' "
                 f"WHERE id IN ({marks}) AND status = ? AND claim = ?",
@@ -152,8 +158,8 @@ class OutboxTable(Tables):
         # Only well-formed times take part: a corrupt one is claimed (and quarantined) by the
         # next `claim`, which the dispatcher makes at least every few seconds anyway.
         claimed = f"CASE WHEN {well_formed('claimed_until')} THEN claimed_until ELSE '' END"
-        with self._lock, self._errors("read"):
-            row = self._conn.execute(
+        with self.db.reading() as conn:
+            row = conn.execute(
                 f"SELECT MIN(MAX(next_attempt_at, {claimed})) FROM outbox "
                 f"WHERE status = ? AND {well_formed('next_attempt_at')}",
                 (PENDING,),
@@ -162,8 +168,8 @@ class OutboxTable(Tables):
 
     def outbox_stats(self) -> tuple[int, datetime | None]:
         """How many deliveries are pending, and when the oldest of them was created."""
-        with self._lock, self._errors("read"):
-            count, oldest = self._conn.execute(
+        with self.db.reading() as conn:
+            count, oldest = conn.execute(
                 f"SELECT COUNT(*), MIN(CASE WHEN {well_formed('created_at')} THEN created_at END) "
                 "FROM outbox WHERE status = ?",
                 (PENDING,),
@@ -219,7 +225,7 @@ class OutboxTable(Tables):
             params = (status, at, mark.error)
         marks = ", ".join("?" for _ in ids)
         where = f"id IN ({marks}) AND status = '{PENDING}' AND claim = ?"
-        with self._write() as conn:
+        with self.db.write() as conn:
             (owned,) = conn.execute(
                 f"SELECT COUNT(*) FROM outbox WHERE {where}", (*ids, claim)
             ).fetchone()
@@ -240,13 +246,8 @@ class OutboxTable(Tables):
         ended, how many rows were queued."""
         stamp = ts(now)
         done: dict[int, int] = {}
-        with self._write() as conn:
-            ended = conn.execute(
-                "SELECT id FROM silences WHERE ended = 0 AND (ends_at <= ? "
-                "OR (expired_at IS NOT NULL AND expired_at <= ?)) ORDER BY id",
-                (stamp, stamp),
-            ).fetchall()
-            for (silence_id,) in ended:
+        with self.db.write() as conn:
+            for silence_id in self.silences.newly_ended(conn, now):
                 rows = conn.execute(_STILL_OPEN, (silence_id, SILENCED)).fetchall()
                 queued = 0
                 for event_id, *copied in rows:
@@ -264,13 +265,13 @@ class OutboxTable(Tables):
                         (*copied, stamp, PENDING, stamp, event_id),
                     )
                     queued += 1
-                conn.execute("UPDATE silences SET ended = 1 WHERE id = ?", (silence_id,))
-                done[int(silence_id)] = queued
+                self.silences.mark_ended(conn, silence_id)
+                done[silence_id] = queued
         return done
 
     def prune(self, *, delivered_before: datetime) -> int:
         """Delete deliveries delivered before `delivered_before`; returns how many."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             cursor = conn.execute(
                 "DELETE FROM outbox WHERE status = ? AND delivered_at < ?",
                 (DELIVERED, ts(delivered_before)),
@@ -278,18 +279,18 @@ class OutboxTable(Tables):
         return cursor.rowcount
 
     def _deliveries(self, where: str, params: tuple[Any, ...]) -> list[Delivery]:
-        with self._lock, self._errors("read"):
-            rows = self._conn.execute(f"{SELECT_DELIVERIES} {where}", params).fetchall()
+        with self.db.reading() as conn:
+            rows = conn.execute(f"{SELECT_DELIVERIES} {where}", params).fetchall()
         good, bad = decode_deliveries(rows)
         for id_, why in bad:
-            self._on_unreadable(f"outbox {id_}", why)
+            self.db.on_unreadable(f"outbox {id_}", why)
         return good
 
     def _update(
         self, delivery_id: int, sets: str, params: tuple[Any, ...], claim: str | None
     ) -> None:
         args = (*params, delivery_id, *(() if claim is None else (claim,)))
-        with self._write() as conn:
+        with self.db.write() as conn:
             cursor = conn.execute(mark(sets, claim, SQLITE), args)
         if cursor.rowcount == 0:
             raise LeaseLost(f"outbox row {delivery_id} is no longer pending under this claim")

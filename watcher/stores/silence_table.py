@@ -1,19 +1,21 @@
-"""The silences half of `StateStore`: add, list and expire silences, each also kept in the
-history as an event (kind `silence`). The CLI writes them while a daemon runs (SQLite's WAL
-and busy timeout let both write); the daemon reads them live, so no reload is needed."""
+"""The silences of `StateStore` (its `silence_table`): add, list and expire silences, each
+also kept in the history as an event (kind `silence`), and end them for the outbox. The CLI
+writes them while a daemon runs (SQLite's WAL and busy timeout let both write); the daemon
+reads them live, so no reload is needed."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from watcher.core.silences import Silence
 from watcher.stores.dialect import decoded
 from watcher.stores.rows import RowError, shown, text, ts, when
-from watcher.stores.tables import OnUnreadable, Tables
+from watcher.stores.tables import Db, OnUnreadable
 
 #: The events' job key and kind of silence records in the history.
 SILENCE_KEY = "silence"
@@ -22,14 +24,17 @@ SILENCE_EVENT = "silence"
 _COLUMNS = "id, job, kind, state, channel, comment, created_at, ends_at, expired_at, owner"
 
 
-class SilenceTable(Tables):
-    """Silences, over the connection and transactions `StateStore` provides."""
+@dataclass
+class SilenceTable:
+    """Silences, over the store's `Db`."""
+
+    db: Db
 
     def add_silence(self, silence: Silence, *, now: datetime) -> int:
         """Store a new silence (from `now` to its `ends_at`); returns its id."""
         if silence.ends_at is None:
             raise ValueError("a silence needs an end")
-        with self._write() as conn:
+        with self.db.write() as conn:
             cursor = conn.execute(
                 "INSERT INTO silences "
                 "(job, kind, state, channel, comment, created_at, ends_at, owner) "
@@ -51,7 +56,7 @@ class SilenceTable(Tables):
 
     def expire_silence(self, silence_id: int, *, now: datetime) -> bool:
         """End a silence now; False when there is no such silence still in force."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             cursor = conn.execute(
                 "UPDATE silences SET expired_at = ? WHERE id = ? AND expired_at IS NULL "
                 "AND ends_at > ?",
@@ -69,11 +74,28 @@ class SilenceTable(Tables):
             "" if include_ended else " WHERE ends_at > ? AND (expired_at IS NULL OR expired_at > ?)"
         )
         params = () if include_ended else (ts(now), ts(now))
-        with self._lock, self._errors("read"):
-            rows = self._conn.execute(
+        with self.db.reading() as conn:
+            rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM silences{where} ORDER BY id", params
             ).fetchall()
-        return silence_rows(rows, self._on_unreadable)
+        return silence_rows(rows, self.db.on_unreadable)
+
+    @staticmethod
+    def newly_ended(conn: sqlite3.Connection, now: datetime) -> list[int]:
+        """Inside a write transaction: the silences ended by `now` and not yet seen ended
+        (`mark_ended`), oldest first."""
+        rows = conn.execute(
+            "SELECT id FROM silences WHERE ended = 0 AND (ends_at <= ? "
+            "OR (expired_at IS NOT NULL AND expired_at <= ?)) ORDER BY id",
+            (ts(now), ts(now)),
+        ).fetchall()
+        return [int(silence_id) for (silence_id,) in rows]
+
+    @staticmethod
+    def mark_ended(conn: sqlite3.Connection, silence_id: int) -> None:
+        """Inside a write transaction: the silence has been seen ended (what it silenced and
+        is still open was queued afresh)."""
+        conn.execute("UPDATE silences SET ended = 1 WHERE id = ?", (silence_id,))
 
 
 def silence_rows(rows: Iterable[Sequence[Any]], tell: OnUnreadable) -> list[Silence]:

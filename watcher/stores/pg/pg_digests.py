@@ -3,6 +3,7 @@ with SQLite's statement and row mapping (`stores.dialect`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from watcher.core.delivery import Event
@@ -13,16 +14,19 @@ from watcher.stores.dialect import (
     digest_params,
     digest_rows,
 )
-from watcher.stores.pg.pg_tables import PgTables
+from watcher.stores.pg.pg_tables import PgDb
 
 
-class PgDigests(PgTables):
-    """digest_events."""
+@dataclass
+class PgDigests:
+    """digest_events, over the store's `PgDb`."""
+
+    db: PgDb
 
     async def digest_events(
         self, start: datetime, end: datetime, *, limit: int = MAX_DIGEST_EVENTS
     ) -> list[Event]:
         """See `stores.digest_table.DigestTable.digest_events`."""
         params = digest_params(start, end, limit, POSTGRES)
-        rows = await self._rows(POSTGRES.sql(SELECT_DIGEST), params)
-        return digest_rows(rows, self._on_unreadable)
+        rows = await self.db.rows(POSTGRES.sql(SELECT_DIGEST), params)
+        return digest_rows(rows, self.db.on_unreadable)

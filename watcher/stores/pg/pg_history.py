@@ -9,6 +9,7 @@ here, until the limit is reached or the period is exhausted.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -22,7 +23,8 @@ from watcher.stores.history_table import (
     silenced_rows,
 )
 from watcher.stores.outbox_table import DEAD, DELIVERED, SILENCED
-from watcher.stores.pg.pg_tables import Connection, PgTables
+from watcher.stores.pg.pg_leases import PgLeases
+from watcher.stores.pg.pg_tables import Connection, PgDb
 
 #: Events read per page while a job predicate filters them.
 PAGE: Final = 1000
@@ -31,8 +33,13 @@ _EVENTS = (
 )
 
 
-class PgHistory(PgTables):
-    """history, silenced, prune_history."""
+@dataclass
+class PgHistory:
+    """history, silenced, prune_history (under the fence of `leases`), over the
+    store's `PgDb`."""
+
+    db: PgDb
+    leases: PgLeases
 
     async def history(
         self,
@@ -42,7 +49,7 @@ class PgHistory(PgTables):
         limit: int = MAX_HISTORY,
     ) -> tuple[list[Entry], bool]:
         """See `stores.history_table.HistoryTable.history`."""
-        async with self._conn() as conn:
+        async with self.db.conn() as conn:
             if job is None:
                 cursor = await conn.execute(
                     f"{_EVENTS} WHERE observed_at >= %s ORDER BY observed_at DESC, id DESC "
@@ -57,11 +64,11 @@ class PgHistory(PgTables):
                 f"SELECT {TRACE_COLUMNS} FROM outbox WHERE event_id = ANY(%s) ORDER BY id", (ids,)
             )
             traced = await cursor.fetchall()
-        return entries(rows, traced, limit, self._on_unreadable)
+        return entries(rows, traced, limit, self.db.on_unreadable)
 
     async def silenced(self, *, limit: int = 100) -> tuple[int, list[Silenced]]:
         """How many deliveries are recorded as silenced, and the latest `limit` of them."""
-        async with self._conn() as conn:
+        async with self.db.conn() as conn:
             cursor = await conn.execute(
                 "SELECT count(*) FROM outbox WHERE status = %s", (SILENCED,)
             )
@@ -72,15 +79,15 @@ class PgHistory(PgTables):
                 (SILENCED, limit),
             )
             rows = await cursor.fetchall()
-        return (int(counted[0]) if counted else 0), silenced_rows(rows, self._on_unreadable)
+        return (int(counted[0]) if counted else 0), silenced_rows(rows, self.db.on_unreadable)
 
     async def prune_history(self, before: datetime) -> tuple[int, int]:
         """Delete what is older than `before`: settled deliveries created and settled before
         it, then the events observed before it that no remaining delivery points at
         (pending deliveries and their events are kept). Returns (events, deliveries)
         deleted, in one transaction, refused (`Fenced`) once this replica is deposed."""
-        async with self._tx() as conn:
-            await self._check_fence(conn)
+        async with self.db.tx() as conn:
+            await self.leases.check_fence(conn)
             cursor = await conn.execute(
                 "DELETE FROM outbox WHERE status IN (%s, %s, %s) AND created_at < %s "
                 "AND (delivered_at IS NULL OR delivered_at < %s)",

@@ -5,17 +5,19 @@ reference (`stores.lease_table`) and one clock for every replica: the database s
 Taking the lease is one `INSERT ... ON CONFLICT DO UPDATE ... WHERE` statement: the row is
 locked while it is decided, so of replicas racing for an expired lease exactly one gets it,
 at the next epoch, and the others see it held. A poll's write holds the row `FOR SHARE`
-(`PgTables._check_fence`), so a takeover waits for a write under the old epoch to end.
+(`PgLeases.check_fence`, called in the other tables' writes too), so a takeover waits for a
+write under the old epoch to end.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from watcher.core.errors import StoreError
-from watcher.core.lease import Lease, Replica
-from watcher.stores.lease_table import lease_row, replica_rows
-from watcher.stores.pg.pg_tables import PgTables, clean
+from watcher.core.lease import POLLER, Lease, Replica
+from watcher.stores.lease_table import Fence, lease_row, replica_rows
+from watcher.stores.pg.pg_tables import Connection, PgDb, clean
 from watcher.stores.rows import shown
 
 _LEASE_COLUMNS = "name, holder, epoch, expires_at, renewed_at"
@@ -48,22 +50,40 @@ _END_STUCK = (
 )
 
 
-class PgLeases(PgTables):
-    """acquire_lease, release_lease, lease, beat, replicas."""
+@dataclass
+class PgLeases:
+    """acquire_lease, release_lease, lease, beat, replicas over the store's `PgDb`, and the
+    check of the writes it `fenced`."""
+
+    db: PgDb
+    fenced: Fence
+
+    async def check_fence(self, conn: Connection) -> None:
+        """Inside a poll's write transaction (the other tables' too): refuse it when the
+        epoch has moved on.
+
+        FOR SHARE holds the lease row until the transaction ends, so a takeover (an UPDATE of
+        the row) waits for this write, and every write after the takeover sees the new epoch.
+        """
+        if self.fenced.epoch is not None:
+            cursor = await conn.execute(
+                "SELECT holder, epoch FROM leases WHERE name = %s FOR SHARE", (POLLER,)
+            )
+            self.fenced.check(await cursor.fetchone())
 
     async def acquire_lease(self, name: str, holder: str, *, ttl: timedelta) -> Lease:
         """See `ports.Leases.acquire_lease`."""
         params = {"name": clean(name), "holder": clean(holder), "ttl": ttl}
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             # Never wait long on the row: a lock held by a frozen replica is ended by the
             # server (`idle_in_transaction_session_timeout`); the next check tries again.
-            wait = f"{max(1, round(self.hold_timeout * 1000))}ms"
+            wait = f"{max(1, round(self.db.hold_timeout * 1000))}ms"
             await conn.execute("SELECT set_config('lock_timeout', %s, true)", (wait,))
             # A replica frozen mid-write holds the row, and the idle timeout does not reach
             # it when it froze inside a pipeline (before its Sync): end it first, if its
             # lease is over, so the takeover does not wait for the thaw.
             await conn.execute(
-                _END_STUCK, {"name": clean(name), "held": timedelta(seconds=self.hold_timeout)}
+                _END_STUCK, {"name": clean(name), "held": timedelta(seconds=self.db.hold_timeout)}
             )
             cursor = await conn.execute(_ACQUIRE, params)
             row = await cursor.fetchone()
@@ -78,7 +98,7 @@ class PgLeases(PgTables):
 
     async def release_lease(self, name: str, holder: str) -> None:
         """See `ports.Leases.release_lease`."""
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             await conn.execute(
                 "UPDATE leases SET expires_at = clock_timestamp() WHERE name = %s AND holder = %s",
                 (clean(name), clean(holder)),
@@ -86,7 +106,7 @@ class PgLeases(PgTables):
 
     async def lease(self, name: str) -> Lease | None:
         """The lease row, or None when no replica ever took it."""
-        async with self._conn() as conn:
+        async with self.db.conn() as conn:
             cursor = await conn.execute(
                 f"SELECT {_LEASE_COLUMNS} FROM leases WHERE name = %s", (clean(name),)
             )
@@ -96,8 +116,8 @@ class PgLeases(PgTables):
     async def beat(self, holder: str, *, role: str, started_at: datetime) -> None:
         """See `ports.Leases.beat`."""
         if started_at.utcoffset() is None:
-            raise StoreError(f"cannot write state database {self.display}: naive started_at")
-        async with self._tx() as conn:
+            raise StoreError(f"cannot write state database {self.db.display}: naive started_at")
+        async with self.db.tx() as conn:
             await conn.execute(
                 "INSERT INTO replicas (holder, role, started_at, seen_at) "
                 "VALUES (%s, %s, %s, clock_timestamp()) "
@@ -108,7 +128,7 @@ class PgLeases(PgTables):
 
     async def replicas(self, *, seen_within: timedelta) -> list[Replica]:
         """See `ports.Leases.replicas`."""
-        async with self._conn() as conn:
+        async with self.db.conn() as conn:
             # Ordered by the characters (COLLATE "C"), as SQLite orders them.
             cursor = await conn.execute(
                 "SELECT holder, role, started_at, seen_at FROM replicas "
@@ -117,4 +137,4 @@ class PgLeases(PgTables):
                 (seen_within,),
             )
             rows = await cursor.fetchall()
-        return replica_rows(rows, self._on_unreadable)
+        return replica_rows(rows, self.db.on_unreadable)

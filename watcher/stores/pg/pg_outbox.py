@@ -19,6 +19,7 @@ exclusive without one writer. Every transaction is READ COMMITTED:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Unpack
 
@@ -39,7 +40,8 @@ from watcher.stores.dialect import (
     target_claim_options,
 )
 from watcher.stores.outbox_table import DEAD, DELIVERED, HELD, PENDING, SILENCED
-from watcher.stores.pg.pg_tables import Connection, PgTables, clean
+from watcher.stores.pg.pg_silences import PgSilences
+from watcher.stores.pg.pg_tables import Connection, PgDb, clean
 from watcher.stores.rows import HORIZON, decode_deliveries, prefixed
 
 #: An outbox row with its event (NULLs for a row without one); jsonb read as text for the
@@ -61,8 +63,13 @@ _CLAIMABLE = (
 )
 
 
-class PgOutbox(PgTables):
-    """claim, claim_target, settles, holds, stats, prune, announce_after_silences."""
+@dataclass
+class PgOutbox:
+    """claim, claim_target, settles, holds, stats, prune, announce_after_silences (the
+    silences ended read and marked through `silences`), over the store's `PgDb`."""
+
+    db: PgDb
+    silences: PgSilences
 
     async def due(self, now: datetime, *, limit: int = 100) -> list[Delivery]:
         """Pending deliveries whose next attempt is at or before `now`, oldest first."""
@@ -84,7 +91,7 @@ class PgOutbox(PgTables):
             "holder": holder,
             "until": now + lease,
         }
-        async with self._tx("claim in") as conn:
+        async with self.db.tx("claim in") as conn:
             cursor = await conn.execute(
                 "WITH picked AS (SELECT o.id FROM outbox AS o WHERE "
                 f"{_CLAIMABLE} AND o.url_key <> ALL(%(busy)s::text[]) ORDER BY o.id "
@@ -96,7 +103,7 @@ class PgOutbox(PgTables):
             )
             ids = sorted(int(row[0]) for row in await cursor.fetchall())
             good, bad = await self._take(conn, ids)
-        return claimed(good, bad, holder, self._on_unreadable)
+        return claimed(good, bad, holder, self.db.on_unreadable)
 
     async def claim_target(
         self, url_key: str, now: datetime, **options: Unpack[TargetClaim]
@@ -107,7 +114,7 @@ class PgOutbox(PgTables):
         left, and so are their job's later rows."""
         holder, lease, limit, whole_target = target_claim_options(options)
         params = {"now": now, "horizon": now + HORIZON, "url_key": url_key, "held": HELD}
-        async with self._tx("claim in") as conn:
+        async with self.db.tx("claim in") as conn:
             cursor = await conn.execute(
                 "SELECT o.id FROM outbox AS o WHERE o.url_key = %(url_key)s "
                 f"AND o.status = '{PENDING}' ORDER BY o.id FOR UPDATE OF o SKIP LOCKED",
@@ -135,7 +142,7 @@ class PgOutbox(PgTables):
                 (holder, now + lease, ids),
             )
             good, bad = await self._take(conn, ids)
-        return claimed(good, bad, holder, self._on_unreadable)
+        return claimed(good, bad, holder, self.db.on_unreadable)
 
     async def _take(
         self, conn: Connection, ids: Sequence[int]
@@ -161,7 +168,7 @@ class PgOutbox(PgTables):
         Only for a store with one process: on PostgreSQL other replicas' claims may be live,
         so the runtime calls this only when `single_process` is true (never for `PgStore`,
         whose abandoned claims end with their lease instead)."""
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             cursor = await conn.execute(
                 "UPDATE outbox SET claim = '', claimed_until = NULL WHERE claim <> ''"
             )
@@ -172,7 +179,7 @@ class PgOutbox(PgTables):
         ids = sorted(set(delivery_ids))
         if not ids:
             return
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             await conn.execute(
                 "UPDATE outbox SET claim = '', claimed_until = NULL "
                 f"WHERE id = ANY(%s) AND status = '{PENDING}' AND claim = %s",
@@ -182,7 +189,7 @@ class PgOutbox(PgTables):
     async def next_due_at(self) -> datetime | None:
         """When the earliest pending delivery is due (a claimed one when its lease ends), or
         None if nothing is pending."""
-        async with self._conn() as conn:
+        async with self.db.conn() as conn:
             cursor = await conn.execute(
                 "SELECT min(greatest(next_attempt_at, claimed_until)) FROM outbox "
                 "WHERE status = %s",
@@ -193,7 +200,7 @@ class PgOutbox(PgTables):
 
     async def outbox_stats(self) -> tuple[int, datetime | None]:
         """How many deliveries are pending, and when the oldest of them was created."""
-        async with self._conn() as conn:
+        async with self.db.conn() as conn:
             cursor = await conn.execute(
                 "SELECT count(*), min(created_at) FROM outbox WHERE status = %s", (PENDING,)
             )
@@ -247,7 +254,7 @@ class PgOutbox(PgTables):
             status = DEAD if mark.kind is MarkKind.DEAD else PENDING
             sets = "attempts = attempts + 1, status = %s, next_attempt_at = %s, last_error = %s"
             params = (status, mark.at, clean(mark.error))
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             # One UPDATE: it waits for a row another replica is claiming, then re-checks; a
             # short count rolls the whole batch back (the exception leaves the transaction).
             cursor = await conn.execute(
@@ -268,14 +275,8 @@ class PgOutbox(PgTables):
         ended, how many rows were queued. Each silence is ended once, whichever replica
         gets to it: its row is locked (SKIP LOCKED) until the transaction ends."""
         done: dict[int, int] = {}
-        async with self._tx() as conn:
-            cursor = await conn.execute(
-                "SELECT id FROM silences WHERE NOT ended AND (ends_at <= %s "
-                "OR (expired_at IS NOT NULL AND expired_at <= %s)) ORDER BY id "
-                "FOR UPDATE SKIP LOCKED",
-                (now, now),
-            )
-            for (silence_id,) in await cursor.fetchall():
+        async with self.db.tx() as conn:
+            for silence_id in await self.silences.newly_ended(conn, now):
                 rows = await conn.execute(_STILL_OPEN, (silence_id, SILENCED))
                 queued = 0
                 for event_id, *copied in await rows.fetchall():
@@ -289,13 +290,13 @@ class PgOutbox(PgTables):
                         (*copied, now, PENDING, now, event_id, event_id, copied[2], PENDING),
                     )
                     queued += inserted.rowcount
-                await conn.execute("UPDATE silences SET ended = true WHERE id = %s", (silence_id,))
-                done[int(silence_id)] = queued
+                await self.silences.mark_ended(conn, silence_id)
+                done[silence_id] = queued
         return done
 
     async def prune(self, *, delivered_before: datetime) -> int:
         """Delete deliveries delivered before `delivered_before`; returns how many."""
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             cursor = await conn.execute(
                 "DELETE FROM outbox WHERE status = %s AND delivered_at < %s",
                 (DELIVERED, delivered_before),
@@ -303,19 +304,19 @@ class PgOutbox(PgTables):
         return cursor.rowcount
 
     async def _deliveries(self, where: str, params: tuple[Any, ...]) -> list[Delivery]:
-        async with self._conn() as conn:
+        async with self.db.conn() as conn:
             cursor = await conn.execute(f"{_SELECT} {where}", params)
             rows = await cursor.fetchall()
         good, bad = decode_deliveries(rows)
         for id_, why in bad:
-            self._on_unreadable(f"outbox {id_}", why)
+            self.db.on_unreadable(f"outbox {id_}", why)
         return good
 
     async def _update(
         self, delivery_id: int, sets: str, params: tuple[Any, ...], claim: str | None
     ) -> None:
         args = (*params, delivery_id, *(() if claim is None else (claim,)))
-        async with self._tx() as conn:
+        async with self.db.tx() as conn:
             cursor = await conn.execute(mark(sets, claim, POSTGRES), args)
         if cursor.rowcount == 0:
             raise LeaseLost(f"outbox row {delivery_id} is no longer pending under this claim")

@@ -4,7 +4,12 @@ The same ports and the same guarantees as the SQLite store (`stores.aio.AsyncSto
 by one contract suite (`tests/test_store_contract*.py`) run on both. Native async: psycopg 3
 through a `psycopg_pool.AsyncConnectionPool`; a connection cut by the server
 (`pg_terminate_backend`, a restart) costs one failed call (then the idle ones are tested and
-the dead replaced at once: `PgTables._drop_broken`), not the daemon. Errors leave as one-line `StoreError`s naming the database without its password.
+the dead replaced at once: `PgDb._drop_broken`), not the daemon. Errors leave as one-line
+`StoreError`s naming the database without its password.
+
+`PgStore` opens the pool (`pg_tables.PgDb`), migrates the schema (`migrations`) and composes
+the tables over it, one object each (`state`, `pg_outbox`, `pg_silences`, `pg_history`,
+`pg_digests`, `pg_leases`); each method of the store is one of a table's (`Forward`).
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from watcher.core.errors import StoreError
+from watcher.stores.forward import Forward
+from watcher.stores.lease_table import Fence
 from watcher.stores.pg.migrations import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 from watcher.stores.pg.pg_digests import PgDigests
 from watcher.stores.pg.pg_history import PgHistory
 from watcher.stores.pg.pg_leases import PgLeases
 from watcher.stores.pg.pg_outbox import PgOutbox
 from watcher.stores.pg.pg_silences import PgSilences
-from watcher.stores.pg.pg_tables import Connection, PgTables, reason
+from watcher.stores.pg.pg_tables import Connection, PgDb, reason
 from watcher.stores.pg.state import PgState
 from watcher.stores.pg.url import display_url
 from watcher.stores.tables import OnUnreadable, ignore
@@ -48,7 +55,7 @@ HOLD_TIMEOUT = 5.0
 POOL_SIZE = 4
 
 
-class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgTables):
+class PgStore:
     """The `StateRepo`, `Outbox` and `Leases` ports on PostgreSQL. Open with `PgStore.open`,
     close with `aclose()`."""
 
@@ -57,10 +64,34 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
     migrated_from: int = 0
     schema_version = SCHEMA_VERSION
 
-    def __init__(self, pool: AsyncConnectionPool[Connection], *, display: str) -> None:
-        self._pool = pool
-        self.display = display
-        self._on_unreadable: OnUnreadable = ignore
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Connection],
+        *,
+        display: str,
+        hold_timeout: float = HOLD_TIMEOUT,
+        on_unreadable: OnUnreadable = ignore,
+    ) -> None:
+        self.db = PgDb(
+            pool=pool, display=display, hold_timeout=hold_timeout, on_unreadable=on_unreadable
+        )
+        self.write_fence = Fence()
+        self.lease_table = PgLeases(self.db, self.write_fence)
+        self.state_table = PgState(self.db, self.lease_table)
+        self.silence_table = PgSilences(self.db)
+        self.outbox_table = PgOutbox(self.db, self.silence_table)
+        self.history_table = PgHistory(self.db, self.lease_table)
+        self.digest_table = PgDigests(self.db)
+
+    @property
+    def display(self) -> str:
+        """The database as logs and errors show it: no password, ever."""
+        return self.db.display
+
+    @property
+    def hold_timeout(self) -> float:
+        """Seconds a transaction may idle holding locks, and a lease check wait for one."""
+        return self.db.hold_timeout
 
     @classmethod
     async def open(
@@ -113,13 +144,11 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
             timeout=POOL_TIMEOUT,
             name="fireworks-watcher",
         )
-        store = cls(pool, display=display)
-        store.hold_timeout = hold_timeout
-        store._on_unreadable = on_unreadable
+        store = cls(pool, display=display, hold_timeout=hold_timeout, on_unreadable=on_unreadable)
         try:
             # One connection first, on its own: its error says why (a wrong password, no
             # such database), where the pool's would only say it timed out.
-            with store._errors("open"):
+            with store.db.errors("open"):
                 probe = await psycopg.AsyncConnection.connect(url, **kwargs)
                 await probe.close()
                 await pool.open(wait=True, timeout=POOL_TIMEOUT)
@@ -131,7 +160,7 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
 
     async def aclose(self) -> None:
         """Close the pool; further calls raise `StoreError`."""
-        await self._pool.close()
+        await self.db.pool.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -139,11 +168,58 @@ class PgStore(PgState, PgOutbox, PgSilences, PgHistory, PgDigests, PgLeases, PgT
     async def __aexit__(self, *_: object) -> None:
         await self.aclose()
 
+    # -- the tables' methods ----------------------------------------------------------------
+
+    last = Forward("state_table", PgState.last)
+    last_all = Forward("state_table", PgState.last_all)
+    record = Forward("state_table", PgState.record)
+    flag = Forward("state_table", PgState.flag)
+    flags = Forward("state_table", PgState.flags)
+    forget = Forward("state_table", PgState.forget)
+    since_all = Forward("state_table", PgState.since_all)
+    polled_all = Forward("state_table", PgState.polled_all)
+    open_conditions = Forward("state_table", PgState.open_conditions)
+    reminder_times = Forward("state_table", PgState.reminder_times)
+
+    due = Forward("outbox_table", PgOutbox.due)
+    claim = Forward("outbox_table", PgOutbox.claim)
+    claim_target = Forward("outbox_table", PgOutbox.claim_target)
+    release_claims = Forward("outbox_table", PgOutbox.release_claims)
+    release = Forward("outbox_table", PgOutbox.release)
+    next_due_at = Forward("outbox_table", PgOutbox.next_due_at)
+    outbox_stats = Forward("outbox_table", PgOutbox.outbox_stats)
+    undelivered = Forward("outbox_table", PgOutbox.undelivered)
+    mark_delivered = Forward("outbox_table", PgOutbox.mark_delivered)
+    mark_retry = Forward("outbox_table", PgOutbox.mark_retry)
+    mark_dead = Forward("outbox_table", PgOutbox.mark_dead)
+    mark_silenced = Forward("outbox_table", PgOutbox.mark_silenced)
+    hold = Forward("outbox_table", PgOutbox.hold)
+    settle_many = Forward("outbox_table", PgOutbox.settle_many)
+    announce_after_silences = Forward("outbox_table", PgOutbox.announce_after_silences)
+    prune = Forward("outbox_table", PgOutbox.prune)
+
+    add_silence = Forward("silence_table", PgSilences.add_silence)
+    expire_silence = Forward("silence_table", PgSilences.expire_silence)
+    silences = Forward("silence_table", PgSilences.silences)
+
+    history = Forward("history_table", PgHistory.history)
+    silenced = Forward("history_table", PgHistory.silenced)
+    prune_history = Forward("history_table", PgHistory.prune_history)
+
+    digest_events = Forward("digest_table", PgDigests.digest_events)
+
+    fence = Forward("write_fence", Fence.fence)
+    acquire_lease = Forward("lease_table", PgLeases.acquire_lease)
+    release_lease = Forward("lease_table", PgLeases.release_lease)
+    lease = Forward("lease_table", PgLeases.lease)
+    beat = Forward("lease_table", PgLeases.beat)
+    replicas = Forward("lease_table", PgLeases.replicas)
+
     async def _migrate(self, *, apply: bool) -> int:
         """Create or upgrade the schema, once however many replicas start together; refuse a
         database from a newer version (and, unless `apply`, one that is behind). Returns the
         version found."""
-        async with self._tx("open") as conn:
+        async with self.db.tx("open") as conn:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
