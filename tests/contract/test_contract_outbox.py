@@ -46,8 +46,6 @@ def entry(
         channel="team",
         url_key=url_key,
         url_display=f"json://{url_key}",
-        title=f"{job}: → {new_state}",
-        body="body",
         old_state="PENDING",
         new_state=new_state,
         created_at=created,
@@ -451,12 +449,20 @@ async def test_three_replicas_claiming_at_once_deliver_each_row_once_in_order(
     await _seed(replicas[0])
     sent: list[tuple[str, str, int]] = []
     senders: set[str] = set()
+    # Each holds its first claim until all three have one: however the threads or the
+    # connections are scheduled, the three claim side by side (7 rows each of 300).
+    everyone_claimed = anyio.Event()
 
     async def dispatcher(store: Store, name: str) -> None:
         while (await store.outbox_stats())[0]:
-            for delivery in await store.claim(NOW, holder=name, lease=LEASE, limit=7):
-                sent.append((delivery.entry.url_key, delivery.entry.job_key, delivery.id))
+            claimed = await store.claim(NOW, holder=name, lease=LEASE, limit=7)
+            if claimed and name not in senders:
                 senders.add(name)
+                if len(senders) == len(replicas):
+                    everyone_claimed.set()
+                await everyone_claimed.wait()
+            for delivery in claimed:
+                sent.append((delivery.entry.url_key, delivery.entry.job_key, delivery.id))
                 await store.mark_delivered(delivery.id, now=NOW, claim=name)
 
     with anyio.fail_after(50):

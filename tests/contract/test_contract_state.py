@@ -51,12 +51,10 @@ def entry(channel: str = "team", *, ev: Event | None = None, **fields: Any) -> O
         "channel": channel,
         "url_key": f"key-{channel}",
         "url_display": f"json://{channel}",
-        "title": "sft/a: RUNNING → COMPLETED",
-        "body": "done",
         "old_state": "RUNNING",
         "new_state": "COMPLETED",
         "created_at": T0,
-        "event": ev,
+        "event": ev or Event("sft/a", "RUNNING", "COMPLETED", T0, (("reason", "done"),)),
     }
     values.update(fields)
     return OutboxEntry(**values)
@@ -104,7 +102,11 @@ class TestJobs:
 
         await any_store.record(
             Decision(
-                [hostile], [entry(ev=ev, body="b\x00dy")], now=T0, events=[ev], flags={"n": "\x00"}
+                [hostile],
+                [entry(ev=ev, url_display="json://b\x00dy")],
+                now=T0,
+                events=[ev],
+                flags={"n": "\x00"},
             )
         )
 
@@ -250,7 +252,7 @@ class TestRecordIsOneTransaction:
     async def test_a_bad_entry_writes_nothing(self, any_store: Store) -> None:
         """An entry the store cannot hold (a title that is not text) fails the whole record:
         no snapshot, flag, time, condition, reminder or event of it is stored."""
-        bad = entry(ev=event(), title=123)
+        bad = entry(ev=event(), url_display=123)
 
         with pytest.raises(StoreError):
             await any_store.record(

@@ -216,9 +216,7 @@ class TestText:
         """A NUL from the API in a snapshot, an event's fields and an entry's text is stored
         (PostgreSQL's text and jsonb refuse it) as U+FFFD."""
         ev = Event("sft/a", "RUNNING", "FAILED", T0, (("message", "x\x00y"),))
-        entry = OutboxEntry(
-            "sft/a", "team", "k", "json://h", "t\x00", "b\x00", "RUNNING", "FAILED", T0, ev
-        )
+        entry = OutboxEntry("sft/a", "team", "k", "json://h\x00", "RUNNING", "FAILED", T0, ev)
         hostile = JobSnapshot(
             ref=JobRef(JobKind.SFT, "a"), account_id="acme", state="FAILED", reason="r\x00"
         )
@@ -227,9 +225,9 @@ class TestText:
 
         async with store.db.conn() as conn:
             fields = await (await conn.execute("SELECT fields->>'message' FROM events")).fetchone()
-            texts = await (await conn.execute("SELECT title, body FROM outbox")).fetchone()
+            texts = await (await conn.execute("SELECT url_display FROM outbox")).fetchone()
         assert ("x\ufffdy",) == fields
-        assert ("t\ufffd", "b\ufffd") == texts
+        assert ("json://h\ufffd",) == texts
         assert "r\ufffd" == (await store.last_all())["sft/a"].reason
 
     async def test_each_entry_points_at_its_own_event(self, store: PgStore) -> None:
@@ -239,9 +237,7 @@ class TestText:
             for i, state in enumerate(["COMPLETED", "FAILED", "CANCELLED", "DELETED"])
         ]
         entries = [
-            OutboxEntry(
-                ev.job_key, channel, "k", "json://h", "", "", "RUNNING", ev.new_state, T0, ev
-            )
+            OutboxEntry(ev.job_key, channel, "k", "json://h", "RUNNING", ev.new_state, T0, ev)
             for ev in reversed(events)
             for channel in ("one", "two")
         ]

@@ -39,11 +39,17 @@ def entry(job_key: str = "dpo/my-job", *, minutes: int = 0, **fields: Any) -> Ou
         "channel": "ml-team",
         "url_key": hashlib.sha256(SECRET_URL.encode()).hexdigest(),
         "url_display": "slack://h...n/T1234/B5678/#ml-alerts",
-        "title": f"{job_key}: RUNNING → COMPLETED",
-        "body": "done",
         "old_state": "RUNNING",
         "new_state": "COMPLETED",
         "created_at": T0 + timedelta(minutes=minutes),
+        "event": Event(
+            job_key,
+            "RUNNING",
+            "COMPLETED",
+            T0 + timedelta(minutes=minutes),
+            (("body", "done"), ("title", f"{job_key}: RUNNING → COMPLETED")),
+            notice=True,
+        ),
     }
     values.update(fields)
     return OutboxEntry(**values)
@@ -196,7 +202,9 @@ class TestRecord:
                 other.close()
 
     @pytest.mark.parametrize(
-        "bad", [{"title": 42}, {"body": b"bytes"}, {"url_key": None}], ids=["int", "bytes", "none"]
+        "bad",
+        [{"channel": 42}, {"url_display": b"bytes"}, {"url_key": None}],
+        ids=["int", "bytes", "none"],
     )
     def test_bad_entry_rolls_back_snapshot(self, store: StateStore, bad: dict[str, Any]) -> None:
         """An entry that cannot be written undoes the snapshot upsert of the same call."""
@@ -512,7 +520,7 @@ class TestFlagsAndStats:
     def test_flags_roll_back_with_the_transaction(self, store: StateStore) -> None:
         """A record that fails writes no flag either."""
         with pytest.raises(StoreError):
-            store.record(Decision([], [entry(title=7)], now=T0, flags={"f": "1"}))
+            store.record(Decision([], [entry(channel=7)], now=T0, flags={"f": "1"}))
 
         assert store.flag("f") is None
 
@@ -662,9 +670,9 @@ class TestMigration:
             rows = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
 
         assert ("RUNNING", "A", "1") == (snapshot.state, snapshot.display_name, flag)
-        # A row from before events existed keeps its text: it is sent as written.
-        assert [("a: PENDING → RUNNING", 2, None)] == [
-            (d.entry.title, d.attempts, d.entry.event) for d in pending
+        # A row from before events existed keeps its text: it is sent as written, like a notice.
+        assert [("a: PENDING → RUNNING", 2, True)] == [
+            (d.entry.event.field_map()["title"], d.attempts, d.entry.event.notice) for d in pending
         ]
         assert (str(StateStore.SCHEMA_VERSION), 2) == (version[0], rows[0])
 

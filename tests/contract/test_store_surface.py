@@ -116,8 +116,6 @@ async def test_one_write_is_read_back_whole(any_store: Store) -> None:
         channel="team",
         url_key="k",
         url_display="json://x",
-        title="",
-        body="",
         old_state="RUNNING",
         new_state="FAILED",
         created_at=T0,

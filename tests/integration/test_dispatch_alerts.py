@@ -96,8 +96,6 @@ class Rig:
             self.channel.name,
             target.url_key,
             target.url_display,
-            "",
-            "",
             old,
             new,
             at,
@@ -250,16 +248,7 @@ def test_announce_queues_only_conditions_still_open(tmp_path: Path) -> None:
             cond = Condition(f"sft/{job}", ConditionName.STALLED, T0, "no progress")
             notice = condition_notice(cond, None)
             entry = OutboxEntry(
-                notice.job_key,
-                "team",
-                "k",
-                "json://x",
-                "",
-                "",
-                "",
-                notice.new_state,
-                T0,
-                notice.event(T0),
+                notice.job_key, "team", "k", "json://x", "", notice.new_state, T0, notice.event(T0)
             )
             store.record(Decision([], [entry], now=T0, opened=[cond]))
             rows.append(cond)
@@ -453,8 +442,6 @@ def plain_entry(job: str, new: str, *, at: datetime = T0, wait: float | None = N
         "team",
         "k",
         "json://x",
-        "",
-        "",
         "RUNNING",
         new,
         at,

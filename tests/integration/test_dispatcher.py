@@ -17,6 +17,7 @@ from tests.support.waiting import DEADLINE, wait_until_async
 from watcher import app, config
 from watcher.core.delivery import (
     Delivery,
+    Event,
     Mark,
     MarkKind,
     OutboxEntry,
@@ -180,11 +181,17 @@ def delivery(attempts: int = 0, *, age: float = 0.0) -> Delivery:
         channel="team",
         url_key="k",
         url_display="json://x",
-        title="t",
-        body="b",
         old_state="RUNNING",
         new_state="COMPLETED",
         created_at=T0 - timedelta(seconds=age),
+        event=Event(
+            "dpo/a",
+            "RUNNING",
+            "COMPLETED",
+            T0 - timedelta(seconds=age),
+            (("title", "t"), ("body", "b")),
+            notice=True,
+        ),
     )
     return Delivery(
         id=1, entry=entry, attempts=attempts, next_attempt_at=T0, last_error="", status="pending"

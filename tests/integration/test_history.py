@@ -31,8 +31,7 @@ def event(key: str, old: str, new: str, at: datetime, kind: str = "", **fields: 
 
 
 def entry(e: Event, channel: str = "ml-team", url: str = URL) -> OutboxEntry:
-    return OutboxEntry(e.job_key, channel, f"key-{channel}-{url}", url, "", "", e.old_state,
-                       e.new_state, e.observed_at, event=e)  # fmt: skip
+    return OutboxEntry(e.job_key, channel, f"key-{channel}-{url}", url, e.old_state, e.new_state, e.observed_at, event=e)  # fmt: skip
 
 
 def set_status(path: Path, status: str, *ids: int, silence_id: int | None = None) -> None:

@@ -70,10 +70,7 @@ def seed(path: Path, url: str, at: datetime = T0) -> None:
             job = "job-b" if token == "other" else "job-a"
             fields = {"display_name": token, "job_id": job, "kind": "dpo", "state": "COMPLETED"}
             event = Event(f"dpo/{job}", "RUNNING", "COMPLETED", at, tuple(sorted(fields.items())))
-            entry = OutboxEntry(
-                f"dpo/{job}", "team", target.url_key, target.url_display, "", "", "RUNNING",
-                "COMPLETED", at, event,
-            )  # fmt: skip
+            entry = OutboxEntry(f"dpo/{job}", "team", target.url_key, target.url_display, "RUNNING", "COMPLETED", at, event)  # fmt: skip
             store.record(Decision([], [entry], now=at))
 
 

@@ -149,7 +149,16 @@ def test_pushback_reads_apprises_warnings(problem: str, expected: Pushback) -> N
 
 def _row(attempts: int = 0, *, days: float = 0.0) -> Delivery:
     created = T0 - timedelta(days=days)
-    entry = OutboxEntry("dpo/a", "team", "k", "json://x", "t", "b", "A", "B", created)
+    entry = OutboxEntry(
+        "dpo/a",
+        "team",
+        "k",
+        "json://x",
+        "A",
+        "B",
+        created,
+        event=Event("dpo/a", "A", "B", created, (("title", "t"), ("body", "b")), notice=True),
+    )
     return Delivery(1, entry, attempts, T0, "", "pending")
 
 
@@ -219,9 +228,7 @@ def _entry(
     fields = {"job_id": job, "display_name": job, "kind": "sft", "old_state": "RUNNING"}
     fields["new_state"] = "COMPLETED"
     event = Event(f"sft/{job}", "RUNNING", "COMPLETED", at, tuple(sorted(fields.items())))
-    return OutboxEntry(
-        f"sft/{job}", channel, url_key, display, "", "", "RUNNING", "COMPLETED", at, event
-    )
+    return OutboxEntry(f"sft/{job}", channel, url_key, display, "RUNNING", "COMPLETED", at, event)
 
 
 async def test_released_rows_are_claimable_again_as_they_were(stores: OpenStore) -> None:

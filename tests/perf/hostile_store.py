@@ -70,10 +70,7 @@ def seed(path: Path, url: str, rows: int, every: int) -> None:
         for i in range(rows):
             fields = (("display_name", f"n{i}"), ("job_id", f"job-{i % 30}"), ("kind", "dpo"))
             event = Event(f"dpo/job-{i % 30}", "RUNNING", "COMPLETED", now, fields)
-            entry = OutboxEntry(
-                f"dpo/job-{i % 30}", "team", target.url_key, target.url_display, "", "",
-                "RUNNING", "COMPLETED", now, event,
-            )  # fmt: skip
+            entry = OutboxEntry(f"dpo/job-{i % 30}", "team", target.url_key, target.url_display, "RUNNING", "COMPLETED", now, event)  # fmt: skip
             store.record(Decision([], [entry], now=now))
     conn = sqlite3.connect(path, isolation_level=None)
     for n, row in enumerate(range(1, rows + 1, every)):

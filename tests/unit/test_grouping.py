@@ -46,7 +46,7 @@ def row(
             "status_message": message,
         }
     event = Event(f"sft/{job}", old, new, NOW, tuple(sorted(fields.items())), bool(notice))
-    entry = OutboxEntry(f"sft/{job}", "team", "k", "json://x", "", "", old, new, NOW, event)
+    entry = OutboxEntry(f"sft/{job}", "team", "k", "json://x", old, new, NOW, event)
     return Delivery(id_, entry, attempts, NOW, "", "pending", "me")
 
 

@@ -38,7 +38,7 @@ def config(tmp_path: Path, now: datetime) -> Path:
     dpo = JobSnapshot(JobRef(JobKind.DPO, "my-dpo"), "acct", "FAILED", status_code="INTERNAL")
     failed = Event("dpo/my-dpo", "RUNNING", "FAILED", now, (("job_id", "my-dpo"),))
     rows = [
-        OutboxEntry("dpo/my-dpo", team, f"k-{team}", URL, "", "", "RUNNING", "FAILED", now, failed)
+        OutboxEntry("dpo/my-dpo", team, f"k-{team}", URL, "RUNNING", "FAILED", now, failed)
         for team in ("ml-team", "oncall")
     ]
     with StateStore.open(path) as store:

@@ -143,7 +143,7 @@ def test_log_lines_name_the_short_url() -> None:
     """`notify.sent`, `notify.failed` and `notify.dead` share `log_fields`: their `url` is short."""
     from datetime import UTC, datetime
 
-    from watcher.core.delivery import Delivery, OutboxEntry
+    from watcher.core.delivery import Delivery, Event, OutboxEntry
     from watcher.runtime.lanes import log_fields
 
     entry = OutboxEntry(
@@ -151,11 +151,17 @@ def test_log_lines_name_the_short_url() -> None:
         channel="team",
         url_key="k",
         url_display=f"json://bot:****@h:9/hook?method=POST&{COMMON}&+X-Key=****",
-        title="t",
-        body="b",
         old_state="RUNNING",
         new_state="COMPLETED",
         created_at=datetime(2026, 12, 1, tzinfo=UTC),
+        event=Event(
+            "dpo/a",
+            "RUNNING",
+            "COMPLETED",
+            datetime(2026, 12, 1, tzinfo=UTC),
+            (("title", "t"), ("body", "b")),
+            notice=True,
+        ),
     )
     row = Delivery(
         id=7, entry=entry, attempts=0, next_attempt_at=entry.created_at, last_error="", status="x"

@@ -178,8 +178,6 @@ def outbox_entries(
                 channel=channel.name,
                 url_key=target.url_key,
                 url_display=target.url_display,
-                title="",
-                body="",
                 old_state=transition.old_state,
                 new_state=transition.new_state,
                 created_at=transition.observed_at,

@@ -76,4 +76,4 @@ class Decision:
     @property
     def every_event(self) -> list[Event]:
         """The events to store, each once: `events`, then the entries' own, in order."""
-        return list(dict.fromkeys([*self.events, *(e.event for e in self.entries if e.event)]))
+        return list(dict.fromkeys([*self.events, *(e.event for e in self.entries)]))

@@ -108,22 +108,17 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """A notification to deliver to one target, written with the transition that caused it.
-
-    Entries with an `event` are rendered from it when sent (with the channel's templates then
-    in force); `title` and `body` are the text of older rows written before events existed.
-    """
+    """A notification to deliver to one target, written with the event that caused it: it is
+    rendered from the event when sent, with the channel's templates then in force."""
 
     job_key: str
     channel: str
     url_key: str
     url_display: str
-    title: str
-    body: str
     old_state: str
     new_state: str
     created_at: datetime
-    event: Event | None = None
+    event: Event
     #: First due then rather than at `created_at` (a channel's `group_wait` holds it).
     not_before: datetime | None = None
 

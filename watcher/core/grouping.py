@@ -122,10 +122,8 @@ def select_claims(candidates: Sequence[Candidate], *, whole_target: bool) -> lis
 
 def render_entry(entry: OutboxEntry, channel: Channel | None) -> Message:
     """The text of one delivery, rendered now from its event with the channel's templates (a
-    notice keeps its stored text, as does a row from before events existed)."""
+    notice keeps its stored text)."""
     event = entry.event
-    if event is None:
-        return Message(entry.title, entry.body)
     fields = event.field_map()
     if event.notice:
         return Message(fields.get("title", ""), fields.get("body", ""))
@@ -225,14 +223,14 @@ def _units(rows: Sequence[Delivery], channel: Channel) -> list[Unit]:
 
 def _values(row: Delivery) -> dict[str, str]:
     """Every message field of a transition's event, as `render_fields` sees them."""
-    fields = row.entry.event.field_map() if row.entry.event is not None else {}
+    fields = row.entry.event.field_map()
     return {name: api_text(fields.get(name, "")) for name in MESSAGE_FIELDS} | {
         "new_job": fields.get("new_job", "")
     }
 
 
 def _is_transition(row: Delivery) -> bool:
-    return row.entry.event is not None and not row.entry.event.notice
+    return not row.entry.event.notice
 
 
 def _first(values: Mapping[str, str]) -> str:
@@ -246,8 +244,6 @@ def _reason(values: Mapping[str, str]) -> str:
 def row_line(row: Delivery) -> str:
     """One row as a line of a list: a transition's default title, a notice's stored title."""
     entry = row.entry
-    if entry.event is None:
-        return one_line(entry.title or f"{entry.job_key}: {entry.new_state}", TITLE_LIMIT)
     if entry.event.notice:
         return one_line(entry.event.field_map().get("title", ""), TITLE_LIMIT)
     values = _values(row)
@@ -255,9 +251,7 @@ def row_line(row: Delivery) -> str:
 
 
 def _job_name(row: Delivery) -> str:
-    """The short name of a row's job: its id (a notice's subject id; an old row's key)."""
-    if row.entry.event is None:
-        return api_text(row.entry.job_key, 100)
+    """The short name of a row's job: its id (else its key: an old row's)."""
     fields = row.entry.event.field_map()
     return api_text(fields.get("job_id") or row.entry.job_key, 100)
 

@@ -305,8 +305,6 @@ def notice_entries(
             channel=channel.name,
             url_key=target.url_key,
             url_display=target.url_display,
-            title="",
-            body="",
             old_state="",
             new_state=notice.new_state,
             created_at=now,

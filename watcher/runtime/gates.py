@@ -47,9 +47,7 @@ class SilenceWatch:
         self._read_at: float | None = None
 
     async def covering(self, entry: OutboxEntry, now: datetime) -> Silence | None:
-        """The silence covering a delivery now, or None (always for a row with no event)."""
-        if entry.event is None:
-            return None
+        """The silence covering a delivery now, or None."""
         await self._refresh(now)
         subject = Subject.of_fields(entry.event.field_map(), channel=entry.channel)
         return silencing(self._active, subject, now)

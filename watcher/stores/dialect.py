@@ -169,7 +169,7 @@ INSERT_EVENT: Final = (
 INSERT_ENTRY: Final = (
     "INSERT INTO outbox (job_key, channel, url_key, url_display, title, body, old_state, "
     "new_state, created_at, status, attempts, next_attempt_at, last_error, event_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, '', ?)"
+    "VALUES (?, ?, ?, ?, '', '', ?, ?, ?, 'pending', 0, ?, '', ?)"
 )
 
 Rows = list[tuple[object, ...]]
@@ -229,10 +229,7 @@ def write_rows(decision: Decision, d: Dialect) -> WriteRows:
         steps=[(d.sql(statement), rows) for statement, rows in steps if rows],
         events=[_event_params(event, d) for event in events],
         insert_event=d.sql(INSERT_EVENT),
-        entries=[
-            (_entry_params(e, d), None if e.event is None else index[e.event])
-            for e in decision.entries
-        ],
+        entries=[(_entry_params(e, d), index[e.event]) for e in decision.entries],
         insert_entry=d.sql(INSERT_ENTRY),
     )
 

@@ -247,25 +247,37 @@ def decode_snapshot(job_key: object, cell: object) -> JobSnapshot:
     return snapshot
 
 
+def _text_event(row: Sequence[Any]) -> Event:
+    """A row written before events existed keeps its text in its own columns: it is sent
+    as that text, like a notice."""
+    job_key, _, _, _, title, body, old_state, new_state, created_at = row
+    return Event(
+        job_key=text("outbox.job_key", job_key),
+        old_state=text("outbox.old_state", old_state),
+        new_state=text("outbox.new_state", new_state),
+        observed_at=when("outbox.created_at", created_at),
+        fields=(("title", text("outbox.title", title)), ("body", text("outbox.body", body))),
+        notice=True,
+    )
+
+
 def delivery_row(row: tuple[Any, ...]) -> Delivery:
     """A delivery from a `SELECT_DELIVERIES` row, every column checked.
 
     Raises:
         RowError: a column does not hold what the watcher writes there.
     """
-    (id_, job_key, channel, url_key, url_display, title, body, old_state, new_state) = row[:9]
+    (id_, job_key, channel, url_key, url_display, _, _, old_state, new_state) = row[:9]
     created_at, attempts, next_attempt_at, last_error, status, claim, event_id = row[9:16]
     entry = OutboxEntry(
         job_key=text("outbox.job_key", job_key),
         channel=text("outbox.channel", channel),
         url_key=text("outbox.url_key", url_key),
         url_display=text("outbox.url_display", url_display),
-        title=text("outbox.title", title),
-        body=text("outbox.body", body),
         old_state=text("outbox.old_state", old_state),
         new_state=text("outbox.new_state", new_state),
         created_at=when("outbox.created_at", created_at),
-        event=event_row(event_id, row[16:]),
+        event=event_row(event_id, row[16:]) or _text_event(row[1:10]),
     )
     if isinstance(attempts, bool) or not isinstance(attempts, int):
         raise RowError(f"outbox.attempts: {shown(attempts)} is not a count")
