@@ -131,10 +131,8 @@ async def outage(
 @pytest.mark.parametrize(
     ("seconds", "most"),
     [
+        # Longer outages, on the dispatcher's clock: test_target_backoff_units.py (two hours).
         pytest.param(20.0, 10, id="down 20 s", marks=pytest.mark.timeout(180)),
-        pytest.param(
-            120.0, 20, id="down 2 min", marks=[pytest.mark.slow, pytest.mark.timeout(400)]
-        ),
     ],
 )
 async def test_a_down_channel_with_500_pending_gets_a_probe_per_backoff_step(

@@ -366,6 +366,44 @@ async def test_a_down_target_gets_one_probe_per_backoff_step_and_then_all_in_ord
     assert [m["title"] for m in down.messages] == [m["title"] for m in healthy.messages]
 
 
+async def test_a_target_down_for_two_hours_gets_a_probe_per_backoff_step(tmp_path: Path) -> None:
+    """500 messages for a target answering 500 for two hours (the dispatcher's clock, moved
+    on 30 s a round): one request per backoff step (the steps double to the 60 s cap; jitter
+    fixed at 3/4), never one per message; then all 500 in order, once each. The healthy
+    target beside it had its 500 in the first rounds. (The daemon's own test of this, with
+    real time, is `test_target_backoff.py`'s 20 s outage.)"""
+    jobs = [f"job-{i:03}" for i in range(500)]
+    async with (
+        JsonReceiver() as down,
+        JsonReceiver() as healthy,
+        rig(tmp_path, down, healthy, fake_pace=True) as r,
+    ):
+        down.status = 500
+        await r.store.record(Decision([], r.entries(jobs) + r.entries(jobs, on=1), now=r.now[0]))
+        rounds_to_healthy = 0
+        for _ in range(240):
+            await r.dispatcher.dispatch_once()
+            r.tick(30)
+            if len(healthy.messages) < len(jobs):
+                rounds_to_healthy += 1
+        probes = len(down.rejected)
+        down.status = 200
+        with anyio.fail_after(60):
+            while len(down.messages) < len(jobs):
+                await r.dispatcher.dispatch_once()
+                r.tick(10)
+
+    # 6 steps up to the cap (0.75 s ... 24 s), then one every 45 s, looked at every 30 s:
+    # one a minute, about 125 in two hours. Before backoff (b92baa0): 1,707 in the first 10 s.
+    assert 100 <= probes <= 2 * 3600 / 45 + 10
+    assert {"job-000: RUNNING → COMPLETED"} == {m["title"] for m in down.rejected}
+    assert [f"job-{i:03}: RUNNING → COMPLETED" for i in range(500)] == [
+        m["title"] for m in down.messages
+    ]
+    assert [m["title"] for m in healthy.messages] == [m["title"] for m in down.messages]
+    assert rounds_to_healthy <= 10
+
+
 async def test_a_batched_target_stops_at_its_first_failed_message(tmp_path: Path) -> None:
     """A channel with `max_per_minute` (sent a batch at a time): the first message fails,
     the others are not tried and wait with the target."""

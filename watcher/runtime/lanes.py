@@ -187,7 +187,7 @@ class Lanes:
 
     def render(self, entry: OutboxEntry) -> messages.Message:
         """The text of a delivery, rendered now from its event with the channel's templates
-        in force (a row from before events existed keeps its stored text)."""
+        in force."""
         return grouping.render_entry(entry, self._channels.get(entry.channel))
 
     async def _mark(self, delivery: Delivery, kind: MarkKind, at: datetime, error: str) -> None:
