@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import anyio
@@ -21,7 +21,7 @@ import structlog
 
 from watcher import __version__, logs
 from watcher.backends import StateDb, exclusive_use, open_state
-from watcher.config import Settings
+from watcher.config import ChannelSettings, Settings
 from watcher.core.budget import RequestBudget
 from watcher.core.clock import SteadyClock
 from watcher.core.conditions import Thresholds
@@ -62,6 +62,15 @@ def build_notifier(settings: Settings) -> AppriseNotifier:
     return notifier
 
 
+def channel_policy(section: ChannelSettings) -> ChannelPolicy:
+    """A channel's policy: each field is the key of its name, but for two that say it
+    another way (`group_by`, and `digest` unset)."""
+    keys = type(section).model_fields
+    same = {f.name: getattr(section, f.name) for f in fields(ChannelPolicy) if f.name in keys}
+    other = {"group_by_account": section.group_by == "account", "digest": section.digest or ""}
+    return ChannelPolicy(**(same | other))
+
+
 def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
     """What the loop watches and whom it tells, from the settings."""
     channels = tuple(
@@ -71,20 +80,7 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
             rule=channel_rule(c),
             title=c.title,
             body=c.body,
-            policy=ChannelPolicy(
-                repeat_interval=c.repeat_interval,
-                group_wait=c.group_wait,
-                group_by_account=c.group_by == "account",
-                max_per_minute=c.max_per_minute,
-                max_per_second=c.max_per_second,
-                digest=c.digest or "",
-                digest_timezone=c.digest_timezone,
-                digest_empty=c.digest_empty,
-                quiet_hours=c.quiet_hours,
-                progress_every=c.progress_every,
-                notify_initial=c.notify_initial,
-                notify_new=c.notify_new,
-            ),
+            policy=channel_policy(c),
         )
         for c in settings.channels
     )

@@ -147,12 +147,7 @@ def _cmd_silence_list(args: argparse.Namespace) -> int:
 def _document(silence: Silence, now: datetime) -> dict[str, object]:
     return {
         "id": silence.id,
-        "job": silence.job,
-        "kind": silence.kind,
-        "owner": silence.owner,
-        "state": silence.state,
-        "channel": silence.channel,
-        "comment": silence.comment,
+        **silence.described(),
         "created_at": iso_time(silence.created_at),
         "ends_at": iso_time(silence.ends_at),
         "expired_at": iso_time(silence.expired_at),

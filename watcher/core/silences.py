@@ -30,6 +30,17 @@ class Silence:
     expired_at: datetime | None = None
     owner: str = ""  # a glob on who created the job (any case), "" for everyone
 
+    def described(self) -> dict[str, str]:
+        """What it matches and why, as text (its history event, `silence list --json`)."""
+        return {
+            "job": self.job,
+            "kind": self.kind,
+            "owner": self.owner,
+            "state": self.state,
+            "channel": self.channel,
+            "comment": self.comment,
+        }
+
     @property
     def rule(self) -> Rule:
         """What it matches, as a rule."""

@@ -241,16 +241,10 @@ class Lanes:
             return False
         fields = log_fields(delivery, delivery.id)
         with anyio.CancelScope(shield=True):
-            try:
-                await self._outbox.mark_silenced(
-                    delivery.id, silence_id=silence.id, now=now, claim=delivery.claim
-                )
-            except LeaseLost as exc:
-                log.warning("notify.lease_lost", error=str(exc), **fields)
-                return True
-            except StoreError as exc:
-                report.store_failed = True
-                self._store_errors.failed(exc, **fields)
+            marked = self._outbox.mark_silenced(
+                delivery.id, silence_id=silence.id, now=now, claim=delivery.claim
+            )
+            if not await self._settled(marked, fields, report):
                 return True
         self._observer.silenced(delivery.entry.channel)
         log.info("notify.silenced", silence=silence.id, **fields)

@@ -144,12 +144,7 @@ def history_fields(action: str, silence_id: int, silence: Silence) -> str:
     fields = {
         "action": action,
         "silence_id": str(silence_id),
-        "job": silence.job,
-        "kind": silence.kind,
-        "owner": silence.owner,
-        "state": silence.state,
-        "channel": silence.channel,
-        "comment": silence.comment,
+        **silence.described(),
         "ends_at": ts(silence.ends_at) if silence.ends_at else "",
     }
     return json.dumps(fields, ensure_ascii=False, sort_keys=True)
