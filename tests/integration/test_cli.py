@@ -16,6 +16,7 @@ import pytest
 
 from fireworks_sim import Simulator
 from tests.support.account import ACCOUNT
+from tests.support.daemon import run_watcher
 from tests.support.servers import JsonReceiver
 from watcher.cli import main
 
@@ -58,6 +59,27 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     return code, out, err
 
 
+def replace_in(path: Path, old: str, new: str) -> None:
+    """Edit the file at `path`: `old` becomes `new`."""
+    path.write_text(path.read_text().replace(old, new))
+
+
+def baselined(sim: Simulator, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """job-a RUNNING and job-b PENDING, seen (silently, a baseline) by one `once`."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="PENDING")
+    assert 0 == run_cli(capsys, "once", "-c", str(config))[0]
+
+
+def watch_completing(
+    sim: Simulator, capsys: pytest.CaptureFixture[str], *before: str
+) -> tuple[int, str, str]:
+    """`[BEFORE] watch job-w` on a PENDING job that completes 0.3 s in."""
+    sim.add_job("job-w", state="PENDING")
+    sim.script("job-w", [(0.3, "COMPLETED", "OK", "")])
+    return run_cli(capsys, *before, "watch", "job-w", "--interval", "0.1")
+
+
 class TestCheck:
     def test_valid_config(
         self, config_file: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
@@ -79,9 +101,7 @@ class TestCheck:
         assert "API budget: 60 requests/min; a full cycle costs 2 request(s)" in out
         assert "effective interval is 2 s" in out  # 2 GETs a second is 120/min
 
-        config_file.write_text(
-            config_file.read_text().replace("poll_interval = 1", "poll_interval = 30")
-        )
+        replace_in(config_file, "poll_interval = 1", "poll_interval = 30")
         _, out, _ = run_cli(capsys, "check", "-c", str(config_file))
         assert "effective interval" not in out
 
@@ -204,9 +224,7 @@ class TestOnceAndStatus:
         capsys: pytest.CaptureFixture[str],
     ) -> None:
         """`once` baselines then announces; `status` shows states and an empty outbox."""
-        sim.add_job("job-a", state="RUNNING")
-        sim.add_job("job-b", state="PENDING")
-        assert 0 == run_cli(capsys, "once", "-c", str(config_file))[0]
+        baselined(sim, config_file, capsys)
         sim.set_state("job-a", "FAILED", status_code="INTERNAL", status_message="disk full")
 
         assert 0 == run_cli(capsys, "once", "-c", str(config_file))[0]
@@ -226,9 +244,7 @@ class TestOnceAndStatus:
         capsys: pytest.CaptureFixture[str],
     ) -> None:
         """A failed delivery shows in `status` and `status --json` with its masked URL."""
-        sim.add_job("job-a", state="RUNNING")
-        sim.add_job("job-b", state="PENDING")
-        run_cli(capsys, "once", "-c", str(config_file))
+        baselined(sim, config_file, capsys)
         receiver.status = 503
         sim.set_state("job-b", "RUNNING")
 
@@ -253,9 +269,7 @@ class TestOnceAndStatus:
         account, no API key; the URLs show in their stored privacy form."""
         sim.add_job("job-a", state="RUNNING")
         run_cli(capsys, "once", "-c", str(config_file))
-        config_file.write_text(
-            config_file.read_text().replace("hunter2-pw", "${UNSET_CHANNEL_SECRET}")
-        )
+        replace_in(config_file, "hunter2-pw", "${UNSET_CHANNEL_SECRET}")
         for name in ("FIREWORKS_API_KEY", "FIREWORKS_ACCOUNT_ID", "UNSET_CHANNEL_SECRET"):
             monkeypatch.delenv(name, raising=False)
 
@@ -333,10 +347,7 @@ class TestWatch:
     ) -> None:
         """stdout has each transition once; stderr has no info log of it (warning level, unless
         `--log-level` asks for more)."""
-        sim.add_job("job-w", state="PENDING")
-        sim.script("job-w", [(0.3, "COMPLETED", "OK", "")])
-
-        code, out, err = run_cli(capsys, "watch", "job-w", "--interval", "0.1")
+        code, out, err = watch_completing(sim, capsys)
 
         assert 0 == code
         assert 1 == out.count("PENDING → COMPLETED")
@@ -346,10 +357,7 @@ class TestWatch:
     def test_log_level_brings_the_info_logs_back(
         self, env: None, sim: Simulator, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        sim.add_job("job-w", state="PENDING")
-        sim.script("job-w", [(0.3, "COMPLETED", "OK", "")])
-
-        code, _, err = run_cli(capsys, "--log-level", "info", "watch", "job-w", "--interval", "0.1")
+        code, _, err = watch_completing(sim, capsys, "--log-level", "info")
 
         assert 0 == code
         assert "job.transition" in err
@@ -435,17 +443,15 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
+def without_fireworks_env() -> dict[str, str]:
+    """This environment without any FIREWORKS_ variable: the demo needs no account."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+
+
 def test_demo_shows_completed_and_failed() -> None:
     """`fireworks-watcher demo` needs no account, ends with exit 0 and shows jobs finishing,
     in few lines of plain text when piped."""
-    done = subprocess.run(
-        [sys.executable, "-m", "watcher", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-        env={k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")},
-    )
+    done = run_watcher("demo", env=without_fireworks_env(), timeout=90)
 
     assert 0 == done.returncode, done.stderr
     assert "RUNNING → COMPLETED" in done.stdout
@@ -467,10 +473,9 @@ def test_demo_shows_completed_and_failed() -> None:
 
 def test_demo_serves_the_page_while_it_runs() -> None:
     """The URL the demo prints answers with its jobs (issue 13); with --stay it stays up."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
     with subprocess.Popen(
         [sys.executable, "-m", "watcher", "demo", "--stay"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=without_fireworks_env(),
     ) as demo:  # fmt: skip
         try:
             assert demo.stdout is not None
@@ -533,9 +538,7 @@ def test_unusable_state_path_fails_at_start(
             while True:
                 filler.write(b"\0" * 4096)
     state = where / "state.db"
-    config_file.write_text(
-        config_file.read_text().replace(str(config_file.parent / "state.db"), str(state))
-    )
+    replace_in(config_file, str(config_file.parent / "state.db"), str(state))
 
     code, out, err = run_cli(capsys, "run", "-c", str(config_file))
 

@@ -16,11 +16,13 @@ import anyio
 import pytest
 
 from fireworks_sim import Simulator
+from tests.support.alerting import rewired
 from tests.support.loop import settings_for
 from tests.support.servers import JsonReceiver, ServedApp
 from watcher import app
 from watcher.core.clock import MAX_STEP, SteadyClock, steady_reading
 from watcher.ports import NullObserver, Report
+from watcher.runtime import host_clocks
 from watcher.runtime.poller import Poller
 
 #: Seconds a test (daemons, real backoff, real deadlines): not in the everyday run.
@@ -143,14 +145,7 @@ async def daemon_loop(
     )
     stop = anyio.Event()
     async with app.open_watcher(settings) as real, anyio.create_task_group() as tg:
-        watcher = Poller(
-            real.plan,
-            source=real._source,
-            store=real._store,
-            sender=real._sender,
-            observer=seen,
-            clock=wall,
-        )
+        watcher = rewired(real, clock=wall, monotonic=host_clocks.monotonic, observer=seen)
         tg.start_soon(watcher.run_forever, stop)
         try:
             yield watcher

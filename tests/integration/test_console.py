@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import io
 import os
-import pty
 import subprocess
 import sys
 import textwrap
 
+from tests.support.terminal import run_on_a_terminal
 from watcher.core.markdown import Span, Styled
 from watcher.notify import console
 
@@ -32,29 +32,12 @@ SEND = textwrap.dedent(
 
 def run_in_pty() -> str:
     """Run `SEND` with its stdout on a pseudo-terminal; what the terminal received."""
-    leader, follower = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in {"NO_COLOR", "TERM", "FORCE_COLOR"}}
-    with subprocess.Popen(
-        [sys.executable, "-c", SEND],
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=subprocess.PIPE,
-        env=env | {"TERM": "xterm-256color", "COLUMNS": "200"},
-    ) as proc:
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        proc.wait(timeout=30)
-        assert 0 == proc.returncode, proc.stderr.read() if proc.stderr else ""
-    os.close(leader)
-    return b"".join(chunks).decode()
+    screen = run_on_a_terminal(
+        [sys.executable, "-c", SEND], env | {"TERM": "xterm-256color", "COLUMNS": "200"}
+    )
+    assert 0 == screen.code, screen.errors
+    return screen.text
 
 
 def test_a_terminal_gets_bold_and_api_text_as_written() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import httpx
 import pytest
 
 from fireworks_sim import Simulator
-from tests.support.daemon import Daemon, serve_health, wait_cycles
+from tests.support.daemon import Daemon, run_watcher, serve_health, wait_cycles, write_config
 from tests.support.servers import JsonReceiver, free_tcp_port
 from tests.support.waiting import DEADLINE, wait_until
 
@@ -25,25 +24,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def config_path(tmp_path: Path, receiver: JsonReceiver) -> Path:
     """Two watched jobs, polled every 0.3 s, one channel on the receiver."""
-    path = tmp_path / "watcher.toml"
-    path.write_text(
-        f"""
-[watcher]
-poll_interval = 0.3
-# Fast polls for the test; the default 60/min budget would pace them.
-max_requests_per_minute = 6000
-state_path = "{tmp_path / "state.db"}"
-health_listen = ""
-
-[[watch]]
-jobs = ["job-a", "job-b"]
-
-[[channel]]
-name = "team"
-urls = ["{receiver.url()}"]
-"""
-    )
-    return path
+    return write_config(tmp_path, [receiver.url()], watch='jobs = ["job-a", "job-b"]')
 
 
 StartDaemon = Callable[..., Daemon]
@@ -65,6 +46,15 @@ def start(config_path: Path, daemon_env: dict[str, str]) -> Iterator[StartDaemon
         daemon.close()
 
 
+def started_on_two_jobs(sim: Simulator, start: StartDaemon) -> Daemon:
+    """job-a and job-b RUNNING, and a daemon started that has baselined both."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    daemon = start()
+    daemon.wait_event("job.baseline", 2)
+    return daemon
+
+
 def test_sigkill_and_restart_loses_and_repeats_nothing(
     sim: Simulator,
     receiver: JsonReceiver,
@@ -72,10 +62,7 @@ def test_sigkill_and_restart_loses_and_repeats_nothing(
     start: StartDaemon,
 ) -> None:
     """A daemon killed with SIGKILL and restarted reports what changed meanwhile, exactly once."""
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
-    first = start()
-    first.wait_event("job.baseline", 2)
+    first = started_on_two_jobs(sim, start)
 
     sim.set_state("job-a", "COMPLETED")
     receiver.wait_for(1)
@@ -85,7 +72,7 @@ def test_sigkill_and_restart_loses_and_repeats_nothing(
 
     serve_health(config_path)
     second = start()
-    health = f"http://127.0.0.1:{second.wait_event('health.listening')[0]['port']}"
+    health = second.health_url()
     second.wait_event("notify.sent")
     # Several more cycles: nothing may be sent again.
     wait_cycles(health, 3)
@@ -101,10 +88,7 @@ def test_sigkill_and_restart_loses_and_repeats_nothing(
 
 def test_sigterm_exits_zero(sim: Simulator, config_path: Path, start: StartDaemon) -> None:
     """SIGTERM stops the daemon cleanly with exit code 0."""
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
-    daemon = start()
-    daemon.wait_event("job.baseline", 2)
+    daemon = started_on_two_jobs(sim, start)
 
     assert 0 == daemon.stop()
     assert any('"watcher.stopped"' in line for line in daemon.lines)
@@ -117,10 +101,7 @@ def test_bad_api_answers_do_not_stop_the_daemon(
     start: StartDaemon,
 ) -> None:
     """Malformed JSON, 500s and 429s are logged and survived; the transition still arrives."""
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
-    daemon = start()
-    daemon.wait_event("job.baseline", 2)
+    daemon = started_on_two_jobs(sim, start)
 
     sim.add_fault(malformed=True, times=2)
     sim.add_fault(status=500, times=6)
@@ -176,14 +157,11 @@ def test_health_endpoints_of_a_running_daemon(
     start: StartDaemon,
 ) -> None:
     """The daemon serves /healthz, /readyz and /metrics; a rejected key turns /readyz 503."""
-    config_path.write_text(
-        config_path.read_text().replace('health_listen = ""', 'health_listen = "127.0.0.1:0"')
-    )
+    serve_health(config_path)
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
     daemon = start()
-    port = daemon.wait_event("health.listening")[0]["port"]
-    base = f"http://127.0.0.1:{port}"
+    base = daemon.health_url()
     daemon.wait_event("job.baseline", 2)
     sim.set_state("job-a", "COMPLETED")
     receiver.wait_for(1)
@@ -210,10 +188,7 @@ def test_sigterm_lets_an_in_flight_send_finish(
     start: StartDaemon,
 ) -> None:
     """SIGTERM during a slow send waits for it (up to 5 s), marks it, and a restart repeats nothing."""
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
-    daemon = start()
-    daemon.wait_event("job.baseline", 2)
+    daemon = started_on_two_jobs(sim, start)
     receiver.delay = 2.0
     sim.set_state("job-a", "COMPLETED")
     receiver.wait_for(1)  # recorded: the daemon now waits 2 s for the answer
@@ -226,7 +201,7 @@ def test_sigterm_lets_an_in_flight_send_finish(
     receiver.delay = 0.0
     serve_health(config_path)
     again = start()
-    health = f"http://127.0.0.1:{again.wait_event('health.listening')[0]['port']}"
+    health = again.health_url()
     wait_cycles(health, 3)
     assert 1 == len(receiver.messages)
     assert 0 == again.stop()
@@ -239,10 +214,7 @@ def test_sigterm_leaves_a_send_longer_than_the_grace_pending(
 ) -> None:
     """A send still running when the 5 s grace ends is abandoned: exit 0 within the grace,
     the row stays pending, and the next start sends it again (an in-flight repeat)."""
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
-    daemon = start()
-    daemon.wait_event("job.baseline", 2)
+    daemon = started_on_two_jobs(sim, start)
     receiver.delay = 8.0  # longer than the grace, shorter than notify_timeout (30 s)
     sim.set_state("job-a", "COMPLETED")
     receiver.wait_for(1)
@@ -267,21 +239,11 @@ def test_a_second_daemon_on_the_same_state_file_exits_2(
 ) -> None:
     """One daemon per state file: a second `run` (or `once`) says who holds it, exit 2; the
     first keeps delivering each transition once."""
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
-    first = start()
-    first.wait_event("job.baseline", 2)
+    first = started_on_two_jobs(sim, start)
 
     second = start()
     code = second.proc.wait(timeout=20)
-    once = subprocess.run(
-        [sys.executable, "-m", "watcher", "once", "-c", str(config_path)],
-        capture_output=True,
-        text=True,
-        env=first.env,
-        timeout=60,
-        check=False,
-    )
+    once = run_watcher("once", "-c", str(config_path), env=first.env)
     sim.set_state("job-a", "COMPLETED")
     receiver.wait_for(1)
     first.wait_event("notify.sent")
@@ -304,11 +266,7 @@ def test_health_port_in_use_is_one_line_and_exit_2(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config_path.write_text(
-            config_path.read_text().replace(
-                'health_listen = ""', f'health_listen = "127.0.0.1:{port}"'
-            )
-        )
+        serve_health(config_path, f"127.0.0.1:{port}")
         daemon = start()
         code = daemon.proc.wait(timeout=20)
         daemon.close()
@@ -368,24 +326,12 @@ def test_healthcheck_command(
 ) -> None:
     """`fireworks-watcher healthcheck` exits 0 while the daemon is healthy and 1 once it is gone."""
     port = free_tcp_port()
-    config_path.write_text(
-        config_path.read_text().replace('health_listen = ""', f'health_listen = "0.0.0.0:{port}"')
-    )
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
+    serve_health(config_path, f"0.0.0.0:{port}")
 
     def healthcheck() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "watcher", "healthcheck", "-c", str(config_path)],
-            capture_output=True,
-            text=True,
-            env=daemon_env,
-            timeout=30,
-            check=False,
-        )
+        return run_watcher("healthcheck", "-c", str(config_path), env=daemon_env, timeout=30)
 
-    daemon = start()
-    daemon.wait_event("job.baseline", 2)
+    daemon = started_on_two_jobs(sim, start)
     healthy = healthcheck()
     assert 0 == daemon.stop()
     gone = healthcheck()

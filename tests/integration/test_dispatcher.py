@@ -12,6 +12,7 @@ import pytest
 
 from fireworks_sim import Simulator
 from tests.support.account import ACCOUNT, KEY
+from tests.support.alerting import rewired
 from tests.support.servers import JsonReceiver, ServedApp
 from tests.support.waiting import DEADLINE, wait_until_async
 from watcher import app, config
@@ -28,7 +29,6 @@ from watcher.core.delivery import (
 )
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef
-from watcher.runtime.poller import Poller
 
 #: Seconds a test (daemons, real backoff, real deadlines): not in the everyday run.
 pytestmark = pytest.mark.slow
@@ -112,14 +112,7 @@ async def test_after_an_outage_a_jobs_messages_arrive_in_order(
     now = [datetime.now(UTC)]
     receiver.status = 503
     async with app.open_watcher(settings) as real:
-        watcher = Poller(
-            real.plan,
-            source=real._source,
-            store=real._store,
-            sender=real._sender,
-            clock=lambda: now[0],
-            monotonic=lambda: now[0].timestamp(),
-        )
+        watcher = rewired(real, clock=lambda: now[0])
         await watcher.run_once(force=True)
         for state in ("PENDING", "RUNNING", "COMPLETED"):
             sim.set_state("job-a", state)

@@ -28,6 +28,7 @@ from apprise.plugins.slack import NotifySlack
 from markdown_it import MarkdownIt
 
 from fireworks_sim import Simulator
+from tests.support.daemon import write_config
 from tests.support.servers import JsonReceiver, free_tcp_port
 from watcher.cli import main
 from watcher.core.markdown import console_layout
@@ -179,26 +180,6 @@ def send(url: str, title: str, body: str) -> None:
     anyio.run(go)
 
 
-def mail_config(tmp_path: Path, url: str) -> str:
-    path = tmp_path / "watcher.toml"
-    path.write_text(
-        f"""
-[watcher]
-poll_interval = 1
-state_path = "{tmp_path / "state.db"}"
-health_listen = ""
-
-[[watch]]
-jobs = ["job-a"]
-
-[[channel]]
-name = "mail"
-urls = ["{url}"]
-"""
-    )
-    return str(path)
-
-
 def test_mail_from_the_daemon_shows_hostile_api_text_as_text(
     env: None,
     sim: Simulator,
@@ -209,7 +190,7 @@ def test_mail_from_the_daemon_shows_hostile_api_text_as_text(
     """`once` against the simulator: a job's hostile display name and status message reach a
     real SMTP server as text. The HTML part holds no tag of theirs, no handler, no
     `javascript:` link, no disguised link; a reader sees the characters the API sent."""
-    config = mail_config(tmp_path, mailbox.url())
+    config = str(write_config(tmp_path, [mailbox.url()], poll=1, budget=None, name="mail"))
     sim.add_job("job-a", state="RUNNING", display_name=HOSTILE_NAME)
     assert 0 == main(["once", "-c", config])
     sim.set_state("job-a", "FAILED", status_code="INTERNAL", status_message=HOSTILE_MESSAGE)

@@ -26,7 +26,7 @@ import pytest
 import structlog
 
 from fireworks_sim import Simulator
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, write_config
 from tests.support.servers import JsonReceiver
 from tests.support.waiting import wait_until
 from watcher import logs
@@ -108,29 +108,12 @@ def test_a_cleared_status_says_so() -> None:
 
 @pytest.fixture
 def page_config(tmp_path: Path, receiver: JsonReceiver) -> Path:
-    path = tmp_path / "watcher.toml"
-    path.write_text(
-        f"""
-[watcher]
-poll_interval = 0.3
-max_requests_per_minute = 6000
-state_path = "{tmp_path / "state.db"}"
-health_listen = "127.0.0.1:0"
-
-[[watch]]
-kind = "sft"
-jobs = ["sft-a"]
-
-[[watch]]
-kind = "dpo"
-jobs = ["dpo-b"]
-
-[[channel]]
-name = "team"
-urls = ["{receiver.url()}"]
-"""
+    return write_config(
+        tmp_path,
+        [receiver.url()],
+        watch='kind = "sft"\njobs = ["sft-a"]\n\n[[watch]]\nkind = "dpo"\njobs = ["dpo-b"]',
+        health=True,
     )
-    return path
 
 
 @pytest.fixture
@@ -154,7 +137,7 @@ def test_the_page_api_status_and_channels_say_what_happened(
     status message changes (`status changed: …` on the page, in the API and the channel)."""
     sim.add_job("sft-a", collection="supervisedFineTuningJobs", state="RUNNING", progress=40)
     sim.add_job("dpo-b", state="FAILED", status_code="INTERNAL", status_message="NCCL timeout")
-    base = f"http://127.0.0.1:{daemon.wait_event('health.listening')[0]['port']}"
+    base = daemon.health_url()
 
     def jobs() -> dict[str, dict[str, Any]]:
         answer = httpx.get(f"{base}/api/v1/jobs", timeout=10).json()

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ import pytest
 
 from fireworks_sim import Simulator
 from tests.support.account import ACCOUNT, KEY
-from tests.support.alerting import Time, cycle, titles
+from tests.support.alerting import Time, cycle, titles, watcher_on
 from tests.support.servers import JsonReceiver, ServedApp
-from watcher import app, config
+from watcher import config
 from watcher.runtime.poller import Poller
 
 #: Seconds a test (daemons, real backoff, real deadlines): not in the everyday run.
@@ -72,20 +71,6 @@ def settings_for(
         },
         {"FIREWORKS_API_KEY": KEY},
     )
-
-
-@asynccontextmanager
-async def watcher_on(settings: config.Settings, time: Time) -> AsyncIterator[Poller]:
-    """The real client, store and notifier, read through the fake clock."""
-    async with app.open_watcher(settings) as real:
-        yield Poller(
-            real.plan,
-            source=real._source,
-            store=real._store,
-            sender=real._sender,
-            clock=time.wall,
-            monotonic=time.monotonic,
-        )
 
 
 def flip(sim: Simulator) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fireworks_sim import Simulator
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, write_config
 from tests.support.servers import JsonReceiver
 from tests.support.waiting import DEADLINE
 
@@ -33,26 +33,11 @@ MORE = 5
 
 @pytest.fixture
 def config_path(tmp_path: Path, receiver: JsonReceiver) -> Path:
-    path = tmp_path / "watcher.toml"
-    path.write_text(
-        f"""
-[watcher]
-poll_interval = 0.3
-max_requests_per_minute = 6000
-state_path = "{tmp_path / "state.db"}"
-health_listen = ""
-
-[[watch]]
-jobs = ["{JOB}"]
-flap_threshold = {THRESHOLD}
-flap_window = "{WINDOW:g}s"
-
-[[channel]]
-name = "team"
-urls = ["{receiver.url()}"]
-"""
+    return write_config(
+        tmp_path,
+        [receiver.url()],
+        watch=f'jobs = ["{JOB}"]\nflap_threshold = {THRESHOLD}\nflap_window = "{WINDOW:g}s"',
     )
-    return path
 
 
 @pytest.fixture

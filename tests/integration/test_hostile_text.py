@@ -8,8 +8,6 @@ import io
 import json
 import logging
 import sqlite3
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import structlog
 
 from fireworks_sim import Simulator
 from tests.support.account import ACCOUNT
+from tests.support.daemon import run_watcher, write_config
 from tests.support.servers import JsonReceiver
 from watcher import logs
 from watcher.cli import main
@@ -185,14 +184,7 @@ def test_bad_toml_is_one_line_and_exit_2(
     config = tmp_path / "watcher.toml"
     config.write_text(document)
 
-    done = subprocess.run(
-        [sys.executable, "-m", "watcher", "check", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        env=daemon_env,
-        timeout=60,
-        check=False,
-    )
+    done = run_watcher("check", "-c", str(config), env=daemon_env)
 
     assert 2 == done.returncode, done.stderr[-500:]
     assert 1 == len(done.stderr.splitlines()), done.stderr[-500:]
@@ -212,24 +204,7 @@ HOSTILE = [
 
 
 def config_file(tmp_path: Path, receiver: JsonReceiver, channel: str = "") -> Path:
-    path = tmp_path / "watcher.toml"
-    path.write_text(
-        f"""
-[watcher]
-poll_interval = 1
-state_path = "{tmp_path / "state.db"}"
-health_listen = ""
-
-[[watch]]
-jobs = ["job-a"]
-
-[[channel]]
-name = "team"
-urls = ["{receiver.url()}"]
-{channel}
-"""
-    )
-    return path
+    return write_config(tmp_path, [receiver.url()], poll=1, budget=None, channel=channel)
 
 
 def printable(text: str) -> bool:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 
 from fireworks_sim import Simulator
 from tests.support.account import ACCOUNT
-from tests.support.daemon import Daemon, wait_cycles
+from tests.support.daemon import Daemon, run_watcher, wait_cycles, write_config
 from tests.support.servers import JsonReceiver, ServedApp
 from watcher import app, config
 from watcher.runtime.poller import Poller
@@ -243,38 +241,18 @@ async def test_ha_the_leader_announces_and_a_new_leader_does_not_repeat(
 
 
 def daemon_config(tmp_path: Path, receiver: JsonReceiver) -> Path:
-    path = tmp_path / "watcher.toml"
-    path.write_text(
-        f"""
-[watcher]
-poll_interval = 0.3
-# A rejected key backs its jobs off by the slow interval: as fast, for the test.
-terminal_poll_interval = 0.3
-max_requests_per_minute = 6000
-api_down_after = 3
-state_path = "{tmp_path / "state.db"}"
-health_listen = "127.0.0.1:0"
-
-[[watch]]
-jobs = ["job-a"]
-
-[[channel]]
-name = "team"
-urls = ["{receiver.url()}"]
-"""
+    # A rejected key backs its jobs off by the slow interval: as fast, for the test.
+    return write_config(
+        tmp_path,
+        [receiver.url()],
+        health=True,
+        watcher="terminal_poll_interval = 0.3\napi_down_after = 3",
     )
-    return path
 
 
 def status_out(config_path: Path, env: dict[str, str], *extra: str) -> str:
-    run = subprocess.run(
-        [sys.executable, "-m", "watcher", "status", "-c", str(config_path), *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
+    run = run_watcher("status", "-c", str(config_path), *extra, env=env)
+    assert 0 == run.returncode, run.stderr
     return run.stdout
 
 
@@ -294,7 +272,7 @@ def test_the_daemon_announces_a_wrong_key_once_and_its_return_once(
     env = daemon_env | {"FIREWORKS_API_KEY": WRONG}
     daemon = Daemon(config_path, env)
     try:
-        base = f"http://127.0.0.1:{daemon.wait_event('health.listening')[0]['port']}"
+        base = daemon.health_url()
         [said] = daemon.wait_event("api.key_rejected")
         receiver.wait_for(1)
         wait_cycles(base, 3)

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
-import pty
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
 
 from fireworks_sim import Simulator
-from tests.support.account import ACCOUNT, KEY
 from tests.support.servers import ServedApp
+from tests.support.terminal import watch_on_a_terminal
 from watcher.cli.live import (
     BAR_WIDTH,
     LiveJob,
@@ -195,40 +191,6 @@ class TestDisplay:
         ]
 
 
-def watch_in_pty(server_url: str, *argv: str) -> tuple[int, str]:
-    """Run `fireworks-watcher watch` with its stdout on a pseudo-terminal; the exit code and
-    what the terminal received."""
-    leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIREWORKS_", "NO_COLOR"))}
-    env |= {
-        "FIREWORKS_API_KEY": KEY,
-        "FIREWORKS_ACCOUNT_ID": ACCOUNT,
-        "FIREWORKS_BASE_URL": server_url,
-        "TERM": "xterm-256color",
-        "COLUMNS": "120",
-    }
-    with subprocess.Popen(
-        [sys.executable, "-m", "watcher", "watch", *argv],
-        stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=subprocess.PIPE,
-        env=env,
-    ) as proc:
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        code = proc.wait(timeout=60)
-    os.close(leader)
-    return code, b"".join(chunks).decode()
-
-
 def test_watch_on_a_terminal_shows_a_live_line_and_each_transition_once(
     sim: Simulator, server: ServedApp
 ) -> None:
@@ -244,7 +206,7 @@ def test_watch_on_a_terminal_shows_a_live_line_and_each_transition_once(
     )
     sim.script("job-p", [(2.0, "COMPLETED", "OK", "[bold red]done[/]")], "supervisedFineTuningJobs")
 
-    code, shown = watch_in_pty(server.url, "job-p", "--kind", "sft", "--interval", "0.5")
+    code, shown = watch_on_a_terminal(server.url, ["job-p", "--kind", "sft", "--interval", "0.5"])
 
     assert 0 == code
     assert 1 == shown.count("RUNNING → COMPLETED")

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from fireworks_sim import Simulator
 from tests.support.account import ACCOUNT, KEY
-from tests.support.alerting import Time, watcher_on
+from tests.support.alerting import Time, rewired, watcher_on
 from tests.support.loop import settings_for
 from tests.support.servers import JsonReceiver, ServedApp
 from tests.support.waiting import DEADLINE
@@ -53,6 +53,22 @@ def settings(
         ["job-a", "job-b", "job-c"],
         [{"name": "team", "urls": [receiver.url()], **UNPACED}],
     )
+
+
+def one_job_to(
+    server: ServedApp,
+    sim: Simulator,
+    state_path: Path,
+    receiver: JsonReceiver,
+    *,
+    unpaced: bool = True,
+    **watcher: Any,
+) -> config.Settings:
+    """job-a RUNNING, watched, its channel `t` on `receiver` (`unpaced`, or at the default
+    pace); `watcher` settings."""
+    sim.add_job("job-a", state="RUNNING")
+    channel = {"name": "t", "urls": [receiver.url()], **(UNPACED if unpaced else {})}
+    return settings_for(server, state_path, ["job-a"], [channel], **watcher)
 
 
 @pytest.fixture
@@ -254,14 +270,7 @@ async def test_settled_jobs_are_polled_slowly_but_still_polled(
     settings = settings_for(server, state_path, ["job-a"], [])
     now = [datetime(2026, 11, 27, 12, 0, tzinfo=UTC)]
     async with app.open_watcher(settings) as real:
-        watcher = Poller(
-            real.plan,
-            source=real._source,
-            store=real._store,
-            sender=real._sender,
-            clock=lambda: now[0],
-            monotonic=lambda: now[0].timestamp(),
-        )
+        watcher = rewired(real, clock=lambda: now[0])
 
         first = await watcher.run_once()
         now[0] += timedelta(seconds=settings.watcher.poll_interval)
@@ -276,10 +285,7 @@ async def test_run_forever_announces_within_one_interval_and_stops(
     server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
 ) -> None:
     """In the daemon's loop a change reaches the channel within one poll interval plus a second."""
-    sim.add_job("job-a", state="RUNNING")
-    settings = settings_for(
-        server, state_path, ["job-a"], [{"name": "t", "urls": [receiver.url()]}], poll_interval=1
-    )
+    settings = one_job_to(server, sim, state_path, receiver, unpaced=False, poll_interval=1)
     stop = anyio.Event()
     baselined = anyio.Event()
     async with (
@@ -383,14 +389,7 @@ async def test_undeliverable_messages_die_after_retry_for(
     server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
 ) -> None:
     """A channel that never recovers gets its delivery declared dead after `retry_for`."""
-    sim.add_job("job-a", state="RUNNING")
-    settings = settings_for(
-        server,
-        state_path,
-        ["job-a"],
-        [{"name": "t", "urls": [receiver.url()], **UNPACED}],
-        retry_for=0.5,
-    )
+    settings = one_job_to(server, sim, state_path, receiver, retry_for=0.5)
     receiver.status = 500
     time = Time()
     async with watcher_on(settings, time) as watcher:
@@ -407,14 +406,7 @@ async def test_timed_out_send_is_retried_as_maybe_delivered(
     server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
 ) -> None:
     """A send slower than `notify_timeout` may have arrived: it is retried, the one duplicate."""
-    sim.add_job("job-a", state="RUNNING")
-    settings = settings_for(
-        server,
-        state_path,
-        ["job-a"],
-        [{"name": "t", "urls": [receiver.url()], **UNPACED}],
-        notify_timeout=0.3,
-    )
+    settings = one_job_to(server, sim, state_path, receiver, notify_timeout=0.3)
     time = Time()
     async with watcher_on(settings, time) as watcher:
         await watcher.run_once(force=True)
@@ -468,20 +460,10 @@ async def test_delivered_rows_are_pruned_after_history_days(
     server: ServedApp, sim: Simulator, receiver: JsonReceiver, state_path: Path
 ) -> None:
     """Delivered outbox rows are kept `history_days`, then deleted, so the file stays small."""
-    sim.add_job("job-a", state="RUNNING")
-    settings = settings_for(
-        server, state_path, ["job-a"], [{"name": "t", "urls": [receiver.url()]}], history_days=7
-    )
+    settings = one_job_to(server, sim, state_path, receiver, unpaced=False, history_days=7)
     now = [datetime.now(UTC)]
     async with app.open_watcher(settings) as real:
-        watcher = Poller(
-            real.plan,
-            source=real._source,
-            store=real._store,
-            sender=real._sender,
-            clock=lambda: now[0],
-            monotonic=lambda: now[0].timestamp(),
-        )
+        watcher = rewired(real, clock=lambda: now[0])
         await watcher.run_once(force=True)
         sim.set_state("job-a", "COMPLETED")
         await watcher.run_once(force=True)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fireworks_sim import SIGNED_LOGS_URL, SIGNED_METRICS_URL, Simulator
 from tests.support.account import ACCOUNT
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, run_watcher, write_config
 from tests.support.every_kind import MOVES, add_every_kind, move_every_kind, resource_id
 from tests.support.servers import JsonReceiver, ServedApp
 
@@ -41,36 +39,16 @@ def test_a_whole_scenario_leaks_no_secret(
     every_kind = "".join(
         f'[[watch]]\nkind = "{kind}"\njobs = ["{resource_id(kind)}"]\n' for kind, *_ in MOVES
     )
-    config = tmp_path / "watcher.toml"
-    config.write_text(
-        f"""
-[watcher]
-poll_interval = 0.3
-# Fast polls for the test; the default 60/min budget would pace them.
-max_requests_per_minute = 6000
-state_path = "{tmp_path / "state.db"}"
-health_listen = ""
-
-[[watch]]
-jobs = ["job-a", "job-b", "job-missing"]
-{every_kind}
-[[channel]]
-name = "team"
-urls = ["{receiver.url(user="bot", password=URL_PASSWORD)}?+X-Hook-Token=${{HOOK_TOKEN}}"]
-max_per_second = 100
-"""
+    config = write_config(
+        tmp_path,
+        [f"{receiver.url(user='bot', password=URL_PASSWORD)}?+X-Hook-Token=${{HOOK_TOKEN}}"],
+        watch=f'jobs = ["job-a", "job-b", "job-missing"]\n{every_kind}',
+        channel="max_per_second = 100",
     )
     env = daemon_env | {"FIREWORKS_API_KEY": API_KEY, "HOOK_TOKEN": HOOK_TOKEN}
 
     def cli(*argv: str, key: str = API_KEY) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "watcher", *argv],
-            capture_output=True,
-            text=True,
-            env=env | {"FIREWORKS_API_KEY": key},
-            timeout=60,
-            check=False,
-        )
+        done = run_watcher(*argv, env=env | {"FIREWORKS_API_KEY": key})
         return done.stdout + done.stderr
 
     daemon = Daemon(config, env)

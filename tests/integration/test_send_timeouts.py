@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from fireworks_sim import Simulator
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, write_config
 from tests.support.servers import JsonReceiver
 from watcher.core.delivery import SendOutcome
 from watcher.notify.apprise_sender import AppriseNotifier, url_key
@@ -31,31 +31,6 @@ pytestmark = pytest.mark.slow
 GRACE = 5.0
 EXIT_SLACK = 1.0
 COMPLETED = "Sim job job-a (job-a): RUNNING → COMPLETED"
-
-
-def write_config(tmp_path: Path, urls: list[str], watcher_extra: str = "") -> Path:
-    """One watched job, one channel on `urls`, the health endpoint on a free port; every
-    delivery setting at its default unless `watcher_extra` sets it."""
-    path = tmp_path / "watcher.toml"
-    url_list = ", ".join(f'"{url}"' for url in urls)
-    path.write_text(
-        f"""
-[watcher]
-poll_interval = 0.3
-max_requests_per_minute = 6000
-state_path = "{tmp_path / "state.db"}"
-health_listen = "127.0.0.1:0"
-{watcher_extra}
-
-[[watch]]
-jobs = ["job-a"]
-
-[[channel]]
-name = "team"
-urls = [{url_list}]
-"""
-    )
-    return path
 
 
 def metric(base: str, name: str, **labels: str) -> float:
@@ -91,8 +66,16 @@ def daemons(daemon_env: dict[str, str]) -> Iterator[list[Daemon]]:
         daemon.close()
 
 
-def health_base(daemon: Daemon) -> str:
-    return f"http://127.0.0.1:{daemon.wait_event('health.listening')[0]['port']}"
+def started(
+    sim: Simulator, config: Path, env: dict[str, str], daemons: list[Daemon]
+) -> tuple[Daemon, str]:
+    """job-a RUNNING, and a daemon on `config` that has baselined it; its health base URL."""
+    sim.add_job("job-a", state="RUNNING")
+    daemon = Daemon(config, env)
+    daemons.append(daemon)
+    base = daemon.health_url()  # before the baseline: waiting for an event skips the earlier
+    daemon.wait_event("job.baseline")
+    return daemon, base
 
 
 @pytest.mark.slow
@@ -107,12 +90,8 @@ def test_a_receiver_answering_in_25s_gets_each_message_once_at_defaults(
     message once: three URLs (three lanes, in parallel), one message each, no repeat, no
     failure, nothing maybe-delivered."""
     paths = ["/hook-a", "/hook-b", "/hook-c"]
-    config = write_config(tmp_path, [receiver.url(p) for p in paths])
-    sim.add_job("job-a", state="RUNNING")
-    daemon = Daemon(config, daemon_env)
-    daemons.append(daemon)
-    base = health_base(daemon)
-    daemon.wait_event("job.baseline")
+    config = write_config(tmp_path, [receiver.url(p) for p in paths], health=True)
+    daemon, base = started(sim, config, daemon_env, daemons)
     receiver.delay = 25.0
 
     sim.set_state("job-a", "COMPLETED")
@@ -144,12 +123,8 @@ def test_a_send_past_notify_timeout_is_counted_maybe_delivered(
 ) -> None:
     """A send that times out after its request went out may have arrived: it is counted in
     `..._maybe_delivered_total` and sent again (the one documented possible duplicate)."""
-    config = write_config(tmp_path, [receiver.url()], "notify_timeout = 1")
-    sim.add_job("job-a", state="RUNNING")
-    daemon = Daemon(config, daemon_env)
-    daemons.append(daemon)
-    base = health_base(daemon)
-    daemon.wait_event("job.baseline")
+    config = write_config(tmp_path, [receiver.url()], health=True, watcher="notify_timeout = 1")
+    daemon, base = started(sim, config, daemon_env, daemons)
     receiver.delay = 3.0
 
     sim.set_state("job-a", "COMPLETED")
@@ -181,11 +156,10 @@ def test_sigterm_abandons_a_60s_send_after_the_grace(
     """SIGTERM during a 60 s send (`notify_timeout` 90 s, above the 45 s that systemd and
     Kubernetes allow a stop): exit 0 within grace + 1 s; the row stays pending as in flight
     (never settled); the next start sends it (the documented in-flight repeat)."""
-    config = write_config(tmp_path, [receiver.url() + rto], "notify_timeout = 90")
-    sim.add_job("job-a", state="RUNNING")
-    first = Daemon(config, daemon_env)
-    daemons.append(first)
-    first.wait_event("job.baseline")
+    config = write_config(
+        tmp_path, [receiver.url() + rto], health=True, watcher="notify_timeout = 90"
+    )
+    first, _ = started(sim, config, daemon_env, daemons)
     receiver.delay = 60.0
     sim.set_state("job-a", "COMPLETED")
     receiver.wait_for(1)  # the post arrived; its answer would come in 60 s

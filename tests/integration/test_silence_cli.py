@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fireworks_sim import Simulator
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, write_config
 from tests.support.servers import JsonReceiver
 from watcher.cli import main
 from watcher.stores.sqlite import StateStore
@@ -204,22 +204,7 @@ def test_add_while_a_daemon_runs(
     """A running daemon holds the state file's lock; `silence add`, `list` and `expire`
     still work on the same file, and the daemon goes on polling."""
     sim.add_job("job-a", state="RUNNING")
-    config = tmp_path / "watcher.toml"
-    config.write_text(
-        f"""
-[watcher]
-poll_interval = 0.3
-state_path = "{tmp_path / "state.db"}"
-health_listen = ""
-
-[[watch]]
-jobs = ["job-a"]
-
-[[channel]]
-name = "team"
-urls = ["{receiver.url()}"]
-"""
-    )
+    config = write_config(tmp_path, [receiver.url()], budget=None)
     daemon = Daemon(config, daemon_env)
     try:
         daemon.wait_event("job.baseline")

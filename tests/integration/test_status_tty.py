@@ -4,38 +4,26 @@ plain columns (tests/unit/test_status.py)."""
 from __future__ import annotations
 
 import os
-import pty
 import re
-import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tests.support.terminal import run_on_a_terminal
 from watcher.core.conditions import Condition, ConditionName, Since
 from watcher.core.decision import Decision
 from watcher.core.model import JobKind, JobRef, JobSnapshot
 from watcher.stores.sqlite import StateStore
 
 
-def run_on_a_terminal(args: list[str], env: dict[str, str]) -> str:
-    """Run a command with stdout on a pseudo-terminal; all it printed."""
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(args, stdout=follower, stderr=subprocess.DEVNULL, env=env)
-    os.close(follower)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    proc.wait(timeout=60)
-    os.close(leader)
-    return b"".join(chunks).decode()
+def status_on_a_terminal(tmp_path: Path, db: Path, *, columns: int) -> str:
+    """`status` on the state database `db`, on a terminal `columns` wide: all it printed."""
+    config = tmp_path / "watcher.toml"
+    config.write_text(f'[watcher]\nstate_path = "{db}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
+    env |= {"COLUMNS": str(columns), "TERM": "xterm-256color"}
+    command = [sys.executable, "-m", "watcher", "status", "-c", str(config)]
+    return run_on_a_terminal(command, env).text
 
 
 def test_status_on_a_terminal_is_a_coloured_table(tmp_path: Path) -> None:
@@ -58,12 +46,7 @@ def test_status_on_a_terminal_is_a_coloured_table(tmp_path: Path) -> None:
                 now=now,
             )
         )
-    config = tmp_path / "watcher.toml"
-    config.write_text(f'[watcher]\nstate_path = "{db}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
-    env |= {"COLUMNS": "160", "TERM": "xterm-256color"}
-
-    out = run_on_a_terminal([sys.executable, "-m", "watcher", "status", "-c", str(config)], env)
+    out = status_on_a_terminal(tmp_path, db, columns=160)
 
     assert "\x1b[" in out  # styled
     assert "COMPLETED" in out
@@ -98,12 +81,7 @@ def test_status_on_a_terminal_shows_progress_last_poll_readiness_and_no_lease(
             )
         )
         store.acquire_lease("poller", "host-1", ttl=timedelta(hours=1))
-    config = tmp_path / "watcher.toml"
-    config.write_text(f'[watcher]\nstate_path = "{db}"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREWORKS_")}
-    env |= {"COLUMNS": "200", "TERM": "xterm-256color"}
-
-    out = run_on_a_terminal([sys.executable, "-m", "watcher", "status", "-c", str(config)], env)
+    out = status_on_a_terminal(tmp_path, db, columns=200)
     text = re.sub(r"\x1b\[[0-9;]*m", "", out).replace("\r", "")
     lines = text.splitlines()
 

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 
 from fireworks_sim import Simulator
 from tests.support.account import ACCOUNT, KEY
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, write_config
 from tests.support.servers import JsonReceiver, ServedApp
 from tests.support.waiting import wait_until
 from watcher import app, config
@@ -280,23 +280,12 @@ def test_status_lists_unreadable_rows_and_the_rest(
 def daemon_config(tmp_path: Path, receiver: JsonReceiver, sim: Simulator) -> Path:
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
-    path = tmp_path / "watcher.toml"
-    path.write_text(
-        f"""
-[watcher]
-poll_interval = 0.3
-max_requests_per_minute = 6000
-state_path = "{tmp_path / "state.db"}"
-health_listen = "127.0.0.1:0"
-
-[[watch]]
-jobs = ["job-a", "job-b"]
-
-[[channel]]
-name = "team"
-urls = ["{receiver.url()}"]
-max_per_second = 100
-"""
+    path = write_config(
+        tmp_path,
+        [receiver.url()],
+        watch='jobs = ["job-a", "job-b"]',
+        health=True,
+        channel="max_per_second = 100",
     )
     seed(tmp_path / "state.db", receiver.url(), datetime.now(UTC))
     return path
@@ -347,7 +336,7 @@ def test_a_state_file_lost_while_running_is_loud_and_loses_nothing(
     state = tmp_path / "state.db"
     receiver.status = 500  # everything stays pending
     daemons.append(daemon := Daemon(daemon_config, daemon_env))
-    base = f"http://127.0.0.1:{daemon.wait_event('health.listening')[0]['port']}"
+    base = daemon.health_url()
     wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, "ready")
     daemon.wait_event("notify.failed", 3)
     os.link(state, tmp_path / "original.db")  # to look into the file the daemon had open

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import httpx
 import pytest
 
 from fireworks_sim import Simulator
-from tests.support.daemon import Daemon, serve_health
+from tests.support.daemon import Daemon, run_watcher, serve_health, write_config
 from tests.support.servers import JsonReceiver
 from watcher import app
 from watcher.config import parse
@@ -143,14 +141,7 @@ HOOKPASS = "HOOKPASSsecret99"
 
 def run_cli(env: dict[str, str], *argv: str) -> str:
     """A command as a person runs it: its stdout, then its stderr (the log lines)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "watcher", *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    done = run_watcher(*argv, env=env)
     return done.stdout + done.stderr
 
 
@@ -163,23 +154,7 @@ def test_a_path_secret_stays_out_of_every_output(
     """`json://127.0.0.1:PORT/down/${HOOKPASS}`: the value is in none of `once` (debug logs
     included), `status`, `status --json`, `check`, `test-notify`, a daemon's log and
     `/api/v1/deliveries`, nor in the outbox's `url_display`; the receiver did get it."""
-    config = tmp_path / "watcher.toml"
-    config.write_text(
-        f"""
-[watcher]
-poll_interval = 0.3
-max_requests_per_minute = 6000
-state_path = "{tmp_path / "state.db"}"
-health_listen = ""
-
-[[watch]]
-jobs = ["job-a"]
-
-[[channel]]
-name = "team"
-urls = ["json://127.0.0.1:{receiver.port}/down/${{HOOKPASS}}"]
-"""
-    )
+    config = write_config(tmp_path, [f"json://127.0.0.1:{receiver.port}/down/${{HOOKPASS}}"])
     env = daemon_env | {"HOOKPASS": HOOKPASS}
     c = str(config)
     sim.add_job("job-a", state="RUNNING")
@@ -198,9 +173,9 @@ urls = ["json://127.0.0.1:{receiver.port}/down/${{HOOKPASS}}"]
     serve_health(config)
     daemon = Daemon(config, env)
     try:
-        port = daemon.wait_event("health.listening")[0]["port"]
+        base = daemon.health_url()
         daemon.wait_event("notify.failed")
-        answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/deliveries", timeout=10)
+        answer = httpx.get(f"{base}/api/v1/deliveries", timeout=10)
         deliveries: list[dict[str, Any]] = answer.json()["deliveries"]
         outputs.append(answer.text)
     finally:

@@ -4,14 +4,11 @@ live line, errors come alone and say what they mean, flags take durations and an
 
 from __future__ import annotations
 
-import os
-import pty
 import re
 import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import pytest
 from fireworks_sim import Simulator
 from tests.support.account import ACCOUNT, KEY
 from tests.support.servers import ServedApp
+from tests.support.terminal import watch_on_a_terminal
 from watcher.cli import main
 from watcher.core.decision import Decision
 from watcher.core.delivery import Event
@@ -251,43 +249,6 @@ class TestFlags:
         assert (2, "") == (code, out)
         assert 1 == len(err.splitlines())
         assert message in err
-
-
-def watch_on_a_terminal(
-    server_url: str, argv: list[str], when: str, then: Callable[[], object]
-) -> tuple[int, str]:
-    """`watch` with its stdout on a pseudo-terminal: `then()` once the terminal shows `when`;
-    the exit code and all the terminal received."""
-    leader, follower = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FIREWORKS_", "NO_COLOR"))}
-    env |= {
-        "FIREWORKS_API_KEY": KEY,
-        "FIREWORKS_ACCOUNT_ID": ACCOUNT,
-        "FIREWORKS_BASE_URL": server_url,
-        "TERM": "xterm-256color",
-        "COLUMNS": "120",
-    }
-    with subprocess.Popen(
-        [sys.executable, "-m", "watcher", "watch", *argv],
-        stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.DEVNULL, env=env,
-    ) as proc:  # fmt: skip
-        os.close(follower)
-        received = b""
-        done = False
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            received += chunk
-            if not done and when.encode() in received:
-                then()
-                done = True
-        code = proc.wait(timeout=60)
-    os.close(leader)
-    return code, received.decode()
 
 
 def test_a_console_notification_clears_the_live_line_first(

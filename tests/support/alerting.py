@@ -4,7 +4,7 @@ heard, rows read back."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +15,7 @@ import anyio.to_thread
 from tests.support.account import ACCOUNT, KEY
 from tests.support.servers import JsonReceiver, ServedApp
 from watcher import app, config
+from watcher.ports import Observer
 from watcher.runtime.poller import Poller
 
 SFT = "supervisedFineTuningJobs"
@@ -54,18 +55,31 @@ def settings_for(
     )
 
 
+def rewired(
+    real: Poller,
+    *,
+    clock: Callable[[], datetime],
+    monotonic: Callable[[], float] | None = None,
+    observer: Observer | None = None,
+) -> Poller:
+    """A Poller on `real`'s plan, client, store and notifier that reads the wall clock `clock`
+    and `monotonic` (by default `clock`'s timestamp: a test moves the two together)."""
+    return Poller(
+        real.plan,
+        source=real._source,
+        store=real._store,
+        sender=real._sender,
+        observer=observer,
+        clock=clock,
+        monotonic=monotonic or (lambda: clock().timestamp()),
+    )
+
+
 @asynccontextmanager
 async def watcher_on(settings: config.Settings, time: Time) -> AsyncIterator[Poller]:
     """The real client, store and notifier, read through the fake clock."""
     async with app.open_watcher(settings) as real:
-        yield Poller(
-            real.plan,
-            source=real._source,
-            store=real._store,
-            sender=real._sender,
-            clock=time.wall,
-            monotonic=time.monotonic,
-        )
+        yield rewired(real, clock=time.wall, monotonic=time.monotonic)
 
 
 async def cycle(watcher: Poller, time: Time, seconds: float) -> None:

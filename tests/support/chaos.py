@@ -59,8 +59,8 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -76,8 +76,6 @@ from tests.support.crash import (
     ACCOUNT,
     DEADLINE,
     KEY,
-    STUCK_FAILED,
-    STUCK_RUNNING,
     TORN_WINDOW,
     Incarnation,
     KillMode,
@@ -90,10 +88,17 @@ from tests.support.crash import (
     _read_outbox,
     _TimedReceiver,
     _write_config,
+    add_jobs,
+    chosen_seed,
+    fail_stuck,
     is_torn,
+    make_changes,
     parse_body,
     plan_steps,
+    print_findings,
     sqlite_query,
+    to_stderr,
+    tokens_in,
 )
 from tests.support.servers import AsgiApp, Scope, ServedApp, _ReceiverHandler
 from tests.support.waiting import holds_within
@@ -633,8 +638,7 @@ class _Chaos:
 
     def open(self) -> None:
         self.served.start()
-        for job in [*self.states, STUCK_FAILED, STUCK_RUNNING]:
-            self.sim.add_job(job, state="RUNNING", status_message=f"start-{job}")
+        add_jobs(self.sim, self.states)
         self.config = _write_config(
             self.workdir,
             jobs=self.jobs,
@@ -656,9 +660,7 @@ class _Chaos:
         baselines = self.jobs + 2
         if not holds_within(lambda: self._logged("job.baseline") >= baselines, DEADLINE):
             raise RuntimeError(f"the replicas did not baseline their jobs:\n{self._tails()}")
-        token = "stuck-failed-token"
-        self.expected[token] = f"{STUCK_FAILED}|RUNNING|FAILED|{token}"
-        self.sim.set_state(STUCK_FAILED, "FAILED", status_message=token)
+        fail_stuck(self.sim, self.expected)
 
     def close(self) -> None:
         for index in list(self.stopped):
@@ -769,19 +771,10 @@ class _Chaos:
     # -- steps and events
 
     def make(self, step: Step) -> set[str]:
-        for change in step.changes:
-            old = self.states[change.job]
-            self.states[change.job] = change.state
-            self.expected[change.token] = f"{change.job}|{old}|{change.state}|{change.token}"
-            self.sim.set_state(change.job, change.state, status_message=change.token)
-        return {c.token for c in step.changes}
+        return make_changes(self.sim, step.changes, self.states, self.expected)
 
     def received_tokens(self) -> set[str]:
-        return {
-            parsed[3]
-            for m in self.receiver.messages
-            if (parsed := parse_body(str(m.get("message", "")))) is not None
-        }
+        return tokens_in(self.receiver.messages)
 
     def recorded_tokens(self) -> set[str]:
         return set(_read_outbox(self.database.query))
@@ -1169,7 +1162,8 @@ def run(
         dsn=dsn,
         progress=progress or (lambda _: None),
     )
-    with _closing(chaos):
+    # Whatever happens, no daemon outlives the run, and the schema is dropped.
+    with closing(chaos):
         chaos.open()
         for index, step in enumerate(plan):
             chaos.step(step, index)
@@ -1178,15 +1172,6 @@ def run(
         chaos.settle()
         transitions = sum(len(s.step.changes) for s in plan) + 1
         return chaos.count(seed=seed, transitions=transitions, began=began)
-
-
-@contextmanager
-def _closing(chaos: _Chaos) -> Iterator[_Chaos]:
-    # Whatever happens, no daemon outlives the run, and the schema is dropped.
-    try:
-        yield chaos
-    finally:
-        chaos.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1202,8 +1187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
-    print(f"seed {seed}", file=sys.stderr, flush=True)
+    seed = chosen_seed(args.seed)
     dsn = os.environ.get(PG_DSN_ENV, "")
     if args.backend == "sqlite" and args.replicas != 1:
         print("SQLite runs one replica per file: give --replicas 1", file=sys.stderr)
@@ -1214,10 +1198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend == "postgresql" and shutil.which("pg_ctlcluster") is None:
         print("pg_ctlcluster not found: the PostgreSQL restart needs it", file=sys.stderr)
         return 2
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     with tempfile.TemporaryDirectory(prefix="watcher-chaos-") as tmp:
         report = run(
             args.kills,
@@ -1228,7 +1208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend=args.backend,
             dsn=dsn,
             workdir=Path(tmp),
-            progress=progress,
+            progress=to_stderr,
         )
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
@@ -1237,11 +1217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"seed {report.seed}: {report.replicas} replicas on {report.backend},"
             f" poll {report.poll:g} s, wall {report.wall_time:.0f} s"
         )
-        print(report.table())
-        for line in report.problems:
-            print(f"PROBLEM {line}")
-        for line in report.notes:
-            print(f"note    {line}")
+        print_findings(report.table(), report.problems, report.notes)
         print("OK" if report.ok else "FAILED")
     return 0 if report.ok else 1
 

@@ -44,8 +44,8 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from itertools import pairwise
@@ -310,6 +310,69 @@ def parse_body(body: str) -> tuple[str, str, str, str] | None:
         return None
     job, old, new, token = parts
     return job, old, new, token
+
+
+def tokens_in(messages: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The tokens that the posts among `messages` made by `BODY` announce."""
+    return {
+        parsed[3] for m in messages if (parsed := parse_body(str(m.get("message", "")))) is not None
+    }
+
+
+# -- the scenario's moves, shared with tests/support/chaos.py ------------------------------
+
+
+def make_changes(
+    sim: Simulator, changes: Iterable[Change], states: dict[str, str], expected: dict[str, str]
+) -> set[str]:
+    """Move each job in the simulator, noting in `expected` the body its notification must
+    have (`states`: each job's state so far); the changes' tokens."""
+    tokens: set[str] = set()
+    for change in changes:
+        old = states[change.job]
+        states[change.job] = change.state
+        expected[change.token] = f"{change.job}|{old}|{change.state}|{change.token}"
+        sim.set_state(change.job, change.state, status_message=change.token)
+        tokens.add(change.token)
+    return tokens
+
+
+def add_jobs(sim: Simulator, jobs: Iterable[str]) -> None:
+    """`jobs` and the stuck ones, RUNNING, each with its own status message."""
+    for job in [*jobs, STUCK_FAILED, STUCK_RUNNING]:
+        sim.add_job(job, state="RUNNING", status_message=f"start-{job}")
+
+
+def fail_stuck(sim: Simulator, expected: dict[str, str]) -> None:
+    """`stuck-failed` goes FAILED once the daemons saw it RUNNING, so it is reminded of (a
+    baseline failure never is)."""
+    token = "stuck-failed-token"
+    expected[token] = f"{STUCK_FAILED}|RUNNING|FAILED|{token}"
+    sim.set_state(STUCK_FAILED, "FAILED", status_message=token)
+
+
+# -- the command line, shared with tests/support/chaos.py ----------------------------------
+
+
+def chosen_seed(seed: int | None) -> int:
+    """`seed`, or a random one; printed to stderr either way, so a run can be repeated."""
+    chosen = seed if seed is not None else random.randrange(2**32)
+    print(f"seed {chosen}", file=sys.stderr, flush=True)
+    return chosen
+
+
+def to_stderr(line: str) -> None:
+    """A run's progress line, printed as it comes."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def print_findings(table: str, problems: Iterable[str], notes: Iterable[str]) -> None:
+    """A report's table, then one line per problem and per note."""
+    print(table)
+    for line in problems:
+        print(f"PROBLEM {line}")
+    for line in notes:
+        print(f"note    {line}")
 
 
 # -- the daemon subprocess -------------------------------------------------------------------
@@ -583,8 +646,7 @@ class _Run:
 
     def open(self) -> None:
         self.served.start()
-        for job in [*self.states, STUCK_FAILED, STUCK_RUNNING]:
-            self.sim.add_job(job, state="RUNNING", status_message=f"start-{job}")
+        add_jobs(self.sim, self.states)
         self.config = _write_config(
             self.workdir,
             jobs=self.jobs,
@@ -596,10 +658,7 @@ class _Run:
         first = self.spawn()
         if not first.wait_event("job.baseline", len(self.states) + 2):
             raise RuntimeError(f"the daemon did not baseline its jobs:\n{_tail(first)}")
-        # Seen entering FAILED, so it is reminded of (a baseline failure never is).
-        token = "stuck-failed-token"
-        self.expected[token] = f"{STUCK_FAILED}|RUNNING|FAILED|{token}"
-        self.sim.set_state(STUCK_FAILED, "FAILED", status_message=token)
+        fail_stuck(self.sim, self.expected)
 
     def close(self) -> None:
         for incarnation in self.incarnations:
@@ -619,11 +678,7 @@ class _Run:
         return incarnation
 
     def received_tokens(self, receiver: JsonReceiver | None = None) -> set[str]:
-        return {
-            parsed[3]
-            for m in (receiver or self.receiver).messages
-            if (parsed := parse_body(str(m.get("message", "")))) is not None
-        }
+        return tokens_in((receiver or self.receiver).messages)
 
     def make(self, step: Step) -> set[str]:
         changes = list(step.changes)
@@ -633,12 +688,7 @@ class _Run:
             changes.append(Change(SLOW_JOB, state, f"step-{step.index}-{SLOW_JOB}"))
             self.slow_expected.add(changes[-1].token)
             self.slow_changes += 1
-        for change in changes:
-            old = self.states[change.job]
-            self.states[change.job] = change.state
-            self.expected[change.token] = f"{change.job}|{old}|{change.state}|{change.token}"
-            self.sim.set_state(change.job, change.state, status_message=change.token)
-        return {c.token for c in changes}
+        return make_changes(self.sim, changes, self.states, self.expected)
 
     def step(self, step: Step) -> None:
         posts = len(self.receiver.messages)
@@ -991,7 +1041,8 @@ def run(
     plan = plan_steps(random.Random(seed), kills=kills, jobs=jobs)
     report = progress if progress is not None else (lambda _: None)
     state = _Run(workdir, jobs=jobs, poll=poll, slow=slow)
-    with _closing(state):
+    # Whatever happens, no daemon outlives the run and the servers are closed.
+    with closing(state):
         state.open()
         for step in plan:
             state.step(step)
@@ -1004,15 +1055,6 @@ def run(
         # The steps' changes, `slow-job`'s, and `stuck-failed` going FAILED.
         transitions = sum(len(step.changes) for step in plan) + state.slow_changes + 1
         return _count(state, seed=seed, steps=len(plan), transitions=transitions, started=began)
-
-
-@contextmanager
-def _closing(state: _Run) -> Iterator[_Run]:
-    # Whatever happens, no daemon outlives the run and the servers are closed.
-    try:
-        yield state
-    finally:
-        state.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1033,12 +1075,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
-    print(f"seed {seed}", file=sys.stderr, flush=True)
-
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
+    seed = chosen_seed(args.seed)
     with tempfile.TemporaryDirectory(prefix="watcher-crash-") as tmp:
         report = run(
             args.kills,
@@ -1046,17 +1083,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=seed,
             poll=args.poll,
             workdir=Path(tmp),
-            progress=progress,
+            progress=to_stderr,
             slow=args.slow,
         )
     if args.json:
         print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
     else:
-        print(report.table())
-        for line in report.problems:
-            print(f"PROBLEM {line}")
-        for line in report.notes:
-            print(f"note    {line}")
+        print_findings(report.table(), report.problems, report.notes)
         kinds = Counter(line.split(":", 1)[0] for line in report.problems)
         print("OK" if report.ok else f"FAILED ({', '.join(f'{n} {k}' for k, n in kinds.items())})")
     return 0 if report.ok else 1

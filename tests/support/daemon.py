@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,64 @@ from tests.support.waiting import DEADLINE, wait_until
 LAST_CYCLE = "fireworks_watcher_last_cycle_timestamp_seconds"
 
 
-def serve_health(config: Path) -> None:
-    """Turn on the daemon's health endpoint (a free port, given by `health.listening`)."""
+def write_config(
+    folder: Path,
+    urls: Sequence[str],
+    *,
+    watch: str = 'jobs = ["job-a"]',
+    poll: float = 0.3,
+    budget: int | None = 6000,
+    state: str | None = "state.db",
+    health: bool = False,
+    watcher: str = "",
+    channel: str = "",
+    name: str = "team",
+) -> Path:
+    """`folder`/watcher.toml for a daemon: one `[[watch]]` table made of `watch` (TOML lines;
+    more tables may follow them), one channel `name` on `urls` (plus the `channel` lines),
+    polled every `poll` s, its state in `folder`/`state` (None: none, the environment names
+    it), the health endpoint on a free port with `health`, and `watcher` lines added.
+
+    `budget` is `max_requests_per_minute` (None: the default): fast polls for a test, which the
+    default 60/min budget would pace.
+    """
+    path = folder / "watcher.toml"
+    lines = [f"poll_interval = {poll:g}"]
+    if budget is not None:
+        lines.append(f"max_requests_per_minute = {budget}")
+    if state is not None:
+        lines.append(f'state_path = "{folder / state}"')
+    lines.append(f'health_listen = "{"127.0.0.1:0" if health else ""}"')
+    url_list = ", ".join(f'"{url}"' for url in urls)
+    path.write_text(
+        "[watcher]\n"
+        + "\n".join([*lines, watcher])
+        + f'\n\n[[watch]]\n{watch}\n\n[[channel]]\nname = "{name}"\nurls = [{url_list}]\n'
+        + channel
+        + "\n"
+    )
+    return path
+
+
+def serve_health(config: Path, listen: str = "127.0.0.1:0") -> None:
+    """Turn on the daemon's health endpoint on `listen` (by default a free port, given by
+    `health.listening`)."""
     config.write_text(
-        config.read_text().replace('health_listen = ""', 'health_listen = "127.0.0.1:0"')
+        config.read_text().replace('health_listen = ""', f'health_listen = "{listen}"')
+    )
+
+
+def run_watcher(
+    *argv: str, env: Mapping[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`fireworks-watcher ARGV` as a person runs it, in a subprocess: exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *argv],
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -106,3 +161,7 @@ class Daemon:
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=15)
+
+    def health_url(self) -> str:
+        """Its health endpoint's base URL, once it logged `health.listening`."""
+        return f"http://127.0.0.1:{self.wait_event('health.listening')[0]['port']}"

@@ -9,7 +9,6 @@ the database password appears nowhere.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from fireworks_sim import Simulator
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, run_watcher, write_config
 from tests.support.netcut import Relay
 from tests.support.servers import JsonReceiver
 from tests.support.waiting import DEADLINE, wait_until
@@ -31,30 +30,21 @@ POLL = 0.5
 def ha_config(tmp_path: Path, receiver: JsonReceiver) -> Path:
     """Two jobs polled every 0.5 s, one channel; no state_path: the URL comes from the
     environment, as in the compose and Kubernetes files."""
-    path = tmp_path / "watcher.toml"
-    path.write_text(
-        f"""
-[watcher]
-poll_interval = {POLL}
-max_requests_per_minute = 6000
-health_listen = ""
-
-[[watch]]
-jobs = ["job-a", "job-b"]
-
-[[channel]]
-name = "team"
-urls = ["{receiver.url()}"]
-"""
+    return write_config(
+        tmp_path, [receiver.url()], watch='jobs = ["job-a", "job-b"]', poll=POLL, state=None
     )
-    return path
 
 
 @pytest.fixture
-def replicas(ha_config: Path, daemon_env: dict[str, str], state_url: str) -> Iterator[list[Daemon]]:
+def ha_env(daemon_env: dict[str, str], state_url: str) -> dict[str, str]:
+    """The daemons' environment, naming the one database."""
+    return daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url}
+
+
+@pytest.fixture
+def replicas(ha_config: Path, ha_env: dict[str, str]) -> Iterator[list[Daemon]]:
     """Three daemons started on the one database (killed at the end, whatever happened)."""
-    env = daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url}
-    started = [Daemon(ha_config, env) for _ in range(3)]
+    started = [Daemon(ha_config, ha_env) for _ in range(3)]
     yield started
     for daemon in started:
         daemon.close()
@@ -71,28 +61,34 @@ def leader_of(daemons: list[Daemon]) -> Daemon:
     return leaders[0]
 
 
+def leader_of_two_jobs(sim: Simulator, replicas: list[Daemon]) -> Daemon:
+    """Two RUNNING jobs for the replicas; the one that leads, once it has baselined them."""
+    sim.add_job("job-a", state="RUNNING")
+    sim.add_job("job-b", state="RUNNING")
+    leader = leader_of(replicas)
+    leader.wait_event("job.baseline", 2)
+    return leader
+
+
 def logged(daemon: Daemon, event: str) -> int:
     return sum(f'"event": "{event}"' in line for line in daemon.lines)
 
 
 def cli(*args: str, env: dict[str, str], config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "watcher", *args, "-c", str(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return run_watcher(*args, "-c", str(config), env=env)
+
+
+#: What the receiver hears when job-a completes, then job-b fails.
+COMPLETED_THEN_FAILED = [
+    "Sim job job-a (job-a): RUNNING → COMPLETED",
+    "Sim job job-b (job-b): RUNNING → FAILED: node lost",
+]
 
 
 def test_one_replica_polls_and_each_transition_is_announced_once(
     sim: Simulator, receiver: JsonReceiver, replicas: list[Daemon]
 ) -> None:
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
-    leader = leader_of(replicas)
-    leader.wait_event("job.baseline", 2)
+    leader = leader_of_two_jobs(sim, replicas)
 
     sim.set_state("job-a", "COMPLETED")
     receiver.wait_for(1)
@@ -102,19 +98,13 @@ def test_one_replica_polls_and_each_transition_is_announced_once(
 
     standbys = [d for d in replicas if d is not leader]
     assert [logged(d, "job.baseline") + logged(d, "job.transition") for d in standbys] == [0, 0]
-    assert [m["title"] for m in receiver.messages] == [
-        "Sim job job-a (job-a): RUNNING → COMPLETED",
-        "Sim job job-b (job-b): RUNNING → FAILED: node lost",
-    ]
+    assert [m["title"] for m in receiver.messages] == COMPLETED_THEN_FAILED
 
 
 def test_a_killed_leader_is_replaced_and_nothing_is_lost_or_repeated(
     sim: Simulator, receiver: JsonReceiver, replicas: list[Daemon]
 ) -> None:
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
-    first = leader_of(replicas)
-    first.wait_event("job.baseline", 2)
+    first = leader_of_two_jobs(sim, replicas)
     sim.set_state("job-a", "COMPLETED")
     receiver.wait_for(1)
 
@@ -131,19 +121,13 @@ def test_a_killed_leader_is_replaced_and_nothing_is_lost_or_repeated(
     second = leader_of(survivors)
     (taken,) = second.wait_event("lease.acquired")
     assert taken["epoch"] == 2
-    assert [m["title"] for m in receiver.messages] == [
-        "Sim job job-a (job-a): RUNNING → COMPLETED",
-        "Sim job job-b (job-b): RUNNING → FAILED: node lost",
-    ]
+    assert [m["title"] for m in receiver.messages] == COMPLETED_THEN_FAILED
 
 
 def test_a_stopped_leader_hands_over_at_once(
     sim: Simulator, receiver: JsonReceiver, replicas: list[Daemon]
 ) -> None:
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
-    first = leader_of(replicas)
-    first.wait_event("job.baseline", 2)
+    first = leader_of_two_jobs(sim, replicas)
 
     assert first.stop() == 0
     assert logged(first, "lease.released") == 1
@@ -160,20 +144,16 @@ def test_status_shows_the_lease_and_every_replica_without_the_password(
     sim: Simulator,
     replicas: list[Daemon],
     ha_config: Path,
-    daemon_env: dict[str, str],
+    ha_env: dict[str, str],
     state_url: str,
 ) -> None:
-    sim.add_job("job-a", state="RUNNING")
-    sim.add_job("job-b", state="RUNNING")
-    leader = leader_of(replicas)
-    leader.wait_event("job.baseline", 2)
-    env = daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url}
+    leader_of_two_jobs(sim, replicas)
 
     def all_seen() -> bool:
-        return cli("status", env=env, config=ha_config).stdout.count("  replica ") == 3
+        return cli("status", env=ha_env, config=ha_config).stdout.count("  replica ") == 3
 
     wait_until(all_seen, "three replicas in status")
-    out = cli("status", env=env, config=ha_config).stdout
+    out = cli("status", env=ha_env, config=ha_config).stdout
 
     password = urlsplit(state_url).password or ""
     holder = next(line for line in out.splitlines() if line.startswith("lease: "))
@@ -191,16 +171,13 @@ def test_once_refuses_to_poll_beside_a_running_leader(
     sim: Simulator,
     replicas: list[Daemon],
     ha_config: Path,
-    daemon_env: dict[str, str],
-    state_url: str,
+    ha_env: dict[str, str],
 ) -> None:
     sim.add_job("job-a", state="RUNNING")
     sim.add_job("job-b", state="RUNNING")
     leader = leader_of(replicas)
 
-    done = cli(
-        "once", env=daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url}, config=ha_config
-    )
+    done = cli("once", env=ha_env, config=ha_config)
 
     assert done.returncode == 2
     assert "the poller lease is held by" in done.stderr
@@ -209,12 +186,11 @@ def test_once_refuses_to_poll_beside_a_running_leader(
 
 
 def test_migrate_then_run_without_migrating(
-    ha_config: Path, daemon_env: dict[str, str], state_url: str
+    ha_config: Path, ha_env: dict[str, str], state_url: str
 ) -> None:
-    env = daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url}
-    refused = cli("run", "--no-migrate", env=env, config=ha_config)
-    first = cli("migrate", env=env, config=ha_config)
-    again = cli("migrate", env=env, config=ha_config)
+    refused = cli("run", "--no-migrate", env=ha_env, config=ha_config)
+    first = cli("migrate", env=ha_env, config=ha_config)
+    again = cli("migrate", env=ha_env, config=ha_config)
 
     assert refused.returncode == 2
     assert refused.stderr.count("\n") == 1
@@ -256,6 +232,7 @@ def test_a_leader_cut_off_from_the_database_is_replaced_and_writes_nothing(
     receiver: JsonReceiver,
     ha_config: Path,
     daemon_env: dict[str, str],
+    ha_env: dict[str, str],
     state_url: str,
 ) -> None:
     """The leader's route to the database goes silent (a partition: no reset, no error, just
@@ -272,10 +249,7 @@ def test_a_leader_cut_off_from_the_database_is_replaced_and_writes_nothing(
         try:
             first.wait_event("lease.acquired")
             first.wait_event("job.baseline", 2)
-            others = [
-                Daemon(ha_config, daemon_env | {"FIREWORKS_WATCHER_STATE_URL": state_url})
-                for _ in range(2)
-            ]
+            others = [Daemon(ha_config, ha_env) for _ in range(2)]
             wait_until(lambda: all(logged(d, "watcher.started") for d in others), "standbys")
 
             relay.cut()
