@@ -54,12 +54,13 @@ class _Control(_State):
         replica_count: int | None = None,
         estimated_cost_usd: float | None = None,
         accelerator_seconds: int | Mapping[str, int] | None = None,
+        fine_tuning_job: str | None = None,
     ) -> dict[str, Any]:
         """Add (or replace) a resource and return its JSON.
 
         Knobs a collection's SDK model has no field for raise ValueError when given
         (`progress`, `progress_rate`, `epoch`, `replica_count`, `estimated_cost_usd`,
-        `accelerator_seconds`, `evaluator`, `deployment`, `model`); the older ones
+        `accelerator_seconds`, `evaluator`, `deployment`, `model`, `fine_tuning_job`); the older ones
         (`base_model`, `epochs`, `wandb`...) are simply not rendered there.
 
         Args:
@@ -90,6 +91,8 @@ class _Control(_State):
             estimated_cost_usd: An SFT job's `estimatedCost` (google.type.Money, USD).
             accelerator_seconds: rft/rlor `acceleratorSeconds`: seconds of
                 `DEFAULT_ACCELERATOR`, or a mapping accelerator type -> seconds.
+            fine_tuning_job: A model's `fineTuningJob`: the resource name of the job that
+                made it (`accounts/{account}/supervisedFineTuningJobs/{id}`); none by default.
         """
         now = self._clock()
         job = self.build(
@@ -117,6 +120,7 @@ class _Control(_State):
             replica_count=replica_count,
             estimated_cost_usd=estimated_cost_usd,
             accelerator_seconds=accelerator_seconds,
+            fine_tuning_job=fine_tuning_job,
         )
         with self._lock:
             self._jobs[(collection, job_id)] = job
@@ -178,11 +182,20 @@ class _Control(_State):
             self._apply(job, step)
             return self._render(job)
 
-    def remove_job(self, job_id: str, collection: str = "dpoJobs", *, purge: bool = False) -> None:
+    def remove_job(
+        self,
+        job_id: str,
+        collection: str = "dpoJobs",
+        *,
+        purge: bool = False,
+        deleted_by: str | None = None,
+    ) -> None:
         """Delete a resource; later GETs answer 404. Raises KeyError if it does not exist.
 
         An RLOR trainer is first kept as `JOB_STATE_ARCHIVED`, as the gateway shows deleted
         trainers in their retention window; removing it again (or `purge=True`) drops it.
+        The archived trainer's `createdBy` then names `deleted_by` when given, as the API
+        reports the deleter there.
         """
         with self._lock:
             job = self._job(collection, job_id)
@@ -191,6 +204,8 @@ class _Control(_State):
                 self._advance(job, now)
                 job.steps.clear()
                 job.cycle = None
+                if deleted_by is not None:
+                    job.created_by = deleted_by
                 self._apply(job, _Step(now, ARCHIVED_STATE))
                 return
             del self._jobs[(collection, job_id)]

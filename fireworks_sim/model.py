@@ -171,6 +171,8 @@ class _Resource:
     replica_count: int | None
     estimated_cost_usd: float | None
     accelerator_seconds: dict[str, int] | None
+    #: A model's `fineTuningJob` (the job's resource name), "" for none.
+    fine_tuning_job: str = ""
     steps: list[_Step] = field(default_factory=list)
     cycle: _Cycle | None = None
 

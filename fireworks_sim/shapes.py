@@ -327,6 +327,8 @@ def _render_model(sim: Owner, job: _Resource) -> dict[str, Any]:
     return {
         "description": f"Simulated fine-tuned model {job.job_id}",
         "kind": "HF_PEFT_ADDON",
+        # The job that made it: the watcher's owner of a model is that job's creator.
+        "fineTuningJob": job.fine_tuning_job,
         "peftDetails": {
             "baseModel": job.base_model,
             "r": 8,

@@ -141,6 +141,7 @@ class _State:
         replica_count: int | None = None,
         estimated_cost_usd: float | None = None,
         accelerator_seconds: int | Mapping[str, int] | None = None,
+        fine_tuning_job: str | None = None,
     ) -> _Resource:
         """A resource record as `add_job` describes it, at clock reading `at`; not added."""
         if collection not in COLLECTIONS:
@@ -158,6 +159,7 @@ class _State:
             "evaluator": evaluator is not None
             and collection not in ("reinforcementFineTuningJobs", "evaluationJobs"),
             "deployment": deployment is not None and collection != "deployedModels",
+            "fine_tuning_job": fine_tuning_job is not None and collection != "models",
             "model": model is not None
             and collection not in ("batchInferenceJobs", "deployments", "deployedModels"),
         }
@@ -208,6 +210,7 @@ class _State:
             replica_count=replica_count,
             estimated_cost_usd=estimated_cost_usd,
             accelerator_seconds=seconds,
+            fine_tuning_job=fine_tuning_job or "",
         )
 
     def set_cycle(

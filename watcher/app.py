@@ -29,6 +29,7 @@ from watcher.core.delivery import Channel, ChannelPolicy, RetryPolicy
 from watcher.core.errors import WatcherError
 from watcher.core.lease import lease_ttl
 from watcher.core.model import Transition
+from watcher.core.people import People, Person
 from watcher.core.rules import channel_rule
 from watcher.core.text import userinfo
 from watcher.core.urls import host_port
@@ -73,13 +74,15 @@ def channel_policy(section: ChannelSettings) -> ChannelPolicy:
 
 def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
     """What the loop watches and whom it tells, from the settings."""
+    people = People.of(Person(p.email, p.name, p.slack, p.discord) for p in settings.people)
     channels = tuple(
         Channel(
             name=c.name,
             targets=tuple(notifier.target(u.get_secret_value()) for u in c.urls),
-            rule=channel_rule(c),
+            rule=channel_rule(c, people.emails),
             title=c.title,
             body=c.body,
+            people=people,
             policy=channel_policy(c),
         )
         for c in settings.channels

@@ -277,7 +277,7 @@ class TestInvalid:
     @pytest.mark.parametrize(
         ("path", "expected"),
         [
-            (("typo",), "w.toml: typo: unknown key (fireworks, watcher, watch or channel)"),
+            (("typo",), "w.toml: typo: unknown key (fireworks, watcher, watch, channel or person)"),
             (("fireworks", "acount_id"), "fireworks.acount_id: unknown key"),
             (("watcher", "pol_interval"), "watcher.pol_interval: unknown key"),
             (("watch", 0, "job"), "watch[0].job: unknown key"),

@@ -115,6 +115,7 @@ def parse(data: Mapping[str, Any], env: Mapping[str, str], *, source: str = "<co
         "watcher": _watcher_table(raw.get("watcher", {}), env, origins),
         "watches": raw.get("watch", ()),
         "channels": raw.get("channel", ()),
+        "people": raw.get("person", ()),
         "source": source,
         "url_secrets": _url_secrets(origins),
     }

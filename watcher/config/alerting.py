@@ -1,13 +1,21 @@
 """The validators of the alerting keys: durations, digest times, time zones, quiet hours,
-a channel's kind globs."""
+a channel's kind globs and owners, and the people directory's e-mails and ids."""
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from watcher.core.durations import DURATION_RULE, parse_clock, parse_duration, parse_hours
 from watcher.core.kinds import JobKind
+from watcher.core.rules import DIRECTORY
+
+_EMAIL: Final = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}")
+#: Slack member ids (`U012ABCDEF`; `W…` on Enterprise Grid) and Discord snowflakes.
+_SLACK_MEMBER: Final = re.compile(r"[UW][A-Z0-9]{2,30}")
+_DISCORD_USER: Final = re.compile(r"[0-9]{17,20}")
 
 
 def _duration(value: object) -> object:
@@ -62,3 +70,31 @@ def _kind_glob(value: str) -> str:
         msg = f"matches no job kind ({', '.join(JobKind)})"
         raise ValueError(msg)
     return glob
+
+
+def _email(value: str) -> str:
+    if not _EMAIL.fullmatch(value):
+        raise ValueError("must be an e-mail address (name@domain)")
+    return value
+
+
+def _slack_member(value: str) -> str:
+    if not _SLACK_MEMBER.fullmatch(value):
+        raise ValueError("must be a Slack member id: U or W, then letters and digits")
+    return value
+
+
+def _discord_user(value: str) -> str:
+    if not _DISCORD_USER.fullmatch(value):
+        raise ValueError("must be a Discord user id: 17 to 20 digits")
+    return value
+
+
+def _owners(value: object) -> object:
+    # `owners = "directory"` is the people directory (`core.rules`); another string is a
+    # glob that lost its brackets.
+    if isinstance(value, str):
+        if value != DIRECTORY:
+            raise ValueError(f'must be an array of globs or "{DIRECTORY}"')
+        return (value,)
+    return value

@@ -109,7 +109,7 @@ def _describe_one(error: ErrorDetails, origins: _Origins) -> str:
     else:
         problem = _PROBLEMS.get(kind, error["msg"])
     path = _render(loc, fields=True)
-    if loc in (("watches",), ("channels",)) and kind == "tuple_type":
+    if loc in (("watches",), ("channels",), ("people",)) and kind == "tuple_type":
         problem = f"must be an array of tables: write [[{path}]]"
     if loc == ("fireworks", "account_id") and kind == "missing":
         problem = f"required (or set {ACCOUNT_ENV})"
@@ -205,7 +205,7 @@ def _render(loc: tuple[Any, ...], *, fields: bool = False) -> str:
             out += f"[{part}]"
             continue
         if fields and index == 0:
-            part = {"watches": "watch", "channels": "channel"}.get(part, part)
+            part = {"watches": "watch", "channels": "channel", "people": "person"}.get(part, part)
         elif fields and loc[0] == "fireworks" and part == "api_key":
             part = "api_key_file"
         name = part if isinstance(part, str) and _BARE_KEY.fullmatch(part) else repr(part)

@@ -25,10 +25,14 @@ from pydantic import (
 
 from watcher.config.alerting import (
     _digest,
+    _discord_user,
     _duration,
+    _email,
     _group_by,
     _kind_glob,
+    _owners,
     _quiet_hours,
+    _slack_member,
     _time_zone,
 )
 from watcher.config.network import IN_CLEAR, in_clear_beyond_loopback
@@ -38,6 +42,7 @@ from watcher.core.hosts import host_name
 from watcher.core.kinds import ALL_STATES, DEFAULT_BASE_URL, JobKind, short_state
 from watcher.core.model import JobRef
 from watcher.core.names import ID_RULE, is_valid_id
+from watcher.core.rules import DIRECTORY
 
 #: Names the config file may have when no path is given, in search order. `$FIREWORKS_WATCHER_CONFIG`,
 #: when set, comes before them all.
@@ -58,7 +63,7 @@ CREDENTIALS_DIRECTORY_ENV: Final = "CREDENTIALS_DIRECTORY"  # set by systemd's L
 #: The credential name the systemd unit loads the API key under.
 API_KEY_CREDENTIAL: Final = "fireworks_api_key"
 
-_TOP_LEVEL_KEYS: Final = ("fireworks", "watcher", "watch", "channel")
+_TOP_LEVEL_KEYS: Final = ("fireworks", "watcher", "watch", "channel", "person")
 _SECRET_KEYS: Final = frozenset({"urls", "api_key", "api_key_file", "state_url", "web_token"})
 _MAX_KEY_FILE_BYTES: Final = 64 * 1024
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -343,8 +348,9 @@ class ChannelSettings(_Frozen):
         to_states: short upper-case state names; None means every transition.
         jobs: globs on job id or display name; empty means every job.
         kinds: globs on the kind name (`"dpo*"`); empty means every kind.
-        owners: globs on who created the job (the API's `createdBy`, any case); empty means
-            every job, and a job with no creator matches none.
+        owners: globs on the job's owner (`createdBy`, or derived: `core.owners`), any case;
+            empty means every job, and a job with no owner matches none; `"directory"` (alone
+            or in the array) is anyone in `[[person]]`.
         title: `str.format` template over `messages.MESSAGE_FIELDS`; None for the default.
         body: as `title`.
         notify_initial: also notify the first sight of a job.
@@ -356,7 +362,7 @@ class ChannelSettings(_Frozen):
     to_states: Annotated[frozenset[_StateName], Field(min_length=1)] | None = None
     jobs: tuple[_Text, ...] = ()
     kinds: tuple[Annotated[str, Field(strict=True), AfterValidator(_kind_glob)], ...] = ()
-    owners: tuple[_Text, ...] = ()
+    owners: Annotated[tuple[_Text, ...], BeforeValidator(_owners)] = ()
     title: _Template | None = None
     body: _Template | None = None
     notify_initial: Annotated[bool, Field(strict=True)] = False
@@ -383,6 +389,16 @@ class ChannelSettings(_Frozen):
         return self
 
 
+class PersonSettings(_Frozen):
+    """One `[[person]]` of the people directory: `email` is matched against owners (any case);
+    `slack` (a member id) and `discord` (a user id) let `{owner_mention}` notify them."""
+
+    email: Annotated[str, Field(strict=True), AfterValidator(_email)]
+    name: Annotated[str, Field(strict=True, max_length=200)] = ""
+    slack: Annotated[str, Field(strict=True), AfterValidator(_slack_member)] = ""
+    discord: Annotated[str, Field(strict=True), AfterValidator(_discord_user)] = ""
+
+
 class Settings(_Frozen):
     """The whole validated configuration; `source` names where it came from, for messages."""
 
@@ -390,6 +406,7 @@ class Settings(_Frozen):
     watcher: WatcherSettings = Field(default_factory=WatcherSettings)
     watches: tuple[WatchSettings, ...] = ()
     channels: tuple[ChannelSettings, ...] = ()
+    people: tuple[PersonSettings, ...] = ()
     source: str = "<config>"
     #: What `${VAR}` put into channel URLs (set by `parse`, never by the file): masked wherever
     #: a URL is shown, even where apprise's privacy form would keep it (a query value).
@@ -407,6 +424,26 @@ class Settings(_Frozen):
                 raise _Invalid((index, "name"), problem)
             first[channel.name] = index
         return channels
+
+    @field_validator("people")
+    @classmethod
+    def _unique_emails(cls, people: tuple[PersonSettings, ...]) -> tuple[PersonSettings, ...]:
+        first: dict[str, int] = {}
+        for index, person in enumerate(people):
+            email = person.email.casefold()
+            if email in first:
+                problem = f"same e-mail as person[{first[email]}]; each person once"
+                raise _Invalid((index, "email"), problem)
+            first[email] = index
+        return people
+
+    @model_validator(mode="after")
+    def _directory_not_empty(self) -> Self:
+        for index, channel in enumerate(self.channels):
+            if DIRECTORY in channel.owners and not self.people:
+                problem = f'"{DIRECTORY}" but no [[person]] is configured'
+                raise _Invalid(("channels", index, "owners"), problem)
+        return self
 
     @model_validator(mode="after")
     def _api_key_not_in_clear(self) -> Self:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Final
 
-from watcher.core import messages, rules, transitions
+from watcher.core import messages, owners, rules, transitions
 from watcher.core.conditions import Since, folds, next_since
 from watcher.core.delivery import Channel, Event, OutboxEntry
 from watcher.core.kinds import JobKind
@@ -84,8 +84,16 @@ def diff(
     moved: list[Transition] = []
     entries: list[OutboxEntry] = []
     events: list[Event] = []
-    for snapshot in observed:
-        previous = last.get(snapshot.ref.key)
+    observed = tuple(observed)
+    answered = {s.ref.key: s for s in observed}
+
+    def known(key: str) -> JobSnapshot | None:
+        # Stored snapshots first: they hold the owner first seen (`core.owners`).
+        return last.get(key) or answered.get(key)
+
+    for answer in observed:
+        previous = last.get(answer.ref.key)
+        snapshot = owners.owned(previous, answer, known)
         stored = transitions.merge(previous, snapshot)
         if stored == previous:
             continue

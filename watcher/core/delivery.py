@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from watcher.core.model import Transition
+from watcher.core.people import People
 from watcher.core.rules import Rule
 from watcher.core.schedule import doubling
 
@@ -73,7 +74,7 @@ class ChannelPolicy:
 @dataclass(frozen=True, slots=True)
 class Channel:
     """A named group of targets with the rule, policy and templates that decide what they
-    receive."""
+    receive; `people` is the directory its templates' `{owner_mention}` looks owners up in."""
 
     name: str
     targets: tuple[Target, ...]
@@ -81,6 +82,7 @@ class Channel:
     title: str | None = None
     body: str | None = None
     policy: ChannelPolicy = field(default_factory=ChannelPolicy)
+    people: People = field(default_factory=People)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from watcher.core.messages import (
     notify_type,
     render_fields,
 )
+from watcher.core.people import scheme_of
 from watcher.core.text import cap, escape_markdown, one_line
 
 #: A list in a grouped message shows at most this many lines, then "… and N more".
@@ -122,14 +123,16 @@ def select_claims(candidates: Sequence[Candidate], *, whole_target: bool) -> lis
 
 def render_entry(entry: OutboxEntry, channel: Channel | None) -> Message:
     """The text of one delivery, rendered now from its event with the channel's templates (a
-    notice keeps its stored text)."""
+    notice keeps its stored text); `{owner_mention}` as the entry's target mentions the owner
+    (its scheme: `core.people`)."""
     event = entry.event
     fields = event.field_map()
     if event.notice:
         return Message(fields.get("title", ""), fields.get("body", ""))
     if channel is None:  # removed by a reload: its URLs are unknown targets anyway
         return render_fields(fields)
-    return render_fields(fields, title=channel.title, body=channel.body)
+    mention = channel.people.mention(fields.get("owner", ""), scheme_of(entry.url_display))
+    return render_fields(fields, title=channel.title, body=channel.body, mention=mention)
 
 
 def tone(rows: Sequence[Delivery]) -> str:

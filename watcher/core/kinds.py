@@ -339,7 +339,11 @@ KINDS: Final[Mapping[JobKind, ResourceKind]] = MappingProxyType(
                 "model",
                 "models",
                 {UNSPECIFIED: _A, "UPLOADING": _A, "READY": _S},
-                _common(created_by=False, completed=False),
+                # No createdBy: the owner is the fine-tuning job's (`core.owners`).
+                {
+                    **_common(created_by=False, completed=False),
+                    "fine_tuning_job": text("fineTuningJob"),
+                },
                 "/models",
             ),
             _kind(

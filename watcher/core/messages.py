@@ -48,7 +48,12 @@ MESSAGE_FIELDS: tuple[str, ...] = (
     "replica_count",
     "model",
     "reason",
+    "owner",
+    "owner_mention",
 )
+#: Rendered per target when sent (`render_fields`'s `mention`): `<@U012ABCDEF>` for Slack,
+#: the person's name elsewhere; stored as the bare owner.
+OWNER_MENTION = "owner_mention"
 
 _FIRST_SIGHT = "(first seen)"
 _NEW_JOB = "(new job)"
@@ -208,6 +213,8 @@ def message_fields(transition: Transition) -> dict[str, str]:
         "replica_count": job.replica_count,
         "model": job.model,
         "reason": job.reason,
+        "owner": job.owner,
+        OWNER_MENTION: job.owner,
     }
 
 
@@ -271,7 +278,7 @@ def default_body(
         ("Replicas", fields["replica_count"]),
         ("Estimated cost", fields["estimated_cost"]),
         ("Accelerator time", _seconds(fields["accelerator_seconds"])),
-        ("Created by", fields["created_by"]),
+        ("Owner", fields["owner"] or fields["created_by"]),
         ("Duration", fields["duration"]),
         ("W&B run", fields["wandb_url"]),
         ("Console", fields["console_url"]),
@@ -335,16 +342,25 @@ def field_values(fields: Mapping[str, str], *, markdown: bool) -> dict[str, str]
 
 
 def render_fields(
-    fields: Mapping[str, str], *, title: str | None = None, body: str | None = None
+    fields: Mapping[str, str],
+    *,
+    title: str | None = None,
+    body: str | None = None,
+    mention: str | None = None,
 ) -> Message:
     """Render a stored event's fields with a channel's templates, or the defaults.
 
     Templates are validated against `MESSAGE_FIELDS` when the config is loaded; a field an
     older event lacks renders as "". Every field value comes from the API (or is derived from
     it), so each is cut and has its mentions defused, and in the body (Markdown) escaped; a
-    link is kept only when it is http(s). The channel's own template text is not touched.
+    link is kept only when it is http(s). The channel's own template text is not touched, nor
+    is `mention`: the owner's mention from the people directory (`core.people`), the user's
+    own text, which becomes `{owner_mention}` as it is (None: the stored bare owner, as API
+    text).
     """
     plain, markdown = field_values(fields, markdown=False), field_values(fields, markdown=True)
+    if mention is not None:
+        plain[OWNER_MENTION] = markdown[OWNER_MENTION] = mention
     first = _NEW_JOB if fields.get(NEW_JOB_FIELD) else _FIRST_SIGHT
     kind = JobKind(plain["kind"]) if plain["kind"] in _KINDS else None
     return Message(

@@ -62,6 +62,7 @@ class JobSnapshot:
     process's data. Every field is text as the API sent it ("" when absent or not read for the
     kind): times are RFC 3339, numbers their decimal form (`progress` is the percent).
     `reason` is the ErrorInfo `reason` of `status.details`, when the API gives one.
+    `owner` is not read from the API: `core.owners` derives it when the snapshot is decided.
     """
 
     ref: JobRef
@@ -85,6 +86,11 @@ class JobSnapshot:
     replica_count: str = ""
     model: str = ""
     reason: str = ""
+    #: A model's `fineTuningJob`: the job that made it (its owner is the model's).
+    fine_tuning_job: str = ""
+    #: Who the resource belongs to: `createdBy` as first seen, else derived from the resource
+    #: it comes from (`core.owners`); "" when unknown. Set when a snapshot is decided.
+    owner: str = ""
 
     @property
     def name(self) -> str:

@@ -26,6 +26,7 @@ from watcher.core.messages import (
     unreadable_message,
 )
 from watcher.core.model import JobSnapshot
+from watcher.core.owners import first_owner
 from watcher.core.rules import Subject, matches
 from watcher.core.text import escape_markdown, one_line, without_userinfo
 
@@ -121,7 +122,7 @@ def subject_fields(job: JobSnapshot | None, subject: str) -> tuple[tuple[str, st
         ("display_name", job.display_name),
         ("kind", str(job.ref.kind)),
         ("job_state", job.state),
-        ("owner", job.created_by),
+        ("owner", first_owner(job)),
         ("account_id", job.account_id),
     )
 

@@ -13,6 +13,7 @@ the subject lacks it, its `Subject` field) and its tests.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -20,6 +21,7 @@ from typing import Final
 
 from watcher.core.kinds import JobKind, meaning_of
 from watcher.core.model import JobSnapshot, Transition
+from watcher.core.owners import first_owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,7 @@ class Subject:
         display_name: the job's display name.
         state: the state it moved to (a transition), or is in (a notice).
         meaning: what that state means (`failure`, `active`...).
-        owner: who created the job (the API's `createdBy`).
+        owner: whom the job belongs to (`core.owners`: `createdBy`, or derived).
         channel: the channel the message goes to (silences match it).
     """
 
@@ -56,7 +58,7 @@ class Subject:
             display_name=job.display_name,
             state=job.state,
             meaning=str(job.meaning),
-            owner=job.created_by,
+            owner=first_owner(job),
             channel=channel,
         )
 
@@ -100,7 +102,9 @@ class Rule:
     Attributes:
         jobs: globs on the job id or display name.
         kinds: globs on the kind name (`"dpo*"`).
-        owners: globs on the owner, ignoring case (`"alice@*"`); no owner matches none.
+        owners: globs on the owner, ignoring case (`"alice@*"`); no owner matches none. A
+            channel's `owners = "directory"` is every e-mail of the people directory, each a
+            glob matching only itself (`channel_rule`).
         states: state names the subject must be in.
         channels: channel names (silences only).
     """
@@ -143,6 +147,8 @@ class Matcher:
         config_key: the `[[channel]]` key that gives the criterion ("" for none).
         silence_field: the `Silence` field (CLI flag `--FIELD`, store column) that gives
             it, one value ("" for none).
+        directory: a config value `"directory"` stands for every e-mail of the people
+            directory (`[[person]]`), each a glob of only itself.
     """
 
     name: str
@@ -150,12 +156,13 @@ class Matcher:
     test: Callable[[str, str], bool]
     config_key: str = ""
     silence_field: str = ""
+    directory: bool = False
 
 
 MATCHERS: Final[tuple[Matcher, ...]] = (
     Matcher("jobs", lambda s: (s.job_id, s.display_name), glob, "jobs", "job"),
     Matcher("kinds", lambda s: (s.kind,), glob, "kinds", "kind"),
-    Matcher("owners", lambda s: (s.owner,), glob_any_case, "owners", "owner"),
+    Matcher("owners", lambda s: (s.owner,), glob_any_case, "owners", "owner", directory=True),
     Matcher("states", lambda s: (s.state,), equal, "to_states", "state"),
     Matcher("channels", lambda s: (s.channel,), equal, "", "channel"),
 )
@@ -175,11 +182,33 @@ def matches(rule: Rule, subject: Subject) -> bool:
     return True
 
 
-def channel_rule(section: object) -> Rule:
-    """A `[[channel]]` section's rule: each matcher reads its `config_key` attribute."""
+#: `[[channel]] owners = "directory"`: anyone in the people directory (`[[person]]`).
+DIRECTORY: Final = "directory"
+
+
+def channel_rule(section: object, directory: Iterable[str] = ()) -> Rule:
+    """A `[[channel]]` section's rule: each matcher reads its `config_key` attribute; where
+    the matcher says so, the value `"directory"` stands for the e-mails of `directory`."""
+    emails = [literal_glob(email) for email in directory]
     return Rule(
-        **{m.name: _criteria(getattr(section, m.config_key)) for m in MATCHERS if m.config_key}
+        **{
+            m.name: _criteria(
+                value
+                for value in getattr(section, m.config_key) or ()
+                for value in (emails if m.directory and value == DIRECTORY else (value,))
+            )
+            for m in MATCHERS
+            if m.config_key
+        }
     )
+
+
+def literal_glob(text: str) -> str:
+    """A glob that matches `text` only (`*`, `?` and `[` bracketed)."""
+    return _GLOB_MAGIC.sub(r"[\1]", text)
+
+
+_GLOB_MAGIC: Final = re.compile(r"([*?\[])")
 
 
 def silence_rule(silence: object) -> Rule:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from watcher.core.kinds import NOT_FOUND
 from watcher.core.model import JobSnapshot, Transition
+from watcher.core.owners import first_owner
 from watcher.core.text import cap, one_line
 
 
@@ -34,7 +35,8 @@ def diff(
 
 
 def merge(last_seen: JobSnapshot | None, observed: JobSnapshot) -> JobSnapshot:
-    """The snapshot to store: the observed one, keeping details a 404 cannot tell us.
+    """The snapshot to store: the observed one, keeping details a 404 cannot tell us and the
+    owner first seen.
 
     The store is written only when this differs from `last_seen`.
     """
@@ -42,6 +44,10 @@ def merge(last_seen: JobSnapshot | None, observed: JobSnapshot) -> JobSnapshot:
 
 
 def _keep_known_details(last_seen: JobSnapshot | None, observed: JobSnapshot) -> JobSnapshot:
+    # The owner first seen stays: a tombstoned trainer job names its deleter as `createdBy`.
+    owner = first_owner(last_seen)
+    if owner and owner != observed.owner:
+        observed = replace(observed, owner=owner)
     # A 404 answer carries no display name or models; keep what we knew so the message still says
     # which job vanished.
     if last_seen is None or observed.state != NOT_FOUND:
