@@ -26,7 +26,7 @@ from watcher.core.budget import RequestBudget
 from watcher.core.clock import SteadyClock
 from watcher.core.conditions import Thresholds
 from watcher.core.delivery import Channel, ChannelPolicy, RetryPolicy
-from watcher.core.errors import WatcherError
+from watcher.core.errors import ConfigError, WatcherError
 from watcher.core.lease import lease_ttl
 from watcher.core.model import Transition
 from watcher.core.people import People, Person
@@ -34,6 +34,7 @@ from watcher.core.rules import channel_rule
 from watcher.core.text import userinfo
 from watcher.core.urls import host_port
 from watcher.notify.apprise_sender import AppriseNotifier, register_console_scheme
+from watcher.runtime.gates import batched
 from watcher.runtime.host_clocks import monotonic, utcnow
 from watcher.runtime.leadership import Leadership, replica_name
 from watcher.runtime.plan import WatchPlan
@@ -87,6 +88,17 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
         )
         for c in settings.channels
     )
+    for i, channel in enumerate(channels):
+        templated = [j for j, t in enumerate(channel.targets) if t.fields]
+        if templated and batched(channel):
+            # A batched channel's lanes are claimed by the configured URL's key; a templated
+            # URL has one lane per set of values.
+            msg = (
+                f"channel[{i}].urls[{templated[0]}]: a URL with fields cannot be used in a "
+                'channel that groups or holds messages (group_wait, group_by = "account", '
+                "max_per_minute, quiet_hours)"
+            )
+            raise ConfigError(msg)
     w = settings.watcher
     limits = {
         watch: Thresholds(

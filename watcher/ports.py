@@ -153,9 +153,18 @@ class Leases(Protocol):
 
 
 class Sender(Protocol):
-    """Sends one rendered message to one target (the apprise notifier)."""
+    """Sends one rendered message to one target (the apprise notifier). A templated target
+    (`{owner}` in its URL) is rendered with `fields`: the message's `url_fields.url_values`."""
 
-    async def send(self, key: str, *, title: str, body: str, notify_type: str) -> SendResult: ...
+    async def send(
+        self,
+        key: str,
+        *,
+        title: str,
+        body: str,
+        notify_type: str,
+        fields: Mapping[str, str] | None = None,
+    ) -> SendResult: ...
 
 
 class Budget(Protocol):

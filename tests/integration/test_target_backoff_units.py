@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -456,7 +456,15 @@ class _ClaimCheck:
         self.inner, self.path, self.now, self.step = inner, path, now, step
         self.spare: list[float] = []
 
-    async def send(self, key: str, *, title: str, body: str, notify_type: str) -> SendResult:
+    async def send(
+        self,
+        key: str,
+        *,
+        title: str,
+        body: str,
+        notify_type: str,
+        fields: Mapping[str, str] | None = None,
+    ) -> SendResult:
         job = "sft/" + title.split(":")[0]
         until = await anyio.to_thread.run_sync(functools.partial(_claimed_until, self.path, job))
         self.spare.append((until - self.now[0]).total_seconds())

@@ -27,6 +27,9 @@ class Target:
 
     url_key: str
     url_display: str
+    #: The message fields a templated URL uses (`{owner}`: `core.url_fields`); () for a
+    #: plain one. Its `url_display` then shows each as `{name}`.
+    fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,9 @@ class OutboxEntry:
     event: Event
     #: First due then rather than at `created_at` (a channel's `group_wait` holds it).
     not_before: datetime | None = None
+    #: Why it is recorded as skipped, never sent (a templated URL's field is empty for its
+    #: message); "" for a row to send.
+    skipped: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +140,7 @@ class Delivery:
     attempts: int
     next_attempt_at: datetime
     last_error: str
-    status: str  # "pending" | "delivered" | "dead"
+    status: str  # "pending" | "delivered" | "dead" | "silenced" | "skipped"
     claim: str | None = None  # the dispatcher that claimed it, while it does
 
 

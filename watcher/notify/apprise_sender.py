@@ -2,6 +2,9 @@
 
 The only module that imports apprise. The configured URLs are secrets: they stay in this
 module; the rest of the program names a URL by its `url_key` and shows its privacy form.
+A URL with message fields (`json://h/hook?:owner={owner}`, `core.url_fields`) is checked
+with sample values when loaded and rendered again for each send from the row's values; the
+rendered URL lives only for that send.
 
 Timing: a send may take `notify_timeout` seconds, and each URL's socket timeouts follow it
 (apprise's own defaults, 4 s for most plugins, would give up on a receiver that answers in
@@ -40,6 +43,8 @@ from watcher.core.text import (
     one_line,
     scrub,
 )
+from watcher.core.url_fields import placeholders as url_placeholders
+from watcher.core.url_fields import render, template_key, unknown
 from watcher.notify import console
 
 T = TypeVar("T")
@@ -138,6 +143,12 @@ def secret_parts(url: str, display: str, hidden: Iterable[str] = ()) -> frozense
     )
 
 
+def _sample(name: str, at: int) -> str:
+    """A value standing for field `name` when a templated URL is checked: an e-mail address
+    for the owner (`mailtos://...?to={owner}` wants one), a plain word for the rest."""
+    return f"fwsample{at}@example.com" if name in ("owner", "owner_mention") else f"fwsample{at}x"
+
+
 def _display(app: apprise.Apprise) -> str:
     return "".join(server.url(privacy=True) for server in app)  # type: ignore[no-untyped-call]
 
@@ -176,9 +187,16 @@ class AppriseNotifier:
         self._apps: dict[str, apprise.Apprise] = {}
         self._targets: dict[str, Target] = {}
         self._secrets: dict[str, frozenset[str]] = {}
+        #: Templated URLs (`{owner}`...) by key, with a label: rendered again for each send.
+        self._templates: dict[str, tuple[str, str]] = {}
+        self._hidden = hidden
         for where, url in urls:
             key = url_key(url)
             if key in self._apps:
+                continue
+            names = url_placeholders(url)
+            if names:
+                self._add_template(key, url, names, where)
                 continue
             app = _load(url, where)
             self._apps[key] = app
@@ -189,6 +207,43 @@ class AppriseNotifier:
         self._timeout = timeout
         self._limiter = anyio.CapacityLimiter(max_parallel)
 
+    def _add_template(self, key: str, url: str, names: tuple[str, ...], where: str) -> None:
+        """A URL with fields, proved usable by loading it with sample values; its display
+        form shows each field as `{name}`."""
+        wrong = unknown(url)
+        if wrong is not None:
+            raise NotifyError(f"{where}: unknown field {{{wrong}}}")
+        samples = {name: _sample(name, at) for at, name in enumerate(names)}
+        sample_url = render(url, samples)
+        app = _load(sample_url, where)
+        shown = mask_url(_display(app), self._hidden)
+        display = shown
+        for name, value in samples.items():
+            for form in (value, urllib.parse.quote(value, safe="")):
+                display = display.replace(form, f"{{{name}}}")
+        self._apps[key] = app
+        self._templates[key] = (url, where)
+        self._targets[key] = Target(url_key=key, url_display=display, fields=names)
+        in_url = (h for h in self._hidden if h in url)
+        self._secrets[key] = frozenset(
+            piece
+            for piece in secret_parts(sample_url, shown, in_url)
+            if not any(piece.strip("/") in value for value in samples.values())
+        )
+
+    def _rendered(
+        self, key: str, fields: Mapping[str, str]
+    ) -> tuple[apprise.Apprise, frozenset[str]]:
+        """The app of a templated target for one message's values, and the secrets to scrub
+        from its errors (the template's, and the rendered URL's)."""
+        url, where = self._templates[key]
+        rendered = render(url, fields)
+        app = _load(rendered, where)
+        display = mask_url(_display(app), self._hidden)
+        _follow_timeout(app, rendered, self._timeout)
+        in_url = (h for h in self._hidden if h in url)
+        return app, self._secrets[key] | secret_parts(rendered, display, in_url)
+
     def target(self, url: str) -> Target:
         """The target for a configured URL."""
         return self._targets[url_key(url)]
@@ -198,19 +253,44 @@ class AppriseNotifier:
         """Every target by its url_key."""
         return self._targets
 
-    async def send(self, key: str, *, title: str, body: str, notify_type: str) -> SendResult:
-        """Send one message to the target `key`; never raises for a delivery failure."""
-        app = self._apps.get(key)
+    async def send(
+        self,
+        key: str,
+        *,
+        title: str,
+        body: str,
+        notify_type: str,
+        fields: Mapping[str, str] | None = None,
+    ) -> SendResult:
+        """Send one message to the target `key`; never raises for a delivery failure. A
+        templated target's key is `<template key>#<values>`: its URL is rendered from the
+        template with `fields` (the message's `url_fields.url_values`)."""
+        base = template_key(key)
+        app = self._apps.get(base)
         if app is None:
             return SendResult(SendOutcome.UNKNOWN_TARGET, "channel URL is no longer configured")
+        values = fields or {}
+        template = self._templates.get(base)
+        if template is not None:
+            empty = [name for name in url_placeholders(template[0]) if not values.get(name)]
+            if empty:
+                why = ", ".join(f"{{{name}}}" for name in empty)
+                return SendResult(SendOutcome.UNKNOWN_TARGET, f"{why} empty for this message")
+        # A templated target's sample app has the plugin its rendered URL has.
         if _title_read_as_markdown(app):
             title = escape_markdown(title)
 
         def call() -> SendResult:
-            result = app.notify(
+            sender, secrets = app, self._secrets[base]
+            if template is not None:
+                try:
+                    sender, secrets = self._rendered(base, values)
+                except NotifyError as exc:
+                    return SendResult(SendOutcome.UNKNOWN_TARGET, scrub(str(exc), secrets))
+            result = sender.notify(
                 body, title=title, notify_type=notify_type, body_format=NotifyFormat.MARKDOWN
             )
-            return _outcome(result, self._secrets[key])
+            return _outcome(result, secrets)
 
         # Cancelled (a stop whose grace ended), the wait ends at once and the send is left
         # to finish in its thread: the row stays pending, to be sent again by the next start.

@@ -32,6 +32,8 @@ from watcher.core.delivery import (
 )
 from watcher.core.errors import LeaseLost, StoreError
 from watcher.core.pacing import Pace, TargetBackoff
+from watcher.core.people import People, scheme_of
+from watcher.core.url_fields import template_key, url_values
 from watcher.core.urls import short_url
 from watcher.ports import Observer, Outbox, Sender
 from watcher.runtime.gates import SendTimes, SilenceWatch, batched, quiet_end
@@ -173,6 +175,7 @@ class Lanes:
                 title=message.title,
                 body=message.body,
                 notify_type=messages.notify_type(entry.new_state),
+                fields=self.url_values(entry),
             )
         now = self._clock()
         retry_at = self._after_send(entry.url_key, delivery, result, now)
@@ -184,6 +187,13 @@ class Lanes:
             if await self._settled(marked, fields, report):
                 self._told(mark, result, [delivery], report, fields)
         return Step.NEXT if retry_at is None else Step.STOP
+
+    def url_values(self, entry: OutboxEntry) -> dict[str, str]:
+        """The values a templated URL takes for this row (`{owner}`...): its event's fields
+        and the owner's entries in the channel's directory."""
+        channel = self._channels.get(entry.channel)
+        people = channel.people if channel is not None else People()
+        return url_values(entry.event.field_map(), people, scheme_of(entry.url_display))
 
     def render(self, entry: OutboxEntry) -> messages.Message:
         """The text of a delivery, rendered now from its event with the channel's templates
@@ -256,7 +266,7 @@ class Lanes:
         """Wait for the target's pace (`max_per_second`), and take the send's turn; False,
         without waiting, when the send would start after `send_by`. A target no channel has
         (removed by a reload) is not paced: nothing goes out to it."""
-        per_second = self._per_second.get(target)
+        per_second = self._per_second.get(template_key(target))
         if per_second is None:
             return True
         wait = self.pace.wait(target, self.monotonic())
@@ -343,6 +353,7 @@ class Lanes:
                     title=batch.message.title,
                     body=batch.message.body,
                     notify_type=batch.tone,
+                    fields=self.url_values(batch.lead.entry),
                 )
                 now = self._clock()
                 self._sent_at.add(target, now)

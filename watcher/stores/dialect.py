@@ -35,6 +35,9 @@ T = TypeVar("T")
 
 #: The most events one digest read returns (the newest when a period holds more).
 MAX_DIGEST_EVENTS: Final = 10_000
+#: The outbox status of a row recorded, never sent: a templated URL's field is empty for its
+#: message (`OutboxEntry.skipped`, kept as its `last_error`). Settled: never claimed or retried.
+SKIPPED: Final = "skipped"
 #: A transition's fields are a few hundred characters; a larger cell is not read for a digest.
 MAX_FIELDS_CHARS: Final = 64 * 1024
 
@@ -43,7 +46,7 @@ _SNAPSHOT_TEXT = tuple(f.name for f in dataclasses.fields(JobSnapshot) if f.name
 _ENTRY_TEXT = tuple(
     f.name
     for f in dataclasses.fields(OutboxEntry)
-    if f.name not in ("created_at", "event", "not_before")
+    if f.name not in ("created_at", "event", "not_before", "skipped")
 )
 
 
@@ -169,7 +172,7 @@ INSERT_EVENT: Final = (
 INSERT_ENTRY: Final = (
     "INSERT INTO outbox (job_key, channel, url_key, url_display, title, body, old_state, "
     "new_state, created_at, status, attempts, next_attempt_at, last_error, event_id) "
-    "VALUES (?, ?, ?, ?, '', '', ?, ?, ?, 'pending', 0, ?, '', ?)"
+    "VALUES (?, ?, ?, ?, '', '', ?, ?, ?, ?, 0, ?, ?, ?)"
 )
 
 Rows = list[tuple[object, ...]]
@@ -281,7 +284,9 @@ def _entry_params(entry: OutboxEntry, d: Dialect) -> tuple[object, ...]:
         texts.append(d.text(value))
     created_at = d.time(entry.created_at)
     due = d.time(entry.not_before) if entry.not_before is not None else created_at
-    return (*texts, created_at, due)
+    # A skipped row (a templated URL's field empty for its message) is settled when written.
+    status = SKIPPED if entry.skipped else "pending"
+    return (*texts, created_at, status, due, d.text(entry.skipped))
 
 
 # -- reads ---------------------------------------------------------------------------------

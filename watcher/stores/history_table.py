@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from watcher.core.delivery import Event
-from watcher.stores.dialect import decoded
+from watcher.stores.dialect import SKIPPED, decoded
 from watcher.stores.lease_table import LeaseTable
 from watcher.stores.outbox_table import DEAD, DELIVERED, SILENCED
 from watcher.stores.rows import RowError, event_row, shown, text, ts, when
@@ -42,7 +42,7 @@ class Trace:
 
     channel: str
     url_display: str
-    status: str  # pending, delivered, dead, silenced
+    status: str  # pending, delivered, dead, silenced, skipped
     delivered_at: datetime | None = None
     attempts: int = 0
     last_error: str = ""
@@ -129,16 +129,16 @@ class HistoryTable:
 
     def prune_history(self, before: datetime) -> tuple[int, int]:
         """Delete what is older than `before` (now - `history_days`): settled deliveries
-        (delivered, dead, silenced) created and settled before it, then the events observed
+        (delivered, dead, silenced, skipped) created and settled before it, then the events observed
         before it that no remaining delivery points at. Pending deliveries and their events
         are kept, however old. Returns (events, deliveries) deleted, in one transaction."""
         stamp = ts(before)
         with self.db.write() as conn:
             self.leases.check_fence(conn)
             deliveries = conn.execute(
-                "DELETE FROM outbox WHERE status IN (?, ?, ?) AND created_at < ? "
+                "DELETE FROM outbox WHERE status IN (?, ?, ?, ?) AND created_at < ? "
                 "AND (delivered_at IS NULL OR delivered_at < ?)",
-                (DELIVERED, DEAD, SILENCED, stamp, stamp),
+                (DELIVERED, DEAD, SILENCED, SKIPPED, stamp, stamp),
             ).rowcount
             # NOT IN over one subquery: SQLite builds it once (the outbox has no index on
             # event_id, so a correlated NOT EXISTS would scan it per event).

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from watcher.stores.dialect import SKIPPED
 from watcher.stores.history_table import (
     MAX_HISTORY,
     SILENCED_COLUMNS,
@@ -89,9 +90,9 @@ class PgHistory:
         async with self.db.tx() as conn:
             await self.leases.check_fence(conn)
             cursor = await conn.execute(
-                "DELETE FROM outbox WHERE status IN (%s, %s, %s) AND created_at < %s "
+                "DELETE FROM outbox WHERE status IN (%s, %s, %s, %s) AND created_at < %s "
                 "AND (delivered_at IS NULL OR delivered_at < %s)",
-                (DELIVERED, DEAD, SILENCED, before, before),
+                (DELIVERED, DEAD, SILENCED, SKIPPED, before, before),
             )
             deliveries = cursor.rowcount
             cursor = await conn.execute(
