@@ -24,6 +24,7 @@ proto3 JSON values (int64 as strings, empty values omitted). The shapes are writ
 | deployed-model | deployedModels | shared.DeployedModel | DEPLOYING, DEPLOYED, UPDATING, UNDEPLOYING |
 | model | models | Model | UPLOADING, READY |
 | dataset | datasets | Dataset | UPLOADING, READY |
+| account | (`GET /v1/accounts/{id}`, no LIST) | Account | `suspendState`: UNSUSPENDED, CREDIT_DEPLETED... |
 
 One injected clock drives everything: `clock()` (monotonic seconds) decides when scripted
 steps fall due and how far progress has moved, and every timestamp is
@@ -47,6 +48,9 @@ The `/_sim/` control API (no key needed; JSON bodies; answers JSON or a grpc-sty
 | `POST /_sim/scenario` | `{"name": "demo" or "busy" or "chaos", "seed": 0}` | `scenario` |
 | `POST /_sim/attacks` | `attack` keyword arguments | a hostile peer for one collection |
 | `DELETE /_sim/attacks` | optional `collection` | `calm` |
+| `GET /_sim/accounts/{id}` | | the account, as `account()` |
+| `POST /_sim/accounts/{id}/suspend` | `state` (`CREDIT_DEPLETED`...), `status_message` | `suspend` |
+| `POST /_sim/accounts/{id}/unsuspend` | optional `{"resume": false}` | `unsuspend` |
 | `GET /_sim/requests` | | `{"requests": [[method, path], ...]}`, the last 10,000 |
 | `GET /_sim/stats` | | `{"requests": n, "jobs": n, "faults": n}` |
 
@@ -77,6 +81,7 @@ from fireworks_sim.api import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Simulator
 from fireworks_sim.cli import main
 from fireworks_sim.faults import CHAOS_SLOW_SECONDS
 from fireworks_sim.model import (
+    ACCOUNT_STATES,
     ARCHIVED_STATE,
     COLLECTIONS,
     COMPLETED_TIME_COLLECTIONS,
@@ -89,6 +94,7 @@ from fireworks_sim.model import (
     PROGRESS_COLLECTIONS,
     STATE_PREFIX,
     STATES,
+    SUSPEND_STATES,
     UPDATE_TIME_COLLECTIONS,
     WANDB_COLLECTIONS,
     Step,
@@ -100,6 +106,7 @@ from fireworks_sim.shapes import FIELDS, ROUTE_API_KEY, SIGNED_LOGS_URL, SIGNED_
 from fireworks_sim.wire import GRPC_CODES
 
 __all__ = [
+    "ACCOUNT_STATES",
     "ARCHIVED_STATE",
     "CHAOS_SLOW_SECONDS",
     "COLLECTIONS",
@@ -121,6 +128,7 @@ __all__ = [
     "SIGNED_METRICS_URL",
     "STATES",
     "STATE_PREFIX",
+    "SUSPEND_STATES",
     "UPDATE_TIME_COLLECTIONS",
     "WANDB_COLLECTIONS",
     "Simulator",

@@ -17,7 +17,7 @@ from fireworks_sim.faults import _take_fault
 from fireworks_sim.hostile import Attack, serve_attack
 from fireworks_sim.model import COLLECTIONS, _Resource, full_state
 from fireworks_sim.scenarios import scenario
-from fireworks_sim.shapes import FIELDS
+from fireworks_sim.shapes import ACCOUNT_FIELDS, FIELDS, render_account
 from fireworks_sim.wire import (
     Receive,
     Scope,
@@ -161,6 +161,8 @@ class Simulator(_Control):
         if not self._authorized(headers):
             raise _HttpError(401, "request is missing a valid API key")
         parts = path.split("/")
+        if len(parts) == 4 and parts[:3] == ["", "v1", "accounts"] and parts[3]:
+            return self._get_account(method, parts[3], query)
         if len(parts) not in (5, 6) or parts[:3] != ["", "v1", "accounts"]:
             raise _HttpError(404, f"no route for {path}")
         if method != "GET":
@@ -181,6 +183,16 @@ class Simulator(_Control):
             return _Reply(200, _json_bytes(self._render_masked(job, mask)))
         return _Reply(200, _json_bytes(self._list(collection, params, mask)))
 
+    def _get_account(self, method: str, account_id: str, query: str) -> _Reply:
+        """`GET /v1/accounts/{id}`: the account itself (the key reads its own account only)."""
+        if method != "GET":
+            raise _HttpError(405, f"method {method} is not allowed here")
+        if account_id != self.account_id:
+            raise _HttpError(403, f"permission denied for account {account_id!r}")
+        mask = self._mask_paths(_params(query).get("readMask", ""), "accounts")
+        document = render_account(self._account(account_id))
+        return _Reply(200, _json_bytes(document if mask is None else _mask(document, mask)))
+
     def _authorized(self, headers: dict[str, str]) -> bool:
         expected = self.api_key.encode()
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -195,8 +207,9 @@ class Simulator(_Control):
         paths = [_camel(p.strip()) for p in read_mask.split(",") if p.strip()]
         if not paths or "*" in paths:
             return None
+        known = ACCOUNT_FIELDS if collection == "accounts" else FIELDS[collection]
         for path in paths:
-            if path.split(".")[0] not in FIELDS[collection]:
+            if path.split(".")[0] not in known:
                 raise _HttpError(400, f"invalid readMask path {path!r} for {collection}")
         return paths
 

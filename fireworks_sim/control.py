@@ -2,6 +2,12 @@
 
 The `/_sim/` routes map one to one onto the methods (see the table in `fireworks_sim`), so a
 simulator running in another process can be driven as a test drives one in its own.
+
+The account's own health: `suspend(account_id=None, state="CREDIT_DEPLETED")` sets its
+`suspendState` (and pauses its RUNNING jobs), `unsuspend(account_id=None, resume=True)` lifts
+it (and resumes them), `account(account_id=None)` is its JSON; over HTTP
+`POST /_sim/accounts/{id}/suspend` (`{"state": ...}`), `POST /_sim/accounts/{id}/unsuspend`
+and `GET /_sim/accounts/{id}`.
 """
 
 from __future__ import annotations
@@ -13,14 +19,19 @@ from typing import Any
 from fireworks_sim.faults import _Fault
 from fireworks_sim.hostile import Attack
 from fireworks_sim.model import (
+    _RUNNING,
     ARCHIVED_STATE,
     COLLECTIONS,
     DEFAULT_BASE_MODEL,
+    JOB_COLLECTIONS,
+    PAUSED_STATE,
     PROGRESS_COLLECTIONS,
     Step,
+    _Account,
     _parse_time,
     _Step,
 )
+from fireworks_sim.shapes import render_account
 from fireworks_sim.state import _State
 from fireworks_sim.wire import _error_reply, _json_bytes, _Reply
 
@@ -249,6 +260,91 @@ class _Control(_State):
         )
         self.set_cycle(job_id, collection, period, cycle_steps, start)
 
+    # -- the account's own health ---------------------------------------------------------
+
+    def account(self, account_id: str | None = None) -> dict[str, Any]:
+        """The account's JSON as `GET /v1/accounts/{id}` answers it (default: the simulator's).
+
+        Raises:
+            KeyError: The simulator serves no such account.
+        """
+        with self._lock:
+            return render_account(self._account(account_id))
+
+    def suspend(
+        self,
+        account_id: str | None = None,
+        *,
+        state: str = "CREDIT_DEPLETED",
+        status_message: str = "",
+    ) -> dict[str, Any]:
+        """Suspend the account now (`suspendState` = `state`) and return its JSON.
+
+        Every job of a job collection that is RUNNING becomes `JOB_STATE_PAUSED` (status
+        FAILED_PRECONDITION, "account suspended (STATE)"), as the API pauses jobs of a
+        suspended account; `unsuspend` resumes them. A job that starts RUNNING later (a
+        script) is not paused. Suspending a suspended account changes only its state.
+
+        Args:
+            state: One of `SUSPEND_STATES` but UNSUSPENDED; other names are served as given.
+            status_message: The account's `status.message`.
+
+        Raises:
+            KeyError: The simulator serves no such account.
+            ValueError: `state` is UNSUSPENDED (that is `unsuspend`).
+        """
+        value = state.strip().upper()
+        if value in ("", "UNSUSPENDED"):
+            raise ValueError("suspend needs a suspend state; unsuspend() lifts it")
+        with self._lock:
+            account = self._account(account_id)
+            now = self._clock()
+            account.suspend_state = value
+            account.status_message = status_message
+            account.update_time = self._wall(now)
+            message = f"account suspended ({value})"
+            for (collection, job_id), job in self._jobs.items():
+                if collection not in JOB_COLLECTIONS:
+                    continue
+                self._advance(job, now)
+                if job.state == _RUNNING:
+                    self._apply(job, _Step(now, PAUSED_STATE, "FAILED_PRECONDITION", message))
+                    account.paused.append((collection, job_id))
+            return render_account(account)
+
+    def unsuspend(self, account_id: str | None = None, *, resume: bool = True) -> dict[str, Any]:
+        """End the account's suspension now (`suspendState` = UNSUSPENDED); return its JSON.
+
+        With `resume`, the jobs the suspension paused and that are still PAUSED run again.
+
+        Raises:
+            KeyError: The simulator serves no such account.
+        """
+        with self._lock:
+            account = self._account(account_id)
+            now = self._clock()
+            if account.suspend_state != "UNSUSPENDED":
+                account.suspend_state = "UNSUSPENDED"
+                account.status_message = ""
+                account.update_time = self._wall(now)
+            paused, account.paused = account.paused, []
+            for key in paused if resume else ():
+                job = self._jobs.get(key)
+                if job is None:
+                    continue
+                self._advance(job, now)
+                if job.state == PAUSED_STATE:
+                    self._apply(job, _Step(now, _RUNNING))
+            return render_account(account)
+
+    def _account(self, account_id: str | None) -> _Account:
+        """The account record (the lock must be held)."""
+        key = self.account_id if account_id is None else account_id
+        try:
+            return self._accounts[key]
+        except KeyError:
+            raise KeyError(f"no account {key}") from None
+
     def add_fault(
         self,
         *,
@@ -397,6 +493,12 @@ class _Control(_State):
             case "DELETE", ["jobs", collection, job_id]:
                 self.remove_job(job_id, collection, **payload)
                 return {}
+            case "GET", ["accounts", account_id]:
+                return self.account(account_id)
+            case "POST", ["accounts", account_id, "suspend"]:
+                return self.suspend(account_id, **payload)
+            case "POST", ["accounts", account_id, "unsuspend"]:
+                return self.unsuspend(account_id, **payload)
             case "POST", ["faults"]:
                 self.add_fault(**payload)
                 return {}

@@ -194,6 +194,38 @@ class _Spawner:
     live: list[tuple[int, str]] = field(default_factory=list)
 
 
+#: The account's own resource (`GET /v1/accounts/{id}`, SDK `Account`): no collection, no LIST.
+ACCOUNT_STATES: tuple[str, ...] = ("STATE_UNSPECIFIED", "CREATING", "READY", "UPDATING", "DELETING")
+#: `suspendState`: UNSUSPENDED, or why the account may not run jobs.
+SUSPEND_STATES: tuple[str, ...] = (
+    "UNSUSPENDED",
+    "FAILED_PAYMENTS",
+    "CREDIT_DEPLETED",
+    "MONTHLY_SPEND_LIMIT_EXCEEDED",
+    "BLOCKED_BY_ABUSE_RULE",
+)
+#: What a suspension does to a job that was RUNNING (the SDK: "typically due to account suspension").
+PAUSED_STATE = STATE_PREFIX + "PAUSED"
+
+
+@dataclass(slots=True)
+class _Account:
+    """The account's record; rendered by `shapes.render_account`.
+
+    `paused` holds the jobs its suspension paused, (collection, id), resumed when it ends.
+    """
+
+    account_id: str
+    display_name: str
+    email: str
+    create_time: datetime
+    update_time: datetime
+    state: str = "READY"
+    suspend_state: str = "UNSUSPENDED"
+    status_message: str = ""
+    paused: list[tuple[str, str]] = field(default_factory=list)
+
+
 def full_state(state: str, collection: str = "dpoJobs") -> str:
     """The wire spelling of `state` in `collection`.
 

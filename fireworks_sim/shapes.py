@@ -16,6 +16,7 @@ from fireworks_sim.model import (
     STATE_PREFIX,
     UPDATE_TIME_COLLECTIONS,
     WANDB_COLLECTIONS,
+    _Account,
     _Resource,
     _rfc3339,
 )
@@ -85,6 +86,44 @@ FIELDS: dict[str, frozenset[str]] = {
             splitted state status transformed updateTime userUploaded""",
     }.items()
 }
+
+
+#: Top-level fields of the SDK's `Account` (JSON names), copied by hand from
+#: `fireworks/types/account.py`; the account's `readMask` may name only these.
+ACCOUNT_FIELDS: frozenset[str] = frozenset(
+    [
+        "accountType",
+        "createTime",
+        "displayName",
+        "email",
+        "name",
+        "state",
+        "status",
+        "suspendState",
+        "updateTime",
+    ]
+)
+
+
+def render_account(account: _Account) -> dict[str, Any]:
+    """The account as proto3 JSON in the SDK's `Account` shape (`email` is required).
+
+    `suspendState` is sent even when UNSUSPENDED: the SDK's Literal does not say which value
+    is the enum's zero, so the simulator does not guess that the API omits it."""
+    out: dict[str, Any] = _omit_empty(
+        {
+            "name": f"accounts/{account.account_id}",
+            "displayName": account.display_name,
+            "email": account.email,
+            "accountType": "ACCOUNT_TYPE_UNSPECIFIED",
+            "createTime": _rfc3339(account.create_time),
+            "updateTime": _rfc3339(account.update_time),
+            "state": account.state,
+            "suspendState": account.suspend_state,
+        }
+    )
+    out["status"] = {"code": "OK", "message": account.status_message}
+    return out
 
 
 class Owner(Protocol):

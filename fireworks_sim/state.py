@@ -29,6 +29,7 @@ from fireworks_sim.model import (
     FINAL_STATES,
     INITIAL_STATES,
     PROGRESS_COLLECTIONS,
+    _Account,
     _Cycle,
     _Resource,
     _Spawner,
@@ -77,6 +78,16 @@ class _State:
         self._spawners: list[_Spawner] = []
         self._chaos: _Chaos | None = None
         self._attacks: dict[str, Attack] = {}
+        # The account itself (`GET /v1/accounts/{id}`): healthy until `suspend`.
+        self._accounts: dict[str, _Account] = {
+            account_id: _Account(
+                account_id,
+                display_name=f"Sim account {account_id}",
+                email="sim-billing@example.com",
+                create_time=self._wall0,
+                update_time=self._wall0,
+            )
+        }
 
     def now(self) -> datetime:
         """The simulated wall time: `start_time` plus the clock's progress since construction."""

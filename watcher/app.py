@@ -110,10 +110,12 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
         )
         for watch in settings.watches
     }
+    # The account is one resource, never listed: watched by GET (`Settings.account_refs`).
+    discover = (each.kind for each in settings.watches if each.discover and each.kind.spec.listable)
     return WatchPlan(
-        refs=settings.refs(),
+        refs=tuple(dict.fromkeys((*settings.refs(), *settings.account_refs()))),
         channels=channels,
-        discover=tuple(dict.fromkeys(watch.kind for watch in settings.watches if watch.discover)),
+        discover=tuple(dict.fromkeys(discover)),
         poll_interval=w.poll_interval,
         terminal_poll_interval=w.terminal_poll_interval or min(10 * w.poll_interval, 600.0),
         retry=RetryPolicy(max_delay=w.retry_max_delay, give_up_after=w.retry_for),
@@ -125,7 +127,9 @@ def build_plan(settings: Settings, notifier: AppriseNotifier) -> WatchPlan:
         max_new_per_cycle=w.max_new_per_cycle,
         # An explicit job takes its own watch's thresholds (the first that names it).
         job_thresholds={
-            ref.key: limit for watch, limit in reversed(limits.items()) for ref in watch.refs()
+            ref.key: limit
+            for watch, limit in reversed(limits.items())
+            for ref in settings.watch_refs(watch)
         },
         kind_thresholds={
             str(watch.kind): limit for watch, limit in reversed(limits.items()) if watch.discover

@@ -12,19 +12,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import fireworks
+import fireworks.types as fw_types
 import httpx
 import pytest
 
 from fireworks_sim import (
+    ACCOUNT_STATES,
     COMPLETED_TIME_COLLECTIONS,
     FIELDS,
     FINAL_STATES,
     GRPC_CODES,
     INITIAL_STATES,
     STATES,
+    SUSPEND_STATES,
     Simulator,
     scenario,
 )
+from fireworks_sim.shapes import ACCOUNT_FIELDS
 from tests.support.sdk_oracle import (
     MODELS,
     SDK_CALLS,
@@ -402,7 +406,7 @@ def test_official_client_lists_deleted_deployments_only_on_request(
 # -- the watcher's own readMask ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", list(JobKind), ids=str)
+@pytest.mark.parametrize("kind", [k for k in JobKind if k.spec.listable], ids=str)
 def test_answers_to_the_watchers_read_mask_validate_and_parse(
     sim: Simulator, clock: FakeClock, http: httpx.Client, kind: JobKind
 ) -> None:
@@ -439,6 +443,80 @@ def test_masked_validation_still_refuses_unknown_keys() -> None:
         validate(model, {"name": "x", "dataset": "d", "bogus": 1}, mask=mask)
     with pytest.raises(AssertionError, match="dataset"):
         validate(model, {"name": "x"}, mask=mask)
+
+
+# -- the account itself (`GET /v1/accounts/{id}`, no LIST) -----------------------------
+
+#: What the account's GET answers: the SDK's `Account`.
+ACCOUNT_MODEL = fw_types.Account
+ACCOUNT_MASKS = {"none": {}, "star": {"readMask": "*"}, "watcher": {"readMask": "WATCHER"}}
+
+
+def account_params(mask: str) -> dict[str, str]:
+    params = ACCOUNT_MASKS[mask]
+    return {"readMask": JobKind.ACCOUNT.spec.read_mask} if mask == "watcher" else params
+
+
+@pytest.mark.parametrize("mask", list(ACCOUNT_MASKS))
+def test_the_account_validates_against_the_sdk_model_in_every_suspend_state(
+    sim: Simulator, clock: FakeClock, http: httpx.Client, mask: str
+) -> None:
+    """`GET /v1/accounts/{id}`, healthy, in each suspend state the SDK knows and back, is a
+    valid `Account` (less what the watcher's readMask leaves out), and the watcher's parser
+    reads its suspendState and state from it."""
+    states = literal_values(ACCOUNT_MODEL, "suspend_state")
+    seen: list[tuple[str, str, str]] = []
+
+    for state in states:
+        if state == "UNSUSPENDED":
+            sim.unsuspend()
+        else:
+            sim.suspend(state=state, status_message=f"simulated {state.lower()}")
+        clock.now += 1.5
+        response = http.get(f"/v1/accounts/{ACCOUNT}", params=account_params(mask))
+        assert 200 == response.status_code, response.text
+        document = response.json()
+        read_mask = JobKind.ACCOUNT.spec.read_mask if mask == "watcher" else None
+        validate(ACCOUNT_MODEL, document, label="accounts", mask=read_mask)
+        check_proto3(document)
+        if read_mask is not None:
+            assert set(document) <= set(read_mask.split(","))
+        snapshot = parse_job(document, kind=JobKind.ACCOUNT, account_id=ACCOUNT)
+        seen.append((snapshot.ref.job_id, snapshot.state, snapshot.account_state))
+
+    assert [(ACCOUNT, state, "READY") for state in states] == seen
+
+
+def test_the_account_fields_and_states_are_exactly_the_sdk_ones() -> None:
+    """The simulator's account fields (its readMask), states and suspend states are the
+    SDK `Account`'s; the watcher's table knows every suspend state."""
+    assert ACCOUNT_FIELDS == aliases(ACCOUNT_MODEL)
+    assert ACCOUNT_STATES == literal_values(ACCOUNT_MODEL, "state")
+    assert SUSPEND_STATES == literal_values(ACCOUNT_MODEL, "suspend_state")
+    assert set(SUSPEND_STATES) == set(JobKind.ACCOUNT.spec.states)
+
+
+def test_official_client_gets_the_account_and_its_suspension(
+    sim: Simulator, sdk: fireworks.Fireworks
+) -> None:
+    """The SDK's `accounts.get()` reads the account, suspended and again not; a readMask the
+    model lacks is refused with 400, and another account with 403."""
+    healthy = sdk.accounts.get()
+    sim.suspend(state="MONTHLY_SPEND_LIMIT_EXCEEDED")
+    suspended = sdk.accounts.get(read_mask=JobKind.ACCOUNT.spec.read_mask)
+    sim.unsuspend()
+    back = sdk.accounts.get()
+    with pytest.raises(fireworks.BadRequestError):
+        sdk.accounts.get(read_mask="name,dataset")
+    with pytest.raises(fireworks.PermissionDeniedError):
+        sdk.accounts.get(account_id="someone-else")
+
+    SDK_CALLS["accounts"] += 5
+    assert [
+        (f"accounts/{ACCOUNT}", "READY", "UNSUSPENDED"),
+        (f"accounts/{ACCOUNT}", "READY", "MONTHLY_SPEND_LIMIT_EXCEEDED"),
+        (f"accounts/{ACCOUNT}", "READY", "UNSUSPENDED"),
+    ] == [(a.name, a.state, a.suspend_state) for a in (healthy, suspended, back)]
 
 
 # -- c. an unknown readMask path -------------------------------------------------------
@@ -556,11 +634,10 @@ def test_validator_accepts_a_minimal_valid_payload() -> None:
 def print_counts() -> None:
     """Per collection: answers validated against the SDK, and SDK client HTTP requests."""
     print(f"{'collection':32} {'validated':>10} {'sdk calls':>10}")
-    for collection in COLLECTIONS:
+    every = [*COLLECTIONS, "accounts"]
+    for collection in every:
         print(f"{collection:32} {VALIDATED[collection]:>10} {SDK_CALLS[collection]:>10}")
-    print(
-        f"{'total':32} {sum(VALIDATED[c] for c in COLLECTIONS):>10} {sum(SDK_CALLS.values()):>10}"
-    )
+    print(f"{'total':32} {sum(VALIDATED[c] for c in every):>10} {sum(SDK_CALLS.values()):>10}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def settings_for(
                 "poll_interval": 1,
                 "state_path": str(tmp_path / "state.db"),
                 "request_timeout": 0.5,
+                "watch_account": False,  # one GET a cycle (the account: test_account_health)
                 **watcher,
             },
             # One job: these faults are about a GET; LIST faults are tested with discover.

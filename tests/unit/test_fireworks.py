@@ -624,14 +624,16 @@ async def test_get_job_sends_auth_and_read_mask() -> None:
 
 @pytest.mark.parametrize("kind", list(JobKind), ids=str)
 async def test_get_job_read_mask_per_kind(kind: JobKind) -> None:
-    """Each kind's GET carries that kind's readMask and collection path."""
+    """Each kind's GET carries that kind's readMask and the path its table entry says
+    (`accounts/acme/dpoJobs/j1`; the account's own is `accounts/j1`)."""
     ref = JobRef(kind=kind, job_id="j1")
-    api = ScriptedApi(Reply(body={"name": f"accounts/acme/{kind.collection}/j1"}))
+    name = kind.spec.resource_name("acme", "j1")
+    api = ScriptedApi(Reply(body={"name": name}))
     async with client_for(api) as client:
         await client.get_job(ref)
 
     (request,) = api.requests
-    assert (f"/v1/accounts/acme/{kind.collection}/j1", kind.spec.read_mask) == (
+    assert (f"/v1/{name}", kind.spec.read_mask) == (
         request.url.path,
         request.url.params["readMask"],
     )

@@ -6,6 +6,7 @@ The read masks and the fields each kind reads are checked against the official S
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Any
 
@@ -14,6 +15,7 @@ from fireworks import types as sdk
 from fireworks.types.shared import DeployedModel
 from pydantic import BaseModel
 
+from watcher.core.errors import PayloadError
 from watcher.core.kinds import (
     ALL_STATES,
     KINDS,
@@ -39,6 +41,7 @@ SDK_MODELS: dict[JobKind, type[BaseModel]] = {
     JobKind.DEPLOYED_MODEL: DeployedModel,
     JobKind.MODEL: sdk.Model,
     JobKind.DATASET: sdk.Dataset,
+    JobKind.ACCOUNT: sdk.Account,
 }
 
 
@@ -56,8 +59,8 @@ def inner_model(annotation: Any) -> type[BaseModel] | None:
 
 
 def sdk_states(kind: JobKind) -> set[str]:
-    """The state names the SDK model allows, in short form."""
-    literal = typing.get_args(aliases(SDK_MODELS[kind])["state"])[0]
+    """The state names the SDK model allows in the kind's state field, in short form."""
+    literal = typing.get_args(aliases(SDK_MODELS[kind])[kind.spec.state_key])[0]
     return {short_state(value) for value in typing.get_args(literal)}
 
 
@@ -99,7 +102,7 @@ class TestTable:
                 continue
             probe = parse_job(
                 {
-                    "name": f"accounts/a/{kind.collection}/y",
+                    "name": kind.spec.resource_name("a", "y"),
                     field.key: dict.fromkeys(aliases(nested), "1"),
                 },
                 kind=kind,
@@ -148,6 +151,14 @@ MEANINGS = [
     (JobKind.MODEL, "READY", Meaning.SUCCESS),
     (JobKind.DATASET, "READY", Meaning.SUCCESS),
     (JobKind.DATASET, "UNSPECIFIED", Meaning.ACTIVE),
+    (JobKind.ACCOUNT, "UNSUSPENDED", Meaning.SUCCESS),
+    (JobKind.ACCOUNT, "FAILED_PAYMENTS", Meaning.FAILURE),
+    (JobKind.ACCOUNT, "CREDIT_DEPLETED", Meaning.FAILURE),
+    (JobKind.ACCOUNT, "MONTHLY_SPEND_LIMIT_EXCEEDED", Meaning.FAILURE),
+    (JobKind.ACCOUNT, "BLOCKED_BY_ABUSE_RULE", Meaning.FAILURE),
+    # A suspend state the SDK does not know yet is a suspension too, never "active".
+    (JobKind.ACCOUNT, "SUSPENDED_FOR_A_NEW_REASON", Meaning.FAILURE),
+    (JobKind.ACCOUNT, "NOT_FOUND", Meaning.TOMBSTONE),
 ]
 
 
@@ -171,6 +182,8 @@ def test_meaning(kind: JobKind, state: str, expected: Meaning) -> None:
         (JobKind.RLOR, "ARCHIVED", 1),
         *((JobKind.RFT, s, None) for s in ("RUNNING", "PAUSED", "PENDING", "SOMETHING_NEW")),
         (JobKind.DEPLOYMENT, "UPDATING", None),
+        (JobKind.ACCOUNT, "UNSUSPENDED", 0),
+        (JobKind.ACCOUNT, "CREDIT_DEPLETED", 1),
     ],
     ids=lambda v: str(v),
 )
@@ -282,13 +295,51 @@ PARSE_CASES: list[tuple[JobKind, dict[str, object], dict[str, str]]] = [
         {"name": "accounts/a/deployments/n", "replicaCount": "2", "state": "STATE_UNSPECIFIED"},
         {"replica_count": "2", "state": "UNSPECIFIED"},
     ),
+    (
+        JobKind.ACCOUNT,
+        {
+            "name": "accounts/a",
+            "state": "READY",
+            "suspendState": "CREDIT_DEPLETED",
+            "displayName": "Acme",
+            "email": "billing@acme.example",
+        },
+        {
+            "state": "CREDIT_DEPLETED",
+            "reason": "CREDIT_DEPLETED",
+            "account_state": "READY",
+            "display_name": "Acme",
+        },
+    ),
+    # proto3 JSON omits the zero value: no suspendState is UNSUSPENDED (and no reason).
+    (
+        JobKind.ACCOUNT,
+        {"name": "accounts/a", "state": "UPDATING"},
+        {"state": "UNSUSPENDED", "reason": "", "account_state": "UPDATING"},
+    ),
+    (
+        JobKind.ACCOUNT,
+        {"name": "accounts/a", "suspendState": "A_NEW_REASON", "state": 7},
+        {"state": "A_NEW_REASON", "reason": "A_NEW_REASON", "account_state": ""},
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     ("kind", "payload", "expected"),
     PARSE_CASES,
-    ids=["sft", "rft-accelerators", "deployment", "batch", "reason", "wrong-types", "int64"],
+    ids=[
+        "sft",
+        "rft-accelerators",
+        "deployment",
+        "batch",
+        "reason",
+        "wrong-types",
+        "int64",
+        "account-suspended",
+        "account-suspend-state-omitted",
+        "account-unknown-suspend-state",
+    ],
 )
 def test_parse_kind_fields(
     kind: JobKind, payload: dict[str, object], expected: dict[str, str]
@@ -316,3 +367,34 @@ def test_a_key_names_its_reference(key: str, expected: JobRef | None) -> None:
 
     assert found == expected
     assert found is None or found.key == key
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (["accounts/a"], "account payload is not a JSON object (got list)"),
+        ({"name": "accounts/a", "suspendState": 3}, "account suspendState is not a string"),
+        ({"name": "accounts/a", "suspendState": {}}, "account suspendState is not a string"),
+        ({"name": "accounts/a/dpoJobs/x"}, "has an id that is not"),
+    ],
+    ids=["not-an-object", "number", "object", "a-job-name"],
+)
+def test_an_unreadable_account_is_a_bad_answer(payload: object, problem: str) -> None:
+    """An account answer that cannot be read is a PayloadError (the `unreadable` notice's
+    cause), never a guess: a suspendState of the wrong type is no suspension."""
+    with pytest.raises(PayloadError, match=re.escape(problem)):
+        parse_job(payload, kind=JobKind.ACCOUNT, account_id="a")
+
+
+def test_the_account_is_one_resource_named_by_its_path() -> None:
+    """The account's entry says its path (`accounts/{id}`): no collection to LIST, the same
+    read by GET as every kind, its watched state the `suspendState`."""
+    spec = JobKind.ACCOUNT.spec
+
+    assert (False, "accounts/acme") == (
+        spec.listable,
+        JobRef(JobKind.ACCOUNT, "acme").resource_name("acme"),
+    )
+    assert "suspendState" == spec.state_key
+    assert {"name", "suspendState", "state", "status"} <= set(spec.read_mask.split(","))
+    assert all(KINDS[kind].listable for kind in JobKind if kind is not JobKind.ACCOUNT)

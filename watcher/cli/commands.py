@@ -96,10 +96,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
     out.write(f"config {settings.source}: ok\n")
     base_url = without_userinfo(settings.fireworks.base_url)
     out.write(f"  account: {settings.fireworks.account_id} at {base_url}\n")
-    out.write(f"  jobs: {len(plan.refs)} listed")
+    jobs = [ref for ref in plan.refs if ref.kind.spec.listable]
+    out.write(f"  jobs: {len(jobs)} listed")
     out.write(f", discover: {', '.join(plan.discover)}\n" if plan.discover else "\n")
     out.write(f"  poll every {plan.poll_interval:g} s, ")
     out.write(f"outcome states every {plan.terminal_poll_interval:g} s\n")
+    if len(jobs) < len(plan.refs):  # the account's own health (suspended, spend limit...)
+        out.write(f"  account health: every {plan.terminal_poll_interval:g} s (1 request)\n")
     out.write(f"  state: {state_where(settings.watcher)}{state_note}\n")
     for channel in plan.channels:
         out.write(f"  channel {channel.name}:\n")

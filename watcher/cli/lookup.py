@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from watcher.core.budget import RequestBudget
 
 
+#: The kinds an id may belong to (the account is no resource of a collection).
+LISTABLE: tuple[JobKind, ...] = tuple(kind for kind in JobKind if kind.spec.listable)
+
+
 @dataclass(frozen=True, slots=True)
 class Elsewhere:
     """Where an id the API answered 404 for exists in other kinds.
@@ -51,7 +55,7 @@ def typo_message(ref: JobRef, account: str, elsewhere: Elsewhere) -> str:
 async def look_elsewhere(
     ref: JobRef,
     get: Callable[[JobRef], Awaitable[JobSnapshot]],
-    kinds: Sequence[JobKind] = tuple(JobKind),
+    kinds: Sequence[JobKind] = LISTABLE,
 ) -> Elsewhere:
     """GET `ref`'s id once in each of `kinds` but its own, all at once; `get` must not retry
     (one request per kind)."""

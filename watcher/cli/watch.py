@@ -71,6 +71,7 @@ def _watch_settings(
             "max_requests_per_minute": max(60, math.ceil(120 / interval)),
             "state_path": str(state),
             "health_listen": "",
+            "watch_account": False,  # one resource is followed, not the account beside it
         },
         "watch": [{"kind": args.kind, "jobs": [args.job]}],
         "channel": [{"name": "watch", "urls": args.notify}] if args.notify else [],

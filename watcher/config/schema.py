@@ -169,6 +169,8 @@ def _job_kind(value: object) -> object:
 
 def _job_id(value: str, info: ValidationInfo) -> str:
     """Normalise one `[[watch]].jobs` entry (an id or a full resource name) to the job id."""
+    if info.data.get("kind") is JobKind.ACCOUNT:
+        return _account_job(value, info)
     if match := _RESOURCE_NAME.fullmatch(value):
         account, collection, value = match.groups()
         kind = info.data.get("kind")
@@ -185,6 +187,17 @@ def _job_id(value: str, info: ValidationInfo) -> str:
             " or a resource name (accounts/ACCOUNT/dpoJobs/ID)"
         )
         raise ValueError(msg)
+    return value
+
+
+def _account_job(value: str, info: ValidationInfo) -> str:
+    """A `kind = "account"` watch's job: the configured account (`acme` or `accounts/acme`)."""
+    value = value.removeprefix("accounts/")
+    expected = (info.context or {}).get(_ACCOUNT)
+    if isinstance(expected, str) and value != expected:
+        raise ValueError('a kind = "account" watch names only fireworks.account_id')
+    if not is_valid_id(value):
+        raise ValueError(f"must be the account id ({ID_RULE})")
     return value
 
 
@@ -280,6 +293,9 @@ class WatcherSettings(_Frozen):
     job_state_metrics: Annotated[bool, Field(strict=True)] = True
     # `http://` to a host beyond loopback sends the API key in clear: refused unless this is set.
     allow_insecure_base_url: Annotated[bool, Field(strict=True)] = False
+    # The account's own health (`kind = "account"`: suspended for credit, spend limit...):
+    # true watches it at terminal_poll_interval without a [[watch]]; false leaves it to one.
+    watch_account: Annotated[bool, Field(strict=True)] = False
 
     @model_validator(mode="before")
     @classmethod
@@ -330,6 +346,8 @@ class WatchSettings(_Frozen):
 
     @model_validator(mode="after")
     def _something_to_watch(self) -> Self:
+        if self.kind is JobKind.ACCOUNT:
+            return self  # the configured account: `Settings.account_refs`
         if not self.jobs and not self.discover:
             raise _Invalid((), "give jobs or discover = true")
         return self
@@ -455,6 +473,18 @@ class Settings(_Frozen):
     def refs(self) -> tuple[JobRef, ...]:
         """Every explicit job of every watch, without duplicates, in config order."""
         return tuple(dict.fromkeys(ref for watch in self.watches for ref in watch.refs()))
+
+    def account_refs(self) -> tuple[JobRef, ...]:
+        """The account's own health: watched with `watcher.watch_account`, and whenever a
+        `[[watch]] kind = "account"` asks for it."""
+        asked = any(watch.kind is JobKind.ACCOUNT for watch in self.watches)
+        if not (asked or self.watcher.watch_account):
+            return ()
+        return (JobRef(JobKind.ACCOUNT, self.fireworks.account_id),)
+
+    def watch_refs(self, watch: WatchSettings) -> tuple[JobRef, ...]:
+        """The explicit resources of one watch: its jobs, or for the account watch the account."""
+        return self.account_refs() if watch.kind is JobKind.ACCOUNT else watch.refs()
 
     def require_api_key(self) -> str:
         """The API key, or a ConfigError saying how to provide one."""

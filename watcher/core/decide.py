@@ -229,7 +229,8 @@ def plan_fetch(due: Sequence[JobRef], *, pages: Mapping[JobKind, int]) -> FetchP
     for kind in dict.fromkeys(ref.kind for ref in due):
         of_kind = tuple(ref for ref in due if ref.kind == kind)
         known = pages.get(kind)
-        if len(of_kind) >= 2 and (known is None or known < len(of_kind)):
+        listable = kind.spec.listable  # the account is one resource: always a GET
+        if listable and len(of_kind) >= 2 and (known is None or known < len(of_kind)):
             lists.append((kind, of_kind))
         else:
             gets += of_kind

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from watcher.core.model import Transition
+from watcher.core.model import JobKind, Meaning, Transition
 from watcher.core.people import People
 from watcher.core.rules import Rule
 from watcher.core.schedule import doubling
@@ -71,6 +71,8 @@ class ChannelPolicy:
         (every one, or only a job created since the watcher first listed its kind)."""
         if transition.old is not None:
             return True
+        if transition.ref.kind is JobKind.ACCOUNT and transition.new.meaning is Meaning.SUCCESS:
+            return False  # an account first seen unsuspended is no news, even at startup
         return self.notify_initial or (self.notify_new and transition.new_job)
 
 

@@ -3,7 +3,8 @@
 A descriptor says where the resource lives (collection path, LIST key), what its states mean,
 which fields the watcher reads (and so its `readMask`), how to read them, where the web console
 shows it, and what `watch` answers for each outcome. Adding a kind is one `JobKind` member and
-one entry in `KINDS`, plus a simulator shape and tests; no other module changes.
+one entry in `KINDS`, plus a simulator shape and tests; no other module changes. A kind that
+is no collection (the account) says so in its entry: its `path`, the field holding its state.
 
 Pure data and pure functions: no I/O, no clock, no logging.
 
@@ -39,6 +40,7 @@ class JobKind(StrEnum):
     DEPLOYED_MODEL = "deployed-model"
     MODEL = "model"
     DATASET = "dataset"
+    ACCOUNT = "account"
 
     @property
     def spec(self) -> ResourceKind:
@@ -47,7 +49,8 @@ class JobKind(StrEnum):
 
     @property
     def collection(self) -> str:
-        """The REST collection segment, e.g. `dpoJobs`; it is also the LIST response key."""
+        """The REST collection segment, e.g. `dpoJobs`; it is also the LIST response key
+        ("" for the account, which is one resource)."""
         return KINDS[self].collection
 
 
@@ -147,7 +150,14 @@ class ResourceKind:
             ACTIVE, so a new API value is polled and announced, never a crash.
         fields: snapshot field name -> where it comes from; the `readMask` is derived from it.
         console_path: the resource's page in the web console (`{id}` is the resource id), or
-            its list page where no per-resource URL form is known.
+            its list page where no per-resource URL form is known; a whole `https://` URL
+            where the page is not under the dashboard.
+        path: the resource name, `{account}` and `{id}` filled in (the id last); the API
+            serves it at `/v1/` + the name. An empty `collection` means no LIST exists.
+        state_key: the top-level field whose value is the watched state.
+        absent_state: the state when `state_key` is absent or "" (proto3 omits the zero value).
+        unknown: what a state the table does not name means.
+        state_is_reason: a failure state is its own `reason` (when the API gives none).
     """
 
     name: str
@@ -156,18 +166,37 @@ class ResourceKind:
     states: Mapping[str, Meaning]
     fields: Mapping[str, Field]
     console_path: str
+    path: str
+    state_key: str = "state"
+    absent_state: str = UNSPECIFIED
+    unknown: Meaning = Meaning.ACTIVE
+    state_is_reason: bool = False
 
     @property
     def read_mask(self) -> str:
         """The top-level fields the watcher reads, as the `readMask` query value."""
-        keys = ["name", "state", "status", *(f.key for f in self.fields.values())]
+        keys = ["name", self.state_key, "status", *(f.key for f in self.fields.values())]
         return ",".join(dict.fromkeys(keys))
 
+    @property
+    def listable(self) -> bool:
+        """Whether the kind has a collection to LIST (the account is one resource)."""
+        return bool(self.collection)
+
+    def resource_name(self, account_id: str, resource_id: str) -> str:
+        """The API resource name, e.g. `accounts/acme/dpoJobs/my-job` or `accounts/acme`."""
+        return self.path.format(account=account_id, id=resource_id)
+
+    def name_prefix(self, account_id: str) -> str:
+        """What every resource name of this kind in `account_id` starts with (the id follows)."""
+        return self.resource_name(account_id, "")
+
     def meaning(self, state: str) -> Meaning:
-        """What `state` (a short name) means for this kind; unknown states are ACTIVE."""
+        """What `state` (a short name) means for this kind; states the table does not name
+        mean `unknown` (ACTIVE but for the account)."""
         if state == NOT_FOUND:
             return Meaning.TOMBSTONE
-        return self.states.get(state, Meaning.ACTIVE)
+        return self.states.get(state, self.unknown)
 
     @property
     def has_progress(self) -> bool:
@@ -182,6 +211,12 @@ def _kind(
     states: Mapping[str, Meaning],
     fields: Mapping[str, Field],
     console_path: str,
+    *,
+    path: str | None = None,
+    state_key: str = "state",
+    absent_state: str = UNSPECIFIED,
+    unknown: Meaning = Meaning.ACTIVE,
+    state_is_reason: bool = False,
 ) -> tuple[JobKind, ResourceKind]:
     spec = ResourceKind(
         kind.value,
@@ -190,6 +225,12 @@ def _kind(
         MappingProxyType(dict(states)),
         MappingProxyType(dict(fields)),
         console_path,
+        # A collection's resources are named below it; a kind without one says its path.
+        path if path is not None else f"accounts/{{account}}/{collection}/{{id}}",
+        state_key,
+        absent_state,
+        unknown,
+        state_is_reason,
     )
     return kind, spec
 
@@ -354,9 +395,39 @@ KINDS: Final[Mapping[JobKind, ResourceKind]] = MappingProxyType(
                 _common(completed=False),
                 "/datasets",
             ),
+            # The account itself (`GET /v1/accounts/{id}`, no LIST). What people care about is
+            # whether it may run jobs: `suspendState`. UNSUSPENDED is the healthy one, every
+            # other value (one the SDK does not know yet too) a suspension whose name is the
+            # reason. proto3 JSON omits the zero value, which is UNSUSPENDED (the SDK's
+            # Literal has no UNSPECIFIED for it). Its `state` (READY...) is a field.
+            _kind(
+                JobKind.ACCOUNT,
+                "account",
+                "",
+                {
+                    "UNSUSPENDED": _S,
+                    "FAILED_PAYMENTS": _F,
+                    "CREDIT_DEPLETED": _F,
+                    "MONTHLY_SPEND_LIMIT_EXCEEDED": _F,
+                    "BLOCKED_BY_ABUSE_RULE": _F,
+                },
+                {
+                    **_common(created_by=False, completed=False),
+                    "account_state": text("state"),
+                },
+                "https://app.fireworks.ai/account/home",
+                path="accounts/{id}",
+                state_key="suspendState",
+                absent_state="UNSUSPENDED",
+                unknown=_F,
+                state_is_reason=True,
+            ),
         )
     )
 )
+
+#: The account's healthy state (`suspendState`); every other one is a suspension.
+UNSUSPENDED: Final = "UNSUSPENDED"
 
 #: Every state name any kind documents, plus the watcher's own NOT_FOUND.
 ALL_STATES: Final = frozenset(

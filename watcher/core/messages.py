@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from watcher.core.kinds import JobKind, Meaning, meaning_of
+from watcher.core.kinds import NOT_FOUND, UNSUSPENDED, JobKind, Meaning, meaning_of
 from watcher.core.markdown import code_span
 from watcher.core.model import JobSnapshot, Transition
 from watcher.core.text import (
@@ -46,6 +46,7 @@ MESSAGE_FIELDS: tuple[str, ...] = (
     "estimated_cost",
     "accelerator_seconds",
     "replica_count",
+    "account_state",
     "model",
     "reason",
     "owner",
@@ -129,8 +130,9 @@ def notify_type(new_state: str) -> str:
 
 def console_url(snapshot: JobSnapshot) -> str:
     """A link to the resource in the Fireworks web app (its list page where no per-resource
-    URL form is known)."""
-    return _CONSOLE + snapshot.ref.kind.spec.console_path.format(id=snapshot.ref.job_id)
+    URL form is known; the account's page is no dashboard page)."""
+    path = snapshot.ref.kind.spec.console_path.format(id=snapshot.ref.job_id)
+    return path if path.startswith("https://") else _CONSOLE + path
 
 
 def format_duration(seconds: float) -> str:
@@ -211,6 +213,7 @@ def message_fields(transition: Transition) -> dict[str, str]:
         "estimated_cost": job.estimated_cost,
         "accelerator_seconds": job.accelerator_seconds,
         "replica_count": job.replica_count,
+        "account_state": job.account_state,
         "model": job.model,
         "reason": job.reason,
         "owner": job.owner,
@@ -229,6 +232,8 @@ def default_title(fields: Mapping[str, str], *, first: str = _FIRST_SIGHT) -> st
     A failure carries its short reason (the ErrorInfo reason, else the status message). The
     title is plain text: where a service reads it as Markdown, the sender escapes it.
     """
+    if fields["kind"] == JobKind.ACCOUNT and (title := account_title(fields)) is not None:
+        return title
     name = fields["job_id"]
     if fields["display_name"] != name:
         name = f"{fields['display_name']} ({name})"
@@ -261,6 +266,8 @@ def default_body(
     new = one_line(fields["new_state"])
     if _status_only(fields):
         lines = [f"{job} status changed, still **{new}**."]
+    elif kind is JobKind.ACCOUNT and (said := account_move(fields)) is not None:
+        lines = [f"{job} {said}"]
     else:
         lines = [f"{job} moved **{one_line(old)} → {new}**."]
     if fields["status_message"]:
@@ -276,6 +283,7 @@ def default_body(
         ("Output model", fields["output_model"]),
         ("Dataset", fields["dataset"]),
         ("Replicas", fields["replica_count"]),
+        ("Account state", fields["account_state"]),
         ("Estimated cost", fields["estimated_cost"]),
         ("Accelerator time", _seconds(fields["accelerator_seconds"])),
         ("Owner", fields["owner"] or fields["created_by"]),
@@ -286,6 +294,47 @@ def default_body(
     lines.append("")
     lines += [f"- {label}: {one_line(value)}" for label, value in details if value]
     return "\n".join(lines)
+
+
+def _suspension(fields: Mapping[str, str]) -> tuple[str, str] | None:
+    """(old, new) suspend states of an account's move between UNSUSPENDED and a suspension
+    (or between two), "" for a first sight; None for any other move (a 404, say)."""
+    old, new = fields["old_state"], fields["new_state"]
+    if NOT_FOUND in (old, new) or (new == UNSUSPENDED and old in ("", UNSUSPENDED)):
+        return None
+    return old, new
+
+
+def account_title(fields: Mapping[str, str]) -> str | None:
+    """`account acme-prod suspended (CREDIT_DEPLETED)`, `account acme-prod no longer suspended
+    (was CREDIT_DEPLETED)`; None where the generic title says it (a 404, a status change)."""
+    moved = _suspension(fields) if not _status_only(fields) else None
+    if moved is None:
+        return None
+    old, new = moved
+    name = f"account {fields['job_id']}"
+    if new == UNSUSPENDED:
+        return f"{name} no longer suspended (was {old})"
+    was = f", was {old}" if old not in ("", UNSUSPENDED) else ""
+    title = f"{name} suspended ({new}{was})"
+    if fields["status_message"]:
+        title += f": {one_line(fields['status_message'], TITLE_REASON)}"
+    return title
+
+
+def account_move(fields: Mapping[str, str]) -> str | None:
+    """The body's first sentence for an account's suspension or its end (Markdown fields)."""
+    moved = _suspension(fields)
+    if moved is None:
+        return None
+    old, new = (one_line(state) for state in moved)
+    if new == UNSUSPENDED:
+        return f"is no longer suspended (was **{old}**): its jobs can run again."
+    was = f" (was {old})" if old not in ("", UNSUSPENDED) else ""
+    return (
+        f"is suspended: **{new}**{was}. Its jobs cannot run until this is resolved; "
+        "running ones may be paused."
+    )
 
 
 def _seconds(text: str) -> str:

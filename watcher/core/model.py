@@ -40,8 +40,9 @@ class JobRef:
         object.__setattr__(self, "key", f"{self.kind}/{self.job_id}")
 
     def resource_name(self, account_id: str) -> str:
-        """The API resource name, e.g. `accounts/acme/dpoJobs/my-dpo-job`."""
-        return f"accounts/{account_id}/{self.kind.collection}/{self.job_id}"
+        """The API resource name, e.g. `accounts/acme/dpoJobs/my-dpo-job` (`accounts/acme`
+        for the account itself)."""
+        return self.kind.spec.resource_name(account_id, self.job_id)
 
     @classmethod
     def from_key(cls, key: str) -> JobRef | None:
@@ -91,6 +92,7 @@ class JobSnapshot:
     #: Who the resource belongs to: `createdBy` as first seen, else derived from the resource
     #: it comes from (`core.owners`); "" when unknown. Set when a snapshot is decided.
     owner: str = ""
+    account_state: str = ""  # the account's own `state` (READY...); its watched one is suspendState
 
     @property
     def name(self) -> str:

@@ -46,13 +46,15 @@ def name_problem(name: object, *, kind: JobKind, account_id: str) -> str | None:
         return "has no name"
     if type(name) is not str:
         return f"has a name that is not a string ({type(name).__name__})"
-    prefix = f"accounts/{account_id}/{kind.collection}/"
+    prefix = kind.spec.name_prefix(account_id)
     # Checked before any splitting: a 100 MB name costs one comparison, not a scan.
     if len(name) > len(prefix) + MAX_ID_LENGTH:
         return f"has a name of {len(name)} characters (an id has at most {MAX_ID_LENGTH})"
     if name.startswith(prefix):
         job_id = name[len(prefix) :]
         return None if is_valid_id(job_id) else f"has an id that is not {ID_RULE}"
+    if not kind.spec.listable:  # the account: `accounts/{id}`, and the prefix did not match
+        return f"has a name that is not {prefix}ID"
     parts = name.split("/")
     if len(parts) != 4 or parts[0] != "accounts":
         return f"has a name that is not accounts/{account_id}/{kind.collection}/ID"

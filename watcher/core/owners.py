@@ -30,6 +30,8 @@ PARENTS: Final[Mapping[JobKind, str]] = MappingProxyType(
         JobKind.DEPLOYED_MODEL: "model",
     }
 )
+#: Kinds that belong to no one: the account is every owner's own.
+OWNERLESS: Final = frozenset({JobKind.ACCOUNT})
 #: How far a chain of parents is followed (a deployed model -> its model -> its job).
 MAX_DEPTH: Final = 4
 
@@ -62,6 +64,8 @@ Lookup = Callable[[str], JobSnapshot | None]
 def derive(snapshot: JobSnapshot, known: Lookup, depth: int = MAX_DEPTH) -> str:
     """The owner of `snapshot`: its own (kept or `createdBy`), else its parent's as `known`
     finds it by key, followed up to `depth` parents; "" when none is known."""
+    if snapshot.ref.kind in OWNERLESS:
+        return ""
     own = first_owner(snapshot)
     field = PARENTS.get(snapshot.ref.kind)
     if own or field is None or depth <= 0:

@@ -107,6 +107,7 @@ class Fetcher:
         self._discover: tuple[JobKind, ...] = ()
         self._polled_refs: list[JobRef] = []
         self.targets: list[str] = []
+        self._judged = 0
         self._explicit: dict[JobKind, dict[str, JobRef]] = {}
         self.explicit_keys: frozenset[str] = frozenset()
         self._budget_warned_at = 0
@@ -130,6 +131,9 @@ class Fetcher:
         # Explicit jobs polled on their own; those of a discovered kind come with its LIST.
         self._polled_refs = [r for r in plan.refs if r.kind not in plan.discover]
         self.targets = [r.key for r in self._polled_refs] + [list_key(k) for k in plan.discover]
+        # The account's health (one GET a terminal interval) is no target whose absence makes
+        # a cycle's failures inconclusive: a one-job watcher still judges the API by its job.
+        self._judged = sum(r.kind.spec.listable for r in self._polled_refs) + len(plan.discover)
         self._explicit = {}
         for ref in plan.refs:
             self._explicit.setdefault(ref.kind, {})[ref.key] = ref
@@ -237,7 +241,7 @@ class Fetcher:
         trouble, and backs off that target alone."""
         if report.calls == 0 or report.unavailable < report.calls:
             return True
-        return len(report.unreachable_targets) >= min(PROBE_CALLS, len(self.targets) or 1)
+        return len(report.unreachable_targets) >= min(PROBE_CALLS, self._judged or 1)
 
     def close_window(self) -> CycleReport:
         """End the current cycle's report and start the next; says what was deferred."""

@@ -186,6 +186,11 @@ class FireworksClient:
     def _collection_path(self, kind: JobKind) -> str:
         return f"/v1/accounts/{quote(self._account_id, safe='')}/{kind.collection}"
 
+    def _resource_path(self, ref: JobRef) -> str:
+        """`/v1/` and the resource's name, each part quoted (`watcher.core.kinds` says it)."""
+        account, job_id = quote(self._account_id, safe=""), quote(ref.job_id, safe="")
+        return "/v1/" + ref.kind.spec.resource_name(account, job_id)
+
     async def get_job(self, ref: JobRef) -> JobSnapshot:
         """Fetch one job; a 404 gives a snapshot in state `NOT_FOUND` rather than an error.
 
@@ -197,7 +202,7 @@ class FireworksClient:
             # `quote` keeps dots, and the URL would resolve to the collection (or above it).
             msg = f"{ref.kind} job {shown_name(ref.job_id)} is not a resource id; not requested"
             raise ApiRejected(msg, status_code=0)
-        path = f"{self._collection_path(ref.kind)}/{quote(ref.job_id, safe='')}"
+        path = self._resource_path(ref)
         async with self.inflight.hold() as held:
             response = await self._send(path, {}, kind=ref.kind, held=held, allow_404=True)
             return self._job_answer(ref, response)
@@ -265,7 +270,10 @@ class FireworksClient:
         Raises:
             PayloadError: A page is not the expected JSON, an item is not a job, or the
                 server repeats a page token or never stops paging.
+            ApiRejected: The kind has no collection (the account; status 0, nothing sent).
         """
+        if not kind.spec.listable:
+            raise ApiRejected(f"{kind} is one resource, not a list; not requested", status_code=0)
         path = self._collection_path(kind)
         size = min(max(page_size, 1), MAX_PAGE_SIZE)
         params = {"pageSize": str(size)}

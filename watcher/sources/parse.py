@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from watcher.core.errors import PayloadError
-from watcher.core.kinds import UNSPECIFIED, JobKind, short_state
+from watcher.core.kinds import UNSPECIFIED, JobKind, Meaning, short_state
 from watcher.core.messages import FIELD_LIMIT
 from watcher.core.model import JobRef, JobSnapshot
 from watcher.core.names import job_id_of
@@ -59,8 +59,10 @@ def parse_job(
             a `kind` job of `account_id` (`watcher.core.names`), or it has no name and no
             `ref` is given.
     """
+    spec = kind.spec
     if type(payload) is not dict:
-        msg = f"{kind} job payload is not a JSON object (got {type(payload).__name__})"
+        what = "account" if not spec.listable else f"{kind} job"
+        msg = f"{what} payload is not a JSON object (got {type(payload).__name__})"
         raise PayloadError(msg)
     get = payload.get
     name = get("name")
@@ -68,21 +70,44 @@ def parse_job(
         # The whole name, checked: never a guess from its last segment (watcher.core.names).
         ref = JobRef(kind=kind, job_id=job_id_of(name, kind=kind, account_id=account_id))
     status = _dict(get("status"))
-    raw_state = get("state")
+    state = _state(get(spec.state_key), kind)
     # Each kind reads its own fields (watcher.core.kinds); the snapshot keeps nothing else.
     fields = {
-        name: cap(field.convert(get(field.key)), TEXT_LIMIT)
-        for name, field in kind.spec.fields.items()
+        name: cap(field.convert(get(field.key)), TEXT_LIMIT) for name, field in spec.fields.items()
     }
+    reason = status_reason(status)
+    if not reason and spec.state_is_reason and spec.meaning(state) is Meaning.FAILURE:
+        reason = state  # the account's suspension: CREDIT_DEPLETED says why
     return JobSnapshot(
         ref=ref,
         account_id=account_id,
-        state=(cap(short_state(raw_state), STATE_LIMIT) if type(raw_state) is str else UNSPECIFIED),
+        state=state,
         status_code=cap(_str(status.get("code")), STATE_LIMIT),
         status_message=cap(_str(status.get("message")), TEXT_LIMIT),
-        reason=status_reason(status),
+        reason=reason,
         **fields,
     )
+
+
+def _state(raw: object, kind: JobKind) -> str:
+    """The short state name in `raw` (the value of the kind's `state_key`).
+
+    Absent or "" is the kind's `absent_state` (proto3 omits the zero value). A value of
+    another type reads as UNSPECIFIED where the kind has that state; a kind without one (the
+    account, whose every unknown value is a suspension) cannot tell, and the answer is bad.
+
+    Raises:
+        PayloadError: `raw` is no string and the kind has no UNSPECIFIED state.
+    """
+    spec = kind.spec
+    if raw is None or raw == "":
+        return spec.absent_state
+    if type(raw) is str:
+        return cap(short_state(raw), STATE_LIMIT)
+    if UNSPECIFIED in spec.states:
+        return UNSPECIFIED
+    msg = f"{spec.label} {spec.state_key} is not a string (got {type(raw).__name__})"
+    raise PayloadError(msg)
 
 
 def status_reason(status: Mapping[str, object]) -> str:
