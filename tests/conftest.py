@@ -14,6 +14,7 @@ from psycopg import sql
 
 from fireworks_sim import Simulator
 from tests.support.account import ACCOUNT, KEY
+from tests.support.pg_turns import shared_turn
 from tests.support.servers import JsonReceiver, ServedApp
 
 #: Where the tests find a real PostgreSQL server (`.ci/postgres` starts one and prints it).
@@ -45,6 +46,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def anyio_backend() -> str:
     """Run async tests on asyncio, the backend the daemon runs on."""
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def postgres_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test shares one turn on the PostgreSQL server but the one that restarts it, which
+    takes the server alone for the restart (`tests/support/pg_turns.py`): two workers run."""
+    if request.node.get_closest_marker("restarts_postgres") is not None:
+        yield
+        return
+    with shared_turn():
+        yield
 
 
 @pytest.fixture(autouse=True)

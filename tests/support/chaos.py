@@ -100,6 +100,7 @@ from tests.support.crash import (
     to_stderr,
     tokens_in,
 )
+from tests.support.pg_turns import server_restart
 from tests.support.servers import AsgiApp, Scope, ServedApp, _ReceiverHandler
 from tests.support.waiting import holds_within
 from watcher.core.lease import lease_ttl
@@ -883,14 +884,16 @@ class _Chaos:
 
     def _restart_pg(self, index: int) -> None:
         version, cluster = pg_cluster(self.dsn)
-        wall, began = datetime.now(UTC), time.monotonic()
-        subprocess.run(
-            ["pg_ctlcluster", version, cluster, "restart"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        ended = time.monotonic()
+        wall = datetime.now(UTC)
+        with server_restart():  # under pytest, the other worker's tests wait for it
+            began = time.monotonic()
+            subprocess.run(
+                ["pg_ctlcluster", version, cluster, "restart"],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            ended = time.monotonic()
         self._disrupted(EventKind.PG_RESTART, self._live(), began, ended)
         took = self._failover("", wall, began, same=True)
         self.notes.append(

@@ -24,6 +24,7 @@ from tests.support.crash import RepeatKind
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.restarts_postgres
 def test_twenty_events_on_three_replicas_lose_and_repeat_nothing(
     pg_dsn: str, tmp_path: Path
 ) -> None:
