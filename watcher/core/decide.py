@@ -21,7 +21,7 @@ from watcher.core.delivery import Channel, Event, OutboxEntry
 from watcher.core.kinds import JobKind
 from watcher.core.model import JobRef, JobSnapshot, Transition
 from watcher.core.notices import Notice, notice_entries
-from watcher.core.url_fields import Resolved
+from watcher.core.url_fields import channel_rows
 
 #: The event field that marks a transition recorded in the history but sent to no channel,
 #: with why ("flapping": its job is flapping, see `conditions.flapping`).
@@ -181,21 +181,14 @@ def outbox_entries(
             continue
         if not rules.matches(channel.rule, subject):
             continue
-        fields = event.field_map()
-        entries += [
-            OutboxEntry(
-                job_key=transition.ref.key,
-                channel=channel.name,
-                url_key=to.url_key,
-                url_display=to.url_display,
-                old_state=transition.old_state,
-                new_state=transition.new_state,
-                created_at=transition.observed_at,
-                event=event,
-                skipped=to.skipped,
-            )
-            for to in (Resolved.of(t, fields, channel.people) for t in channel.targets)
-        ]
+        entries += channel_rows(
+            channel,
+            event,
+            job_key=transition.ref.key,
+            old_state=transition.old_state,
+            new_state=transition.new_state,
+            created_at=transition.observed_at,
+        )
     return entries
 
 

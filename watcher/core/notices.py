@@ -29,7 +29,7 @@ from watcher.core.model import JobSnapshot
 from watcher.core.owners import first_owner
 from watcher.core.rules import Subject, matches
 from watcher.core.text import escape_markdown, one_line, without_userinfo
-from watcher.core.url_fields import Resolved
+from watcher.core.url_fields import channel_rows
 
 #: Event kinds (the `events.kind` column); "" is a transition.
 TRANSITION: Final = ""
@@ -302,20 +302,16 @@ def notice_entries(
 ) -> list[OutboxEntry]:
     """One outbox row for every URL of every channel that hears the notice (a templated
     URL's for the notice's subject fields: `core.url_fields`)."""
-    fields = event.field_map()
     return [
-        OutboxEntry(
+        row
+        for channel in channels
+        if hears(channel, notice)
+        for row in channel_rows(
+            channel,
+            event,
             job_key=notice.job_key,
-            channel=channel.name,
-            url_key=to.url_key,
-            url_display=to.url_display,
             old_state="",
             new_state=notice.new_state,
             created_at=now,
-            event=event,
-            skipped=to.skipped,
         )
-        for channel in channels
-        if hears(channel, notice)
-        for to in (Resolved.of(t, fields, channel.people) for t in channel.targets)
     ]

@@ -15,9 +15,10 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
-from watcher.core.delivery import Target
+from watcher.core.delivery import Channel, Event, OutboxEntry, Target
 from watcher.core.messages import MESSAGE_FIELDS, OWNER_MENTION
 from watcher.core.people import People, scheme_of
 
@@ -111,3 +112,31 @@ class Resolved:
             why = ", ".join(f"{{{name}}}" for name in empty)
             return cls(key, display, f"skipped: {why} empty for this message")
         return cls(key, display)
+
+
+def channel_rows(
+    channel: Channel,
+    event: Event,
+    *,
+    job_key: str,
+    old_state: str,
+    new_state: str,
+    created_at: datetime,
+) -> list[OutboxEntry]:
+    """The outbox rows of `event` for every URL of `channel`: a templated URL's with the
+    event's values, or skipped (transitions and notices alike)."""
+    fields = event.field_map()
+    return [
+        OutboxEntry(
+            job_key=job_key,
+            channel=channel.name,
+            url_key=to.url_key,
+            url_display=to.url_display,
+            old_state=old_state,
+            new_state=new_state,
+            created_at=created_at,
+            event=event,
+            skipped=to.skipped,
+        )
+        for to in (Resolved.of(target, fields, channel.people) for target in channel.targets)
+    ]
